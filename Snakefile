@@ -1,0 +1,35 @@
+# cropchain: Sentinel-2 L2A time series + reference parcels -> crop-type maps.
+# Stages (one rule file each): ingest -> gapfill -> features -> reference/split ->
+# samples -> train -> classify -> vectorize -> report. See ../shared/DESIGN.md.
+#
+#   snakemake --cores 2                                  # the embedded demo
+#   snakemake --cores 2 --configfile config/t31tej.yaml  # real Sentinel-2 data
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# The default config is read only when none is given on the command line, so that
+# `--configfile config/t31tej.yaml` replaces the demo instead of merging into it.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/gapfill.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/reference.smk"
+include: "workflow/rules/samples.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/classify.smk"
+include: "workflow/rules/vectorize.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

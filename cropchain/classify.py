@@ -1,0 +1,320 @@
+"""Tiled inference: a fitted model + ``features.tif`` -> classification and confidence maps.
+
+The tile is processed as a grid of *core* windows (``window`` x ``window`` px). Each core
+is read extended by ``overlap`` px on every side, **clipped at the tile border** (no
+padding is invented: at the tile edge the predictor sees exactly what it would see on
+the whole image, so a spatial predictor that pads by itself pads identically). The
+probabilities are predicted on the extended block, the margin is cropped and the core
+is written. As long as the predictor's receptive-field half-width (its *margin*) is
+``<= overlap``, the windowed map is identical to a prediction of the whole tile at
+once, and memory is bounded by one extended window, never by the tile (the scheme of
+Orfeo ToolBox's streaming ``ImageClassifier`` and of iota2's tiled inference).
+
+Image predictors
+----------------
+An *image predictor* is a callable ``predictor(model, block) -> proba`` with ``block``
+float32 ``[F, H, W]`` and ``proba`` float32 ``[K, H, W]`` (columns of ``model.classes_``).
+It may carry an integer attribute ``margin`` (receptive-field half-width in px);
+:func:`classify_tile` refuses an ``overlap`` smaller than it. Pixel classifiers use
+:func:`predict_proba_image` (margin 0); CNNs bring their own predictor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.merge import merge
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+from tqdm import tqdm
+
+import cropchain
+from cropchain.errors import ConfigError, InputError
+from cropchain.io.atomic import atomic_output, temporary_path
+from cropchain.io.raster import block_windows, geotiff_profile, open_raster
+from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
+
+log = logging.getLogger(__name__)
+
+CONFIDENCE_NODATA = 255
+FEATURES_NODATA = -9999.0
+
+ImagePredictor = Callable[[Any, np.ndarray], np.ndarray]
+
+
+def predict_proba_image(model: Any, block: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities of a pixel classifier over an image block.
+
+    Parameters
+    ----------
+    model : fitted pixel classifier (``classes_`` [K], ``predict_proba(X [N, F]) -> [N, K]``).
+    block : float32 ``[F, H, W]`` features (band order = ``model.feature_names``).
+    valid : optional bool ``[H, W]``; only these pixels are predicted (the others get
+        probability 0 for every class), which skips nodata areas.
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``[K, H, W]``, classes in the order of ``model.classes_``.
+    """
+    n_features, height, width = block.shape
+    n_classes = len(model.classes_)
+    # [F, H, W] -> [N, F], C-contiguous (tree traversal reads one pixel's features together),
+    # in a single copy: the transposed view is gathered straight into C order
+    view = block.reshape(n_features, height * width).T
+    flat = None if valid is None else valid.reshape(-1)
+    if flat is None or flat.all():
+        proba = np.asarray(model.predict_proba(np.ascontiguousarray(view, dtype=np.float32)), dtype=np.float32)
+    else:
+        proba = np.zeros((height * width, n_classes), dtype=np.float32)
+        if flat.any():
+            proba[flat] = model.predict_proba(np.ascontiguousarray(view[flat], dtype=np.float32))
+    return np.ascontiguousarray(proba.T).reshape(n_classes, height, width)
+
+
+def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
+    if isinstance(nomenclature, Nomenclature):
+        return nomenclature
+    return read_nomenclature(nomenclature)
+
+
+def _check_features(src: rasterio.DatasetReader, path: Path, model: Any) -> None:
+    """Band descriptions of ``features.tif`` must be the model's feature names, in order."""
+    names = list(getattr(model, "feature_names", None) or [])
+    if not names:
+        raise InputError("model", "the model has no `feature_names`", "retrain it with cropchain.train, which records them")
+    bands = [d or "" for d in src.descriptions]
+    if bands == names:
+        return
+    missing = [n for n in names if n not in bands]
+    extra = [b for b in bands if b not in names]
+    if missing or extra:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} feature(s) of the model are not bands of the raster: {missing[:5]}")
+        if extra:
+            detail.append(f"{len(extra)} band(s) unknown to the model: {extra[:5]}")
+        problem = "; ".join(detail)
+    else:
+        first = next(i for i, (a, b) in enumerate(zip(bands, names)) if a != b)
+        problem = f"same features in a different order (band {first + 1} is {bands[first]!r}, the model expects {names[first]!r})"
+    raise InputError(
+        path,
+        f"band descriptions do not match the model's feature names ({len(bands)} bands, {len(names)} features): {problem}",
+        "classify with a model trained on features computed with the same configuration (dates, bands, indices)",
+    )
+
+
+def _check_same_grid(ref: rasterio.DatasetReader, other: rasterio.DatasetReader, path: Path, ref_path: Path) -> None:
+    if (ref.width, ref.height) != (other.width, other.height) or ref.crs != other.crs or not ref.transform.almost_equals(other.transform):
+        raise InputError(
+            path,
+            f"grid ({other.width}x{other.height}, {other.crs}, {tuple(other.transform)[:6]}) differs from {ref_path.name} "
+            f"({ref.width}x{ref.height}, {ref.crs}, {tuple(ref.transform)[:6]})",
+            "use the validity raster written by the gap filling of the same tile",
+        )
+
+
+def _expand(core: Window, overlap: int, height: int, width: int) -> Window:
+    """``core`` extended by ``overlap`` px on each side, clipped to the tile."""
+    c0 = max(0, int(core.col_off) - overlap)
+    r0 = max(0, int(core.row_off) - overlap)
+    c1 = min(width, int(core.col_off + core.width) + overlap)
+    r1 = min(height, int(core.row_off + core.height) + overlap)
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def classify_tile(
+    features: str | os.PathLike,
+    validity: str | os.PathLike,
+    model: Any,
+    nomenclature: Nomenclature | str | os.PathLike,
+    out_classification: str | os.PathLike,
+    out_confidence: str | os.PathLike,
+    *,
+    window: int = 512,
+    overlap: int = 16,
+    predictor: ImagePredictor | None = None,
+) -> None:
+    """Classify one tile window by window; write the class map and the confidence map.
+
+    Parameters
+    ----------
+    features : ``features.tif``, float32 ``[F, H, W]``, band descriptions = feature names,
+        nodata -9999.
+    validity : ``validity.tif`` (uint8/uint16 ``[H, W]``, number of clear dates per pixel,
+        same grid); 0 = no clear date -> nodata in both outputs.
+    model : fitted classifier with ``classes_`` (nomenclature codes ``[K]``) and
+        ``feature_names`` (the ``F`` band descriptions, in band order).
+    nomenclature : :class:`~cropchain.nomenclature.Nomenclature` or path of its CSV.
+    out_classification : GeoTIFF uint8 ``[H, W]``, class codes, nodata 0, color table.
+    out_confidence : GeoTIFF uint8 ``[H, W]``, ``round(100 * max probability)`` in 0-100,
+        nodata 255.
+    window : core window size in px. Memory is bounded by about two copies of
+        ``(window + 2 overlap)^2 * F`` float32 values (the block and its pixel-major copy),
+        plus GDAL's block cache (``GDAL_CACHEMAX``, 5 % of RAM by default).
+    overlap : margin in px read around each core window (clipped at the tile border),
+        predicted and then cropped; must be >= the predictor's ``margin``.
+    predictor : image predictor ``(model, block [F, h, w]) -> [K, h, w]``; default:
+        :func:`predict_proba_image` (pixel classifiers: margin 0, so only the core is read
+        and predicted, and pixels with validity 0 are skipped).
+
+    Raises
+    ------
+    InputError
+        missing/unreadable rasters, grids that differ, band descriptions that are not the
+        model's feature names (the message lists the differences), model classes that
+        are not nomenclature codes.
+    ConfigError
+        ``window < 1``, ``overlap < 0`` or ``overlap`` smaller than the predictor's margin.
+    """
+    if window < 1 or overlap < 0:
+        raise ConfigError(f"classify: window ({window}) must be >= 1 and overlap ({overlap}) >= 0")
+    margin = int(getattr(predictor, "margin", 0))
+    if overlap < margin:
+        raise ConfigError(f"classify.overlap: {overlap} px is smaller than the predictor's margin ({margin} px); the map would show seams")
+    nomenclature = _as_nomenclature(nomenclature)
+    classes = np.asarray(model.classes_).astype(np.int64)
+    unknown = sorted(set(classes.tolist()) - set(nomenclature.codes))
+    if unknown:
+        raise InputError("model", f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
+                         "train and classify with the same nomenclature file")
+    codes_u8 = classes.astype(np.uint8)
+    features, validity = Path(features), Path(validity)
+
+    with open_raster(features, "features raster") as fsrc, open_raster(validity, "validity raster") as vsrc:
+        _check_features(fsrc, features, model)
+        _check_same_grid(fsrc, vsrc, validity, features)
+        height, width = fsrc.height, fsrc.width
+        cls_profile = geotiff_profile(fsrc.profile, count=1, dtype="uint8", nodata=NODATA_CLASS)
+        conf_profile = geotiff_profile(fsrc.profile, count=1, dtype="uint8", nodata=CONFIDENCE_NODATA)
+        windows = list(block_windows(height, width, window))
+        t0 = time.perf_counter()
+        n_classified = 0
+        with atomic_output(out_classification) as tmp_cls, atomic_output(out_confidence) as tmp_conf:
+            with rasterio.open(tmp_cls, "w", **cls_profile) as dcls, rasterio.open(tmp_conf, "w", **conf_profile) as dconf:
+                # the color table goes in before any pixel is written (libtiff cannot change
+                # PhotometricInterpretation afterwards)
+                _describe_outputs(dcls, dconf, nomenclature, features)
+                for core in tqdm(windows, desc=f"classify {features.parent.name or features.name}", unit="window", disable=None):
+                    # a pixel classifier needs no context: its margin is 0, read the core only
+                    ext = core if predictor is None else _expand(core, overlap, height, width)
+                    r = int(core.row_off - ext.row_off)
+                    c = int(core.col_off - ext.col_off)
+                    h, w = int(core.height), int(core.width)
+                    valid = vsrc.read(1, window=core) > 0
+                    cls = np.zeros((h, w), dtype=np.uint8)
+                    conf = np.full((h, w), CONFIDENCE_NODATA, dtype=np.uint8)
+                    if valid.any():
+                        block = fsrc.read(window=ext, out_dtype=np.float32)
+                        if predictor is None:
+                            proba = predict_proba_image(model, block, valid)
+                        else:
+                            proba = np.asarray(predictor(model, block), dtype=np.float32)
+                            if proba.shape != (len(classes), block.shape[1], block.shape[2]):
+                                raise ValueError(f"predictor returned shape {proba.shape}, expected {(len(classes), *block.shape[1:])}")
+                        proba = proba[:, r : r + h, c : c + w]
+                        best = proba.argmax(axis=0)
+                        top = np.take_along_axis(proba, best[None], axis=0)[0]
+                        cls[valid] = codes_u8[best[valid]]
+                        conf[valid] = np.clip(np.rint(100.0 * top[valid]), 0, 100).astype(np.uint8)
+                        n_classified += int(valid.sum())
+                    dcls.write(cls, 1, window=core)
+                    dconf.write(conf, 1, window=core)
+        elapsed = time.perf_counter() - t0
+    log.info(
+        "classified %s: %d x %d px (%d valid) in %.1f s, %.0f px/s, %d windows of %d px + %d px overlap",
+        features, width, height, n_classified, elapsed, height * width / max(elapsed, 1e-9), len(windows), window, overlap if predictor is not None else 0,
+    )
+
+
+def _describe_outputs(dcls: Any, dconf: Any, nomenclature: Nomenclature, features: Path) -> None:
+    """Color table, band descriptions and metadata read by QGIS / gdalinfo."""
+    dcls.write_colormap(1, nomenclature.color_table())
+    dcls.set_band_description(1, "class code")
+    classes = ";".join(f"{c}:{n}" for c, n in zip(nomenclature.codes, nomenclature.names))
+    common = {"SOURCE_FEATURES": str(features), "CROPCHAIN_VERSION": cropchain.__version__}
+    dcls.update_tags(**common, CLASSES=classes, NODATA="0 = no clear date")
+    dcls.update_tags(1, **{f"CLASS_{c}": n for c, n in zip(nomenclature.codes, nomenclature.names)})
+    dconf.set_band_description(1, "confidence (max class probability, %)")
+    dconf.set_band_unit(1, "%")
+    dconf.update_tags(**common, NODATA="255 = no clear date")
+
+
+def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resampling: str = "nearest") -> None:
+    """Mosaic per-tile classification (or confidence) rasters into one GeoTIFF.
+
+    Uses :func:`rasterio.merge.merge` (method ``"first"``: where tiles overlap, the first
+    raster in ``rasters`` that has data wins), written by chunks straight to disk. The
+    output keeps the nodata value, band description, tags and color table of the first
+    raster. A raster in another CRS is reprojected on the fly to the first raster's CRS
+    (:class:`rasterio.vrt.WarpedVRT` with ``resampling``; keep ``"nearest"`` for class maps).
+
+    Parameters
+    ----------
+    rasters : single-band rasters with the same dtype (at least one).
+    out : output GeoTIFF (tiled, DEFLATE, written atomically).
+    resampling : name of a :class:`rasterio.enums.Resampling` method.
+
+    Raises
+    ------
+    InputError
+        empty list, missing/unreadable raster, band count or dtype differing from the first.
+    ConfigError
+        unknown resampling name.
+    """
+    if not rasters:
+        raise InputError(out, "no raster to mosaic", "give at least one tile map")
+    try:
+        method = Resampling[resampling]
+    except KeyError:
+        raise ConfigError(f"mosaic.resampling: unknown method {resampling!r}; use one of {[m.name for m in Resampling][:8]}...") from None
+    paths = [Path(p) for p in rasters]
+    opened: list[Any] = []
+    try:
+        for p in paths:
+            opened.append(open_raster(p, "tile map"))
+        first = opened[0]
+        sources = []
+        for p, src in zip(paths, opened):
+            if src.count != first.count or src.dtypes[0] != first.dtypes[0]:
+                raise InputError(p, f"{src.count} band(s) of {src.dtypes[0]} differ from {paths[0].name} ({first.count} of {first.dtypes[0]})",
+                                 "mosaic maps of the same kind (all classifications or all confidences)")
+            if src.crs != first.crs:
+                log.info("reprojecting %s from %s to %s", p, src.crs, first.crs)
+                vrt = WarpedVRT(src, crs=first.crs, resampling=method, nodata=first.nodata)
+                opened.append(vrt)
+                sources.append(vrt)
+            else:
+                sources.append(src)
+        kwds = geotiff_profile(first.profile, count=first.count, dtype=first.dtypes[0], nodata=first.nodata)
+        for key in ("crs", "transform", "width", "height", "count", "dtype", "nodata"):
+            kwds.pop(key)
+        merged = temporary_path(out)
+        try:
+            merge(sources, nodata=first.nodata, resampling=method, method="first", dst_path=merged, dst_kwds=kwds)
+            # copied block by block into a file whose color table is set before any pixel
+            # (libtiff cannot change PhotometricInterpretation once data are written)
+            with atomic_output(out) as tmp, rasterio.open(merged) as msrc, rasterio.open(tmp, "w", **msrc.profile) as dst:
+                if first.colorinterp[0].name == "palette":
+                    dst.write_colormap(1, first.colormap(1))
+                dst.set_band_description(1, first.descriptions[0] or "")
+                dst.update_tags(**first.tags())
+                dst.update_tags(1, **first.tags(1))
+                for _, win in msrc.block_windows(1):
+                    dst.write(msrc.read(window=win), window=win)
+        finally:
+            merged.unlink(missing_ok=True)
+        log.info("mosaicked %d rasters into %s", len(paths), out)
+    finally:
+        for ds in reversed(opened):
+            ds.close()
+

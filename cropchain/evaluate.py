@@ -1,0 +1,318 @@
+"""Map accuracy against the validation polygons: confusion matrix, overall accuracy, kappa, F-score.
+
+Follows iota2's validation (and OTB ``ComputeConfusionMatrix``): the polygons drawn as
+``validation`` by the run's split are rasterized on the map grid, and every labelled pixel
+where the map has a class is one sample. Metrics are scikit-learn's (Cohen's kappa,
+per-class precision / recall / F1 with ``zero_division=0``, macro F1 = unweighted mean
+over the labels).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import rasterio.windows
+import shapely
+from sklearn import metrics as skm
+
+from cropchain.errors import InputError
+from cropchain.io.atomic import atomic_output, write_text_atomic
+from cropchain.io.raster import block_windows, open_raster
+from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
+
+log = logging.getLogger(__name__)
+
+VALIDATION = "validation"
+
+
+def confusion_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    labels: Sequence[int],
+    sample_weight: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Accuracy metrics of predicted vs reference class codes.
+
+    Parameters
+    ----------
+    y_true : int ``[N]`` reference class codes.
+    y_pred : int ``[N]`` predicted class codes.
+    labels : class codes of the confusion matrix, in order; callers pass the nomenclature
+        codes present in the reference or the prediction. Every value of ``y_true`` and
+        ``y_pred`` must be one of them.
+    sample_weight : optional ``[N]`` weights (counts), e.g. to recompute metrics from a
+        confusion matrix (see :func:`metrics_from_matrix`).
+
+    Returns
+    -------
+    dict
+        ``overall_accuracy``, ``kappa`` (Cohen; NaN when undefined, i.e. reference and
+        prediction are both a single identical class), ``macro_f1`` (fractions 0-1),
+        ``per_class`` ``{code: {precision, recall, f1, support}}`` (int codes, support in
+        samples), ``confusion_matrix`` ``{labels: [...], matrix: [[...]]}`` with rows =
+        reference and columns = predicted, ``n_pixels`` (number of samples).
+
+    Raises
+    ------
+    ValueError
+        empty input, lengths that differ, or codes missing from ``labels``.
+    """
+    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    y_pred = np.asarray(y_pred).astype(np.int64).ravel()
+    labels = [int(c) for c in labels]
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true ({y_true.size}) and y_pred ({y_pred.size}) differ in length")
+    if y_true.size == 0:
+        raise ValueError("no sample to evaluate")
+    outside = sorted((set(np.unique(y_true).tolist()) | set(np.unique(y_pred).tolist())) - set(labels))
+    if outside:
+        raise ValueError(f"codes {outside} are not in labels {labels}")
+    sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).ravel()
+    cm = skm.confusion_matrix(y_true, y_pred, labels=labels, sample_weight=sw)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0, sample_weight=sw
+    )
+    kappa = skm.cohen_kappa_score(y_true, y_pred, labels=labels, sample_weight=sw)
+    return {
+        "overall_accuracy": float(skm.accuracy_score(y_true, y_pred, sample_weight=sw)),
+        "kappa": float(kappa),
+        "macro_f1": float(np.mean(f1)),
+        "per_class": {
+            code: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(round(s))}
+            for code, p, r, f, s in zip(labels, precision, recall, f1, cm.sum(axis=1))
+        },
+        "confusion_matrix": {"labels": labels, "matrix": np.rint(cm).astype(np.int64).tolist()},
+        "n_pixels": int(round(cm.sum())),
+    }
+
+
+def metrics_from_matrix(matrix: np.ndarray | Sequence[Sequence[int]], labels: Sequence[int]) -> dict[str, Any]:
+    """:func:`confusion_metrics` of a confusion matrix (rows = reference, columns = predicted).
+
+    Used to pool several tiles: summing their matrices and recomputing gives the metrics
+    of all their pixels together. Rows and columns that are both empty are dropped from
+    the labels.
+    """
+    cm = np.asarray(matrix, dtype=np.int64)
+    labels = [int(c) for c in labels]
+    if cm.shape != (len(labels), len(labels)):
+        raise ValueError(f"matrix shape {cm.shape} does not match {len(labels)} labels")
+    keep = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    kept = [c for c, k in zip(labels, keep) if k]
+    rows, cols = np.nonzero(cm)
+    lab = np.asarray(labels)
+    return confusion_metrics(lab[rows], lab[cols], kept, sample_weight=cm[rows, cols])
+
+
+def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
+    return nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
+
+
+def _read_validation(split_gpkg: Path, nomenclature: Nomenclature, crs: Any) -> gpd.GeoDataFrame:
+    if not split_gpkg.exists():
+        raise InputError(split_gpkg, "split file not found", "run the split step of this run first")
+    try:
+        gdf = gpd.read_file(split_gpkg, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises DataSourceError and friends for broken files
+        raise InputError(split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step") from None
+    missing = {"code", "split"} - set(gdf.columns)
+    if missing:
+        raise InputError(split_gpkg, f"missing column(s) {sorted(missing)}", "the split GeoPackage needs columns code and split (learn | validation)")
+    if gdf.crs is None:
+        raise InputError(split_gpkg, "no CRS", "write the split with the CRS of the reference polygons")
+    gdf = gdf[gdf["split"] == VALIDATION]
+    if gdf.empty:
+        raise InputError(split_gpkg, "no polygon with split == 'validation'", "check the split ratio: each class needs validation polygons")
+    unknown = sorted(set(gdf["code"].astype(int)) - set(nomenclature.codes))
+    if unknown:
+        raise InputError(split_gpkg, f"codes {unknown} are not in the nomenclature", "fuse the reference with the same nomenclature")
+    gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
+    return gdf.to_crs(crs)
+
+
+def evaluate_map(
+    classification: str | os.PathLike,
+    split_gpkg: str | os.PathLike,
+    nomenclature: Nomenclature | str | os.PathLike,
+    *,
+    tile: str,
+    run: str | int,
+    architecture: str,
+) -> dict[str, Any]:
+    """Evaluate a classification map on the validation polygons of a run.
+
+    The polygons with ``split == "validation"`` are rasterized on the map grid (a pixel is
+    labelled when its centre lies in a polygon; where polygons overlap the last one wins),
+    window by window, so memory is bounded by a window. Learning polygons are ignored.
+    Labelled pixels where the map is nodata are not scored; they are counted in
+    ``n_unclassified``.
+
+    Parameters
+    ----------
+    classification : uint8 class map (class codes, nodata 0).
+    split_gpkg : the run's ``split.gpkg`` (columns ``code``, ``split``; any CRS).
+    nomenclature : :class:`~cropchain.nomenclature.Nomenclature` or path of its CSV.
+    tile, run, architecture : identifiers copied into the report.
+
+    Returns
+    -------
+    dict
+        the report of DESIGN.md section 2: ``tile``, ``run``, ``architecture``,
+        ``overall_accuracy``, ``kappa``, ``macro_f1`` (fractions), ``per_class``
+        (int code -> precision, recall, f1, support, name), ``confusion_matrix``
+        (``labels``, ``matrix``; rows = reference), ``n_pixels`` (scored pixels), plus
+        ``n_unclassified``, ``n_validation_polygons``, ``classification``, ``split``.
+        Codes are the nomenclature codes present in the reference or the prediction.
+
+    Raises
+    ------
+    InputError
+        missing/unreadable inputs, missing columns, no validation polygon, codes outside
+        the nomenclature, or no validation pixel classified on the map.
+    """
+    nomenclature = _as_nomenclature(nomenclature)
+    classification, split_gpkg = Path(classification), Path(split_gpkg)
+    with open_raster(classification, "classification map") as src:
+        gdf = _read_validation(split_gpkg, nomenclature, src.crs)
+        nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
+        codes = gdf["code"].astype(int).to_numpy()
+        geoms = gdf.geometry.to_numpy()
+        tree = gdf.sindex
+        y_true, y_pred = [], []
+        n_unclassified = 0
+        for win in block_windows(src.height, src.width, 1024):
+            bounds = rasterio.windows.bounds(win, src.transform)
+            idx = tree.query(shapely.box(*bounds))
+            if idx.size == 0:
+                continue
+            ref = rasterio.features.rasterize(
+                zip(geoms[idx], codes[idx]), out_shape=(int(win.height), int(win.width)),
+                transform=src.window_transform(win), fill=0, dtype="int32",
+            )
+            labelled = ref > 0
+            if not labelled.any():
+                continue
+            pred = src.read(1, window=win)[labelled]
+            ref = ref[labelled]
+            classified = pred != nodata
+            n_unclassified += int((~classified).sum())
+            y_true.append(ref[classified])
+            y_pred.append(pred[classified].astype(np.int64))
+    y_true_a = np.concatenate(y_true) if y_true else np.zeros(0, np.int64)
+    y_pred_a = np.concatenate(y_pred) if y_pred else np.zeros(0, np.int64)
+    if y_true_a.size == 0:
+        raise InputError(split_gpkg, f"no validation pixel is classified on {classification} ({n_unclassified} fall on nodata)",
+                         "check that the split and the map cover the same tile")
+    present = set(np.unique(y_true_a).tolist()) | set(np.unique(y_pred_a).tolist())
+    unknown = sorted(present - set(nomenclature.codes))
+    if unknown:
+        raise InputError(classification, f"class codes {unknown} are not in the nomenclature", "evaluate with the nomenclature the map was made with")
+    labels = [c for c in nomenclature.codes if c in present]
+    m = confusion_metrics(y_true_a, y_pred_a, labels)
+    for code, d in m["per_class"].items():
+        d["name"] = nomenclature.name_of(code)
+    report = {"tile": str(tile), "run": run, "architecture": str(architecture), **m,
+              "n_unclassified": n_unclassified, "n_validation_polygons": int(len(gdf)),
+              "classification": str(classification), "split": str(split_gpkg)}
+    log.info("%s run %s %s: OA %.4f kappa %.4f macro F1 %.4f on %d px (%d unclassified)",
+             tile, run, architecture, m["overall_accuracy"], m["kappa"], m["macro_f1"], m["n_pixels"], n_unclassified)
+    return report
+
+
+def _json_ready(obj: Any) -> Any:
+    """NaN -> None (JSON null), numpy scalars -> Python, dict keys -> str."""
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _class_labels(codes: Sequence[int], nomenclature: Nomenclature) -> list[str]:
+    names = [nomenclature.name_of(c) if c in nomenclature.codes else str(c) for c in codes]
+    if len(set(names)) != len(names):
+        names = [f"{n} ({c})" for n, c in zip(names, codes)]
+    return names
+
+
+def write_report(
+    report: dict[str, Any],
+    out_json: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    out_png: str | os.PathLike,
+    nomenclature: Nomenclature | str | os.PathLike,
+) -> None:
+    """Write a map report as JSON, its confusion matrix as CSV and as a PNG heatmap.
+
+    Parameters
+    ----------
+    report : dict from :func:`evaluate_map` (int codes become string keys in the JSON;
+        NaN becomes ``null``).
+    out_json : report JSON.
+    out_csv : confusion matrix, rows = reference, columns = predicted, labelled with class
+        names (``name (code)`` where names repeat); counts in pixels.
+    out_png : heatmap, colors normalised per reference row (recall), counts as text, title
+        with overall accuracy, kappa and macro F1.
+    nomenclature : names of the codes.
+
+    All three are written atomically.
+    """
+    nomenclature = _as_nomenclature(nomenclature)
+    write_text_atomic(out_json, json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n")
+    codes = [int(c) for c in report["confusion_matrix"]["labels"]]
+    cm = np.asarray(report["confusion_matrix"]["matrix"], dtype=np.int64).reshape(len(codes), len(codes))
+    names = _class_labels(codes, nomenclature)
+    df = pd.DataFrame(cm, index=pd.Index(names, name="reference \\ predicted"), columns=names)
+    with atomic_output(out_csv) as tmp:
+        df.to_csv(tmp)
+    with atomic_output(out_png) as tmp:
+        _heatmap(cm, names, report).savefig(tmp, format="png", dpi=120)
+
+
+def _heatmap(cm: np.ndarray, names: list[str], report: dict[str, Any]) -> Any:
+    """Row-normalised confusion-matrix figure (object-oriented matplotlib, Agg canvas, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    k = len(names)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    size = max(4.0, 0.7 * k + 2.5)
+    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, label="fraction of the reference class", shrink=0.8)
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+
+    ax.set_title(
+        f"{report.get('architecture', '')} {report.get('tile', '')} run {report.get('run', '')}\n"
+        f"OA {100 * report['overall_accuracy']:.1f}%  kappa {fmt(report['kappa'])}  macro F1 {fmt(report['macro_f1'])}",
+        fontsize=10,
+    )
+    return fig

@@ -1,0 +1,1 @@
+"""Input/output: Sentinel-2 readers, GeoTIFF writing, atomic outputs."""

@@ -1,0 +1,83 @@
+"""GeoTIFF conventions shared by every stage.
+
+Every raster cropchain writes is a tiled (256x256 blocks), DEFLATE-compressed GeoTIFF
+that Orfeo ToolBox and QGIS read as it is. Profiles are copied from a source raster
+and updated, never rebuilt by hand (rasterio's idiom).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from cropchain.errors import InputError
+
+BLOCK_SIZE = 256
+
+
+def geotiff_profile(base: dict, *, count: int, dtype: str, nodata: float | int | None) -> dict:
+    """Profile for a tiled, compressed GeoTIFF on the grid of ``base``.
+
+    Parameters
+    ----------
+    base : rasterio profile of the grid (crs, transform, width, height are kept).
+    count : number of bands.
+    dtype : numpy dtype name (``"int16"``, ``"uint8"``, ``"float32"`` ...).
+    nodata : nodata value, or None.
+    """
+    profile = {
+        "driver": "GTiff",
+        "crs": base["crs"],
+        "transform": base["transform"],
+        "width": base["width"],
+        "height": base["height"],
+        "count": count,
+        "dtype": dtype,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": BLOCK_SIZE,
+        "blockysize": BLOCK_SIZE,
+        "compress": "deflate",
+        "interleave": "pixel" if count <= 4 else "band",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        profile["predictor"] = 3
+    elif np.dtype(dtype).itemsize > 1:
+        profile["predictor"] = 2
+    return profile
+
+
+def block_windows(height: int, width: int, block: int = 512) -> Iterator[Window]:
+    """Row-major windows of at most ``block`` x ``block`` pixels covering the grid."""
+    for row in range(0, height, block):
+        for col in range(0, width, block):
+            yield Window(col, row, min(block, width - col), min(block, height - row))
+
+
+def open_raster(path: str | os.PathLike, what: str = "raster"):
+    """Open a raster for reading; a missing or unreadable file raises :class:`InputError`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, f"{what} not found", "check the path, or rerun the step that writes it")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(path, f"{what} cannot be read by GDAL ({exc})", "replace the file with a valid raster") from None
+
+
+def read_dates(path: str | os.PathLike) -> list[str]:
+    """Read a dates file (one ``YYYYMMDD`` per line, OTB's convention)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "dates file not found")
+    dates = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    for d in dates:
+        if len(d) != 8 or not d.isdigit():
+            raise InputError(path, f"line {d!r} is not a date YYYYMMDD", "write one date per line as YYYYMMDD")
+    return dates

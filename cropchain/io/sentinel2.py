@@ -1,0 +1,492 @@
+"""Sentinel-2 L2A products in ESA's SAFE format -> the chain's raw time series of a tile.
+
+A SAFE product is a folder ``S2A_MSIL2A_<sensing>_N<baseline>_R<orbit>_T<tile>_<generation>.SAFE``
+with ``MTD_MSIL2A.xml`` at its root and JPEG 2000 bands under
+``GRANULE/*/IMG_DATA/R10m`` (B02 B03 B04 B08) and ``R20m`` (B05 B06 B07 B8A B11 B12 and the
+scene classification SCL). Band files are found by globbing these folders: the file names listed
+in ``MTD_MSIL2A.xml`` do not always match the files on disk (older baselines, clipped products).
+
+Digital numbers (DN, uint16) convert to surface reflectance as
+``(DN + BOA_ADD_OFFSET) / BOA_QUANTIFICATION_VALUE`` (ESA, Sentinel-2 L2A Product Specification,
+processing baseline 04.00 onwards adds the offset of -1000); DN 0 is nodata.
+
+:func:`ingest_safe` writes the three files of the ingest stage (DESIGN.md section 1), following
+Orfeo ToolBox's conventions for image time series (as iota2 does):
+
+* ``raw.tif``: int16 reflectance x10000, one band per (date, band), date-major
+  (date1b1, date1b2, ..., date1bN, date2b1, ...), described ``YYYYMMDD_Bxx``;
+* ``raw_mask.tif``: uint8, one band per date, 1 = masked (cloud, shadow, cirrus, saturated or
+  nodata from the SCL, or DN 0 in any band), 0 = clear;
+* ``raw_dates.txt``: one ``YYYYMMDD`` per line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from tqdm import tqdm
+
+from cropchain.errors import ConfigError, InputError
+from cropchain.io.atomic import atomic_output
+from cropchain.io.raster import geotiff_profile
+
+log = logging.getLogger(__name__)
+
+#: Default bands and their order in ``raw.tif``: the four 10 m bands, then the six 20 m bands.
+SENTINEL2_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
+
+#: SCL classes masked by default: 0 nodata, 1 saturated/defective, 3 cloud shadows,
+#: 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus.
+DEFAULT_SCL_MASKED: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+
+#: Native resolution (m) of every band of an L2A product, and of the scene classification.
+NATIVE_RESOLUTION: dict[str, int] = {
+    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
+    "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20, "SCL": 20,
+}
+
+#: ESA's ``bandId`` order in the product metadata (used when the metadata has no
+#: ``Spectral_Information_List`` to map ``BOA_ADD_OFFSET band_id`` to band names).
+ESA_BAND_IDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+
+#: Value written in ``raw.tif`` where a band has DN 0 (L2A nodata); also the GeoTIFF nodata tag.
+RAW_NODATA = -32768
+
+#: ``raw.tif`` stores reflectance x this scale.
+REFLECTANCE_SCALE = 10000
+
+MTD_NAME = "MTD_MSIL2A.xml"
+_TILE_RE = re.compile(r"_T(\d{2}[A-Z]{3})(?:_|$)")
+_SENSING_RE = re.compile(r"_(\d{8}T\d{6})_")
+
+
+@dataclass(frozen=True)
+class SafeProduct:
+    """What the chain needs from one Sentinel-2 L2A SAFE product.
+
+    Attributes
+    ----------
+    path : the ``.SAFE`` folder.
+    date : sensing date (UTC) from ``PRODUCT_START_TIME``.
+    sensing_time : sensing start time (UTC, naive datetime).
+    tile : MGRS tile with its leading ``T``, e.g. ``"T31TEJ"``.
+    spacecraft : ``"Sentinel-2A"``, ``"Sentinel-2B"`` ...
+    baseline : processing baseline as written in the metadata, e.g. ``"02.08"``, ``"05.00"``.
+    quantification : ``BOA_QUANTIFICATION_VALUE`` (reflectance = (DN + offset) / quantification).
+    offsets : ``BOA_ADD_OFFSET`` per band name (``"B02"`` ...), 0 for products before baseline 04.00.
+    band_files : band name -> JPEG 2000 file at the band's native resolution.
+    scl_file : scene classification (SCL) at 20 m.
+    """
+
+    path: Path
+    date: dt.date
+    sensing_time: dt.datetime
+    tile: str
+    spacecraft: str
+    baseline: str
+    quantification: float
+    offsets: dict[str, int] = field(default_factory=dict)
+    band_files: dict[str, Path] = field(default_factory=dict)
+    scl_file: Path | None = None
+
+    @property
+    def datestr(self) -> str:
+        """Sensing date as ``YYYYMMDD`` (OTB's dates file convention)."""
+        return self.date.strftime("%Y%m%d")
+
+
+def normalize_tile(tile: str) -> str:
+    """``"31TEJ"`` or ``"t31tej"`` -> ``"T31TEJ"``."""
+    t = str(tile).strip().upper()
+    return t if t.startswith("T") else "T" + t
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _sensing_from_name(path: Path) -> dt.datetime | None:
+    m = _SENSING_RE.search(path.name)
+    if not m:
+        return None
+    try:
+        return dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%S")
+    except ValueError:
+        return None
+
+
+def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Find Sentinel-2 ``.SAFE`` product folders.
+
+    Parameters
+    ----------
+    paths : one path or several; each is a ``.SAFE`` folder itself, or a folder searched
+        recursively for ``*.SAFE`` folders.
+
+    Returns
+    -------
+    list of Path
+        The product folders, without duplicates, sorted by sensing time (from the folder name,
+        or from ``MTD_MSIL2A.xml`` where the name does not carry it).
+
+    Raises
+    ------
+    InputError
+        a path does not exist, or no ``.SAFE`` folder was found at all.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    found: dict[Path, None] = {}
+    for p in paths:
+        if not p.exists():
+            raise InputError(p, "folder not found", "give a .SAFE folder or a folder holding .SAFE products")
+        if p.is_dir() and p.suffix.upper() == ".SAFE":
+            found[p.resolve()] = None
+        elif p.is_dir():
+            for q in sorted(p.rglob("*")):
+                if q.is_dir() and q.suffix.upper() == ".SAFE":
+                    found[q.resolve()] = None
+        else:
+            raise InputError(p, "not a folder", "give a .SAFE folder or a folder holding .SAFE products (unzip .zip downloads first)")
+    if not found:
+        where = ", ".join(str(p) for p in paths) or "<no path given>"
+        raise InputError(where, "no Sentinel-2 .SAFE product folder found",
+                         "download L2A products (unzipped .SAFE folders) there, or fix the path")
+
+    def key(p: Path):
+        t = _sensing_from_name(p)
+        if t is None:
+            t = read_safe_product(p, bands=()).sensing_time
+        return (t, p.name)
+
+    return sorted(found, key=key)
+
+
+def _parse_mtd(mtd: Path) -> ET.Element:
+    try:
+        return ET.parse(mtd).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise InputError(mtd, f"product metadata cannot be parsed ({exc})",
+                         "download the product again; MTD_MSIL2A.xml is damaged") from None
+
+
+def _find_text(root: ET.Element, *names: str) -> str | None:
+    for el in root.iter():
+        if _local(el.tag) in names and el.text and el.text.strip():
+            return el.text.strip()
+    return None
+
+
+def _band_offsets(root: ET.Element, mtd: Path) -> dict[str, int]:
+    id_to_band = {}
+    for el in root.iter():
+        if _local(el.tag) == "Spectral_Information" and "bandId" in el.attrib and "physicalBand" in el.attrib:
+            name = el.attrib["physicalBand"].upper()
+            m = re.fullmatch(r"B(\d+)(A?)", name)
+            if m:
+                name = f"B{int(m.group(1)):02d}{m.group(2)}" if not m.group(2) else f"B{m.group(1)}A"
+            id_to_band[el.attrib["bandId"]] = name
+    offsets: dict[str, int] = {}
+    for el in root.iter():
+        if _local(el.tag) != "BOA_ADD_OFFSET":
+            continue
+        band_id = el.attrib.get("band_id", el.attrib.get("bandId"))
+        try:
+            value = int(round(float(el.text)))
+            name = id_to_band.get(band_id) or ESA_BAND_IDS[int(band_id)]
+        except (TypeError, ValueError, IndexError):
+            raise InputError(mtd, f"BOA_ADD_OFFSET band_id={band_id!r} value={el.text!r} is not understood",
+                             "download the product again; MTD_MSIL2A.xml is damaged") from None
+        offsets[name] = value
+    return offsets
+
+
+def _tile_of(root: ET.Element, safe: Path) -> str | None:
+    for el in root.iter():
+        name = _local(el.tag)
+        texts = []
+        if name in ("PRODUCT_URI", "PRODUCT_URI_2A"):
+            texts.append(el.text or "")
+        if name == "Granule":
+            texts.append(el.attrib.get("granuleIdentifier", ""))
+        for t in texts:
+            m = _TILE_RE.search(t.strip().removesuffix(".SAFE"))
+            if m:
+                return "T" + m.group(1)
+    m = _TILE_RE.search(safe.name.removesuffix(".SAFE"))
+    return "T" + m.group(1) if m else None
+
+
+def _band_file(safe: Path, band: str) -> Path:
+    res = NATIVE_RESOLUTION[band]
+    pattern = f"GRANULE/*/IMG_DATA/R{res}m/*_{band}_{res}m.jp2"
+    hits = sorted(safe.glob(pattern))
+    if not hits:
+        folders = sorted(safe.glob(f"GRANULE/*/IMG_DATA/R{res}m"))
+        where = folders[0] if folders else safe / "GRANULE" / "*" / "IMG_DATA" / f"R{res}m"
+        raise InputError(where, f"band {band} ({res} m) not found: no file *_{band}_{res}m.jp2",
+                         "the product is incomplete; download it again or remove it from the inputs")
+    if len(hits) > 1:
+        raise InputError(hits[0].parent, f"several files for band {band}: {[h.name for h in hits]}",
+                         "keep one granule per SAFE product")
+    return hits[0]
+
+
+def _check_bands(bands: Sequence[str]) -> tuple[str, ...]:
+    bands = tuple(str(b).upper() for b in bands)
+    for b in bands:
+        if b not in NATIVE_RESOLUTION or b == "SCL":
+            valid = [x for x in NATIVE_RESOLUTION if x != "SCL"]
+            raise ConfigError(f"ingest.bands: unknown Sentinel-2 L2A band {b!r} (valid: {', '.join(valid)})")
+    if len(set(bands)) != len(bands):
+        raise ConfigError(f"ingest.bands: duplicate band in {list(bands)}")
+    return bands
+
+
+def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTINEL2_BANDS) -> SafeProduct:
+    """Read the metadata of one L2A SAFE product and locate its band files.
+
+    Parameters
+    ----------
+    safe_dir : the ``.SAFE`` folder.
+    bands : bands whose files must be present (default :data:`SENTINEL2_BANDS`); the SCL file
+        is always looked up when ``bands`` is not empty.
+
+    Returns
+    -------
+    SafeProduct
+
+    Raises
+    ------
+    InputError
+        the folder does not exist, has no ``MTD_MSIL2A.xml``, the metadata cannot be parsed or
+        lacks the sensing time / baseline / quantification value, a baseline >= 04.00 product
+        has no ``BOA_ADD_OFFSET``, or a band file is missing (the message names the band and
+        the folder searched).
+    """
+    safe = Path(safe_dir)
+    bands = _check_bands(bands)
+    if not safe.is_dir():
+        raise InputError(safe, "SAFE product folder not found", "check the path of the product")
+    mtd = safe / MTD_NAME
+    if not mtd.is_file():
+        raise InputError(safe, f"not a Sentinel-2 L2A product: {MTD_NAME} is missing",
+                         "give complete L2A .SAFE folders (download the product again, or remove this folder)")
+    root = _parse_mtd(mtd)
+    fix = "download the product again; MTD_MSIL2A.xml is incomplete"
+    start = _find_text(root, "PRODUCT_START_TIME", "DATATAKE_SENSING_START")
+    if start is None:
+        raise InputError(mtd, "no PRODUCT_START_TIME in the metadata", fix)
+    try:
+        sensing = dt.datetime.fromisoformat(start.replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        raise InputError(mtd, f"PRODUCT_START_TIME {start!r} is not an ISO date-time", fix) from None
+    baseline = _find_text(root, "PROCESSING_BASELINE")
+    if baseline is None:
+        raise InputError(mtd, "no PROCESSING_BASELINE in the metadata", fix)
+    try:
+        baseline_num = float(baseline)
+    except ValueError:
+        raise InputError(mtd, f"PROCESSING_BASELINE {baseline!r} is not a number like 05.00", fix) from None
+    quant = _find_text(root, "BOA_QUANTIFICATION_VALUE", "L2A_BOA_QUANTIFICATION_VALUE")
+    if quant is None:
+        raise InputError(mtd, "no BOA_QUANTIFICATION_VALUE in the metadata (is this a Level-2A product?)", fix)
+    try:
+        quantification = float(quant)
+        if quantification <= 0:
+            raise ValueError
+    except ValueError:
+        raise InputError(mtd, f"BOA_QUANTIFICATION_VALUE {quant!r} is not a positive number", fix) from None
+    offsets = _band_offsets(root, mtd)
+    if baseline_num >= 4.0 and bands and not offsets:
+        raise InputError(mtd, f"processing baseline {baseline} but no BOA_ADD_OFFSET in the metadata",
+                         "restore the original MTD_MSIL2A.xml (baselines >= 04.00 carry a -1000 offset per band)")
+    missing_off = [b for b in bands if offsets and b not in offsets]
+    if missing_off:
+        raise InputError(mtd, f"no BOA_ADD_OFFSET for band(s) {missing_off}", fix)
+    tile = _tile_of(root, safe)
+    if tile is None:
+        raise InputError(safe, "the MGRS tile (e.g. T31TEJ) is neither in the metadata nor in the folder name",
+                         "keep ESA's product name S2x_MSIL2A_..._Txxxxx_....SAFE")
+    spacecraft = _find_text(root, "SPACECRAFT_NAME") or "unknown"
+    band_files = {b: _band_file(safe, b) for b in bands}
+    scl = _band_file(safe, "SCL") if bands else None
+    return SafeProduct(
+        path=safe,
+        date=sensing.date(),
+        sensing_time=sensing,
+        tile=tile,
+        spacecraft=spacecraft,
+        baseline=baseline,
+        quantification=quantification,
+        offsets={b: offsets.get(b, 0) for b in (bands or offsets)},
+        band_files=band_files,
+        scl_file=scl,
+    )
+
+
+def _open(path: Path):
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
+
+
+def _resampling(name: str) -> Resampling:
+    try:
+        return Resampling[str(name)]
+    except KeyError:
+        valid = ["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average"]
+        raise ConfigError(f"ingest.resampling: unknown resampling {name!r} (valid: {', '.join(valid)})") from None
+
+
+def _grid(src) -> tuple:
+    return (src.crs, tuple(round(v, 6) for v in src.transform[:6]), src.width, src.height)
+
+
+def _read_on_grid(path: Path, grid: dict, resampling: Resampling) -> np.ndarray:
+    """Read band 1 of ``path`` on the reference ``grid`` (crs, transform, width, height).
+
+    A raster already on the grid is read as it is; another resolution is warped with
+    ``resampling``, DN 0 being excluded from the interpolation (L2A nodata). Returns uint16 [H, W].
+    """
+    try:
+        with _open(path) as src:
+            if src.crs != grid["crs"]:
+                raise InputError(path, f"CRS {src.crs} differs from the tile's {grid['crs']}",
+                                 "all bands and products of a tile must share its UTM projection")
+            if src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (grid["height"], grid["width"]):
+                return src.read(1, out_dtype="uint16")
+            with WarpedVRT(src, crs=grid["crs"], transform=grid["transform"], width=grid["width"],
+                           height=grid["height"], resampling=resampling, src_nodata=0, nodata=0) as vrt:
+                return vrt.read(1, out_dtype="uint16")
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
+
+
+def ingest_safe(
+    products: Sequence[str | os.PathLike],
+    out_raw: str | os.PathLike,
+    out_mask: str | os.PathLike,
+    out_dates: str | os.PathLike,
+    *,
+    bands: Sequence[str] = SENTINEL2_BANDS,
+    scl_masked_classes: Sequence[int] = DEFAULT_SCL_MASKED,
+    resampling: str = "bilinear",
+    tile: str | None = None,
+) -> None:
+    """Stack Sentinel-2 L2A SAFE products of one tile into ``raw.tif``, ``raw_mask.tif``, ``raw_dates.txt``.
+
+    Parameters
+    ----------
+    products : ``.SAFE`` folders of one tile (any order; see :func:`find_safe_products`).
+    out_raw : ``raw.tif``: int16 reflectance x10000, i.e. ``(DN + BOA_ADD_OFFSET) * 10000 /
+        BOA_QUANTIFICATION_VALUE``, rounded and clipped to [-32767, 32767]; :data:`RAW_NODATA`
+        (-32768) where DN is 0. ``n_dates * len(bands)`` bands, date-major (OTB's order:
+        date1b1 .. date1bN, date2b1 ...), described ``YYYYMMDD_Bxx``; shape
+        [n_dates * n_bands, H, W] on the 10 m grid.
+    out_mask : ``raw_mask.tif``: uint8 [n_dates, H, W], 1 = masked (SCL class in
+        ``scl_masked_classes``, or DN 0 in any band), 0 = clear.
+    out_dates : ``raw_dates.txt``: one ``YYYYMMDD`` per line, in band order.
+    bands : band names in output order (default :data:`SENTINEL2_BANDS`).
+    scl_masked_classes : scene classification classes to mask (default :data:`DEFAULT_SCL_MASKED`).
+    resampling : rasterio resampling of the 20 m (and 60 m) bands onto the 10 m grid
+        (``"bilinear"``, ``"cubic"``, ``"nearest"`` ...). SCL is always resampled by nearest.
+    tile : expected tile (``"T31TEJ"`` or ``"31TEJ"``); by default the tile of the first product.
+
+    The output grid is that of the first product's first 10 m band (B02 by default).
+    Products are processed one date and one band at a time: memory is a few H x W arrays.
+
+    Raises
+    ------
+    InputError
+        no product, a product that :func:`read_safe_product` rejects, products of another tile
+        than ``tile`` (or than the first product), two products of the same date (both named),
+        a 10 m band not on the grid of the first product, an unreadable band file. Nothing is
+        written then.
+    ConfigError
+        unknown band or resampling name.
+    """
+    bands = _check_bands(bands)
+    if not bands:
+        raise ConfigError("ingest.bands: at least one band is needed")
+    rs = _resampling(resampling)
+    masked = np.array(sorted({int(c) for c in scl_masked_classes}), dtype=np.int64)
+    if not products:
+        raise InputError(out_raw, "no Sentinel-2 product given for this tile", "check the products folder of the tile")
+    prods = sorted((read_safe_product(p, bands) for p in products), key=lambda p: (p.sensing_time, p.path.name))
+
+    expected = normalize_tile(tile) if tile else prods[0].tile
+    for p in prods:
+        if p.tile != expected:
+            first = "" if tile else f" (the tile of {prods[0].path.name})"
+            raise InputError(p.path, f"product of tile {p.tile}, expected {expected}{first}",
+                             "give the products of one tile per ingest (one folder per tile)")
+    for a, b in zip(prods, prods[1:]):
+        if a.date == b.date:
+            raise InputError(b.path, f"same sensing date {a.date} as {a.path}",
+                             "keep one product per date (e.g. the latest processing baseline) and remove the other")
+
+    ref_band = next((b for b in bands if NATIVE_RESOLUTION[b] == 10), bands[0])
+    with _open(prods[0].band_files[ref_band]) as src:
+        base = src.profile
+        grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
+        ref_grid = _grid(src)
+    if grid["crs"] is None:
+        raise InputError(prods[0].band_files[ref_band], "band file has no CRS", "download the product again")
+    for p in prods[1:]:
+        f = p.band_files[ref_band]
+        with _open(f) as src:
+            if _grid(src) != ref_grid:
+                raise InputError(f, f"grid {src.crs} {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
+                                 f"{prods[0].band_files[ref_band]} ({grid['crs']} {grid['width']}x{grid['height']} "
+                                 f"{tuple(grid['transform'])[:6]})",
+                                 "give products clipped to the same extent of the same tile")
+
+    n_dates, n_bands = len(prods), len(bands)
+    log.info("ingest %d products of tile %s (%s .. %s), %d bands, grid %dx%d",
+             n_dates, expected, prods[0].date, prods[-1].date, n_bands, grid["width"], grid["height"])
+    raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
+    mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
+    nearest = Resampling.nearest
+
+    with atomic_output(out_raw) as tmp_raw, atomic_output(out_mask) as tmp_mask, atomic_output(out_dates) as tmp_dates:
+        with rasterio.open(tmp_raw, "w", **raw_profile) as raw, rasterio.open(tmp_mask, "w", **mask_profile) as msk:
+            for d, p in enumerate(tqdm(prods, desc=f"ingest {expected}", unit="date", disable=None)):
+                scl = _read_on_grid(p.scl_file, grid, nearest)
+                mask = np.isin(scl, masked)
+                del scl
+                scale = REFLECTANCE_SCALE / p.quantification
+                for b, band in enumerate(bands):
+                    dn = _read_on_grid(p.band_files[band], grid, rs)
+                    nodata = dn == 0
+                    mask |= nodata
+                    refl = dn.astype(np.int32) + p.offsets.get(band, 0)
+                    if scale != 1:
+                        refl = np.rint(refl * scale)
+                    out = np.clip(refl, RAW_NODATA + 1, 32767).astype(np.int16)
+                    out[nodata] = RAW_NODATA
+                    idx = d * n_bands + b + 1
+                    raw.write(out, idx)
+                    raw.set_band_description(idx, f"{p.datestr}_{band}")
+                msk.write(mask.astype(np.uint8), d + 1)
+                msk.set_band_description(d + 1, p.datestr)
+                log.info("%s %s: %.1f%% masked", p.datestr, p.spacecraft, 100.0 * mask.mean())
+            raw.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods), BANDS=",".join(bands),
+                            SCALE=str(REFLECTANCE_SCALE))
+            msk.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods),
+                            SCL_MASKED=",".join(str(int(c)) for c in masked), CONVENTION="1=masked,0=clear")
+        tmp_dates.write_text("".join(p.datestr + "\n" for p in prods), encoding="utf-8")
+    log.info("wrote %s, %s, %s", out_raw, out_mask, out_dates)

@@ -1,0 +1,373 @@
+"""Reference data fusion: several parcel sources -> one polygon layer per tile.
+
+Each reference source (a land-parcel register, a field survey, EuroCrops, ...) is a
+vector file whose class field is mapped onto the chain's nomenclature. The fusion
+follows iota2's reference data preparation: geometries are repaired, reprojected to the
+tile's CRS and clipped to the tile; where sources overlap, the source with the higher
+priority keeps the overlap and lower-priority polygons lose it (so that no pixel gets two
+labels); polygons smaller than the minimum mapping unit are dropped.
+
+Output: a GeoPackage layer ``reference`` with columns ``polygon_id`` (1..N), ``code``,
+``name``, ``source``, ``area_m2`` and the geometry in the tile CRS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+from pyproj import CRS
+
+from cropchain.errors import ConfigError, InputError
+from cropchain.io.atomic import atomic_output
+from cropchain.io.raster import open_raster
+from cropchain.nomenclature import Nomenclature
+
+log = logging.getLogger(__name__)
+
+LAYER = "reference"
+COLUMNS = ["polygon_id", "code", "name", "source", "area_m2", "geometry"]
+_POLYGONAL = ("Polygon", "MultiPolygon")
+_MAX_LISTED = 20
+
+
+@dataclass
+class ReferenceSource:
+    """One reference vector file and how its class field maps onto the nomenclature.
+
+    Attributes
+    ----------
+    name : short name of the source, written in the ``source`` column of the output.
+    path : vector file readable by OGR (Shapefile, GeoPackage, GeoJSON, ...).
+    field : attribute holding the source's class value.
+    mapping : source value -> nomenclature code; ``None`` drops that value on purpose.
+        Keys are compared as text, integers without decimals (``3``, ``3.0`` and ``"3"``
+        are the same key).
+    priority : where sources overlap, the higher priority keeps the overlap. Ties are
+        broken by the order of the sources list (earlier wins).
+    layer : layer to read in a multi-layer file (None: the first layer).
+    """
+
+    name: str
+    path: str | os.PathLike
+    field: str
+    mapping: dict[str | int, int | None]
+    priority: int = 0
+    layer: str | None = None
+
+
+def _key(value: object) -> str | None:
+    """Normalise a source class value (or mapping key) to a comparable text key."""
+    if value is None:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def read_mapping_csv(path: str | os.PathLike, source_column: str, code_column: str) -> dict[str, int | None]:
+    """Read a source-value -> nomenclature-code mapping from a CSV file.
+
+    Parameters
+    ----------
+    path : CSV file, e.g. the ``nomenclature.csv`` shipped with a reference data set
+        (columns ``EC_hcat_n,class_id``).
+    source_column : column with the source class values (read as text).
+    code_column : column with the nomenclature codes (integers); an empty cell maps the
+        value to ``None`` (dropped on purpose by :func:`fuse_reference`).
+
+    Returns
+    -------
+    dict
+        source value (str) -> code (int) or None.
+
+    Raises
+    ------
+    InputError
+        missing file, missing column, non-integer code, a source value given twice with
+        different codes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "mapping CSV not found", "check the `mapping` path of the reference source in the config")
+    try:
+        df = pd.read_csv(path, dtype={source_column: str}, keep_default_na=False, na_values={code_column: [""]})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(path, f"cannot be read as CSV ({exc})", "write a comma-separated file with a header line") from None
+    missing = [c for c in (source_column, code_column) if c not in df.columns]
+    if missing:
+        raise InputError(
+            path,
+            f"missing column(s) {missing}; available: {list(df.columns)}",
+            "set the source/code column names of the mapping to existing columns",
+        )
+    mapping: dict[str, int | None] = {}
+    for value, code in zip(df[source_column], df[code_column]):
+        key = _key(value)
+        if code is None or (isinstance(code, float) and np.isnan(code)):
+            parsed: int | None = None
+        else:
+            try:
+                as_float = float(code)
+            except (TypeError, ValueError):
+                as_float = float("nan")
+            if not as_float.is_integer():
+                raise InputError(path, f"code {code!r} for {value!r} is not an integer", "write integer class codes, or leave the cell empty to drop the value")
+            parsed = int(as_float)
+        if key in mapping and mapping[key] != parsed:
+            raise InputError(path, f"value {value!r} is mapped twice ({mapping[key]} and {parsed})", "keep one line per source value")
+        mapping[key] = parsed
+    return mapping
+
+
+def _listing(values: list) -> str:
+    shown = ", ".join(repr(v) for v in values[:_MAX_LISTED])
+    if len(values) > _MAX_LISTED:
+        shown += f", ... ({len(values)} in all)"
+    return shown
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Keep only the polygonal parts of each geometry (lines/points from repairs dropped).
+
+    Polygon and MultiPolygon pass through; a GeometryCollection becomes the union of its
+    polygons; anything with no polygonal part becomes an empty polygon.
+    """
+    out = np.asarray(geoms, dtype=object).copy()
+    types = shapely.get_type_id(out)
+    # 3 = Polygon, 6 = MultiPolygon, 7 = GeometryCollection
+    for i in np.flatnonzero(~np.isin(types, (3, 6))):
+        if out[i] is None:
+            out[i] = shapely.Polygon()
+            continue
+        parts = shapely.get_parts(out[i])
+        polys = [p for p in parts if shapely.get_type_id(p) in (3, 6)]
+        out[i] = shapely.union_all(polys) if polys else shapely.Polygon()
+    return out
+
+
+def _grid(grid_raster: str | os.PathLike) -> tuple[CRS, tuple[float, float, float, float]]:
+    with open_raster(grid_raster, "grid raster") as ds:
+        if ds.crs is None:
+            raise InputError(grid_raster, "grid raster has no CRS", "use a georeferenced raster of the tile (e.g. a 10 m band)")
+        crs = CRS.from_user_input(ds.crs.to_wkt())
+        bounds = tuple(ds.bounds)
+    if not crs.is_projected:
+        raise InputError(grid_raster, f"grid CRS {crs.name} is not projected: areas in m2 need a projected CRS", "use the tile's UTM grid")
+    return crs, bounds  # type: ignore[return-value]
+
+
+def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDataFrame:
+    """Read one source, check field/mapping/nomenclature, map values to codes."""
+    path = Path(src.path)
+    if not path.exists():
+        raise InputError(path, f"reference source {src.name!r} not found", "check `path` of this reference source in the config")
+    try:
+        info = pyogrio.read_info(path, layer=src.layer)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InputError(path, f"reference source {src.name!r} cannot be read by OGR ({exc})", "give a valid vector file (Shapefile, GeoPackage, GeoJSON)") from None
+    if not info.get("crs"):
+        raise InputError(
+            path,
+            f"reference source {src.name!r} has no CRS (no .prj / spatial reference)",
+            f"assign one, e.g. ogr2ogr -a_srs EPSG:2154 fixed{path.suffix} {path.name}",
+        )
+    fields = list(info["fields"])
+    if src.field not in fields:
+        raise InputError(path, f"field {src.field!r} not found; available fields: {fields}", "set `field` of this reference source to one of them")
+    try:
+        gdf = pyogrio.read_dataframe(path, layer=src.layer, columns=[src.field])
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
+        raise InputError(path, f"reference source {src.name!r} cannot be read ({exc})", "repair the file, e.g. with ogr2ogr") from None
+
+    mapping = {_key(k): v for k, v in src.mapping.items()}
+    keys = np.array([_key(v) for v in gdf[src.field].to_numpy(dtype=object)], dtype=object)
+    present = pd.unique(keys)
+    unknown = [k for k in present if k not in mapping]
+    if unknown:
+        shown = ["<null>" if k is None else k for k in unknown]
+        raise InputError(
+            path,
+            f"field {src.field!r} has value(s) absent from the mapping of source {src.name!r}: {_listing(sorted(shown))}",
+            "add them to `mapping` (value -> nomenclature code), or map them to null to drop them",
+        )
+    codes_known = set(nomenclature.codes)
+    bad_codes = sorted({mapping[k] for k in present if mapping[k] is not None and int(mapping[k]) not in codes_known})
+    if bad_codes:
+        raise InputError(
+            path,
+            f"the mapping of source {src.name!r} gives code(s) {bad_codes} absent from the nomenclature (codes {list(nomenclature.codes)})",
+            "add these classes to the nomenclature CSV, or fix the mapping",
+        )
+    code = np.array([mapping[k] if mapping[k] is not None else -1 for k in keys], dtype=np.int64)
+    keep = code >= 0
+    if (~keep).any():
+        log.info("%s: %d polygon(s) dropped on purpose (value mapped to null)", src.name, int((~keep).sum()))
+    out = gpd.GeoDataFrame({"code": code[keep]}, geometry=gdf.geometry.to_numpy()[keep], crs=gdf.crs)
+    out["source_index"] = np.flatnonzero(keep)
+    return out
+
+
+def _repair(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
+    """Drop null/empty geometries, make invalid ones valid, keep polygonal parts only."""
+    geoms = gdf.geometry.to_numpy()
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    if missing.any():
+        log.warning("%s: %d polygon(s) without geometry dropped", name, int(missing.sum()))
+        gdf = gdf.loc[~missing]
+        geoms = geoms[~missing]
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        log.info("%s: %d invalid geometr(y/ies) repaired (make_valid)", name, int(invalid.sum()))
+        geoms = geoms.copy()
+        geoms[invalid] = shapely.make_valid(geoms[invalid])
+    geoms = _polygonal(geoms)
+    gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs))
+    lost = shapely.is_empty(geoms)
+    if lost.any():
+        log.warning("%s: %d geometr(y/ies) with no polygonal part after repair dropped", name, int(lost.sum()))
+    return gdf.loc[~lost]
+
+
+def fuse_reference(
+    sources: list[ReferenceSource],
+    nomenclature: Nomenclature,
+    grid_raster: str | os.PathLike,
+    out_gpkg: str | os.PathLike,
+    *,
+    min_area_m2: float = 0.0,
+) -> gpd.GeoDataFrame:
+    """Fuse reference sources into one non-overlapping polygon layer on a tile.
+
+    Follows iota2's reference preparation: per source, map the class field onto the
+    nomenclature, repair invalid geometries (``shapely.make_valid``, polygonal parts
+    kept), reproject to the grid raster's CRS and clip to its bounds; between sources,
+    the higher ``priority`` keeps overlaps (lower-priority polygons get the difference
+    with the union of all higher-priority polygons); within one source, polygons are
+    kept as they are. Polygons smaller than ``min_area_m2`` after clipping and overlap
+    removal are dropped (minimum mapping unit).
+
+    Parameters
+    ----------
+    sources : reference sources, at least one; names must be unique.
+    nomenclature : the chain's classes; every mapped code must belong to it.
+    grid_raster : any raster on the tile grid (e.g. a 10 m band); its CRS (projected,
+        metres) and bounds define the output CRS and the clipping box.
+    out_gpkg : output GeoPackage, written atomically, layer ``reference``.
+    min_area_m2 : minimum polygon area in square metres (0: keep all non-empty).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        columns ``polygon_id`` (int64, 1..N in source-list order then feature order),
+        ``code`` (int64), ``name`` (str), ``source`` (str), ``area_m2`` (float64, m2 in
+        the tile CRS), geometry (Polygon/MultiPolygon, tile CRS).
+
+    Raises
+    ------
+    InputError
+        a source is missing/unreadable, has no CRS, lacks ``field``, has values absent
+        from its mapping, maps to codes absent from the nomenclature; the grid raster is
+        missing or not in a projected CRS; no polygon remains on the tile.
+    ConfigError
+        no source, duplicate source names, negative ``min_area_m2``.
+    """
+    if not sources:
+        raise ConfigError("reference.sources: at least one reference source is needed")
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"reference.sources: source names must be unique, got {names}")
+    if not min_area_m2 >= 0:
+        raise ConfigError(f"reference.min_area_m2: must be >= 0 (m2), got {min_area_m2}")
+    crs, bounds = _grid(grid_raster)
+
+    # Read and check every source before any geometry work: bad input fails fast.
+    read = [(i, src, _read_source(src, nomenclature)) for i, src in enumerate(sources)]
+
+    prepared: dict[int, gpd.GeoDataFrame] = {}
+    for i, src, gdf in read:
+        gdf = _repair(gdf, src.name)
+        gdf = gdf.to_crs(crs)
+        n_before = len(gdf)
+        # A polygon mask (not a bbox tuple): exact intersection, valid output; GEOS's
+        # clip_by_rect does not guarantee validity.
+        gdf = gpd.clip(gdf, shapely.box(*bounds), keep_geom_type=True)
+        gdf = gdf.set_geometry(gpd.GeoSeries(_polygonal(gdf.geometry.to_numpy()), index=gdf.index, crs=crs))
+        gdf = gdf.loc[~gdf.geometry.is_empty].sort_values("source_index")
+        if len(gdf) < n_before:
+            log.info("%s: %d polygon(s) outside the tile dropped", src.name, n_before - len(gdf))
+        prepared[i] = gdf
+
+    # Overlaps between sources: higher priority first; ties -> earlier in the list wins.
+    order = sorted(range(len(sources)), key=lambda i: (-sources[i].priority, i))
+    higher: shapely.Geometry | None = None
+    for i in order:
+        src, gdf = sources[i], prepared[i]
+        if higher is not None and len(gdf):
+            shapely.prepare(higher)
+            hits = shapely.intersects(gdf.geometry.to_numpy(), higher)
+            if hits.any():
+                geoms = gdf.geometry.to_numpy().copy()
+                geoms[hits] = _polygonal(shapely.difference(geoms[hits], higher))
+                gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=crs))
+                covered = shapely.is_empty(geoms)
+                log.info(
+                    "%s: %d polygon(s) overlap higher-priority sources (cut), %d fully covered (dropped)",
+                    src.name, int(hits.sum()), int(covered.sum()),
+                )
+                gdf = gdf.loc[~covered]
+        own = shapely.union_all(gdf.geometry.to_numpy()) if len(gdf) else None
+        if own is not None:
+            higher = own if higher is None else shapely.union_all([higher, own])
+        area = gdf.geometry.area.to_numpy()
+        small = area < min_area_m2
+        if small.any():
+            log.info("%s: %d polygon(s) smaller than %g m2 dropped", src.name, int(small.sum()), min_area_m2)
+        prepared[i] = gdf.loc[~small]
+
+    parts = []
+    for i, src in enumerate(sources):
+        gdf = prepared[i]
+        parts.append(
+            gpd.GeoDataFrame(
+                {
+                    "code": gdf["code"].to_numpy(dtype=np.int64),
+                    "name": [nomenclature.name_of(c) for c in gdf["code"]],
+                    "source": src.name,
+                    "area_m2": gdf.geometry.area.to_numpy(dtype=np.float64),
+                },
+                geometry=gdf.geometry.to_numpy(),
+                crs=crs,
+            )
+        )
+    fused = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=crs)
+    if fused.empty:
+        raise InputError(
+            grid_raster,
+            f"no reference polygon left on this tile (sources: {[str(s.path) for s in sources]})",
+            "check that the reference sources cover the tile and that their CRS is right",
+        )
+    fused.insert(0, "polygon_id", np.arange(1, len(fused) + 1, dtype=np.int64))
+    fused = fused[COLUMNS]
+
+    with atomic_output(out_gpkg) as tmp:
+        pyogrio.write_dataframe(fused, tmp, layer=LAYER, driver="GPKG", promote_to_multi=True)
+
+    counts = fused.groupby(["code", "name"]).size()
+    for (code, name), n in counts.items():
+        log.info("class %d %s: %d polygon(s), %.1f ha", code, name, n, fused.loc[fused["code"] == code, "area_m2"].sum() / 1e4)
+    log.info("%d reference polygon(s) from %d source(s) written to %s", len(fused), len(sources), out_gpkg)
+    return fused

@@ -1,0 +1,341 @@
+"""Pixel samples: labelled pixels of the split polygons with their feature time series.
+
+iota2's sample extraction (``PolygonClassStatistics`` / ``SampleSelection`` /
+``SampleExtraction`` in OTB): polygons are rasterized on the feature grid (pixel centre
+inside the polygon, i.e. ``all_touched=False``), and the feature vector of every labelled
+pixel that has at least one clear date is written to a table. Work is streamed by
+windows: memory is bounded by the window size, not the tile.
+
+Output: a Parquet table (pyarrow) with columns ``tile``, ``polygon_id``, ``code``,
+``split``, ``row``, ``col``, ``validity`` and one float32 column per feature (named by
+the band descriptions of the feature raster).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyogrio
+import rasterio
+from rasterio.features import rasterize
+from affine import Affine
+from rasterio.windows import Window
+from shapely import box
+from tqdm import tqdm
+
+from cropchain.errors import ConfigError, InputError
+from cropchain.io.atomic import atomic_output
+from cropchain.io.raster import block_windows, open_raster
+from cropchain.split import LEARN, VALIDATION
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = ["tile", "polygon_id", "code", "split", "row", "col", "validity"]
+_SPLITS = (LEARN, VALIDATION)
+_FLUSH_ROWS = 1 << 18
+_CHUNK_VALUES = 1 << 24  # float32 values read at once per window (64 MiB)
+
+
+@dataclass
+class _Tile:
+    tile: str
+    features: Path
+    validity: Path
+    split_path: Path
+    polygons: gpd.GeoDataFrame  # polygon_id, code, split, geometry in the feature CRS
+    ids: np.ndarray  # sorted polygon ids
+    codes: np.ndarray  # code of ids[i]
+    is_learn: np.ndarray  # bool, split of ids[i]
+
+
+def _feature_names(path: Path, ds: rasterio.DatasetReader) -> list[str]:
+    names = list(ds.descriptions)
+    if any(not n for n in names):
+        raise InputError(path, "some bands have no description (feature name)", "rerun the features step, which names every band")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(path, f"duplicate band descriptions {dup}", "give every feature band a unique name")
+    clash = set(names) & set(META_COLUMNS)
+    if clash:
+        raise InputError(path, f"band description(s) {sorted(clash)} clash with table columns", "rename these feature bands")
+    return names
+
+
+def _open_tile(spec: dict) -> tuple[_Tile, list[str]]:
+    """Check one tile's inputs and read its split polygons (in the feature CRS)."""
+    missing = [k for k in ("tile", "features", "validity", "split") if k not in spec]
+    if missing:
+        raise ConfigError(f"samples tiles: entry {spec!r} lacks key(s) {missing}")
+    tile = str(spec["tile"])
+    features, validity, split_path = Path(spec["features"]), Path(spec["validity"]), Path(spec["split"])
+    with open_raster(features, f"feature raster of tile {tile}") as fds, open_raster(validity, f"validity raster of tile {tile}") as vds:
+        names = _feature_names(features, fds)
+        if (vds.width, vds.height, vds.transform, vds.crs) != (fds.width, fds.height, fds.transform, fds.crs):
+            raise InputError(validity, f"validity raster of tile {tile} is not on the grid of {features}", "rerun gap filling and features for this tile")
+        crs = fds.crs
+    if not split_path.is_file():
+        raise InputError(split_path, f"split polygons of tile {tile} not found", "run the split step first")
+    try:
+        gdf = pyogrio.read_dataframe(split_path, layer="split", columns=["polygon_id", "code", "split"])
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
+        raise InputError(split_path, f"layer 'split' with polygon_id, code, split cannot be read ({exc})", "rerun the split step") from None
+    bad = sorted(set(gdf["split"].astype(str)) - set(_SPLITS))
+    if bad:
+        raise InputError(split_path, f"unknown split value(s) {bad}", f"use {list(_SPLITS)}")
+    if gdf["polygon_id"].duplicated().any() or (gdf["polygon_id"] <= 0).any():
+        raise InputError(split_path, "polygon_id must be unique and > 0", "rerun the reference fusion and split steps")
+    if gdf.crs is None:
+        raise InputError(split_path, "split layer has no CRS", "rerun the reference fusion and split steps")
+    if not gdf.crs.equals(crs):
+        log.info("%s: split polygons reprojected from %s to the feature grid CRS", tile, gdf.crs.to_string())
+        gdf = gdf.to_crs(crs)
+    gdf = gdf.loc[~(gdf.geometry.is_empty | gdf.geometry.isna())].sort_values("polygon_id").reset_index(drop=True)
+    t = _Tile(
+        tile=tile,
+        features=features,
+        validity=validity,
+        split_path=split_path,
+        polygons=gdf,
+        ids=gdf["polygon_id"].to_numpy(dtype=np.int64),
+        codes=gdf["code"].to_numpy(dtype=np.int64),
+        is_learn=(gdf["split"].astype(str) == LEARN).to_numpy(),
+    )
+    return t, names
+
+
+def _labelled(t: _Tile, block: int) -> Iterator[tuple[Window, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield, per window with labelled clear pixels: window, rows, cols (window-relative,
+    int64), index into ``t.ids`` (int64), validity (int16), pixels in row-major order."""
+    sindex = t.polygons.sindex
+    geoms = t.polygons.geometry.to_numpy()
+    with rasterio.open(t.features) as fds, rasterio.open(t.validity) as vds:
+        windows = list(block_windows(fds.height, fds.width, block))
+        for win in tqdm(windows, desc=f"samples {t.tile}", unit="window", disable=None, leave=False):
+            # Window geometry with affine's `@` (rasterio.windows' helpers still use the
+            # deprecated `*` and flood the logs with warnings).
+            wtransform = fds.transform @ Affine.translation(win.col_off, win.row_off)
+            (xa, ya), (xb, yb) = wtransform @ (0, 0), wtransform @ (win.width, win.height)
+            hits = np.sort(sindex.query(box(min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), predicate="intersects"))
+            if hits.size == 0:
+                continue
+            burned = rasterize(
+                zip(geoms[hits], t.ids[hits].tolist()),
+                out_shape=(int(win.height), int(win.width)),
+                transform=wtransform,
+                fill=0,
+                all_touched=False,
+                dtype="int32",
+            )
+            rows, cols = np.nonzero(burned)
+            if rows.size == 0:
+                continue
+            validity = vds.read(1, window=win)[rows, cols]
+            clear = validity > 0
+            if not clear.any():
+                continue
+            rows, cols = rows[clear], cols[clear]
+            index = np.searchsorted(t.ids, burned[rows, cols])
+            yield win, rows, cols, index, np.minimum(validity[clear].astype(np.int32), np.iinfo(np.int16).max).astype(np.int16)
+
+
+def _cap_selection(
+    tiles: list[_Tile], block: int, cap: int, seed: int
+) -> dict[int, np.ndarray]:
+    """First pass for the learning cap: per class with more than ``cap`` learning pixels,
+    a boolean array over its learning pixels (in traversal order) marking those kept."""
+    counts: dict[int, int] = {}
+    for t in tiles:
+        for _win, _rows, _cols, index, _val in _labelled(t, block):
+            learn = t.is_learn[index]
+            codes, n = np.unique(t.codes[index][learn], return_counts=True)
+            for c, k in zip(codes.tolist(), n.tolist()):
+                counts[c] = counts.get(c, 0) + k
+    rng = np.random.default_rng(seed)
+    keep: dict[int, np.ndarray] = {}
+    for code in sorted(counts):
+        n = counts[code]
+        if n > cap:
+            flags = np.zeros(n, dtype=bool)
+            flags[rng.choice(n, size=cap, replace=False)] = True
+            keep[code] = flags
+            log.info("class %d: %d learning pixels, %d kept (cap)", code, n, cap)
+    return keep
+
+
+def extract_pixels(
+    tiles: list[dict],
+    out_parquet: str | os.PathLike,
+    *,
+    max_learn_pixels_per_class: int | None = None,
+    seed: int = 0,
+    block: int = 1024,
+) -> pd.DataFrame:
+    """Extract the labelled pixels of the split polygons with their features.
+
+    Polygons are rasterized by window on each tile's feature grid (burn value
+    ``polygon_id``, pixel centre rule ``all_touched=False``, later polygons win where
+    polygons of one source overlap); pixels with validity 0 (no clear date) are dropped.
+
+    Parameters
+    ----------
+    tiles : one dict per tile with keys ``tile`` (name), ``features`` (float32 GeoTIFF,
+        band descriptions = feature names, same names and order on every tile),
+        ``validity`` (number of clear dates per pixel, same grid) and ``split``
+        (GeoPackage layer ``split`` of :func:`cropchain.split.split_polygons`).
+    out_parquet : output Parquet file, written atomically.
+    max_learn_pixels_per_class : keep at most this many learning pixels per class over
+        all tiles, drawn at random (seeded); validation pixels are never capped.
+        None: no cap.
+    seed : seed of the cap draw.
+    block : window size in pixels (memory bound: one window of labels plus at most
+        64 MiB of features).
+
+    Returns
+    -------
+    pandas.DataFrame
+        summary with columns ``code``, ``split``, ``n_pixels``, ``n_polygons``: the pixels
+        written per class and split.
+
+    Table written
+    -------------
+    ``tile`` (string), ``polygon_id`` (int32), ``code`` (int16), ``split`` (dictionary
+    string: learn | validation), ``row``, ``col`` (int32, pixel position in the tile),
+    ``validity`` (int16, clear dates), then one float32 column per feature.
+
+    Raises
+    ------
+    InputError
+        missing/unreadable rasters or split, unnamed feature bands, validity not on the
+        feature grid, feature names differing between tiles, no pixel extracted.
+    ConfigError
+        empty tile list, malformed tile entry, duplicate tile names, bad cap or block.
+    """
+    if not tiles:
+        raise ConfigError("samples: the list of tiles is empty")
+    if max_learn_pixels_per_class is not None and int(max_learn_pixels_per_class) < 1:
+        raise ConfigError(f"samples.max_learn_pixels_per_class: must be >= 1 or null, got {max_learn_pixels_per_class}")
+    if int(block) < 1:
+        raise ConfigError(f"samples.block: must be >= 1 pixel, got {block}")
+    opened: list[_Tile] = []
+    names: list[str] | None = None
+    for spec in tiles:
+        t, t_names = _open_tile(spec)
+        if any(o.tile == t.tile for o in opened):
+            raise ConfigError(f"samples tiles: tile {t.tile!r} is listed twice")
+        if names is None:
+            names = t_names
+        elif t_names != names:
+            raise InputError(
+                t.features,
+                f"tile {t.tile} has features {t_names[:5]}... ({len(t_names)}) while tile {opened[0].tile} has {names[:5]}... ({len(names)})",
+                "compute the features of every tile with the same configuration (dates, bands, indices)",
+            )
+        opened.append(t)
+    assert names is not None
+
+    cap_keep = _cap_selection(opened, block, int(max_learn_pixels_per_class), seed) if max_learn_pixels_per_class else {}
+    cap_seen = {code: 0 for code in cap_keep}
+
+    split_type = pa.dictionary(pa.int8(), pa.string())
+    schema = pa.schema(
+        [
+            ("tile", pa.string()),
+            ("polygon_id", pa.int32()),
+            ("code", pa.int16()),
+            ("split", split_type),
+            ("row", pa.int32()),
+            ("col", pa.int32()),
+            ("validity", pa.int16()),
+            *[(n, pa.float32()) for n in names],
+        ]
+    )
+    split_dictionary = pa.array(list(_SPLITS), type=pa.string())
+    counts: dict[tuple[int, str], int] = {}
+    polygons: dict[tuple[int, str], set] = {}
+    n_total = 0
+
+    with atomic_output(out_parquet) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            buffer: list[pa.Table] = []
+            buffered = 0
+            for t in opened:
+                n_tile = 0
+                with rasterio.open(t.features) as fds:
+                    for win, rows, cols, index, validity in _labelled(t, block):
+                        codes = t.codes[index]
+                        learn = t.is_learn[index]
+                        if cap_keep:
+                            keep = np.ones(rows.size, dtype=bool)
+                            for code in np.unique(codes[learn]).tolist():
+                                if code not in cap_keep:
+                                    continue
+                                sel = np.flatnonzero(learn & (codes == code))
+                                start = cap_seen[code]
+                                keep[sel] = cap_keep[code][start : start + sel.size]
+                                cap_seen[code] = start + sel.size
+                            rows, cols, index, validity = rows[keep], cols[keep], index[keep], validity[keep]
+                            codes, learn = codes[keep], learn[keep]
+                            if rows.size == 0:
+                                continue
+                        values = np.empty((len(names), rows.size), dtype=np.float32)
+                        step = max(1, _CHUNK_VALUES // max(1, int(win.width) * int(win.height)))
+                        for b0 in range(0, len(names), step):
+                            bands = list(range(b0 + 1, min(len(names), b0 + step) + 1))
+                            data = fds.read(bands, window=win, out_dtype="float32")
+                            values[b0 : b0 + len(bands)] = data[:, rows, cols]
+                        split_idx = np.where(learn, 0, 1).astype(np.int8)
+                        columns = [
+                            pa.array(np.full(rows.size, t.tile, dtype=object), type=pa.string()),
+                            pa.array(t.ids[index].astype(np.int32)),
+                            pa.array(codes.astype(np.int16)),
+                            pa.DictionaryArray.from_arrays(pa.array(split_idx), split_dictionary),
+                            pa.array((rows + int(win.row_off)).astype(np.int32)),
+                            pa.array((cols + int(win.col_off)).astype(np.int32)),
+                            pa.array(validity),
+                            *[pa.array(values[i]) for i in range(len(names))],
+                        ]
+                        buffer.append(pa.Table.from_arrays(columns, schema=schema))
+                        buffered += rows.size
+                        n_tile += rows.size
+                        pids = t.ids[index]
+                        for code in np.unique(codes).tolist():
+                            for is_learn, label in ((True, LEARN), (False, VALIDATION)):
+                                m = (codes == code) & (learn == is_learn)
+                                if m.any():
+                                    key = (code, label)
+                                    counts[key] = counts.get(key, 0) + int(m.sum())
+                                    polygons.setdefault(key, set()).update((t.tile, p) for p in np.unique(pids[m]).tolist())
+                        if buffered >= _FLUSH_ROWS:
+                            writer.write_table(pa.concat_tables(buffer))
+                            buffer, buffered = [], 0
+                if n_tile == 0:
+                    log.warning("%s: no labelled pixel with a clear date (polygons in %s)", t.tile, t.split_path)
+                else:
+                    log.info("%s: %d labelled pixel(s) extracted", t.tile, n_tile)
+                n_total += n_tile
+            if buffer:
+                writer.write_table(pa.concat_tables(buffer))
+            if n_total == 0:
+                raise InputError(
+                    ", ".join(str(t.split_path) for t in opened),
+                    "no labelled pixel with a clear date on any tile",
+                    "check that the split polygons overlap the feature rasters and that validity is > 0 there",
+                )
+
+    summary = pd.DataFrame(
+        [(code, split, n, len(polygons[(code, split)])) for (code, split), n in sorted(counts.items())],
+        columns=["code", "split", "n_pixels", "n_polygons"],
+    )
+    for row in summary.itertuples(index=False):
+        log.info("class %d %s: %d pixel(s) from %d polygon(s)", row.code, row.split, row.n_pixels, row.n_polygons)
+    log.info("%d pixel(s) x %d feature(s) written to %s", n_total, len(names), out_parquet)
+    return summary

@@ -1,0 +1,42 @@
+"""Glue between Snakemake ``script:`` rules and cropchain functions.
+
+Every script in ``scripts/`` is a few lines: read the ``snakemake`` object, call one
+cropchain function. :func:`run_step` sets up the job's log file and turns a
+:class:`~cropchain.errors.CropchainError` into one clear log line and exit status 1,
+instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cropchain
+from cropchain.errors import CropchainError
+from cropchain.log import configure
+
+log = logging.getLogger("cropchain.workflow")
+
+
+def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
+    """Run ``step(snakemake)`` with logging to the rule's log file.
+
+    Exits with status 1 and the error's message (file and fix) on a CropchainError.
+    """
+    logfile = snakemake.log[0] if len(snakemake.log) else None
+    configure(logfile)
+    log.info("cropchain %s, rule %s, wildcards %s", cropchain.__version__, snakemake.rule, dict(snakemake.wildcards))
+    start = time.perf_counter()
+    try:
+        step(snakemake)
+    except CropchainError as exc:
+        log.error("%s", exc)
+        print(f"cropchain error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        log.exception("rule %s failed on an unexpected error (please report it)", snakemake.rule)
+        raise
+    log.info("rule %s done in %.1f s", snakemake.rule, time.perf_counter() - start)

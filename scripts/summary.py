@@ -1,0 +1,10 @@
+"""Rule summary: metrics across tiles, runs (mean +- std) and architectures, as CSV and HTML."""
+from cropchain.report import summarize
+from cropchain.workflow import run_step
+
+
+def main(smk):
+    summarize(list(smk.input.reports), smk.output.csv, smk.output.html)
+
+
+run_step(snakemake, main)  # noqa: F821

@@ -1,0 +1,96 @@
+"""Summary across runs: mean and std per architecture and tile, pooled 'all' rows, HTML page."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cropchain
+from cropchain.errors import InputError
+from cropchain.evaluate import confusion_metrics, write_report
+from cropchain.nomenclature import Nomenclature
+from cropchain.report import summarize
+
+NOM = Nomenclature(codes=(1, 2, 8), names=("wheat", "maize", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+
+
+def fake_report(tmp_path, arch, tile, run, cm):
+    labels = [1, 2, 8]
+    cm = np.asarray(cm)
+    y_true = np.repeat(labels, cm.sum(axis=1))
+    y_pred = np.concatenate([np.repeat(labels, row) for row in cm])
+    m = confusion_metrics(y_true, y_pred, labels)
+    for c, d in m["per_class"].items():
+        d["name"] = NOM.name_of(c)
+    rep = {"tile": tile, "run": str(run), "architecture": arch, **m}
+    d = tmp_path / f"runs/{run}/reports/{arch}"
+    write_report(rep, d / f"{tile}.json", d / f"{tile}.csv", d / f"{tile}.png", NOM)
+    return d / f"{tile}.json", m
+
+
+@pytest.fixture
+def reports(tmp_path):
+    rng = np.random.default_rng(7)
+    out, metrics = [], {}
+    for arch, quality in (("rf", 0.8), ("xgboost", 0.9)):
+        for tile in ("T31TEJ", "T31TFJ"):
+            for run in range(3):
+                diag = rng.integers(50, 100, 3)
+                cm = np.diag((diag * quality).astype(int)) + rng.integers(0, 12, (3, 3)) * (1 - np.eye(3, dtype=int))
+                path, m = fake_report(tmp_path, arch, tile, run, cm)
+                out.append(path)
+                metrics[arch, tile, run] = (m, cm)
+    return out, metrics
+
+
+def test_mean_std_over_runs(tmp_path, reports):
+    paths, metrics = reports
+    df = summarize(paths, tmp_path / "summary.csv", tmp_path / "summary.html")
+    assert len(df) == 2 * 3  # 2 architectures x (2 tiles + "all")
+    row = df[(df.architecture == "rf") & (df.tile == "T31TEJ")].iloc[0]
+    oa = [metrics["rf", "T31TEJ", r][0]["overall_accuracy"] for r in range(3)]
+    f1_maize = [metrics["rf", "T31TEJ", r][0]["per_class"][2]["f1"] for r in range(3)]
+    assert row["n_runs"] == 3
+    assert row["overall_accuracy_mean"] == pytest.approx(np.mean(oa))
+    assert row["overall_accuracy_std"] == pytest.approx(np.std(oa, ddof=1))
+    assert row["f1_2_mean"] == pytest.approx(np.mean(f1_maize))
+    assert row["f1_2_std"] == pytest.approx(np.std(f1_maize, ddof=1))
+    # "all": the tiles of each run pooled (summed matrices), then mean over runs
+    pooled_oa = []
+    for r in range(3):
+        cm = metrics["rf", "T31TEJ", r][1] + metrics["rf", "T31TFJ", r][1]
+        pooled_oa.append(np.trace(cm) / cm.sum())
+    allrow = df[(df.architecture == "rf") & (df.tile == "all")].iloc[0]
+    assert allrow["overall_accuracy_mean"] == pytest.approx(np.mean(pooled_oa))
+    assert allrow["n_runs"] == 3
+    back = pd.read_csv(tmp_path / "summary.csv")
+    assert list(back.columns) == list(df.columns) and len(back) == len(df)
+
+
+def test_html_page(tmp_path, reports):
+    paths, _ = reports
+    df = summarize(paths, tmp_path / "s.csv", tmp_path / "s.html")
+    page = (tmp_path / "s.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "</html>" in page
+    assert cropchain.__version__ in page and "Generated" in page
+    assert all(str(p) in page for p in paths)
+    assert "vineyard (8)" in page
+    xg = df[(df.architecture == "xgboost") & (df.tile == "all")].iloc[0]
+    cell = f'<td class="best">{100 * xg.overall_accuracy_mean:.1f} ± {100 * xg.overall_accuracy_std:.1f} %</td>'
+    assert cell in page  # the better architecture is highlighted
+    assert f"{xg.kappa_mean:.3f} ± {xg.kappa_std:.3f}" in page
+
+
+def test_single_run_and_duplicates(tmp_path):
+    p, _ = fake_report(tmp_path, "rf", "T31TEJ", 0, [[10, 1, 0], [2, 9, 0], [0, 0, 5]])
+    df = summarize([p], tmp_path / "s.csv", tmp_path / "s.html")
+    assert np.isnan(df.loc[0, "overall_accuracy_std"]) and df.loc[0, "n_runs"] == 1
+    with pytest.raises(InputError, match="second report"):
+        summarize([p, p], tmp_path / "s.csv", tmp_path / "s.html")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"tile": "x"}))
+    with pytest.raises(InputError, match="missing key"):
+        summarize([broken], tmp_path / "s.csv", tmp_path / "s.html")

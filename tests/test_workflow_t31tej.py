@@ -1,0 +1,53 @@
+"""End-to-end on the real Sentinel-2 L2A products of T31TEJ (read in place from ../shared)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import absolute_config, snakemake
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
+
+
+@pytest.fixture(scope="module")
+def t31tej_run(t31tej, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("t31tej")
+    cfg = absolute_config("t31tej.yaml", work, split={"ratio": 0.66, "runs": 2, "seed": 0})
+    snakemake(work, cfg)
+    return work
+
+
+def test_real_chain_products(t31tej_run: Path):
+    res = t31tej_run / "results"
+    raw_dates = (res / "tiles/T31TEJ/raw_dates.txt").read_text().split()
+    assert len(raw_dates) == 10 and "20180212" in raw_dates
+    with rasterio.open(res / "tiles/T31TEJ/raw_mask.tif") as src:
+        empty_date = src.read(raw_dates.index("20180212") + 1)
+        assert (empty_date == 1).all()  # the all-nodata product is a fully masked date
+    with rasterio.open(res / "tiles/T31TEJ/features.tif") as src:
+        assert (src.height, src.width) == (353, 232)
+        assert src.count == 26 * 13  # 26 dates x (10 bands + NDVI, NDWI, brightness)
+    ref = gpd.read_file(res / "tiles/T31TEJ/reference.gpkg")
+    assert ref.crs.to_epsg() == 32631 and len(ref) >= 100
+    for run in ("0", "1"):
+        split = gpd.read_file(res / f"runs/{run}/tiles/T31TEJ/split.gpkg")
+        assert set(split["split"]) == {"learn", "validation"}
+        for arch in ("rf", "xgboost"):
+            report = json.loads((res / f"runs/{run}/reports/{arch}/T31TEJ.json").read_text())
+            assert report["tile"] == "T31TEJ" and report["architecture"] == arch and report["run"] == int(run)
+            # validation pixels only: far fewer than the ~16,000 labelled pixels
+            assert 1000 < report["n_pixels"] < 12000
+            assert 0.3 < report["kappa"] <= 1.0
+            cm = np.array(report["confusion_matrix"]["matrix"])
+            assert cm.sum() == report["n_pixels"]
+            with rasterio.open(res / f"runs/{run}/maps/{arch}/T31TEJ_classification.tif") as src:
+                assert src.crs.to_epsg() == 32631 and src.colormap(1)
+    s0 = gpd.read_file(res / "runs/0/tiles/T31TEJ/split.gpkg").sort_values("polygon_id")
+    s1 = gpd.read_file(res / "runs/1/tiles/T31TEJ/split.gpkg").sort_values("polygon_id")
+    assert (s0["split"].to_numpy() != s1["split"].to_numpy()).any()  # each run redraws the split

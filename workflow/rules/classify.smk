@@ -1,0 +1,44 @@
+# Tiled inference (cropchain.classify): classification, confidence and validity per tile; mosaic per run and architecture.
+
+
+rule classify:
+    input:
+        features=rules.features.output.features,
+        validity=rules.gapfill.output.validity,
+        model=rules.train.output.model,
+        nomenclature=config["nomenclature"],
+    output:
+        classification=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif",
+        confidence=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_confidence.tif",
+        validity=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_validity.tif",
+    params:
+        classify=config["classify"],
+        code=code_hash("cropchain.classify", "cropchain.train"),
+    log:
+        f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/classify/{{run}}_{{arch}}_{{tile}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+    script:
+        "../../scripts/classify.py"
+
+
+rule mosaic:
+    input:
+        classifications=expand(
+            f"{RESULTS}/runs/{{{{run}}}}/maps/{{{{arch}}}}/{{tile}}_classification.tif", tile=TILES
+        ),
+    output:
+        mosaic=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/mosaic_classification.tif",
+    params:
+        code=code_hash("cropchain.classify"),
+    log:
+        f"{RESULTS}/logs/mosaic/{{run}}_{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/mosaic/{{run}}_{{arch}}.tsv"
+    resources:
+        mem_mb=4000,
+    script:
+        "../../scripts/mosaic.py"

@@ -1,0 +1,36 @@
+# Embedded demo: synthetic Sentinel-2 L2A SAFE products and reference files (cropchain.demo).
+
+
+rule demo_products:
+    output:
+        directory(f"{RESOURCES}/demo/{{tile}}"),
+    params:
+        demo=config.get("demo"),
+        spec=lambda wc: demo_tile_specs()[wc.tile],
+        code=code_hash("cropchain.demo"),
+    log:
+        f"{RESULTS}/logs/demo_products/{{tile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo_products/{{tile}}.tsv"
+    resources:
+        mem_mb=1000,
+    script:
+        "../../scripts/demo_products.py"
+
+
+rule demo_reference:
+    output:
+        parcels=f"{RESOURCES}/demo/reference/parcels.gpkg",
+        landcover=f"{RESOURCES}/demo/reference/landcover.gpkg",
+    params:
+        demo=config.get("demo"),
+        specs=demo_tile_specs(),
+        code=code_hash("cropchain.demo"),
+    log:
+        f"{RESULTS}/logs/demo_reference.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo_reference.tsv"
+    resources:
+        mem_mb=1000,
+    script:
+        "../../scripts/demo_reference.py"

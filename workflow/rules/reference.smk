@@ -1,0 +1,39 @@
+# Reference fusion per tile (cropchain.reference) and learning/validation split per run (cropchain.split).
+
+
+rule reference:
+    input:
+        sources=reference_inputs(),
+        nomenclature=config["nomenclature"],
+        grid=rules.ingest.output.raw,
+    output:
+        reference=f"{RESULTS}/tiles/{{tile}}/reference.gpkg",
+    params:
+        reference=config["reference"],
+        code=code_hash("cropchain.reference"),
+    log:
+        f"{RESULTS}/logs/reference/{{tile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/reference/{{tile}}.tsv"
+    resources:
+        mem_mb=2000,
+    script:
+        "../../scripts/reference.py"
+
+
+rule split:
+    input:
+        reference=rules.reference.output.reference,
+    output:
+        split=f"{RESULTS}/runs/{{run}}/tiles/{{tile}}/split.gpkg",
+    params:
+        split=config["split"],
+        code=code_hash("cropchain.split"),
+    log:
+        f"{RESULTS}/logs/split/{{run}}_{{tile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/split/{{run}}_{{tile}}.tsv"
+    resources:
+        mem_mb=1000,
+    script:
+        "../../scripts/split.py"

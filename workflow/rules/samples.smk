@@ -1,0 +1,23 @@
+# Pixel samples of a run, all tiles, in Parquet (cropchain.samples).
+
+
+rule samples:
+    input:
+        features=expand(f"{RESULTS}/tiles/{{tile}}/features.tif", tile=TILES),
+        validity=expand(f"{RESULTS}/tiles/{{tile}}/validity.tif", tile=TILES),
+        split=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
+    output:
+        pixels=f"{RESULTS}/runs/{{run}}/pixels.parquet",
+    params:
+        tiles=TILES,
+        samples=config["samples"],
+        seed=lambda wc: config["split"]["seed"] + int(wc.run),
+        code=code_hash("cropchain.samples"),
+    log:
+        f"{RESULTS}/logs/samples/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/samples/{{run}}.tsv"
+    resources:
+        mem_mb=4000,
+    script:
+        "../../scripts/samples.py"
