@@ -76,3 +76,12 @@ def absolute_config(name: str, workdir: Path, **overrides) -> Path:
         else:
             cfg[section] = value
     return write_config(workdir / "config.yaml", cfg)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """Working directory of one complete local run of the default demo config (shared by tests)."""
+    work = tmp_path_factory.mktemp("demo")
+    cfg = absolute_config("config.yaml", work)
+    snakemake(work, cfg)
+    return work

@@ -11,17 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from conftest import absolute_config, snakemake
+from conftest import snakemake
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("demo")
-    cfg = absolute_config("config.yaml", work)
-    snakemake(work, cfg)
-    return work
 
 
 def test_demo_products_and_reports(demo_run: Path):
