@@ -32,6 +32,9 @@ KEY_LIBRARIES = ("numpy", "scipy", "rasterio", "geopandas", "shapely", "pyogrio"
 
 STAC_VERSION = "1.0.0"
 
+#: multihash prefix of a SHA-256 digest (STAC file extension's ``file:checksum``)
+MULTIHASH_SHA256 = "1220"
+
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file, read in chunks of ``chunk`` bytes."""
@@ -133,7 +136,8 @@ def write_stac_item(
     item = {
         "type": "Feature",
         "stac_version": STAC_VERSION,
-        "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json"],
+        "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+                            "https://stac-extensions.github.io/file/v2.1.0/schema.json"],
         "id": item_id,
         "bbox": [round(v, 7) for v in (west, south, east, north)],
         "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in
@@ -154,8 +158,8 @@ def write_stac_item(
             "cropchain:model_files": [checksum(p) for p in model_files],
         },
         "assets": {
-            role: {"href": os.path.relpath(path, base), "file:checksum_sha256": sha256_file(path),
-                   "roles": ["data"], "type": _media_type(path)}
+            role: {"href": os.path.relpath(path, base), "file:checksum": MULTIHASH_SHA256 + sha256_file(path),
+                   "file:size": Path(path).stat().st_size, "roles": ["data"], "type": _media_type(path)}
             for role, path in assets.items()
         },
         "links": [],

@@ -7,6 +7,7 @@ appears through :func:`os.replace`, which is atomic on POSIX file systems.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import uuid
@@ -21,6 +22,22 @@ def temporary_path(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries a killed writer of ``path`` left behind; return them.
+
+    Only one job writes a given output at a time (Snakemake guarantees it), so any
+    temporary sibling of ``path`` that exists when a new write starts is garbage.
+    """
+    path = Path(path)
+    stale = list(path.parent.glob(f".{glob.escape(path.stem)}.tmp-*{glob.escape(path.suffix)}"))
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager
@@ -38,6 +55,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = temporary_path(path)
     try:
         yield tmp

@@ -20,7 +20,8 @@ rule classify:
         f"{RESULTS}/benchmarks/classify/{{run}}_{{arch}}_{{tile}}.tsv"
     threads: THREADS
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("classify"),
+        runtime=runtime_min("classify"),
     script:
         "../../scripts/classify.py"
 
@@ -39,6 +40,7 @@ rule mosaic:
     benchmark:
         f"{RESULTS}/benchmarks/mosaic/{{run}}_{{arch}}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("mosaic"),
+        runtime=runtime_min("mosaic"),
     script:
         "../../scripts/mosaic.py"

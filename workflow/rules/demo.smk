@@ -13,7 +13,8 @@ rule demo_products:
     benchmark:
         f"{RESULTS}/benchmarks/demo_products/{{tile}}.tsv"
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb("demo_products"),
+        runtime=runtime_min("demo_products"),
     script:
         "../../scripts/demo_products.py"
 
@@ -31,6 +32,7 @@ rule demo_reference:
     benchmark:
         f"{RESULTS}/benchmarks/demo_reference.tsv"
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb("demo_reference"),
+        runtime=runtime_min("demo_reference"),
     script:
         "../../scripts/demo_reference.py"

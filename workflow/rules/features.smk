@@ -16,6 +16,7 @@ rule features:
     benchmark:
         f"{RESULTS}/benchmarks/features/{{tile}}.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("features"),
+        runtime=runtime_min("features"),
     script:
         "../../scripts/features.py"

@@ -16,7 +16,8 @@ rule reference:
     benchmark:
         f"{RESULTS}/benchmarks/reference/{{tile}}.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("reference"),
+        runtime=runtime_min("reference"),
     script:
         "../../scripts/reference.py"
 
@@ -34,6 +35,7 @@ rule split:
     benchmark:
         f"{RESULTS}/benchmarks/split/{{run}}_{{tile}}.tsv"
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb("split"),
+        runtime=runtime_min("split"),
     script:
         "../../scripts/split.py"

@@ -23,7 +23,8 @@ rule evaluate:
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{run}}_{{arch}}_{{tile}}.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime_min("evaluate"),
     script:
         "../../scripts/evaluate.py"
 
@@ -43,6 +44,7 @@ rule summary:
     benchmark:
         f"{RESULTS}/benchmarks/summary.tsv"
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb("summary"),
+        runtime=runtime_min("summary"),
     script:
         "../../scripts/summary.py"

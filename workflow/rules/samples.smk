@@ -18,6 +18,7 @@ rule samples:
     benchmark:
         f"{RESULTS}/benchmarks/samples/{{run}}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("samples"),
+        runtime=runtime_min("samples"),
     script:
         "../../scripts/samples.py"

@@ -18,6 +18,7 @@ rule train:
         f"{RESULTS}/benchmarks/train/{{run}}_{{arch}}.tsv"
     threads: THREADS
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb("train"),
+        runtime=runtime_min("train"),
     script:
         "../../scripts/train.py"

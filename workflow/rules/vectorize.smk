@@ -15,6 +15,7 @@ rule vectorize:
     benchmark:
         f"{RESULTS}/benchmarks/vectorize/{{run}}_{{arch}}_{{tile}}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("vectorize"),
+        runtime=runtime_min("vectorize"),
     script:
         "../../scripts/vectorize.py"

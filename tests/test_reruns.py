@@ -1,0 +1,98 @@
+"""Reruns after data updates: Snakemake's own dry run tells which jobs a change triggers."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, snakemake
+
+pytestmark = pytest.mark.e2e
+
+
+def dry_run(workdir: Path, configfile: Path, env: dict | None = None) -> str:
+    proc = snakemake(workdir, configfile, "--dry-run", env=env)
+    return proc.stdout + proc.stderr
+
+
+def planned_jobs(workdir: Path, configfile: Path, env: dict | None = None) -> Counter:
+    """Jobs a dry run would execute, counted per rule (empty when nothing is to be done)."""
+    out = dry_run(workdir, configfile, env)
+    if "Nothing to be done" in out:
+        return Counter()
+    table = out.split("Job stats:")[1]
+    jobs = Counter()
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+@pytest.fixture
+def copy_of_demo(demo_run: Path, tmp_path: Path) -> Path:
+    """A copy of the completed demo run (mtimes and Snakemake metadata kept)."""
+    work = tmp_path / "demo"
+    shutil.copytree(demo_run, work, symlinks=True)
+    assert planned_jobs(work, work / "config.yaml") == Counter()
+    return work
+
+
+def test_new_date_reruns_one_tile(copy_of_demo: Path, tmp_path: Path):
+    import datetime as dt
+
+    from cropchain.demo import demo_origin, generate_demo_products
+
+    demo = yaml.safe_load((copy_of_demo / "config.yaml").read_text())["demo"]
+    new = generate_demo_products(tmp_path / "new", "T31TXA", seed=demo["seed"], width=demo["width"],
+                                 height=demo["height"], origin=demo_origin(0, demo["width"]),
+                                 dates=[dt.date(2021, 7, 3)], year=demo["year"])
+    shutil.move(str(new[0]), copy_of_demo / "resources/demo/T31TXA" / new[0].name)
+    jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
+    assert jobs["ingest"] == 1 and jobs["gapfill"] == 1 and jobs["features"] == 1 and jobs["manifest"] == 1
+    assert jobs["demo_products"] == 0 and jobs["reference"] == 1  # the tile's grid is an input of its fusion
+    # downstream of the tile's features: samples and every model of every run
+    assert jobs["samples"] == 2 and jobs["train"] == 4
+    out = dry_run(copy_of_demo, copy_of_demo / "config.yaml")
+    assert "output: results/tiles/T31TXA/raw.tif" in out
+    for product in ("raw.tif", "gapfilled.tif", "features.tif"):  # the other tile's preprocessing stays
+        assert f"results/tiles/T31TXB/{product}" not in out
+
+
+def test_new_reference_reruns_fusion_and_after(copy_of_demo: Path):
+    import geopandas as gpd
+
+    path = copy_of_demo / "resources/demo/reference/landcover.gpkg"
+    gdf = gpd.read_file(path)
+    gdf.iloc[1:].to_file(path, driver="GPKG")  # one land-cover polygon withdrawn from the source
+    jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
+    assert jobs["reference"] == 2 and jobs["split"] == 4 and jobs["samples"] == 2 and jobs["train"] == 4
+    assert jobs["ingest"] == 0 and jobs["gapfill"] == 0 and jobs["features"] == 0
+
+
+def test_hyperparameter_reruns_one_architecture(copy_of_demo: Path):
+    cfg = yaml.safe_load((copy_of_demo / "config.yaml").read_text())
+    cfg["architectures"]["xgboost"]["max_depth"] = 4
+    (copy_of_demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
+    # xgboost of both runs: train, classify x2 tiles, vectorize, evaluate, item; the mosaics; the summary
+    assert jobs == Counter({"train": 2, "classify": 4, "vectorize": 4, "evaluate": 4, "stac_item": 4,
+                            "mosaic": 2, "summary": 1, "all": 1})
+
+
+def test_code_change_reruns_its_rules(copy_of_demo: Path, tmp_path: Path):
+    package = tmp_path / "src" / "cropchain"
+    shutil.copytree(ROOT / "cropchain", package)
+    source = package / "vectorize.py"
+    source.write_text(source.read_text() + "\n# a new version of the vectorization\n")
+    env = {**os.environ, "PYTHONPATH": str(package.parent)}
+    jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml", env=env)
+    assert jobs == Counter({"vectorize": 8, "stac_item": 8, "all": 1})

@@ -1,0 +1,50 @@
+# Provenance (cropchain.provenance): checksums of each tile's input products, and a STAC Item
+# beside each tile's final products with the config, versions, inputs and seed.
+
+
+rule manifest:
+    input:
+        products=tile_products,
+    output:
+        manifest=f"{RESULTS}/tiles/{{tile}}/inputs.json",
+    params:
+        code=code_hash("cropchain.provenance"),
+    log:
+        f"{RESULTS}/logs/manifest/{{tile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/manifest/{{tile}}.tsv"
+    resources:
+        mem_mb=mem_mb("manifest"),
+        runtime=runtime_min("manifest"),
+    script:
+        "../../scripts/manifest.py"
+
+
+rule stac_item:
+    input:
+        classification=rules.classify.output.classification,
+        confidence=rules.classify.output.confidence,
+        validity=rules.classify.output.validity,
+        vectors=rules.vectorize.output.vectors,
+        report=rules.evaluate.output.json,
+        confusion=rules.evaluate.output.csv,
+        dates=rules.gapfill.output.dates,
+        manifest=rules.manifest.output.manifest,
+        references=reference_inputs() + [config["nomenclature"]],
+        model=rules.train.output.model,
+        model_meta=rules.train.output.meta,
+    output:
+        item=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_item.json",
+    params:
+        config=config,
+        seed=lambda wc: config["split"]["seed"] + int(wc.run),
+        code=code_hash("cropchain.provenance"),
+    log:
+        f"{RESULTS}/logs/stac_item/{{run}}_{{arch}}_{{tile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stac_item/{{run}}_{{arch}}_{{tile}}.tsv"
+    resources:
+        mem_mb=mem_mb("stac_item"),
+        runtime=runtime_min("stac_item"),
+    script:
+        "../../scripts/stac_item.py"
