@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output, temporary_path
+from cropchain.io.atomic import atomic_output, remove_stale_temporaries, temporary_path
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
 
@@ -298,7 +298,9 @@ def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resa
         kwds = geotiff_profile(first.profile, count=first.count, dtype=first.dtypes[0], nodata=first.nodata)
         for key in ("crs", "transform", "width", "height", "count", "dtype", "nodata"):
             kwds.pop(key)
-        merged = temporary_path(out)
+        unordered = out.with_name(f"{out.stem}.merge{out.suffix}")  # merged, before the color table
+        remove_stale_temporaries(unordered)
+        merged = temporary_path(unordered)
         try:
             merge(sources, nodata=first.nodata, resampling=method, method="first", dst_path=merged, dst_kwds=kwds)
             # copied block by block into a file whose color table is set before any pixel

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,64 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{path}: {error.message}"
 
 
+#: Sentinel-2 L2A bands that the product sources (safe, demo, theia) can ingest.
+SENTINEL2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+
+#: Keys of a tile allowed by each source (besides ``source``), and those required.
+TILE_SOURCE_KEYS: dict[str, frozenset[str]] = {
+    "safe": frozenset({"products"}),
+    "demo": frozenset(),
+    "theia": frozenset({"products", "clm_bits"}),
+    "stack": frozenset({"products", "files", "masks", "date_pattern", "date_format", "bands", "nodata", "scale", "offset"}),
+    "stack_file": frozenset({"file", "dates_file", "mask_file", "bands", "nodata", "scale", "offset"}),
+}
+TILE_SOURCE_REQUIRED: dict[str, tuple[str, ...]] = {
+    "safe": ("products",),
+    "theia": ("products",),
+    "stack": ("products",),
+    "stack_file": ("file", "dates_file"),
+}
+_REQUIRED_HINT = {
+    "products": {"safe": "a folder holding the *.SAFE products", "theia": "a folder holding the Theia product folders",
+                 "stack": "the folder of the per-date GeoTIFFs"},
+    "file": {"stack_file": "the multi-band GeoTIFF"},
+    "dates_file": {"stack_file": "one YYYYMMDD per line, in band order"},
+}
+
+
+def _check_tile_source(tile: str, spec: dict[str, Any], config: dict[str, Any]) -> None:
+    """Source-specific checks of ``tiles.<tile>`` (keys allowed and required, bands, patterns)."""
+    source = spec["source"]
+    allowed = TILE_SOURCE_KEYS[source]
+    for key in spec:
+        if key != "source" and key not in allowed:
+            users = [s for s, keys in TILE_SOURCE_KEYS.items() if key in keys]
+            raise ConfigError(f"tiles.{tile}.{key}: not used by source '{source}' (only by {', '.join(users)}); "
+                              f"keys of source '{source}': {', '.join(sorted(allowed)) or 'none'}")
+    for key in TILE_SOURCE_REQUIRED.get(source, ()):
+        if key not in spec:
+            raise ConfigError(f"tiles.{tile}.{key}: required for source '{source}' ({_REQUIRED_HINT[key][source]})")
+    if source == "demo" and not config.get("demo"):
+        raise ConfigError(f"tiles.{tile}.source: 'demo' needs a top-level 'demo:' section")
+    bands = list(config["ingest"]["bands"])
+    if source in ("safe", "demo", "theia"):
+        wrong = [b for b in bands if b not in SENTINEL2_BANDS]
+        if wrong:
+            raise ConfigError(f"ingest.bands: {wrong} not Sentinel-2 L2A band(s), which tile {tile} (source "
+                              f"'{source}') needs: choose among {', '.join(SENTINEL2_BANDS)}")
+    else:
+        file_bands = spec.get("bands", bands)
+        missing = [b for b in bands if b not in file_bands]
+        if missing:
+            raise ConfigError(f"ingest.bands: {missing} not among the bands of tile {tile} "
+                              f"(tiles.{tile}.bands: {list(file_bands)}); name the files' bands there, in order")
+    if "date_pattern" in spec:
+        try:
+            re.compile(spec["date_pattern"])
+        except re.error as exc:
+            raise ConfigError(f"tiles.{tile}.date_pattern: not a regular expression ({exc})") from None
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate ``config`` (in place, defaults filled) and return it.
 
@@ -77,10 +136,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         lines = [_describe(e) for e in errors[:5]]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     for tile, spec in config["tiles"].items():
-        if spec["source"] == "safe" and "products" not in spec:
-            raise ConfigError(f"tiles.{tile}.products: required for source 'safe' (a folder holding the *.SAFE products)")
-        if spec["source"] == "demo" and not config.get("demo"):
-            raise ConfigError(f"tiles.{tile}.source: 'demo' needs a top-level 'demo:' section")
+        _check_tile_source(tile, spec, config)
     if config["dates"]["start"] > config["dates"]["end"]:
         raise ConfigError("dates.start: after dates.end")
     return config

@@ -32,7 +32,9 @@ Clouds (scene classification, SCL)
 
 Products are written as real L2A SAFE folders (processing baseline 05.00, BOA_ADD_OFFSET
 -1000, BOA_QUANTIFICATION_VALUE 10000, lossless JPEG 2000) that
-:func:`cropchain.io.sentinel2.ingest_safe` reads like any other.
+:func:`cropchain.io.sentinel2.ingest_safe` reads like any other;
+:func:`generate_demo_theia_products` writes the same scene as Theia (MAJA) L2A products
+(FRE bands, CLM / EDG / SAT masks) for :func:`cropchain.io.theia.ingest_theia`.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import geopandas as gpd
 import numpy as np
@@ -467,6 +470,80 @@ def _write_mtd(path: Path, *, name: str, sensing: dt.datetime, generation: dt.da
     ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
 
 
+def _check_dates(dates: Sequence[dt.date | str] | None, year: int) -> list[dt.date]:
+    """The demo dates, sorted: ``dates`` (dates or ``"YYYY-MM-DD"``) or :func:`demo_dates` of ``year``."""
+    if dates is None:
+        dates = demo_dates(year)
+    dates = sorted(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)) for d in dates)
+    if not dates or len(set(dates)) != len(dates):
+        raise ValueError(f"demo dates must be distinct and at least one, got {dates}")
+    return dates
+
+
+class _Observation(NamedTuple):
+    """One synthetic acquisition: what every product writer of the demo encodes."""
+
+    index: int              # position of the date in the sorted dates
+    date: dt.date
+    refl: np.ndarray        # float64 [10, H, W] top-of-canopy reflectance 0-1 with clouds, SENTINEL2_BANDS order
+    scl: np.ndarray         # uint8 [ceil(H/2), ceil(W/2)] scene classification at 20 m
+    cloud: np.ndarray       # bool, same shape: cloud (SCL 8 or 9 before the nodata corner)
+    nodata20: np.ndarray    # bool, same shape: outside the swath (DN 0, SCL 0)
+
+
+def _observations(tile: str, seed: int, width: int, height: int, dates: Sequence[dt.date]) -> Iterator[_Observation]:
+    """The demo's acquisitions of one tile, date by date (reflectance model, clouds, shadows, cirrus, swath edge).
+
+    Shared by the SAFE and Theia writers, so that both formats carry the same scene.
+    """
+    H, W = height, width
+    h2, w2 = (H + 1) // 2, (W + 1) // 2
+    scene = _Scene(tile, seed, width, height)
+    plan = _rng(seed, tile, 2)
+    n = len(dates)
+    covers = np.where(plan.random(n) < 0.35, 0.0, np.minimum(plan.beta(0.8, 4.0, n) * 0.4, 0.3))
+    cloudy = nodata_date = None
+    if n >= 4:                      # one fully cloudy date and one swath-edge date, never the first or last
+        cloudy, nodata_date = (int(i) for i in plan.choice(np.arange(1, n - 1), size=2, replace=False))
+        covers[cloudy] = 1.0
+    others = [i for i in range(n) if i != cloudy]
+    cirrus_dates = set(plan.choice(others, size=min(2, len(others)), replace=False).tolist())
+    rr, cc = np.mgrid[0:h2, 0:w2]
+    margin = 8
+    for i, date in enumerate(dates):
+        rng = _rng(seed, tile, 3, date.toordinal())
+        refl = scene.surface(date, rng)                                      # [10, H, W]
+        ndvi20 = _block_mean(refl[_NIR]) - _block_mean(refl[_RED])
+        ndvi20 /= np.maximum(_block_mean(refl[_NIR]) + _block_mean(refl[_RED]), 1e-6)
+        scl = np.where(ndvi20 >= 0.4, 4, 5).astype(np.uint8)
+        scl[scene.cls[::2, ::2] == WATER] = 6
+        # Clouds and their shadows (20 m), thin cirrus.
+        if covers[i] > 0:
+            field, thr = _blobs(rng, h2, w2, covers[i], sigma=rng.uniform(3.0, 7.0), margin=margin)
+            core = field[margin:margin + h2, margin:margin + w2]
+            cloud = core > thr
+            alpha = np.where(cloud, 0.35 + 0.65 * np.clip((core - thr) / 0.8, 0, 1), 0.0)
+            dy, dx = int(rng.integers(3, margin + 1)), int(rng.integers(2, margin - 1))
+            shadow = (field[margin + dy:margin + dy + h2, margin + dx:margin + dx + w2] > thr) & ~cloud
+            scl[shadow] = 3
+            scl[cloud] = np.where(alpha[cloud] > 0.6, 9, 8)
+            a10 = _up(alpha, H, W)[None]
+            refl = (1 - a10) * refl + a10 * _EM["cloud"][:, None, None] * rng.normal(1.0, 0.03, (1, H, W))
+            refl *= np.where(_up(shadow, H, W), rng.uniform(0.35, 0.5), 1.0)[None]
+        else:
+            cloud = np.zeros((h2, w2), bool)
+        if i in cirrus_dates:
+            field, thr = _blobs(rng, h2, w2, 0.15, sigma=10.0, margin=0)
+            cirrus = (field > thr) & (scl != 3) & ~cloud
+            scl[cirrus] = 10
+            refl = refl + _up(np.where(cirrus, 1.0, 0.0), H, W)[None] * _EM["cirrus"][:, None, None]
+        nodata20 = np.zeros((h2, w2), bool)
+        if i == nodata_date:
+            nodata20 = (rr + 0.5) / h2 + (cc + 0.5) / w2 > 1.6                # swath edge
+            scl[nodata20] = 0
+        yield _Observation(i, date, refl, scl, cloud, nodata20)
+
+
 def generate_demo_products(
     out_dir: str | os.PathLike,
     tile: str,
@@ -508,61 +585,15 @@ def generate_demo_products(
     tile = _tile_name(tile)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if dates is None:
-        dates = demo_dates(year)
-    dates = sorted(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)) for d in dates)
-    if not dates or len(set(dates)) != len(dates):
-        raise ValueError(f"demo dates must be distinct and at least one, got {dates}")
+    dates = _check_dates(dates, year)
     H, W = height, width
-    h2, w2 = (H + 1) // 2, (W + 1) // 2
     t10 = _grid_transform(origin, PIXEL_SIZE)
     t20 = _grid_transform(origin, 2 * PIXEL_SIZE)
-    scene = _Scene(tile, seed, width, height)
-    plan = _rng(seed, tile, 2)
-    n = len(dates)
-    covers = np.where(plan.random(n) < 0.35, 0.0, np.minimum(plan.beta(0.8, 4.0, n) * 0.4, 0.3))
-    cloudy = nodata_date = None
-    if n >= 4:                      # one fully cloudy date and one swath-edge date, never the first or last
-        cloudy, nodata_date = (int(i) for i in plan.choice(np.arange(1, n - 1), size=2, replace=False))
-        covers[cloudy] = 1.0
-    others = [i for i in range(n) if i != cloudy]
-    cirrus_dates = set(plan.choice(others, size=min(2, len(others)), replace=False).tolist())
     bands10 = [b for b in SENTINEL2_BANDS if NATIVE_RESOLUTION[b] == 10]
     bands20 = [b for b in SENTINEL2_BANDS if NATIVE_RESOLUTION[b] == 20]
-    rr, cc = np.mgrid[0:h2, 0:w2]
-    margin = 8
     written = []
-    for i, date in enumerate(dates):
-        rng = _rng(seed, tile, 3, date.toordinal())
-        refl = scene.surface(date, rng)                                      # [10, H, W]
-        ndvi20 = _block_mean(refl[_NIR]) - _block_mean(refl[_RED])
-        ndvi20 /= np.maximum(_block_mean(refl[_NIR]) + _block_mean(refl[_RED]), 1e-6)
-        scl = np.where(ndvi20 >= 0.4, 4, 5).astype(np.uint8)
-        scl[scene.cls[::2, ::2] == WATER] = 6
-        # Clouds and their shadows (20 m), thin cirrus.
-        if covers[i] > 0:
-            field, thr = _blobs(rng, h2, w2, covers[i], sigma=rng.uniform(3.0, 7.0), margin=margin)
-            core = field[margin:margin + h2, margin:margin + w2]
-            cloud = core > thr
-            alpha = np.where(cloud, 0.35 + 0.65 * np.clip((core - thr) / 0.8, 0, 1), 0.0)
-            dy, dx = int(rng.integers(3, margin + 1)), int(rng.integers(2, margin - 1))
-            shadow = (field[margin + dy:margin + dy + h2, margin + dx:margin + dx + w2] > thr) & ~cloud
-            scl[shadow] = 3
-            scl[cloud] = np.where(alpha[cloud] > 0.6, 9, 8)
-            a10 = _up(alpha, H, W)[None]
-            refl = (1 - a10) * refl + a10 * _EM["cloud"][:, None, None] * rng.normal(1.0, 0.03, (1, H, W))
-            refl *= np.where(_up(shadow, H, W), rng.uniform(0.35, 0.5), 1.0)[None]
-        else:
-            cloud = np.zeros((h2, w2), bool)
-        if i in cirrus_dates:
-            field, thr = _blobs(rng, h2, w2, 0.15, sigma=10.0, margin=0)
-            cirrus = (field > thr) & (scl != 3) & ~cloud
-            scl[cirrus] = 10
-            refl = refl + _up(np.where(cirrus, 1.0, 0.0), H, W)[None] * _EM["cirrus"][:, None, None]
-        nodata20 = np.zeros((h2, w2), bool)
-        if i == nodata_date:
-            nodata20 = (rr + 0.5) / h2 + (cc + 0.5) / w2 > 1.6                # swath edge
-            scl[nodata20] = 0
+    for obs in _observations(tile, seed, width, height, dates):
+        i, date, refl, scl, cloud, nodata20 = obs.index, obs.date, obs.refl, obs.scl, obs.cloud, obs.nodata20
         nodata10 = _up(nodata20, H, W)
 
         dn10 = np.clip(np.rint(refl * 10000) + 1000, 1, 65535).astype(np.uint16)
@@ -597,6 +628,121 @@ def generate_demo_products(
                        baseline="05.00", image_files=list(files.values()),
                        granule_id=f"S2{spacecraft[-1]}_OPER_MSI_L2A_TL_2BPS_{date:%Y%m%d}T120000_A{abs_orbit:06d}_{tile}_N05.00")
         log.info("%s %s: %.0f%% cloud", tile, date, 100 * cloud.mean())
+        written.append(final)
+    return written
+
+
+#: CLM bits the Theia writer sets for each SCL class of the scene (Theia L2A format, see
+#: :data:`cropchain.io.theia.CLM_BITS`): clouds -> bits 0, 1, 2; shadows -> bits 0, 5;
+#: cirrus -> bits 4 (thinnest clouds), 7 (high clouds).
+_THEIA_CLM_OF_SCL = {8: 0b00000111, 9: 0b00000111, 3: 0b00100001, 10: 0b10010000}
+
+
+def _theia_tif(path: Path, array: np.ndarray, transform, crs: str, nodata: int | None) -> None:
+    profile = {"driver": "GTiff", "width": array.shape[1], "height": array.shape[0], "count": 1,
+               "dtype": array.dtype.name, "crs": crs, "transform": transform, "nodata": nodata,
+               "compress": "deflate"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(array, 1)
+
+
+def _write_theia_mtd(path: Path, *, name: str, sensing: dt.datetime, platform: str, tile: str) -> None:
+    """``<name>_MTD_ALL.xml``: the fields of Theia's Muscate metadata that readers use."""
+    root = ET.Element("Muscate_Metadata_Document")
+    di = _sub(root, "Dataset_Identification")
+    _sub(di, "IDENTIFIER", name)
+    _sub(di, "AUTHORITY", "cropchain synthetic demo product (not Theia data)")
+    _sub(di, "PRODUCER", "cropchain.demo")
+    pc = _sub(root, "Product_Characteristics")
+    _sub(pc, "PRODUCT_ID", name)
+    _sub(pc, "ACQUISITION_DATE", sensing.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+    _sub(pc, "PRODUCT_LEVEL", "L2A")
+    _sub(pc, "PLATFORM", platform)
+    _sub(pc, "PRODUCT_VERSION", "2.2")
+    gz = _sub(root, "Geoposition_Informations")
+    _sub(gz, "GEOGRAPHICAL_ZONE", tile, type="Tile")
+    ri = _sub(root, "Radiometric_Informations")
+    _sub(ri, "REFLECTANCE_QUANTIFICATION_VALUE", "10000")
+    sv = _sub(ri, "Special_Values_List")
+    _sub(sv, "SPECIAL_VALUE", "-10000", name="nodata")
+    ET.indent(root)
+    ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
+
+
+def generate_demo_theia_products(
+    out_dir: str | os.PathLike,
+    tile: str,
+    *,
+    seed: int,
+    width: int = 200,
+    height: int = 200,
+    dates: Sequence[dt.date | str] | None = None,
+    origin: tuple[float, float] = DEMO_ORIGIN,
+    year: int = 2021,
+    crs: str = DEMO_CRS,
+) -> list[Path]:
+    """Write the demo scene of one tile as Theia (MAJA / MUSCATE) L2A products, one per date.
+
+    The scene (landscape, reflectance model, clouds, shadows, cirrus, swath edge) is exactly the
+    one :func:`generate_demo_products` writes as SAFE products for the same arguments, so the two
+    formats can be compared pixel for pixel.
+
+    Parameters
+    ----------
+    out_dir, tile, seed, width, height, dates, origin, year, crs :
+        as for :func:`generate_demo_products`.
+
+    Returns
+    -------
+    list of Path
+        The product folders, sorted by date, named like Theia's
+        (``SENTINEL2A_20210115-104021-000_L2A_T31TXA_C_V2-2``), each with
+        ``<name>_FRE_B2.tif`` ... (int16 reflectance x10000, nodata -10000; B2 B3 B4 B8 at 10 m,
+        B5 B6 B7 B8A B11 B12 at 20 m), ``MASKS/<name>_CLM_R1.tif`` / ``_R2`` (clouds: bits 0-2,
+        shadows: bits 0 and 5, cirrus: bits 4 and 7), ``_EDG_R1`` / ``_R2`` (1 outside the
+        swath), ``_SAT_R1`` / ``_R2`` (0: nothing saturated) and ``<name>_MTD_ALL.xml``. No
+        ``_SRE_`` files.
+    """
+    from cropchain.io.theia import THEIA_BAND_NAMES, THEIA_NODATA
+
+    tile = _tile_name(tile)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dates = _check_dates(dates, year)
+    H, W = height, width
+    t10 = _grid_transform(origin, PIXEL_SIZE)
+    t20 = _grid_transform(origin, 2 * PIXEL_SIZE)
+    written = []
+    for obs in _observations(tile, seed, width, height, dates):
+        nodata20 = obs.nodata20
+        nodata10 = _up(nodata20, H, W)
+        fre10 = np.clip(np.rint(obs.refl * 10000), THEIA_NODATA + 1, 32767).astype(np.int16)
+        fre10[:, nodata10] = THEIA_NODATA
+        fre20 = np.clip(np.rint(_block_mean(obs.refl) * 10000), THEIA_NODATA + 1, 32767).astype(np.int16)
+        fre20[:, nodata20] = THEIA_NODATA
+        clm20 = np.zeros(obs.scl.shape, np.uint8)
+        for scl_class, bits in _THEIA_CLM_OF_SCL.items():
+            clm20[obs.scl == scl_class] = bits
+        platform = "SENTINEL2A" if obs.index % 2 == 0 else "SENTINEL2B"
+        sensing = dt.datetime.combine(obs.date, dt.time(10, 40, 21))
+        name = f"{platform}_{sensing:%Y%m%d-%H%M%S}-000_L2A_{tile}_C_V2-2"
+        final = out_dir / name
+        if final.exists():
+            shutil.rmtree(final)
+        with atomic_output(final) as tmp:
+            (tmp / "MASKS").mkdir(parents=True)
+            for b, theia_b in THEIA_BAND_NAMES.items():
+                k = SENTINEL2_BANDS.index(b)
+                if NATIVE_RESOLUTION[b] == 10:
+                    _theia_tif(tmp / f"{name}_FRE_{theia_b}.tif", fre10[k], t10, crs, THEIA_NODATA)
+                else:
+                    _theia_tif(tmp / f"{name}_FRE_{theia_b}.tif", fre20[k], t20, crs, THEIA_NODATA)
+            for res, transform, clm, edg in (("R1", t10, _up(clm20, H, W), nodata10), ("R2", t20, clm20, nodata20)):
+                _theia_tif(tmp / "MASKS" / f"{name}_CLM_{res}.tif", clm, transform, crs, None)
+                _theia_tif(tmp / "MASKS" / f"{name}_EDG_{res}.tif", edg.astype(np.uint8), transform, crs, None)
+                _theia_tif(tmp / "MASKS" / f"{name}_SAT_{res}.tif", np.zeros_like(clm), transform, crs, None)
+            _write_theia_mtd(tmp / f"{name}_MTD_ALL.xml", name=name, sensing=sensing, platform=platform, tile=tile)
+        log.info("%s %s (Theia): %.0f%% cloud", tile, obs.date, 100 * obs.cloud.mean())
         written.append(final)
     return written
 
@@ -663,7 +809,9 @@ def generate_demo_references(
                 break
         rpg.append(crops[["ID_PARCEL", "CODE_CULTU", "SURF_PARC", "geometry"]])
 
-        cover = gdf[gdf["code"].isin(list(CORINE_CODES))].dissolve(by="code").explode(index_parts=False).reset_index()
+        # one polygon per 400 m block of forest, urban and water (see _landscape), so that
+        # each run can keep some of each class for validation
+        cover = gdf[gdf["code"].isin(list(CORINE_CODES))].explode(index_parts=False).reset_index(drop=True)
         cover["geometry"] = cover.geometry.simplify(5.0, preserve_topology=True)
         cover["code_18"] = cover["code"].map(CORINE_CODES).astype(np.int32)
         # A coarse 'arable land' polygon around a cluster of crop parcels.

@@ -35,7 +35,10 @@ REFLECTANCE_SCALE = 10000.0
 #: nodata of ``gapfilled.tif``, used where the file declares none.
 GAPFILLED_NODATA = -32768
 
-#: Each known index and the bands it needs (``None``: all bands of the date).
+#: Surface reflectance bands (Sentinel-2 names); brightness is computed over those present.
+REFLECTANCE_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+
+#: Each known index and the bands it needs (``None``: every reflectance band of the date).
 INDEX_BANDS: dict[str, tuple[str, ...] | None] = {
     "NDVI": ("B08", "B04"),
     "NDWI": ("B08", "B11"),
@@ -64,6 +67,8 @@ def _resolve_indices(bands: Sequence[str], indices: Sequence[str], *, warn: bool
     for name in indices:
         needed = INDEX_BANDS[name] or ()
         missing = [b for b in needed if b not in bands]
+        if INDEX_BANDS[name] is None and not any(b in REFLECTANCE_BANDS for b in bands):
+            missing = ["(any reflectance band)"]
         if missing or not bands:
             if warn:
                 log.warning("skipping index %s: band %s absent from the gap-filled bands %s", name,
@@ -117,8 +122,9 @@ def _date_features(raw: np.ndarray, nodata: float | None, bands: list[str], usab
     for k, name in enumerate(usable, start=len(bands)):
         needed = INDEX_BANDS[name]
         if needed is None:
-            value = np.sqrt(np.einsum("b...,b...->...", refl, refl))
-            date_missing = missing.any(axis=0)
+            sel = [pos[b] for b in bands if b in REFLECTANCE_BANDS]
+            value = np.sqrt(np.einsum("b...,b...->...", refl[sel], refl[sel]))
+            date_missing = missing[sel].any(axis=0)
         else:
             a, b = pos[needed[0]], pos[needed[1]]
             value = _ratio(refl[a], refl[b])

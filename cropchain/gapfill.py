@@ -51,7 +51,8 @@ OTB_CLI = "otbcli_ImageTimeSeriesGapFilling"
 
 
 # --------------------------------------------------------------------------- date grid
-def _parse_date(value: dt.date | str, what: str) -> dt.date:
+def parse_date(value: dt.date | str, what: str) -> dt.date:
+    """A date from a ``datetime.date`` or a ``YYYY-MM-DD`` / ``YYYYMMDD`` string; ``what`` names it in errors."""
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
@@ -318,7 +319,12 @@ def _band_names(
     return names
 
 
-def _check_inputs(raw: Path, mask: Path, raw_dates: Path) -> tuple[list[dt.date], list[str], dict]:
+def check_inputs(raw: Path, mask: Path, raw_dates: Path) -> tuple[list[dt.date], list[str], dict]:
+    """Check the ingest contract of a tile; return its dates, band names and raw profile.
+
+    Raises :class:`InputError` naming the file for band counts that do not fit the dates,
+    a mask with another number of dates, or rasters on different grids.
+    """
     dates = _read_input_dates(raw_dates)
     with open_raster(raw, "raw time series") as src, open_raster(mask, "raw mask") as msk:
         n_dates = len(dates)
@@ -339,11 +345,12 @@ def _check_inputs(raw: Path, mask: Path, raw_dates: Path) -> tuple[list[dt.date]
     return dates, names, profile
 
 
-def _validity_dtype(n_dates: int) -> str:
+def validity_dtype(n_dates: int) -> str:
+    """dtype of the validity raster (count of clear dates) for ``n_dates`` input dates."""
     return "uint8" if n_dates <= 254 else "uint16"
 
 
-def _to_int16(block: np.ndarray) -> np.ndarray:
+def to_int16(block: np.ndarray) -> np.ndarray:
     """float32 reflectance x10000 -> int16, rounded, clipped off the nodata value; NaN -> nodata.
 
     ``block`` is overwritten.
@@ -409,9 +416,9 @@ def gapfill_tile(
     if backend not in BACKENDS:
         raise ConfigError(f"gap filling backend {backend!r} is unknown: choose one of {', '.join(BACKENDS)}")
     raw, mask, raw_dates = Path(raw), Path(mask), Path(raw_dates)
-    dates, names, profile = _check_inputs(raw, mask, raw_dates)
-    start_d = dates[0] if start is None else _parse_date(start, "start")
-    end_d = dates[-1] if end is None else _parse_date(end, "end")
+    dates, names, profile = check_inputs(raw, mask, raw_dates)
+    start_d = dates[0] if start is None else parse_date(start, "start")
+    end_d = dates[-1] if end is None else parse_date(end, "end")
     grid = output_date_grid(start_d, end_d, step_days)
     if backend == "otb":
         otb = _find_otb()  # fail before writing anything
@@ -420,7 +427,7 @@ def gapfill_tile(
              raw, n_in, n_bands, n_out, grid[0], grid[-1], step_days, mode, backend)
 
     gf_profile = geotiff_profile(profile, count=n_out * n_bands, dtype="int16", nodata=GAPFILLED_NODATA)
-    va_profile = geotiff_profile(profile, count=1, dtype=_validity_dtype(n_in), nodata=None)
+    va_profile = geotiff_profile(profile, count=1, dtype=validity_dtype(n_in), nodata=None)
     descriptions = [f"{d:%Y%m%d}_{b}" for d in grid for b in names]
     windows = list(block_windows(profile["height"], profile["width"], block))
     grid_text = "".join(f"{d:%Y%m%d}\n" for d in grid)
@@ -453,7 +460,7 @@ def gapfill_tile(
                         else:
                             filled = otb_src.read(window=win, out_dtype="float32").reshape(n_out, n_bands, h * w)
                             filled[:, :, count == 0] = np.nan
-                        gf.write(_to_int16(filled).reshape(n_out * n_bands, h, w), window=win)
+                        gf.write(to_int16(filled).reshape(n_out * n_bands, h, w), window=win)
                         va.write(count.astype(va_profile["dtype"]).reshape(1, h, w), window=win)
                 finally:
                     if otb_src is not None:

@@ -29,7 +29,8 @@ def test_defaults_filled():
     assert cfg["dates"]["step_days"] == 10
     assert cfg["split"] == {"ratio": 0.66, "runs": 2, "seed": 0}
     assert cfg["classify"] == {"window": 512, "overlap": 16}
-    assert cfg["gapfill"] == {"backend": "numpy", "mode": "linear"}
+    assert cfg["gapfill"] == {"temporal": "interpolation", "backend": "numpy", "mode": "linear",
+                              "scl_kept_classes": [4, 5, 6, 7], "composite_day": 15}
     assert set(cfg["architectures"]) == {"rf", "xgboost"}
 
 
@@ -51,4 +52,46 @@ def test_errors_name_the_key(mutate, message):
     mutate(cfg)
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
+    assert message in str(err.value)
+
+
+def _tile(**spec):
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["tiles"] = {"T31TEJ": spec}
+    return cfg
+
+
+def test_tile_sources_valid():
+    stack = _tile(source="stack", products="s", files="*_S2.tif", masks="*_mask.tif",
+                  date_pattern=r"_(?P<date>\d{4}-\d{2}-\d{2})_", date_format="%Y-%m-%d", scale=10000)
+    assert validate_config(stack)["tiles"]["T31TEJ"]["scale"] == 10000
+    ndvi = _tile(source="stack_file", file="ndvi.tif", dates_file="dates.txt", bands=["NDVI"], nodata=-1)
+    ndvi["ingest"] = {"bands": ["NDVI"]}
+    ndvi["features"] = {"indices": []}
+    assert validate_config(ndvi)["ingest"]["bands"] == ["NDVI"]
+    theia = _tile(source="theia", products="t", clm_bits=[0, 7])
+    theia["gapfill"] = {"temporal": "monthly_median", "composite_day": 1}
+    cfg = validate_config(theia)
+    assert cfg["gapfill"]["scl_kept_classes"] == [4, 5, 6, 7] and cfg["gapfill"]["composite_day"] == 1
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (_tile(source="stack"), "tiles.T31TEJ.products: required for source 'stack'"),
+        (_tile(source="stack_file", file="a.tif"), "tiles.T31TEJ.dates_file: required for source 'stack_file'"),
+        (_tile(source="theia", products="t", masks="*_m.tif"), "tiles.T31TEJ.masks: not used by source 'theia'"),
+        (_tile(source="safe", products="p", bands=["B02"]), "tiles.T31TEJ.bands: not used by source 'safe'"),
+        (_tile(source="stack", products="s", bands=["NDVI"]), "ingest.bands: ['B02', 'B03'"),
+        (_tile(source="stack", products="s", date_pattern="(?P<date>"), "tiles.T31TEJ.date_pattern"),
+        (_tile(source="theia", products="t", clm_bits=[8]), "tiles.T31TEJ.clm_bits.0"),
+        (_tile(source="stack", products="s", scale=0), "tiles.T31TEJ.scale"),
+        (dict(_tile(source="safe", products="p"), ingest={"bands": ["NDVI"]}), "ingest.bands: ['NDVI'] not Sentinel-2"),
+        (dict(_tile(source="safe", products="p"), gapfill={"temporal": "monthly"}), "gapfill.temporal"),
+        (dict(_tile(source="safe", products="p"), gapfill={"scl_kept_classes": [12]}), "gapfill.scl_kept_classes"),
+    ],
+)
+def test_tile_source_errors_name_the_key(cfg, message):
+    with pytest.raises(ConfigError) as err:
+        validate_config(copy.deepcopy(cfg))
     assert message in str(err.value)

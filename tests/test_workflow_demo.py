@@ -53,6 +53,15 @@ def test_demo_products_and_reports(demo_run: Path):
     assert set(summary["architecture"]) >= set(archs)
     html = (res / "reports" / "summary.html").read_text()
     assert "kappa" in html.lower() and "xgboost" in html
+    # provenance: a STAC Item beside each map, whose asset checksums are those of the products
+    import hashlib
+
+    item = json.loads((res / "runs/1/maps/rf/T31TXB_item.json").read_text())
+    assert item["properties"]["cropchain:seed"] == 1 and item["properties"]["cropchain:architecture"] == "rf"
+    assert len(item["properties"]["cropchain:input_products"]) == 1  # the demo tile's product folder
+    for asset in item["assets"].values():
+        data = (res / "runs/1/maps/rf" / asset["href"]).read_bytes()
+        assert asset["file:checksum"] == "1220" + hashlib.sha256(data).hexdigest()
     # a log and a benchmark file per job
     assert (res / "logs" / "ingest" / "T31TXA.log").stat().st_size > 0
     assert (res / "benchmarks" / "train" / "0_rf.tsv").exists()

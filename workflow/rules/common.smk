@@ -1,11 +1,13 @@
 # Config validation, input functions and wildcard constraints (snakemake-workflows style).
 import hashlib
+import os
 import importlib.util
 from pathlib import Path
 
 import cropchain
 from cropchain.config import validate_config
 from cropchain.errors import ConfigError
+from snakemake.logging import logger
 
 try:
     validate_config(config)
@@ -26,6 +28,39 @@ wildcard_constraints:
     arch="[a-z0-9_]+",
 
 
+def clear_stale_locks():
+    """Remove the locks a killed run left behind, so that the same command restarts it.
+
+    Snakemake writes `.snakemake/locks` and removes them on exit; a run killed by SIGKILL
+    (or a node failure) leaves them, and the next run refuses to start. They are removed
+    only by the main process, and only when no other Snakemake process on this host works
+    in this directory. A run of the same directory from another host is not seen: do not
+    start two runs of one directory from two hosts.
+    """
+    locks = Path(".snakemake/locks")
+    if not workflow.is_main_process or os.environ.get("SLURM_JOB_ID") or not locks.is_dir():
+        return
+    if not any(locks.iterdir()):
+        return
+    here, me = os.path.realpath(os.getcwd()), os.getpid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == me:
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cwd = os.path.realpath(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+        if b"snakemake" in cmdline and cwd == here:
+            return  # another run is alive here: its locks are real
+    for lock in locks.iterdir():
+        lock.unlink()
+    logger.warning("cropchain: removed the locks of a previous run of this directory that was killed")
+
+
+clear_stale_locks()
+
+
 def code_hash(*modules):
     """Hash of the source of the cropchain modules a rule runs: editing them reruns the rule."""
     h = hashlib.sha256(cropchain.__version__.encode())
@@ -40,23 +75,37 @@ def demo_tiles():
 
 def demo_tile_specs():
     """Origin and size of each demo tile: side by side along x, in EPSG:32631."""
+    from cropchain.demo import demo_origin
+
     demo = config.get("demo") or {}
     w, h = demo.get("width", 200), demo.get("height", 200)
-    return {
-        t: {"origin": (500000.0 + i * w * 10.0, 4800000.0), "width": w, "height": h}
-        for i, t in enumerate(demo_tiles())
-    }
+    return {t: {"origin": demo_origin(i, w), "width": w, "height": h} for i, t in enumerate(demo_tiles())}
 
 
-def safe_products(wildcards):
-    """Input products of a tile: the demo folder, or every *.SAFE found under `products`."""
+def tile_products(wildcards):
+    """Input files of a tile's ingest, by source: the demo folder; every *.SAFE (safe) or Theia
+    product folder (theia) under `products`; the per-date GeoTIFFs and mask files of a stack;
+    the file, dates file and mask file of a stack_file. Dates and grids are checked by the ingest."""
     spec = config["tiles"][wildcards.tile]
-    if spec["source"] == "demo":
+    source = spec["source"]
+    if source == "demo":
         return [f"{RESOURCES}/demo/{wildcards.tile}"]
-    found = sorted(str(p) for p in Path(spec["products"]).rglob("*.SAFE") if p.is_dir())
+    if source == "stack_file":
+        return [spec[key] for key in ("file", "dates_file", "mask_file") if key in spec]
+    folder = Path(spec["products"])
+    if source == "safe":
+        found = sorted(str(p) for p in folder.rglob("*.SAFE") if p.is_dir())
+        what = "*.SAFE folder"
+    elif source == "theia":
+        found = sorted(str(p) for p in folder.rglob("SENTINEL2*_L2A_T*") if p.is_dir())
+        what = "Theia product folder (SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x, unzipped)"
+    else:
+        globs = [spec.get("files", "*.tif")] + ([spec["masks"]] if "masks" in spec else [])
+        found = sorted({str(p) for pattern in globs for p in folder.glob(pattern) if p.is_file()})
+        what = f"file matching {spec.get('files', '*.tif')!r}"
     if not found:
         raise WorkflowError(
-            f"tiles.{wildcards.tile}.products: no *.SAFE folder under {spec['products']} "
+            f"tiles.{wildcards.tile}.products: no {what} under {folder} "
             "(check the path; it is relative to the working directory)"
         )
     return found
@@ -76,4 +125,81 @@ def all_outputs():
             for tile in TILES:
                 outs.append(f"{RESULTS}/runs/{run}/vectors/{arch}/{tile}.gpkg")
                 outs.append(f"{RESULTS}/runs/{run}/reports/{arch}/{tile}.json")
+                outs.append(f"{RESULTS}/runs/{run}/maps/{arch}/{tile}_item.json")
     return outs
+
+
+# --- resources: memory (MB) and runtime (min) per job, from the tile size and the window ---
+# The formulas follow what each step holds in memory (cropchain's docstrings say which arrays);
+# they are upper bounds with 50% headroom plus a fixed 1000 MB for Python, GDAL and libraries.
+# A SLURM job asks for them (profiles/cluster); locally they only limit concurrency.
+FULL_TILE = (10980, 10980)  # a whole Sentinel-2 tile at 10 m, when the size cannot be read
+
+
+def tile_shape(tile):
+    """(height, width) of a tile in 10 m pixels: from its raw.tif when ingested, the demo config,
+    or the first 10 m band found among its products; a whole Sentinel-2 tile otherwise."""
+    import rasterio
+
+    raw = Path(f"{RESULTS}/tiles/{tile}/raw.tif")
+    spec = config["tiles"][tile]
+    try:
+        if raw.exists():
+            with rasterio.open(raw) as src:
+                return src.height, src.width
+        if spec["source"] == "demo":
+            return config["demo"]["height"], config["demo"]["width"]
+        first = next(iter(tile_products(type("W", (), {"tile": tile}))), None)
+        if first:
+            candidates = [first] if first.endswith(".tif") else sorted(Path(first).rglob("*B0*2*"))
+            if candidates:
+                with rasterio.open(candidates[0]) as src:
+                    scale = max(1, round(src.res[0] / 10))
+                    return src.height * scale, src.width * scale
+    except Exception:  # a size estimate must never stop the DAG; the ingest reports bad inputs
+        pass
+    return FULL_TILE
+
+
+def n_output_dates():
+    import datetime as dt
+
+    d = config["dates"]
+    days = (dt.date.fromisoformat(d["end"]) - dt.date.fromisoformat(d["start"])).days
+    return days // d["step_days"] + 1
+
+
+def n_features():
+    return n_output_dates() * (len(config["ingest"]["bands"]) + len(config["features"]["indices"]))
+
+
+def mem_mb(rule):
+    """Callable giving the memory (MB) of a job of `rule` from its wildcards and inputs."""
+    window = config["classify"]["window"] + 2 * config["classify"]["overlap"]
+    n_bands = len(config["ingest"]["bands"])
+
+    def estimate(wildcards, input, attempt=1):
+        hw = tile_shape(wildcards.tile) if hasattr(wildcards, "tile") else None
+        if rule == "ingest":  # a few whole-tile arrays of one band and date at a time
+            need = hw[0] * hw[1] * 24 / 1e6
+        elif rule in ("gapfill", "features"):  # windows of 512 px x all dates x bands, float32, x4
+            need = min(512 * 512, hw[0] * hw[1]) * max(n_output_dates(), 50) * n_bands * 4 * 4 / 1e6
+        elif rule in ("vectorize", "evaluate", "reference"):  # whole-tile label rasters and sieve
+            need = hw[0] * hw[1] * 16 / 1e6 if hw else 1000
+        elif rule == "samples":  # feature blocks of <= 1024 x 1024 px plus the table of labelled pixels
+            block = min(1024 * 1024, max(h * w for h, w in map(tile_shape, TILES)))
+            need = block * n_features() * 4 * 2 / 1e6 + 20 * input.size_mb
+        elif rule == "train":  # the learning pixels (Parquet decompresses ~3x), forests
+            need = 1000 + 10 * input.size_mb
+        elif rule == "classify":  # one window with its margin, all features, and the model
+            need = min(window * window, hw[0] * hw[1]) * n_features() * 4 * 4 / 1e6 + 3 * input.size_mb
+        else:
+            need = 0
+        return int(1000 + 1.5 * need) * attempt
+
+    return estimate
+
+
+def runtime_min(rule):
+    """Wall time (minutes) asked of the scheduler: generous bounds for a whole Sentinel-2 tile."""
+    return {"train": 240, "classify": 120, "samples": 120, "gapfill": 120, "ingest": 60}.get(rule, 30)

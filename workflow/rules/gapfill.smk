@@ -1,4 +1,5 @@
-# Temporal gap filling onto the regular date grid (cropchain.gapfill, OTB ImageTimeSeriesGapFilling semantics).
+# Temporal step onto the output dates: gap filling (cropchain.gapfill, OTB ImageTimeSeriesGapFilling
+# semantics) or monthly median composites (cropchain.composite), chosen by gapfill.temporal.
 
 
 rule gapfill:
@@ -13,12 +14,13 @@ rule gapfill:
     params:
         dates=config["dates"],
         gapfill=config["gapfill"],
-        code=code_hash("cropchain.gapfill"),
+        code=code_hash("cropchain.gapfill", "cropchain.composite"),
     log:
         f"{RESULTS}/logs/gapfill/{{tile}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/gapfill/{{tile}}.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("gapfill"),
+        runtime=runtime_min("gapfill"),
     script:
         "../../scripts/gapfill.py"

@@ -1,21 +1,35 @@
-# Ingest: Sentinel-2 L2A SAFE products -> raw.tif, raw_mask.tif, raw_dates.txt (cropchain.io.sentinel2).
+# Ingest: a tile's images -> raw.tif, raw_mask.tif, raw_dates.txt, whatever the source
+# (cropchain.io.sentinel2: SAFE L2A and the demo; cropchain.io.theia: Theia / MAJA L2A;
+# cropchain.io.stack: per-date GeoTIFFs or one multi-band GeoTIFF with a dates file).
+from cropchain.composite import scl_masked_for_kept
+
+
+def ingest_scl_masked():
+    """SCL classes masked when ingesting SAFE products: ingest.scl_masked_classes for gap filling;
+    every class but gapfill.scl_kept_classes (4-7 by default) for monthly composites."""
+    if config["gapfill"]["temporal"] == "monthly_median":
+        return scl_masked_for_kept(config["gapfill"]["scl_kept_classes"])
+    return list(config["ingest"]["scl_masked_classes"])
 
 
 rule ingest:
     input:
-        products=safe_products,
+        products=tile_products,
     output:
         raw=f"{RESULTS}/tiles/{{tile}}/raw.tif",
         mask=f"{RESULTS}/tiles/{{tile}}/raw_mask.tif",
         dates=f"{RESULTS}/tiles/{{tile}}/raw_dates.txt",
     params:
+        source=lambda wc: config["tiles"][wc.tile],
         ingest=config["ingest"],
-        code=code_hash("cropchain.io.sentinel2", "cropchain.io.raster"),
+        scl_masked=ingest_scl_masked(),
+        code=code_hash("cropchain.io.sentinel2", "cropchain.io.theia", "cropchain.io.stack", "cropchain.io.raster"),
     log:
         f"{RESULTS}/logs/ingest/{{tile}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{tile}}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("ingest"),
+        runtime=runtime_min("ingest"),
     script:
         "../../scripts/ingest.py"

@@ -1,0 +1,382 @@
+"""Sentinel-2 L2A products of Theia (MAJA processor, MUSCATE format) -> the chain's raw time series.
+
+A Theia product is a folder named ``SENTINEL2A_20180123-104329-123_L2A_T31TEJ_C_V2-2``
+(platform, acquisition date and time with milliseconds, level, tile, ``C``/``D`` product
+nature, format version) holding one GeoTIFF per band and a ``MASKS/`` folder (Theia's
+"Sentinel-2 L2A product format", CNES/CESBIO; https://labo.obs-mip.fr/multitemp/sentinel-2/
+theias-sentinel-2-l2a-product-format/):
+
+* ``<name>_FRE_B2.tif`` ... : flat reflectance (surface reflectance corrected for adjacency
+  and slope effects), int16 reflectance x10000, nodata -10000. B2 B3 B4 B8 at 10 m, B5 B6 B7
+  B8A B11 B12 at 20 m (``_SRE_`` files, without the slope correction, are not read);
+* ``MASKS/<name>_CLM_R1.tif`` / ``_R2`` : cloud mask, one bit per test (R1 = 10 m, R2 = 20 m):
+  bit 0 all clouds except the thinnest and all shadows, bit 1 all clouds except the thinnest,
+  bit 2 clouds from mono-temporal thresholds, bit 3 clouds from multi-temporal thresholds,
+  bit 4 thinnest clouds, bit 5 shadows of detected clouds, bit 6 shadows of clouds outside the
+  image, bit 7 high clouds from the 1.38 um band;
+* ``MASKS/<name>_EDG_R1.tif`` / ``_R2`` : edge mask, non-zero outside the swath (nodata);
+* ``MASKS/<name>_SAT_R1.tif`` / ``_R2`` : saturation, one bit per band in resolution order
+  (R1: B2 B3 B4 B8 = bits 0-3; R2: B5 B6 B7 B8A B11 B12 = bits 0-5).
+
+:func:`ingest_theia` writes the same three files as :func:`cropchain.io.sentinel2.ingest_safe`
+(DESIGN.md section 1): ``raw.tif`` (int16 reflectance x10000 date-major, bands named with
+the chain's names ``B02`` ... ``B8A`` ... , so that ``B2`` is written ``YYYYMMDD_B02``),
+``raw_mask.tif`` (uint8, 1 = masked) and ``raw_dates.txt``. A pixel of a date is masked where
+any selected CLM bit is set (all eight by default: clouds of every kind, thin clouds, cirrus and
+shadows, i.e. the usual ``CLM != 0`` test), where EDG is set, where the SAT bit of an ingested
+band is set, or where an ingested band is nodata (-10000). The date is that of the product name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from tqdm import tqdm
+
+from cropchain.errors import ConfigError, InputError
+from cropchain.io.atomic import atomic_output
+from cropchain.io.raster import geotiff_profile
+from cropchain.io.sentinel2 import RAW_NODATA, REFLECTANCE_SCALE, SENTINEL2_BANDS, normalize_tile
+
+log = logging.getLogger(__name__)
+
+#: The chain's band name -> Theia's band name in ``_FRE_<band>.tif``.
+THEIA_BAND_NAMES: dict[str, str] = {
+    "B02": "B2", "B03": "B3", "B04": "B4", "B08": "B8",
+    "B05": "B5", "B06": "B6", "B07": "B7", "B8A": "B8A", "B11": "B11", "B12": "B12",
+}
+#: Mask resolution (``R1`` 10 m, ``R2`` 20 m) and bit of each band in the SAT mask.
+THEIA_SAT_BIT: dict[str, tuple[str, int]] = {
+    "B02": ("R1", 0), "B03": ("R1", 1), "B04": ("R1", 2), "B08": ("R1", 3),
+    "B05": ("R2", 0), "B06": ("R2", 1), "B07": ("R2", 2), "B8A": ("R2", 3), "B11": ("R2", 4), "B12": ("R2", 5),
+}
+#: nodata of the FRE / SRE reflectance files.
+THEIA_NODATA = -10000
+#: CLM bits masked by default: all of them (any cloud, thin cloud, cirrus or shadow).
+DEFAULT_CLM_BITS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
+#: Meaning of each CLM bit (Theia L2A product format).
+CLM_BITS: dict[int, str] = {
+    0: "all clouds except the thinnest, and all shadows",
+    1: "all clouds except the thinnest",
+    2: "clouds from mono-temporal thresholds",
+    3: "clouds from multi-temporal thresholds",
+    4: "thinnest clouds",
+    5: "shadows of detected clouds",
+    6: "shadows of clouds outside the image",
+    7: "high clouds (1.38 um band)",
+}
+
+THEIA_NAME_RE = re.compile(
+    r"^(?P<platform>SENTINEL2[A-D])_(?P<date>\d{8})-(?P<time>\d{6})-(?P<ms>\d{3})_L2A_"
+    r"(?P<tile>T\d{2}[A-Z]{3})_(?P<nature>[A-Z])_V(?P<version>\d+-\d+)$"
+)
+
+
+@dataclass(frozen=True)
+class TheiaProduct:
+    """What the chain needs from one Theia L2A product.
+
+    Attributes
+    ----------
+    path : the product folder.
+    date : acquisition date (UTC), from the folder name.
+    sensing_time : acquisition date and time (UTC, naive), from the folder name.
+    tile : MGRS tile with its leading ``T``.
+    platform : ``"SENTINEL2A"``, ``"SENTINEL2B"`` ...
+    version : product format version, e.g. ``"2-2"``.
+    band_files : chain band name (``"B02"``) -> ``_FRE_B2.tif`` file.
+    mask_files : ``("CLM" | "EDG" | "SAT", "R1" | "R2")`` -> mask file.
+    """
+
+    path: Path
+    date: dt.date
+    sensing_time: dt.datetime
+    tile: str
+    platform: str
+    version: str
+    band_files: dict[str, Path] = field(default_factory=dict)
+    mask_files: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+    @property
+    def datestr(self) -> str:
+        """Acquisition date as ``YYYYMMDD``."""
+        return self.date.strftime("%Y%m%d")
+
+
+def _parse_name(path: Path) -> re.Match | None:
+    return THEIA_NAME_RE.match(path.name)
+
+
+def _sensing(path: Path, m: re.Match) -> dt.datetime:
+    try:
+        t = dt.datetime.strptime(m["date"] + m["time"], "%Y%m%d%H%M%S")
+    except ValueError:
+        raise InputError(path, f"acquisition date {m['date']}-{m['time']} in the product name is not a real date",
+                         "keep Theia's product name SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x") from None
+    return t + dt.timedelta(milliseconds=int(m["ms"]))
+
+
+def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Find Theia L2A product folders (``SENTINEL2?_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_?_Vx-x``).
+
+    Parameters
+    ----------
+    paths : one path or several; each is a product folder itself or a folder searched
+        recursively for product folders.
+
+    Returns
+    -------
+    list of Path
+        The product folders, without duplicates, sorted by acquisition time.
+
+    Raises
+    ------
+    InputError
+        a path does not exist, a product is still zipped, or no product folder was found.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    found: dict[Path, dt.datetime] = {}
+    zipped: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            raise InputError(p, "folder not found", "give a Theia L2A product folder or a folder holding them")
+        if not p.is_dir():
+            raise InputError(p, "not a folder", "give a Theia L2A product folder or a folder holding them (unzip .zip downloads)")
+        candidates = [p, *sorted(p.rglob("SENTINEL2*"))]
+        for q in candidates:
+            stem = q.name[:-4] if q.name.lower().endswith(".zip") else q.name
+            m = THEIA_NAME_RE.match(stem)
+            if not m:
+                continue
+            if q.is_dir():
+                found[q.resolve()] = _sensing(q, m)
+            elif q.suffix.lower() == ".zip":
+                zipped.append(q)
+    unzipped = {q.name for q in found}
+    still_zipped = [z for z in zipped if z.name[:-4] not in unzipped]
+    if still_zipped:
+        raise InputError(still_zipped[0], "Theia product is still zipped",
+                         f"unzip it next to the zip (unzip {still_zipped[0].name}); {len(still_zipped)} zip(s) in all")
+    if not found:
+        where = ", ".join(str(p) for p in paths) or "<no path given>"
+        raise InputError(where, "no Theia L2A product folder (SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x) found",
+                         "download Theia L2A products (unzipped) there, or fix the path")
+    return sorted(found, key=lambda q: (found[q], q.name))
+
+
+def _check_bands(bands: Sequence[str]) -> tuple[str, ...]:
+    bands = tuple(str(b).upper() for b in bands)
+    if not bands:
+        raise ConfigError("ingest.bands: at least one band is needed")
+    for b in bands:
+        if b not in THEIA_BAND_NAMES:
+            raise ConfigError(f"ingest.bands: band {b!r} is not in Theia L2A products "
+                              f"(valid: {', '.join(THEIA_BAND_NAMES)})")
+    if len(set(bands)) != len(bands):
+        raise ConfigError(f"ingest.bands: duplicate band in {list(bands)}")
+    return bands
+
+
+def _one(path: Path, pattern: str, what: str) -> Path:
+    hits = sorted(path.glob(pattern))
+    if not hits:
+        raise InputError(path, f"{what} not found (no file {pattern})",
+                         "the product is incomplete; download it again or remove it from the inputs")
+    if len(hits) > 1:
+        raise InputError(path, f"several files for {what}: {[h.name for h in hits]}", "keep one file per band and mask")
+    return hits[0]
+
+
+def read_theia_product(product_dir: str | os.PathLike, bands: Sequence[str] = SENTINEL2_BANDS) -> TheiaProduct:
+    """Parse a Theia product's name and locate its FRE bands and CLM / EDG / SAT masks.
+
+    Parameters
+    ----------
+    product_dir : the product folder.
+    bands : chain band names whose ``_FRE_`` files must be present (default all ten).
+
+    Returns
+    -------
+    TheiaProduct
+
+    Raises
+    ------
+    InputError
+        the folder is missing, its name is not a Theia L2A name (date unparseable), or a band
+        or mask file is missing (the message names the file pattern searched).
+    ConfigError
+        a band that Theia products do not have.
+    """
+    path = Path(product_dir)
+    bands = _check_bands(bands)
+    if not path.is_dir():
+        raise InputError(path, "Theia product folder not found", "check the path of the product")
+    m = _parse_name(path)
+    if not m:
+        raise InputError(path, "folder name is not a Theia L2A product name, so its date cannot be read",
+                         "keep Theia's name SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x")
+    sensing = _sensing(path, m)
+    band_files = {b: _one(path, f"*_FRE_{THEIA_BAND_NAMES[b]}.tif", f"band {THEIA_BAND_NAMES[b]} (FRE)") for b in bands}
+    resolutions = sorted({THEIA_SAT_BIT[b][0] for b in bands} | {"R1"})
+    mask_files = {}
+    masks = path / "MASKS"
+    if not masks.is_dir():
+        raise InputError(path, "no MASKS folder (CLM, EDG and SAT masks)", "download the complete product again")
+    for kind in ("CLM", "EDG", "SAT"):
+        for res in resolutions:
+            mask_files[(kind, res)] = _one(masks, f"*_{kind}_{res}.tif", f"{kind} mask at {res}")
+    return TheiaProduct(path=path, date=sensing.date(), sensing_time=sensing, tile=m["tile"],
+                        platform=m["platform"], version=m["version"], band_files=band_files, mask_files=mask_files)
+
+
+def _resampling(name: str) -> Resampling:
+    try:
+        return Resampling[str(name)]
+    except KeyError:
+        raise ConfigError(f"ingest.resampling: unknown resampling {name!r} (valid: nearest, bilinear, cubic)") from None
+
+
+def _read_on_grid(path: Path, grid: dict, resampling: Resampling, nodata: int | None, dtype: str) -> np.ndarray:
+    """Band 1 of ``path`` on the 10 m ``grid``: as it is when on the grid, else warped (20 m files).
+
+    ``nodata`` is excluded from the interpolation and written where nothing is known.
+    """
+    try:
+        with rasterio.open(path) as src:
+            if src.crs != grid["crs"]:
+                raise InputError(path, f"CRS {src.crs} differs from the tile's {grid['crs']} ({grid['path']})",
+                                 "all files and products of a tile must share its UTM projection")
+            if src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (grid["height"], grid["width"]):
+                return src.read(1, out_dtype=dtype)
+            if abs(src.transform.a) <= abs(grid["transform"].a) * 1.01:
+                raise InputError(path, f"grid {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
+                                 f"{grid['path']} ({grid['width']}x{grid['height']} {tuple(grid['transform'])[:6]})",
+                                 "give products of one tile on the same extent (clip them all alike)")
+            with WarpedVRT(src, crs=grid["crs"], transform=grid["transform"], width=grid["width"],
+                           height=grid["height"], resampling=resampling, src_nodata=nodata, nodata=nodata) as vrt:
+                return vrt.read(1, out_dtype=dtype)
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
+
+
+def ingest_theia(
+    products: Sequence[str | os.PathLike],
+    out_raw: str | os.PathLike,
+    out_mask: str | os.PathLike,
+    out_dates: str | os.PathLike,
+    *,
+    bands: Sequence[str] = SENTINEL2_BANDS,
+    clm_bits: Sequence[int] = DEFAULT_CLM_BITS,
+    resampling: str = "bilinear",
+    tile: str | None = None,
+) -> None:
+    """Stack Theia L2A products of one tile into ``raw.tif``, ``raw_mask.tif``, ``raw_dates.txt``.
+
+    Parameters
+    ----------
+    products : product folders of one tile (any order; see :func:`find_theia_products`).
+    out_raw : ``raw.tif``: int16 reflectance x10000 (Theia's FRE values as they are),
+        :data:`~cropchain.io.sentinel2.RAW_NODATA` (-32768) where FRE is nodata (-10000);
+        ``n_dates * len(bands)`` bands, date-major, described ``YYYYMMDD_<band>`` with the
+        chain's band names (``B02`` for Theia's ``B2``), on the 10 m grid.
+    out_mask : ``raw_mask.tif``: uint8 [n_dates, H, W], 1 = masked (a bit of ``clm_bits`` set in
+        CLM_R1, EDG_R1 set, EDG_R2 set when a 20 m band is ingested, the SAT bit of an ingested
+        band set, or an ingested band nodata), 0 = clear.
+    out_dates : ``raw_dates.txt``: one ``YYYYMMDD`` per line (dates from the product names).
+    bands : chain band names in output order (default the ten 10 m and 20 m bands).
+    clm_bits : CLM bits that mask a pixel (default all, :data:`CLM_BITS` gives their meaning).
+    resampling : resampling of the 20 m FRE bands onto the 10 m grid (masks: always nearest).
+    tile : expected tile; by default the tile of the first product.
+
+    The 10 m grid is that of the first product's ``CLM_R1`` mask; every 10 m file must be on it
+    and 20 m files must cover it. One date and one band at a time: memory is a few H x W arrays.
+
+    Raises
+    ------
+    InputError
+        no product; a product :func:`read_theia_product` rejects; products of another tile;
+        two products of the same date (both named); a file on another grid or CRS; an
+        unreadable file. Nothing is written then.
+    ConfigError
+        unknown band, CLM bit or resampling.
+    """
+    bands = _check_bands(bands)
+    bits = sorted({int(b) for b in clm_bits})
+    if any(b < 0 or b > 7 for b in bits):
+        raise ConfigError(f"tiles.<tile>.clm_bits: CLM bits are 0-7, got {list(clm_bits)}")
+    clm_value = np.uint8(sum(1 << b for b in bits))
+    rs = _resampling(resampling)
+    if not products:
+        raise InputError(out_raw, "no Theia product given for this tile", "check the products folder of the tile")
+    prods = sorted((read_theia_product(p, bands) for p in products), key=lambda p: (p.sensing_time, p.path.name))
+    expected = normalize_tile(tile) if tile else prods[0].tile
+    for p in prods:
+        if p.tile != expected:
+            raise InputError(p.path, f"product of tile {p.tile}, expected {expected}",
+                             "give the products of one tile per ingest (one folder per tile)")
+    for a, b in zip(prods, prods[1:]):
+        if a.date == b.date:
+            raise InputError(b.path, f"same acquisition date {a.date} as {a.path}",
+                             "keep one product per date (e.g. the latest version) and remove the other")
+
+    ref = prods[0].mask_files[("CLM", "R1")]
+    try:
+        with rasterio.open(ref) as src:
+            base = src.profile
+            grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height, "path": ref}
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(ref, f"cannot be read by GDAL ({exc})", "download the product again") from None
+    if grid["crs"] is None:
+        raise InputError(ref, "mask file has no CRS", "download the product again")
+
+    n_dates, n_bands = len(prods), len(bands)
+    has_r2 = any(THEIA_SAT_BIT[b][0] == "R2" for b in bands)
+    log.info("ingest %d Theia products of tile %s (%s .. %s), %d bands, grid %dx%d, CLM bits %s masked",
+             n_dates, expected, prods[0].date, prods[-1].date, n_bands, grid["width"], grid["height"], bits)
+    raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
+    mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
+    nearest = Resampling.nearest
+
+    with atomic_output(out_raw) as tmp_raw, atomic_output(out_mask) as tmp_mask, atomic_output(out_dates) as tmp_dates:
+        with rasterio.open(tmp_raw, "w", **raw_profile) as raw, rasterio.open(tmp_mask, "w", **mask_profile) as msk:
+            for d, p in enumerate(tqdm(prods, desc=f"ingest {expected}", unit="date", disable=None)):
+                clm = _read_on_grid(p.mask_files[("CLM", "R1")], grid, nearest, None, "uint8")
+                mask = (clm & clm_value) != 0
+                del clm
+                mask |= _read_on_grid(p.mask_files[("EDG", "R1")], grid, nearest, None, "uint8") != 0
+                if has_r2:
+                    mask |= _read_on_grid(p.mask_files[("EDG", "R2")], grid, nearest, None, "uint8") != 0
+                for res in ("R1", "R2"):
+                    sat_value = np.uint8(sum(1 << bit for b in bands for r, bit in [THEIA_SAT_BIT[b]] if r == res))
+                    if sat_value:
+                        sat = _read_on_grid(p.mask_files[("SAT", res)], grid, nearest, None, "uint8")
+                        mask |= (sat & sat_value) != 0
+                for b, band in enumerate(bands):
+                    fre = _read_on_grid(p.band_files[band], grid, rs, THEIA_NODATA, "int16")
+                    nodata = fre == THEIA_NODATA
+                    mask |= nodata
+                    fre[nodata] = RAW_NODATA
+                    idx = d * n_bands + b + 1
+                    raw.write(fre, idx)
+                    raw.set_band_description(idx, f"{p.datestr}_{band}")
+                msk.write(mask.astype(np.uint8), d + 1)
+                msk.set_band_description(d + 1, p.datestr)
+                log.info("%s %s: %.1f%% masked", p.datestr, p.platform, 100.0 * mask.mean())
+            raw.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods), BANDS=",".join(bands),
+                            SCALE=str(REFLECTANCE_SCALE), SOURCE="theia")
+            msk.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods),
+                            CLM_BITS=",".join(map(str, bits)), CONVENTION="1=masked,0=clear")
+        tmp_dates.write_text("".join(p.datestr + "\n" for p in prods), encoding="utf-8")
+    log.info("wrote %s, %s, %s", out_raw, out_mask, out_dates)
