@@ -15,8 +15,13 @@ Image predictors
 An *image predictor* is a callable ``predictor(model, block) -> proba`` with ``block``
 float32 ``[F, H, W]`` and ``proba`` float32 ``[K, H, W]`` (columns of ``model.classes_``).
 It may carry an integer attribute ``margin`` (receptive-field half-width in px);
-:func:`classify_tile` refuses an ``overlap`` smaller than it. Pixel classifiers use
-:func:`predict_proba_image` (margin 0); CNNs bring their own predictor.
+:func:`classify_tile` refuses an ``overlap`` smaller than it, and an ``alignment``
+(px): window and overlap must be multiples of it, so that the pooling grid of a
+network (``2**depth`` for a U-Net) is the same in every window as in the whole tile.
+Pixel classifiers use :func:`predict_proba_image` (margin 0); a spatial model -- a CNN
+of :mod:`cropchain.models.networks` with ``predict_proba_image`` and ``margin > 0`` --
+is its own predictor (:func:`model_image_predictor`); a pixel-wise network (TempCNN,
+margin 0) is a pixel classifier.
 """
 
 from __future__ import annotations
@@ -78,6 +83,32 @@ def predict_proba_image(model: Any, block: np.ndarray, valid: np.ndarray | None 
         if flat.any():
             proba[flat] = model.predict_proba(np.ascontiguousarray(view[flat], dtype=np.float32))
     return np.ascontiguousarray(proba.T).reshape(n_classes, height, width)
+
+
+class _ModelImagePredictor:
+    """``model.predict_proba_image`` as an image predictor, with the model's margin and alignment."""
+
+    def __init__(self, model: Any) -> None:
+        self.margin = int(getattr(model, "margin", 0))
+        self.alignment = int(getattr(model, "alignment", 1))
+
+    def __call__(self, model: Any, block: np.ndarray) -> np.ndarray:
+        return model.predict_proba_image(block)
+
+
+def model_image_predictor(model: Any) -> ImagePredictor | None:
+    """The image predictor of a spatial model, None for a pixel classifier.
+
+    A model with a ``predict_proba_image(block [F, H, W]) -> [K, H, W]`` method predicts
+    windows itself, with its ``margin`` and ``alignment`` attributes, unless it is
+    pixel-wise (``margin`` 0 and a ``predict_proba``): then the pixel path, which skips
+    the pixels without a clear date, is used.
+    """
+    if not callable(getattr(model, "predict_proba_image", None)):
+        return None
+    if int(getattr(model, "margin", 0)) == 0 and callable(getattr(model, "predict_proba", None)):
+        return None
+    return _ModelImagePredictor(model)
 
 
 def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
@@ -163,9 +194,10 @@ def classify_tile(
         plus GDAL's block cache (``GDAL_CACHEMAX``, 5 % of RAM by default).
     overlap : margin in px read around each core window (clipped at the tile border),
         predicted and then cropped; must be >= the predictor's ``margin``.
-    predictor : image predictor ``(model, block [F, h, w]) -> [K, h, w]``; default:
-        :func:`predict_proba_image` (pixel classifiers: margin 0, so only the core is read
-        and predicted, and pixels with validity 0 are skipped).
+    predictor : image predictor ``(model, block [F, h, w]) -> [K, h, w]``; default: the
+        model's own (:func:`model_image_predictor`: a CNN's ``predict_proba_image``, margin
+        and alignment), else :func:`predict_proba_image` (pixel classifiers: margin 0, so
+        only the core is read and predicted, and pixels with validity 0 are skipped).
 
     Raises
     ------
@@ -174,13 +206,20 @@ def classify_tile(
         model's feature names (the message lists the differences), model classes that
         are not nomenclature codes.
     ConfigError
-        ``window < 1``, ``overlap < 0`` or ``overlap`` smaller than the predictor's margin.
+        ``window < 1``, ``overlap < 0``, ``overlap`` smaller than the predictor's margin,
+        ``window`` or ``overlap`` not a multiple of the predictor's alignment.
     """
     if window < 1 or overlap < 0:
         raise ConfigError(f"classify: window ({window}) must be >= 1 and overlap ({overlap}) >= 0")
+    if predictor is None:
+        predictor = model_image_predictor(model)
     margin = int(getattr(predictor, "margin", 0))
     if overlap < margin:
         raise ConfigError(f"classify.overlap: {overlap} px is smaller than the predictor's margin ({margin} px); the map would show seams")
+    alignment = int(getattr(predictor, "alignment", 1))
+    if window % alignment or overlap % alignment:
+        raise ConfigError(f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of {alignment} px "
+                          "(the pooling grid of the network); the map would show seams")
     nomenclature = _as_nomenclature(nomenclature)
     classes = np.asarray(model.classes_).astype(np.int64)
     unknown = sorted(set(classes.tolist()) - set(nomenclature.codes))
@@ -278,6 +317,7 @@ def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resa
     except KeyError:
         raise ConfigError(f"mosaic.resampling: unknown method {resampling!r}; use one of {[m.name for m in Resampling][:8]}...") from None
     paths = [Path(p) for p in rasters]
+    out = Path(out)
     opened: list[Any] = []
     try:
         for p in paths:

@@ -209,7 +209,7 @@ def test_mosaic_first_wins_keeps_color_table(tmp_path):
     pa = _tile_map(tmp_path / "a.tif", a, 500000)
     pb = _tile_map(tmp_path / "b.tif", b, 500000 + 300)  # b starts 30 px east: 20 px overlap
     out = tmp_path / "mosaic.tif"
-    mosaic([pa, pb], out)
+    mosaic([str(pa), str(pb)], str(out))  # paths as Snakemake gives them: strings
     with rasterio.open(out) as src:
         m = src.read(1)
         assert m.shape == (40, 80) and src.nodata == 0
