@@ -9,6 +9,7 @@ instead of a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
 
     Exits with status 1 and the error's message (file and fix) on a CropchainError.
     """
+    # GeoPackages record a last-change time; fixed here so that the same inputs give the same
+    # bytes (reproducible products, as SOURCE_DATE_EPOCH does for builds)
+    os.environ.setdefault("OGR_CURRENT_DATE", "2000-01-01T00:00:00Z")
     logfile = snakemake.log[0] if len(snakemake.log) else None
     configure(logfile)
     log.info("cropchain %s, rule %s, wildcards %s", cropchain.__version__, snakemake.rule, dict(snakemake.wildcards))
