@@ -27,6 +27,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/vectorize.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/parcels.smk"
 include: "workflow/rules/provenance.smk"
 
 

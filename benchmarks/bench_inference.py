@@ -1,4 +1,5 @@
-"""Benchmark: cropchain's tiled random-forest inference against Orfeo ToolBox ``ImageClassifier``.
+"""Benchmark: cropchain's tiled inference -- random forest against Orfeo ToolBox ``ImageClassifier``,
+and the throughput of each convolutional network (``--networks``).
 
 Both classify the same synthetic float32 feature stack (GeoTIFF, ``--features`` bands)
 with a random forest of the same size (``--trees`` trees, max depth ``--depth``, nodes
@@ -16,6 +17,18 @@ OTB 8.1 (Debian ``otb-bin``): the model is trained with ``otbcli_TrainVectorClas
 (``-classifier rf``, OOB early stop disabled with ``-classifier.rf.acc 0`` so that all
 trees are grown), the map made with ``otbcli_ImageClassifier`` with
 ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` threads and ``-ram`` MB.
+
+Networks (no OTB needed; about 2 min with the defaults, one thread)::
+
+    python benchmarks/bench_inference.py --networks --size 512 --threads 1
+
+classifies a synthetic ``features.tif`` laid out like T31TEJ's (``--dates`` dates x 10
+bands + NDVI, NDWI, brightness; 338 features by default) with each network of
+:mod:`cropchain.models` at its default size (random weights: the speed does not depend on
+them), by :func:`cropchain.classify.classify_tile` with 512 px windows and the overlap the
+network needs, and prints pixels per second and per core (wall time of the tiled
+inference, reading and writing included; PyTorch's import and the model load excluded).
+The issue's target for TempCNN is >= 35,000 px/s per core.
 """
 
 from __future__ import annotations
@@ -67,6 +80,50 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return wall, (int(rss.group(1)) / 1024 if rss else float("nan")), out
 
 
+BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]
+
+
+def bench_networks(args: argparse.Namespace) -> None:
+    """Pixels per second of the tiled inference of each network (see the module docstring)."""
+    import torch
+
+    from cropchain.classify import classify_tile
+    from cropchain.models import get_model
+    from cropchain.nomenclature import Nomenclature
+
+    torch.set_num_threads(args.threads)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_networks_"))
+    work.mkdir(parents=True, exist_ok=True)
+    dates = [f"2018{1 + i // 3:02d}{1 + 10 * (i % 3):02d}" for i in range(args.dates)]
+    names = [f"{d}_{b}" for d in dates for b in BANDS] + [f"{d}_{i}" for i in ("NDVI", "NDWI", "brightness") for d in dates]
+    size, n = args.size, len(names)
+    rng = np.random.default_rng(0)
+    base = {"crs": CRS.from_epsg(32631), "transform": from_origin(500000, 4800000, 10, 10), "width": size, "height": size}
+    fpath, vpath = work / "features.tif", work / "validity.tif"
+    with rasterio.open(fpath, "w", **geotiff_profile(base, count=n, dtype="float32", nodata=-9999)) as dst:
+        for b in range(n):
+            dst.write(rng.uniform(0.0, 0.5, (size, size)).astype(np.float32), b + 1)
+        dst.descriptions = tuple(names)
+    with rasterio.open(vpath, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=None)) as dst:
+        dst.write(np.full((size, size), 9, np.uint8), 1)
+    nomenclature = Nomenclature(codes=tuple(int(c) for c in CODES), names=tuple(f"class{c}" for c in CODES),
+                                colors=tuple((30 * int(c), 80, 80) for c in CODES))
+    print(f"workdir {work}: {size}x{size} px, {n} features ({args.dates} dates x 13), {args.threads} thread(s), window {args.window}")
+    print(f"{'network':15s} {'params':>9s} {'margin':>6s} {'overlap':>7s} {'wall s':>8s} {'px/s':>9s} {'px/s/core':>10s}")
+    for arch in args.archs.split(","):
+        model = get_model(arch, seed=0, threads=args.threads)
+        model.initialize(names, CODES, np.full(n, 0.25), np.full(n, 0.15))
+        overlap = -(-model.margin // model.alignment) * model.alignment
+        t0 = time.perf_counter()
+        classify_tile(fpath, vpath, model, nomenclature, work / f"{arch}_map.tif", work / f"{arch}_conf.tif",
+                      window=args.window, overlap=overlap)
+        wall = time.perf_counter() - t0
+        rate = size * size / wall
+        print(f"{arch:15s} {model.n_parameters:9d} {model.margin:6d} {overlap:7d} {wall:8.2f} {rate:9.0f} {rate / args.threads:10.0f}")
+    if args.workdir is None:
+        shutil.rmtree(work)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=768, help="image width = height in px")
@@ -78,7 +135,13 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=512, help="cropchain window (px)")
     ap.add_argument("--ram", type=int, default=256, help="OTB -ram (MB)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep files here (default: a temporary folder)")
+    ap.add_argument("--networks", action="store_true", help="benchmark the networks' inference instead of RF vs OTB")
+    ap.add_argument("--archs", default="tempcnn,dilated_cnn,fg_unet,temporal_unet", help="networks to time (--networks)")
+    ap.add_argument("--dates", type=int, default=26, help="dates of the synthetic features (--networks)")
     args = ap.parse_args()
+    if args.networks:
+        bench_networks(args)
+        return
     if shutil.which("otbcli_ImageClassifier") is None:
         sys.exit("otbcli_ImageClassifier not found: apt-get install otb-bin")
 

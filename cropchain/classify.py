@@ -18,10 +18,10 @@ It may carry an integer attribute ``margin`` (receptive-field half-width in px);
 :func:`classify_tile` refuses an ``overlap`` smaller than it, and an ``alignment``
 (px): window and overlap must be multiples of it, so that the pooling grid of a
 network (``2**depth`` for a U-Net) is the same in every window as in the whole tile.
-Pixel classifiers use :func:`predict_proba_image` (margin 0); a spatial model -- a CNN
-of :mod:`cropchain.models.networks` with ``predict_proba_image`` and ``margin > 0`` --
-is its own predictor (:func:`model_image_predictor`); a pixel-wise network (TempCNN,
-margin 0) is a pixel classifier.
+Pixel classifiers use :func:`predict_proba_image` (margin 0); a network of
+:mod:`cropchain.models.networks` (a model with its own ``predict_proba_image``) is its
+own predictor (:func:`model_image_predictor`). A predictor of margin 0 (a pixel
+classifier, TempCNN) is given the core window only.
 """
 
 from __future__ import annotations
@@ -97,16 +97,13 @@ class _ModelImagePredictor:
 
 
 def model_image_predictor(model: Any) -> ImagePredictor | None:
-    """The image predictor of a spatial model, None for a pixel classifier.
+    """The model's own image predictor, None for a pixel classifier.
 
-    A model with a ``predict_proba_image(block [F, H, W]) -> [K, H, W]`` method predicts
-    windows itself, with its ``margin`` and ``alignment`` attributes, unless it is
-    pixel-wise (``margin`` 0 and a ``predict_proba``): then the pixel path, which skips
-    the pixels without a clear date, is used.
+    A model with a ``predict_proba_image(block [F, H, W]) -> [K, H, W]`` method (the
+    networks of :mod:`cropchain.models.networks`) predicts windows itself, with its
+    ``margin`` and ``alignment`` attributes (0 and 1 when absent).
     """
     if not callable(getattr(model, "predict_proba_image", None)):
-        return None
-    if int(getattr(model, "margin", 0)) == 0 and callable(getattr(model, "predict_proba", None)):
         return None
     return _ModelImagePredictor(model)
 
@@ -244,8 +241,8 @@ def classify_tile(
                 # PhotometricInterpretation afterwards)
                 _describe_outputs(dcls, dconf, nomenclature, features)
                 for core in tqdm(windows, desc=f"classify {features.parent.name or features.name}", unit="window", disable=None):
-                    # a pixel classifier needs no context: its margin is 0, read the core only
-                    ext = core if predictor is None else _expand(core, overlap, height, width)
+                    # a predictor of margin 0 (pixel classifiers) needs no context: read the core only
+                    ext = core if margin == 0 else _expand(core, overlap, height, width)
                     r = int(core.row_off - ext.row_off)
                     c = int(core.col_off - ext.col_off)
                     h, w = int(core.height), int(core.width)
@@ -271,7 +268,7 @@ def classify_tile(
         elapsed = time.perf_counter() - t0
     log.info(
         "classified %s: %d x %d px (%d valid) in %.1f s, %.0f px/s, %d windows of %d px + %d px overlap",
-        features, width, height, n_classified, elapsed, height * width / max(elapsed, 1e-9), len(windows), window, overlap if predictor is not None else 0,
+        features, width, height, n_classified, elapsed, height * width / max(elapsed, 1e-9), len(windows), window, overlap if margin else 0,
     )
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import cropchain
-from cropchain.errors import InputError
+from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.models import get_model
+from cropchain.models import get_model, is_network
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ def train_model(
     The metadata written to ``model.json``.
     """
     out_dir = Path(out_dir)
+    if is_network(architecture):
+        raise ConfigError(f"architectures.{architecture}: a network is trained on patches by cropchain.train_network.train_network")
     X, y, names = load_learning_pixels(pixels)
     codes, counts = np.unique(y, return_counts=True)
     log.info("training %s on %d learning pixels, %d features, classes %s", architecture, len(y), len(names),
@@ -103,6 +105,8 @@ def train_model(
 
     meta = {
         "architecture": architecture,
+        "kind": "pixel",
+        "model_file": "model.joblib",
         "hyperparameters": hyperparameters,
         "seed": seed,
         "classes": [int(c) for c in model.classes_],
@@ -121,7 +125,13 @@ def train_model(
 
 
 def load_model(model_dir: str | os.PathLike, *, threads: int = 1) -> Any:
-    """Reload a model saved by :func:`train_model`, with ``threads`` CPU threads for prediction.
+    """Reload a model saved by :func:`train_model` or :func:`cropchain.train_network.train_network`,
+    with ``threads`` CPU threads for prediction.
+
+    Dispatches on ``model.json``: a network (``"kind": "network"``) is read from
+    ``model.pt`` (:meth:`cropchain.models.networks.NetworkClassifier.load`), a pixel
+    classifier from ``model.joblib``. A folder without ``model.json`` is read as a pixel
+    classifier (models of cropchain 0.1).
 
     Raises
     ------
@@ -129,7 +139,18 @@ def load_model(model_dir: str | os.PathLike, *, threads: int = 1) -> Any:
         missing or unreadable model files.
     """
     model_dir = Path(model_dir)
-    path = model_dir / "model.joblib"
+    meta_path = model_dir / "model.json"
+    meta: dict[str, Any] = {}
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(meta_path, f"unreadable model metadata ({exc})", "retrain the model") from None
+    if meta.get("kind") == "network":
+        from cropchain.models.networks import NetworkClassifier
+
+        return NetworkClassifier.load(model_dir, threads=threads)
+    path = model_dir / meta.get("model_file", "model.joblib")
     if not path.exists():
         raise InputError(path, "model not found", "run the training step for this architecture and run")
     model = joblib.load(path)

@@ -18,7 +18,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 @pytest.fixture(scope="module")
 def t31tej_run(t31tej, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("t31tej")
-    cfg = absolute_config("t31tej.yaml", work, split={"ratio": 0.66, "runs": 2, "seed": 0})
+    # the pixel chain with RF and XGBoost; networks and parcel models have their own tests
+    cfg = absolute_config("t31tej.yaml", work, split={"ratio": 0.66, "runs": 2, "seed": 0},
+                          architectures={"rf": {"n_estimators": 100, "max_depth": 25},
+                                         "xgboost": {"n_estimators": 200, "max_depth": 6, "learning_rate": 0.1}},
+                          parcels={"enabled": False})
     snakemake(work, cfg)
     return work
 

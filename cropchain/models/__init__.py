@@ -8,34 +8,85 @@ A *pixel classifier* is any object with
 - ``predict_proba(X)``: ``X`` float32 ``[N, F]`` -> float32 ``[N, K]`` class probabilities,
   columns in the order of ``classes_``.
 
-:func:`get_model` builds an untrained one from hyper-parameters; :mod:`cropchain.train`
-fits and saves it, :func:`cropchain.train.load_model` reloads it.
+A *spatial* model (a CNN looking at neighbours) has instead
+``predict_proba_image(block)``: float32 ``[F, H, W]`` -> float32 ``[K, H, W]``, and an
+integer ``margin`` (receptive-field half-width, px) and ``alignment`` (px multiple that
+window offsets must keep); :func:`cropchain.classify.classify_tile` uses them.
+
+Two kinds of architectures are registered:
+
+- ``"pixel"``: :func:`get_model` returns an untrained scikit-learn-like classifier that
+  :func:`cropchain.train.train_model` fits on the pixel table (``rf``, ``xgboost``);
+- ``"network"``: :func:`get_model` returns an untrained
+  :class:`~cropchain.models.networks.NetworkClassifier` that
+  :func:`cropchain.train_network.train_network` trains on patches of the feature rasters
+  (``fg_unet``, ``temporal_unet``, ``dilated_cnn``, ``tempcnn``).
+
+Built-in modules are imported only when their architecture is asked for, so that a
+random forest never pays PyTorch's import. :func:`cropchain.train.load_model` reloads
+either kind from its folder.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from cropchain.errors import ConfigError
 
+#: built-in architectures: name -> (module under cropchain.models, kind)
+BUILTIN: dict[str, tuple[str, str]] = {
+    "rf": ("random_forest", "pixel"),
+    "xgboost": ("xgboost", "pixel"),
+    "fg_unet": ("fg_unet", "network"),
+    "temporal_unet": ("temporal_unet", "network"),
+    "dilated_cnn": ("dilated_cnn", "network"),
+    "tempcnn": ("tempcnn", "network"),
+}
+KINDS = ("pixel", "network")
+
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+_KIND: dict[str, str] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator adding a model constructor to the registry under ``name``."""
+def register(name: str, kind: str = "pixel") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator adding a model constructor ``(*, seed, threads, **hyperparameters)`` to the
+    registry under ``name``; ``kind`` is ``"pixel"`` or ``"network"``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         _REGISTRY[name] = fn
+        _KIND[name] = kind
         return fn
 
     return deco
 
 
 def available() -> list[str]:
-    """Names of the registered architectures."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    """Names of the registered architectures (built-in and registered)."""
+    return sorted(set(BUILTIN) | set(_REGISTRY))
+
+
+def kind(name: str) -> str:
+    """``"pixel"`` or ``"network"``: how architecture ``name`` is trained.
+
+    Raises
+    ------
+    ConfigError
+        unknown architecture name.
+    """
+    if name in BUILTIN:
+        return BUILTIN[name][1]
+    if name in _KIND:
+        return _KIND[name]
+    raise ConfigError(f"architectures.{name}: unknown architecture; available: {', '.join(available())}")
+
+
+def is_network(name: str) -> bool:
+    """Whether ``name`` is a convolutional network (trained on patches, saved as ``model.pt``)."""
+    return kind(name) == "network"
 
 
 def get_model(name: str, *, seed: int = 0, threads: int = 1, **hyperparameters: Any) -> Any:
@@ -44,13 +95,10 @@ def get_model(name: str, *, seed: int = 0, threads: int = 1, **hyperparameters: 
     Raises
     ------
     ConfigError
-        unknown architecture name.
+        unknown architecture name; for networks, an unknown hyper-parameter.
     """
-    _load_builtin()
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(f"cropchain.models.{BUILTIN[name][0]}")  # registration side effect
     if name not in _REGISTRY:
-        raise ConfigError(f"architectures.{name}: unknown architecture; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"architectures.{name}: unknown architecture; available: {', '.join(available())}")
     return _REGISTRY[name](seed=seed, threads=threads, **hyperparameters)
-
-
-def _load_builtin() -> None:
-    from cropchain.models import random_forest, xgboost  # noqa: F401  (registration side effect)

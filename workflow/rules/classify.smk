@@ -5,7 +5,7 @@ rule classify:
     input:
         features=rules.features.output.features,
         validity=rules.gapfill.output.validity,
-        model=rules.train.output.model,
+        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",  # rule train or train_network
         nomenclature=config["nomenclature"],
     output:
         classification=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif",

@@ -126,6 +126,8 @@ def all_outputs():
                 outs.append(f"{RESULTS}/runs/{run}/vectors/{arch}/{tile}.gpkg")
                 outs.append(f"{RESULTS}/runs/{run}/reports/{arch}/{tile}.json")
                 outs.append(f"{RESULTS}/runs/{run}/maps/{arch}/{tile}_item.json")
+    if config.get("parcels"):
+        outs += parcel_outputs()  # workflow/rules/parcels.smk
     return outs
 
 

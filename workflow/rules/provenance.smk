@@ -31,8 +31,8 @@ rule stac_item:
         dates=rules.gapfill.output.dates,
         manifest=rules.manifest.output.manifest,
         references=reference_inputs() + [config["nomenclature"]],
-        model=rules.train.output.model,
-        model_meta=rules.train.output.meta,
+        model=model_weights,  # model.joblib or model.pt (train.smk)
+        model_meta=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
     output:
         item=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_item.json",
     params:

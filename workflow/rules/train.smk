@@ -1,4 +1,16 @@
-# Training of one architecture per run (cropchain.train, cropchain.models).
+# Training of one architecture per run: pixel classifiers on the learning pixels (cropchain.train),
+# convolutional networks on patches of the feature rasters (cropchain.train_network).
+# Both write runs/{run}/models/{arch}/model.json, the input of the inference and provenance rules.
+from cropchain.models import BUILTIN as MODEL_BUILTIN
+
+PIXEL_ARCHS = [a for a, (_, k) in MODEL_BUILTIN.items() if k == "pixel"]
+NETWORK_ARCHS = [a for a, (_, k) in MODEL_BUILTIN.items() if k == "network"]
+
+
+def model_weights(wildcards):
+    """The weights file of a trained model: model.pt for a network, model.joblib otherwise."""
+    name = "model.pt" if wildcards.arch in NETWORK_ARCHS else "model.joblib"
+    return f"{RESULTS}/runs/{wildcards.run}/models/{wildcards.arch}/{name}"
 
 
 rule train:
@@ -8,10 +20,12 @@ rule train:
         model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.joblib",
         meta=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
         metrics=f"{RESULTS}/runs/{{run}}/models/{{arch}}/metrics.json",
+    wildcard_constraints:
+        arch="|".join(PIXEL_ARCHS),
     params:
         hyperparameters=lambda wc: config["architectures"][wc.arch],
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=lambda wc: code_hash("cropchain.train", f"cropchain.models.{'random_forest' if wc.arch == 'rf' else wc.arch}"),
+        code=lambda wc: code_hash("cropchain.train", f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
     log:
         f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
     benchmark:
@@ -22,3 +36,39 @@ rule train:
         runtime=runtime_min("train"),
     script:
         "../../scripts/train.py"
+
+
+rule train_network:
+    input:
+        features=expand(f"{RESULTS}/tiles/{{tile}}/features.tif", tile=TILES),
+        validity=expand(f"{RESULTS}/tiles/{{tile}}/validity.tif", tile=TILES),
+        split=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
+    output:
+        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.pt",
+        meta=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
+        metrics=f"{RESULTS}/runs/{{run}}/models/{{arch}}/metrics.json",
+        curves=report(
+            f"{RESULTS}/runs/{{run}}/models/{{arch}}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training curves",
+            subcategory="{arch}",
+            labels={"run": "{run}", "architecture": "{arch}"},
+        ),
+    wildcard_constraints:
+        arch="|".join(NETWORK_ARCHS),
+    params:
+        tiles=TILES,
+        hyperparameters=lambda wc: config["architectures"][wc.arch],
+        seed=lambda wc: config["split"]["seed"] + int(wc.run),
+        code=lambda wc: code_hash("cropchain.train_network", "cropchain.patches", "cropchain.models.networks",
+                                  f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
+    log:
+        f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{run}}_{{arch}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("train"),
+        runtime=runtime_min("train"),
+    script:
+        "../../scripts/train_network.py"

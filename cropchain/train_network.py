@@ -1,0 +1,390 @@
+"""Training of the convolutional networks on patches of the feature rasters (the seed method).
+
+As in Stoian et al. (Remote Sensing 2019) and Poulain et al. (ESA Phi-week 2018):
+
+- 64 x 64 patches are drawn on the fly from the gap-filled features of every tile, the
+  class of each patch first, so that rare classes are seen (:mod:`cropchain.patches`);
+- labels are sparse: only the pixels of the run's learning polygons carry a class; every
+  other pixel, the validation polygons included, is ignored by the loss;
+- the loss is the categorical cross-entropy weighted by class, weight = (frequency of
+  the class among the labelled pixels of drawn patches) ** -``class_weight_power``;
+- inputs are standardized with statistics of the learning pixels (saved with the model);
+  patches are flipped and rotated by multiples of 90 degrees; Adam;
+- an exponential moving average of the weights (and batch-normalization statistics) is
+  kept beside them (``ema_decay`` per step, Polyak averaging): it is what is evaluated and
+  saved, and it smooths the noise of small, class-balanced batches;
+- early stopping on a part of the learning polygons held out from the loss (never on
+  validation polygons): the (averaged) weights of the epoch with the lowest held-out loss
+  are kept, and training stops after ``patience`` epochs without a better one;
+- seeds fix the weights' initialisation, the hold-out, the patches and dropout, so that a
+  run is reproducible with the same number of threads (``torch.set_num_threads``).
+
+Outputs in ``out_dir``: ``model.pt`` (weights, normalization, classes, feature names,
+hyper-parameters), ``model.json`` (the same metadata, readable), ``metrics.json`` (time,
+epochs, curves) and ``training_curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import cropchain
+from cropchain.errors import ConfigError, InputError
+from cropchain.io.atomic import atomic_output, write_text_atomic
+from cropchain.io.raster import open_raster
+from cropchain.models import get_model, is_network
+from cropchain.models.networks import WEIGHTS_FILE, NetworkClassifier, channel_groups, library_versions
+from cropchain.patches import IGNORE_INDEX, PatchSampler, TileSource, read_learning_polygons, select_holdout, standardization
+
+log = logging.getLogger(__name__)
+
+#: patches drawn to estimate the class frequencies of the loss weights
+N_FREQUENCY_PATCHES = 256
+
+
+def check_tiling(model: NetworkClassifier, window: int, overlap: int) -> None:
+    """Refuse a tiled inference that would show seams with this network.
+
+    Raises
+    ------
+    ConfigError
+        ``overlap`` below the network's receptive margin, or ``window`` / ``overlap`` not
+        multiples of its alignment (the U-Nets' pooling grid).
+    """
+    if overlap < model.margin:
+        raise ConfigError(f"classify.overlap: {overlap} px is smaller than the receptive margin of {model.architecture} "
+                          f"({model.margin} px); set classify.overlap >= {model.margin} (a multiple of {model.alignment})")
+    if window % model.alignment or overlap % model.alignment:
+        raise ConfigError(f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of "
+                          f"{model.alignment} px for {model.architecture} (its pooling grid)")
+
+
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Class-weighted cross-entropy over the labelled pixels only.
+
+    Parameters
+    ----------
+    logits : float32 ``[B, K, H, W]`` (or ``[N, K]``).
+    target : int64 ``[B, H, W]`` (or ``[N]``) class indices; :data:`~cropchain.patches.IGNORE_INDEX`
+        pixels contribute nothing, neither to the loss nor to its gradient.
+    weight : float32 ``[K]`` class weights, or None.
+
+    Returns
+    -------
+    Scalar: ``sum(w_y * nll) / sum(w_y)`` over labelled pixels (PyTorch's weighted mean).
+    """
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)
+
+
+def _labelled_logits(net: torch.nn.Module, pixelwise: bool, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets of a batch; a pixel-wise network sees its labelled pixels only."""
+    if pixelwise:
+        mask = y != IGNORE_INDEX
+        pixels = x.permute(0, 2, 3, 1)[mask]  # [N, F]
+        return net(pixels[:, :, None, None])[:, :, 0, 0], y[mask]
+    return net(x), y
+
+
+def _evaluate(net: torch.nn.Module, pixelwise: bool, sampler: PatchSampler, windows: list, weight: torch.Tensor | None,
+              batch_size: int) -> dict[str, float]:
+    """Loss, overall accuracy and macro F1 of ``net`` on the held-out pixels of fixed windows."""
+    from sklearn.metrics import f1_score
+
+    net.eval()
+    total, norm = 0.0, 0.0
+    truth, pred = [], []
+    with torch.inference_mode():
+        for i in range(0, len(windows), batch_size):
+            xb, yb = sampler.window_batch(windows[i : i + batch_size])
+            logits, target = _labelled_logits(net, pixelwise, torch.from_numpy(xb), torch.from_numpy(yb))
+            if not pixelwise:
+                logits = logits.permute(0, 2, 3, 1)[target != IGNORE_INDEX]
+                target = target[target != IGNORE_INDEX]
+            nll = F.cross_entropy(logits, target, reduction="none")
+            w = weight[target] if weight is not None else torch.ones_like(nll)
+            total += float((w * nll).sum())
+            norm += float(w.sum())
+            truth.append(target.numpy())
+            pred.append(logits.argmax(1).numpy())
+    y, p = np.concatenate(truth), np.concatenate(pred)
+    present = np.unique(y)
+    return {"loss": total / max(norm, 1e-12), "overall_accuracy": float((y == p).mean()),
+            "macro_f1": float(f1_score(y, p, labels=present, average="macro", zero_division=0))}
+
+
+def train_network(
+    features: Sequence[str | os.PathLike],
+    validity: Sequence[str | os.PathLike],
+    splits: Sequence[str | os.PathLike],
+    architecture: str,
+    hyperparameters: dict[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    seed: int,
+    threads: int = 1,
+    tiles: Sequence[str] | None = None,
+    classify_window: int | None = None,
+    classify_overlap: int | None = None,
+) -> dict[str, Any]:
+    """Train network ``architecture`` on the learning polygons of one run and save it.
+
+    Parameters
+    ----------
+    features, validity, splits : per tile (same order): ``features.tif`` (float32
+        ``[F, H, W]``, reflectance 0-1 and indices, nodata -9999, band descriptions =
+        feature names, identical for all tiles), ``validity.tif`` (clear dates per pixel;
+        0 = nodata) and the run's ``split.gpkg`` (columns ``code``, ``split``).
+    architecture : registry name of a network (``fg_unet``, ``temporal_unet``,
+        ``dilated_cnn``, ``tempcnn``).
+    hyperparameters : config ``architectures.<name>`` (architecture and training keys,
+        see :data:`cropchain.models.networks.TRAINING_DEFAULTS` and each architecture's
+        ``DEFAULTS``).
+    out_dir : folder receiving ``model.pt``, ``model.json``, ``metrics.json`` and
+        ``training_curves.png`` (and a scratch folder, removed at the end).
+    seed : random seed of the run.
+    threads : PyTorch CPU threads.
+    tiles : tile names (default ``tile0``, ``tile1``...), for logs and metadata.
+    classify_window, classify_overlap : tiling of the inference to come; when given, an
+        overlap below the network's margin stops here, before any training.
+
+    Returns
+    -------
+    The metadata written to ``model.json``.
+
+    Raises
+    ------
+    ConfigError
+        not a network, unknown hyper-parameter, tiling that would show seams.
+    InputError
+        unreadable inputs, features that differ between tiles, no learning pixel.
+    """
+    if not is_network(architecture):
+        raise ConfigError(f"architectures.{architecture}: not a network; train it with cropchain.train.train_model")
+    if not (len(features) == len(validity) == len(splits)) or not features:
+        raise ValueError("features, validity and splits must list the same tiles (at least one)")
+    tiles = list(tiles) if tiles is not None else [f"tile{i}" for i in range(len(features))]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    model: NetworkClassifier = get_model(architecture, seed=seed, threads=threads, **hyperparameters)
+    hp = model.training_hyperparameters
+    model.set_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([int(seed), 20190917])
+
+    names, crs = _feature_names(features)
+    polygons = [read_learning_polygons(s, crs[i]) for i, s in enumerate(splits)]
+    holdout = select_holdout(polygons, float(hp["holdout_fraction"]), seed)
+
+    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out_dir) as scratch:
+        sources = []
+        for tile, fpath, vpath, polys, held in zip(tiles, features, validity, polygons, holdout):
+            src = TileSource.build(tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]), scratch=scratch)
+            if src is not None:
+                sources.append(src)
+        if not sources:
+            raise InputError(splits[0], "no learning polygon covers a clear pixel of any tile",
+                             "check that the reference polygons overlap the tiles and the split ratio")
+        codes = np.unique(np.concatenate([np.unique(s.train) for s in sources]))
+        classes = codes[codes > 0]
+        dropped = sorted(set(np.unique(np.concatenate([np.unique(s.holdout) for s in sources])).tolist()) - set(classes.tolist()) - {0})
+        if dropped:
+            log.warning("classes %s have held-out pixels but no training pixel: not learnt", dropped)
+        n_train = {int(c): int(sum((s.train == c).sum() for s in sources)) for c in classes}
+        n_holdout = {int(c): int(sum((s.holdout == c).sum() for s in sources)) for c in classes}
+        log.info("%s: %d classes, training pixels %s, held-out pixels %s", architecture, len(classes), n_train, n_holdout)
+
+        mean, std = standardization(sources, channel_groups(names))
+        for src in sources:
+            src.standardize(mean, std)
+        model.initialize(names, classes, mean, std)
+        log.info("%s: %d parameters, receptive margin %d px, alignment %d px", architecture, model.n_parameters, model.margin, model.alignment)
+        if classify_window is not None and classify_overlap is not None:
+            check_tiling(model, classify_window, classify_overlap)
+
+        sampler = PatchSampler(sources, classes, int(hp["patch_size"]), rng, augment=bool(hp["augment"]))
+        frequencies = sampler.class_frequencies(N_FREQUENCY_PATCHES)
+        power = float(hp["class_weight_power"])
+        raw = np.where(frequencies > 0, np.maximum(frequencies, 1e-12) ** -power, 0.0)
+        weights = raw / max(raw.mean(), 1e-12)
+        weight = torch.as_tensor(weights, dtype=torch.float32) if power else None
+        windows = sampler.holdout_windows()
+        if not windows:
+            log.warning("no held-out polygon (too few learning polygons per class): no early stopping, %d epochs", hp["epochs"])
+
+        curves, best, seconds = _fit(model, sampler, windows, weight, hp, architecture)
+
+    elapsed = time.perf_counter() - start
+    meta = {
+        "architecture": architecture,
+        "kind": "network",
+        "model_file": WEIGHTS_FILE,
+        "hyperparameters": model.hyperparameters,
+        "seed": seed,
+        "classes": [int(c) for c in model.classes_],
+        "feature_names": list(names),
+        "normalization": {"mean": [float(v) for v in model.mean], "std": [float(v) for v in model.std],
+                          "pooled_over": "dates of each band or index", "nodata_to": 0.0},
+        "margin": model.margin,
+        "alignment": model.alignment,
+        "n_parameters": model.n_parameters,
+        "class_weights": {int(c): round(float(w), 6) for c, w in zip(classes, weights)} if weight is not None else None,
+        "holdout_polygons": {t: sorted(int(i) for i in p.loc[h, "polygon_id"]) for t, p, h in zip(tiles, polygons, holdout)},
+        "n_learning_pixels": n_train,
+        "n_holdout_pixels": n_holdout,
+        "cropchain_version": cropchain.__version__,
+        "library_versions": library_versions(),
+    }
+    metrics = {
+        "training_time_s": round(elapsed, 3),
+        "fit_time_s": round(seconds, 3),
+        "epochs_run": len(curves["epoch"]),
+        "best_epoch": best,
+        "stopped_early": len(curves["epoch"]) < int(hp["epochs"]),
+        "threads": threads,
+        "n_learning_pixels": int(sum(n_train.values())),
+        "n_holdout_pixels": int(sum(n_holdout.values())),
+        "curves": curves,
+    }
+    if best is not None and curves["holdout_loss"]:
+        i = curves["epoch"].index(best)
+        metrics.update({f"holdout_{k}": curves[f"holdout_{k}"][i] for k in ("loss", "overall_accuracy", "macro_f1")})
+    model.save(out_dir)
+    write_text_atomic(out_dir / "model.json", json.dumps(meta, indent=2))
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    plot_curves(curves, best, out_dir / "training_curves.png", title=f"{architecture} (seed {seed})")
+    log.info("trained %s in %.1f s: %d epochs, best epoch %s", architecture, elapsed, metrics["epochs_run"], best)
+    return meta
+
+
+def _feature_names(features: Sequence[str | os.PathLike]) -> tuple[list[str], list[Any]]:
+    """Feature names (identical for all tiles) and the CRS of each raster."""
+    names: list[str] | None = None
+    crs = []
+    for path in features:
+        with open_raster(path, "feature raster") as src:
+            these = [d or "" for d in src.descriptions]
+            crs.append(src.crs)
+        if names is None:
+            names = these
+        elif these != names:
+            raise InputError(path, f"band descriptions differ from those of {features[0]}",
+                             "compute the features of all tiles with the same configuration")
+    assert names is not None
+    return names, crs
+
+
+def ema_update(decay: float):
+    """Exponential moving average step for :class:`torch.optim.swa_utils.AveragedModel`, with
+    TensorFlow's warm-up: the decay at step ``n`` is ``min(decay, (1 + n) / (10 + n))``, so
+    that a short training is not dominated by the initial weights. Integer buffers (batch
+    normalization counters) are copied."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        for a, c in zip(averaged, current):
+            if a.is_floating_point():
+                a.lerp_(c, 1.0 - d)
+            else:
+                a.copy_(c)
+
+    return update
+
+
+def _fit(model: NetworkClassifier, sampler: PatchSampler, windows: list, weight: torch.Tensor | None,
+         hp: dict[str, Any], architecture: str) -> tuple[dict[str, list], int | None, float]:
+    """The training loop: Adam, an exponential moving average of the weights (evaluated and
+    kept), early stopping on the held-out loss, the best weights restored."""
+    from torch.optim.swa_utils import AveragedModel
+
+    net = model.net
+    opt = torch.optim.Adam(net.parameters(), lr=float(hp["learning_rate"]), weight_decay=float(hp["weight_decay"]))
+    decay = float(hp["ema_decay"])
+    ema = AveragedModel(net, multi_avg_fn=ema_update(decay), use_buffers=True) if decay > 0 else None
+    kept = ema.module if ema is not None else net  # the weights evaluated and kept
+    batch, epochs, patience = int(hp["batch_size"]), int(hp["epochs"]), int(hp["patience"])
+    steps = max(1, -(-int(hp["patches_per_epoch"]) // batch))
+    curves: dict[str, list] = {"epoch": [], "train_loss": [], "holdout_loss": [], "holdout_overall_accuracy": [],
+                               "holdout_macro_f1": [], "seconds": []}
+    best_loss, best_epoch, best_state, waited = float("inf"), None, None, 0
+    t0 = time.perf_counter()
+    for epoch in tqdm(range(1, epochs + 1), desc=f"train {architecture}", unit="epoch", disable=None):
+        net.train()
+        losses = []
+        for _ in range(steps):
+            x, y = sampler.draw(batch)
+            logits, target = _labelled_logits(net, model.pixelwise, torch.from_numpy(x), torch.from_numpy(y))
+            loss = masked_cross_entropy(logits, target, weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema is not None:
+                ema.update_parameters(net)
+            losses.append(float(loss.detach()))
+        curves["epoch"].append(epoch)
+        curves["train_loss"].append(float(np.mean(losses)))
+        curves["seconds"].append(round(time.perf_counter() - t0, 2))
+        if windows:
+            scores = _evaluate(kept, model.pixelwise, sampler, windows, weight, batch)
+            for k, v in scores.items():
+                curves[f"holdout_{k}"].append(v)
+            log.info("epoch %d: train loss %.4f, held-out loss %.4f, OA %.3f, macro F1 %.3f (%.0f s)", epoch, curves["train_loss"][-1],
+                     scores["loss"], scores["overall_accuracy"], scores["macro_f1"], curves["seconds"][-1])
+            if scores["loss"] < best_loss:
+                best_loss, best_epoch, waited = scores["loss"], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= patience:
+                    log.info("early stop after epoch %d: no better held-out loss since epoch %d", epoch, best_epoch)
+                    break
+        else:
+            log.info("epoch %d: train loss %.4f (%.0f s)", epoch, curves["train_loss"][-1], curves["seconds"][-1])
+    if best_state is None:  # no held-out polygon: the last (averaged) weights
+        best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
+    net.load_state_dict(best_state)
+    net.eval()
+    return curves, best_epoch, time.perf_counter() - t0
+
+
+def plot_curves(curves: dict[str, list], best_epoch: int | None, out: str | os.PathLike, *, title: str = "") -> None:
+    """PNG of the training and held-out loss and of the held-out accuracy / macro F1 per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(curves["epoch"], curves["train_loss"], label="training patches")
+    if curves["holdout_loss"]:
+        a.plot(curves["epoch"], curves["holdout_loss"], label="held-out polygons")
+        b.plot(curves["epoch"], curves["holdout_overall_accuracy"], label="overall accuracy")
+        b.plot(curves["epoch"], curves["holdout_macro_f1"], label="macro F1")
+    for ax in (a, b):
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", ls="--", lw=1, label="kept (best held-out loss)")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    a.set_ylabel("weighted cross-entropy")
+    b.set_ylabel("held-out pixels")
+    b.set_ylim(0, 1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
