@@ -10,12 +10,12 @@ As in Stoian et al. (Remote Sensing 2019) and Poulain et al. (ESA Phi-week 2018)
   the class among the labelled pixels of drawn patches) ** -``class_weight_power``;
 - inputs are standardized with statistics of the learning pixels (saved with the model);
   patches are flipped and rotated by multiples of 90 degrees; Adam;
-- an exponential moving average of the weights (and batch-normalization statistics) is
-  kept beside them (``ema_decay`` per step, Polyak averaging): it is what is evaluated and
-  saved, and it smooths the noise of small, class-balanced batches;
 - early stopping on a part of the learning polygons held out from the loss (never on
-  validation polygons): the (averaged) weights of the epoch with the lowest held-out loss
-  are kept, and training stops after ``patience`` epochs without a better one;
+  validation polygons): the weights of the epoch with the best held-out score
+  (``monitor``: loss by default) are kept, and training stops after ``patience`` epochs
+  without a better one; optionally (``ema_decay`` > 0) an exponential moving average of
+  the weights is what is evaluated and kept (Polyak averaging; off by default: on T31TEJ
+  it stopped the trainings too early);
 - seeds fix the weights' initialisation, the hold-out, the patches and dropout, so that a
   run is reproducible with the same number of threads (``torch.set_num_threads``).
 
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: patches drawn to estimate the class frequencies of the loss weights
 N_FREQUENCY_PATCHES = 256
+#: held-out scores early stopping can follow
+MONITORS = ("loss", "macro_f1", "overall_accuracy")
 
 
 def check_tiling(model: NetworkClassifier, window: int, overlap: int) -> None:
@@ -181,6 +183,8 @@ def train_network(
 
     model: NetworkClassifier = get_model(architecture, seed=seed, threads=threads, **hyperparameters)
     hp = model.training_hyperparameters
+    if hp["monitor"] not in MONITORS:
+        raise ConfigError(f"architectures.{architecture}.monitor: {hp['monitor']!r} is not one of {', '.join(MONITORS)}")
     model.set_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng([int(seed), 20190917])
@@ -320,7 +324,9 @@ def _fit(model: NetworkClassifier, sampler: PatchSampler, windows: list, weight:
     steps = max(1, -(-int(hp["patches_per_epoch"]) // batch))
     curves: dict[str, list] = {"epoch": [], "train_loss": [], "holdout_loss": [], "holdout_overall_accuracy": [],
                                "holdout_macro_f1": [], "seconds": []}
-    best_loss, best_epoch, best_state, waited = float("inf"), None, None, 0
+    monitor = str(hp["monitor"])
+    sign = 1.0 if monitor == "loss" else -1.0  # lower is better
+    best_score, best_epoch, best_state, waited = float("inf"), None, None, 0
     t0 = time.perf_counter()
     for epoch in tqdm(range(1, epochs + 1), desc=f"train {architecture}", unit="epoch", disable=None):
         net.train()
@@ -344,13 +350,13 @@ def _fit(model: NetworkClassifier, sampler: PatchSampler, windows: list, weight:
                 curves[f"holdout_{k}"].append(v)
             log.info("epoch %d: train loss %.4f, held-out loss %.4f, OA %.3f, macro F1 %.3f (%.0f s)", epoch, curves["train_loss"][-1],
                      scores["loss"], scores["overall_accuracy"], scores["macro_f1"], curves["seconds"][-1])
-            if scores["loss"] < best_loss:
-                best_loss, best_epoch, waited = scores["loss"], epoch, 0
+            if sign * scores[monitor] < best_score:
+                best_score, best_epoch, waited = sign * scores[monitor], epoch, 0
                 best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
             else:
                 waited += 1
                 if waited >= patience:
-                    log.info("early stop after epoch %d: no better held-out loss since epoch %d", epoch, best_epoch)
+                    log.info("early stop after epoch %d: no better held-out %s since epoch %d", epoch, monitor, best_epoch)
                     break
         else:
             log.info("epoch %d: train loss %.4f (%.0f s)", epoch, curves["train_loss"][-1], curves["seconds"][-1])

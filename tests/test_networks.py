@@ -112,7 +112,7 @@ def test_forward_shapes_and_sizes(arch):
         assert model.margin == 23 and model.alignment == 4
         series = torch.randn(50, 13, 1, 26)
         with torch.no_grad():
-            assert net.encode(series).shape == (50, 64)  # a D = 64 embedding per pixel
+            assert net.encode(series).shape == (50, 32)  # a D = 32 embedding per pixel
 
 
 @pytest.mark.parametrize("arch", ["fg_unet", "dilated_cnn", "temporal_unet"])

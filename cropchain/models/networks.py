@@ -61,16 +61,17 @@ STRIP_PIXELS = 8192
 #: an architecture file may override them (``TRAIN_DEFAULTS``).
 TRAINING_DEFAULTS: dict[str, Any] = {
     "epochs": 30,  # maximum number of epochs
-    "patches_per_epoch": 512,  # patches drawn per epoch
-    "batch_size": 16,  # patches per optimizer step
+    "patches_per_epoch": 128,  # patches drawn per epoch
+    "batch_size": 8,  # patches per optimizer step
     "patch_size": 64,  # side of the training patches (px)
     "learning_rate": 1e-3,  # Adam
     "weight_decay": 1e-4,  # Adam's L2 penalty
-    "patience": 6,  # epochs without a better hold-out loss before stopping
+    "patience": 8,  # epochs without a better held-out score before stopping
+    "monitor": "loss",  # held-out score of early stopping: loss, macro_f1 or overall_accuracy
     "holdout_fraction": 0.15,  # fraction of each class's learning polygons held out for early stopping
     "class_weight_power": 0.5,  # loss weight of a class = frequency ** -power (0: unweighted, 1: inverse frequency)
     "augment": True,  # random flips and 90-degree rotations of the patches
-    "ema_decay": 0.99,  # exponential moving average of the weights, per step (0: none)
+    "ema_decay": 0.0,  # exponential moving average of the weights, per step (0: none)
 }
 
 _DATED = re.compile(r"^(\d{8})_(.+)$")

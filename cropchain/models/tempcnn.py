@@ -39,7 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.2,
     "chunk_pixels": 256,  # pixels per forward pass in evaluation (fits the L2 cache)
 }
-TRAIN_DEFAULTS: dict[str, Any] = {}
+#: a pixel-wise network learns from the labelled pixels of a patch only: small patches
+#: centred on the drawn class keep the batches class-balanced at the pixel level
+TRAIN_DEFAULTS: dict[str, Any] = {"patch_size": 16, "batch_size": 16, "patches_per_epoch": 256}
 
 
 class TempCNN(nn.Module):
