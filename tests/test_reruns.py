@@ -15,14 +15,14 @@ from conftest import ROOT, snakemake
 pytestmark = pytest.mark.e2e
 
 
-def dry_run(workdir: Path, configfile: Path, env: dict | None = None) -> str:
-    proc = snakemake(workdir, configfile, "--dry-run", env=env)
+def dry_run(workdir: Path, configfile: Path, env: dict | None = None, snakefile: Path | None = None) -> str:
+    proc = snakemake(workdir, configfile, "--dry-run", env=env, snakefile=snakefile)
     return proc.stdout + proc.stderr
 
 
-def planned_jobs(workdir: Path, configfile: Path, env: dict | None = None) -> Counter:
+def planned_jobs(workdir: Path, configfile: Path, env: dict | None = None, snakefile: Path | None = None) -> Counter:
     """Jobs a dry run would execute, counted per rule (empty when nothing is to be done)."""
-    out = dry_run(workdir, configfile, env)
+    out = dry_run(workdir, configfile, env, snakefile)
     if "Nothing to be done" in out:
         return Counter()
     table = out.split("Job stats:")[1]
@@ -101,3 +101,44 @@ def test_hyperparameter_reruns_one_architecture(copy_of_demo: Path):
     # (every STAC Item records the whole config, so all Items are rewritten: metadata only)
     assert jobs == Counter({"train": 2, "classify": 4, "vectorize": 4, "evaluate": 4, "stac_item": 8,
                             "mosaic": 2, "summary": 1, "all": 1})
+
+
+def test_code_change_reruns_the_rules_that_run_it(copy_of_demo: Path, tmp_path: Path):
+    """A new version of cropchain's vectorization code reruns vectorization and what follows.
+
+    The new version is a copy of this checkout with `cropchain/vectorize.py` edited: Snakemake
+    puts the Snakefile's folder first on `sys.path`, so the workflow of the copy hashes the
+    copy's modules (each rule's `code` param, workflow/rules/common.smk).
+    """
+    checkout = tmp_path / "checkout"
+    for name in ("Snakefile", "workflow", "scripts", "cropchain", "config", "profiles"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            checkout.mkdir(exist_ok=True)
+            shutil.copy2(src, checkout / name)
+    snakefile = checkout / "Snakefile"
+    config = copy_of_demo / "config.yaml"
+    assert planned_jobs(copy_of_demo, config, snakefile=snakefile) == Counter()  # same code elsewhere: nothing
+
+    module = checkout / "cropchain/vectorize.py"
+    module.write_text(module.read_text() + "\n# a new version of the vectorization\n")
+    jobs = planned_jobs(copy_of_demo, config, snakefile=snakefile)
+    assert jobs["vectorize"] == 8  # 2 runs x 2 architectures x 2 tiles
+    for rule in ("ingest", "gapfill", "features", "reference", "split", "samples", "train", "classify", "evaluate"):
+        assert jobs[rule] == 0, f"{rule} does not run cropchain.vectorize: {jobs}"
+
+
+def test_one_more_run_leaves_the_others(copy_of_demo: Path):
+    """`split.runs` 2 -> 3: the new run's split, samples, models, maps and reports only."""
+    cfg = yaml.safe_load((copy_of_demo / "config.yaml").read_text())
+    cfg["split"]["runs"] = 3
+    (copy_of_demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
+    assert jobs["split"] == 2 and jobs["samples"] == 1 and jobs["train"] == 2  # run 2: 2 tiles, rf and xgboost
+    assert jobs["classify"] == 4 and jobs["vectorize"] == 4 and jobs["evaluate"] == 4 and jobs["mosaic"] == 2
+    assert jobs["ingest"] == jobs["gapfill"] == jobs["features"] == jobs["reference"] == 0
+    outputs = [line for line in dry_run(copy_of_demo, copy_of_demo / "config.yaml").splitlines()
+               if line.strip().startswith("output:") and "/runs/" in line]
+    assert outputs and all("results/runs/2/" in line for line in outputs if "stac" not in line and "item" not in line)

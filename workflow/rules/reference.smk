@@ -28,7 +28,8 @@ rule split:
     output:
         split=f"{RESULTS}/runs/{{run}}/tiles/{{tile}}/split.gpkg",
     params:
-        split=config["split"],
+        # the ratio and seed, not the number of runs: adding a run leaves the others as they are
+        split={"ratio": config["split"]["ratio"], "seed": config["split"]["seed"]},
         code=code_hash("cropchain.split"),
     log:
         f"{RESULTS}/logs/split/{{run}}_{{tile}}.log",
