@@ -413,7 +413,7 @@ def train_delineation(
         curve.append(float(loss.detach()))
         if step % 50 == 0 or step == steps - 1:
             log.info("step %d/%d loss %.3f (%s)", step + 1, steps, curve[-1],
-                     ", ".join(f"{k.removeprefix('loss_')} {float(v):.3f}" for k, v in losses.items()))
+                     ", ".join(f"{k.removeprefix('loss_')} {float(v.detach()):.3f}" for k, v in losses.items()))
     elapsed = time.perf_counter() - start
     out_dir = Path(out_dir)
     meta = {
@@ -610,7 +610,7 @@ def detections_to_frame(detections: Sequence[Detection], transform: Affine, crs:
     made valid): ``score``, ``area_ha``, ``n_pieces``, MultiPolygon geometry in the tile CRS."""
     geoms, scores, pieces = [], [], []
     for d in detections:
-        t = transform * Affine.translation(d.col, d.row)
+        t = transform @ Affine.translation(d.col, d.row)
         polys = [shapely.geometry.shape(g) for g, v in rasterio.features.shapes(d.mask.astype(np.uint8), mask=d.mask, transform=t, connectivity=4) if v == 1]
         if not polys:
             continue
