@@ -225,12 +225,14 @@ def instance_raster(geometries: Sequence[Any], transform: Affine, shape: tuple[i
         ((g, i + 1) for i, g in enumerate(geometries)), out_shape=shape, transform=transform, fill=0, dtype="int32")
 
 
-def patch_targets(instances: np.ndarray, min_px: int) -> dict[str, torch.Tensor]:
+def patch_targets(instances: np.ndarray, min_px: int, scale: float | None = None) -> dict[str, torch.Tensor]:
     """Mask R-CNN targets of a patch of an instance raster (int ``[S, S]``, 0 = background).
 
     Returns ``boxes`` float32 ``[N, 4]`` (x0, y0, x1, y1, px, x1/y1 exclusive), ``labels``
     int64 ``[N]`` (all 1) and ``masks`` uint8 ``[N, S, S]`` for the instances with at least
-    ``min_px`` pixels.
+    ``min_px`` pixels; with ``scale`` (model input px per patch px) also ``labelled`` bool
+    ``[S, S]`` (every parcel pixel, small ones included) and ``labelled_scale``, for a model
+    that ignores unlabelled land (:mod:`cropchain.models.mask_rcnn`).
     """
     ids, counts = np.unique(instances[instances > 0], return_counts=True)
     ids = ids[counts >= min_px]
@@ -239,8 +241,12 @@ def patch_targets(instances: np.ndarray, min_px: int) -> dict[str, torch.Tensor]
     for k, m in enumerate(masks):
         rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
         boxes[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-    return {"boxes": torch.from_numpy(boxes), "labels": torch.ones(len(ids), dtype=torch.int64),
-            "masks": torch.from_numpy(masks.astype(np.uint8))}
+    out = {"boxes": torch.from_numpy(boxes), "labels": torch.ones(len(ids), dtype=torch.int64),
+           "masks": torch.from_numpy(masks.astype(np.uint8))}
+    if scale is not None:
+        out["labelled"] = torch.from_numpy(instances > 0)
+        out["labelled_scale"] = torch.tensor(float(scale))
+    return out
 
 
 class PatchSampler:
@@ -302,17 +308,17 @@ def normalization_stats(sampler: PatchSampler, n: int) -> tuple[list[float], lis
 
 def resolve_settings(section: dict[str, Any] | None, training: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(training settings, model hyper-parameters, date) of a variant's config section over
-    ``delineation.training`` and the defaults.
+    ``delineation.training`` and the defaults (either may hold model hyper-parameters).
 
     Raises
     ------
     ConfigError
         a key that is neither a training setting, a model hyper-parameter nor ``date``.
     """
-    train = {**TRAINING_DEFAULTS, **(training or {})}
+    train = dict(TRAINING_DEFAULTS)
     model = dict(MODEL_DEFAULTS)
     date = None
-    for key, value in (section or {}).items():
+    for key, value in {**(training or {}), **(section or {})}.items():
         if key == "date":
             date = None if value is None else str(value)
         elif key in TRAINING_DEFAULTS:
@@ -401,7 +407,7 @@ def train_delineation(
             if train["augment"]:
                 x, m = augment(x, m, rng)
             xs.append(torch.from_numpy(x))
-            ts.append(patch_targets(m, int(train["min_instance_px"])))
+            ts.append(patch_targets(m, int(train["min_instance_px"]), input_size / size if model_hp["ignore_unlabelled"] else None))
         losses = net(xs, ts)
         loss = sum(losses.values())
         if not torch.isfinite(loss):

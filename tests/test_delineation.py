@@ -28,7 +28,7 @@ from cropchain.delineation import (
 )
 from cropchain.errors import ConfigError
 from cropchain.instance_metrics import InstanceScores, evaluate_instances, match, rc_matrix, summarize_delineation
-from cropchain.models.mask_rcnn import build_mask_rcnn
+from cropchain.models.mask_rcnn import IgnoringRPN, build_mask_rcnn, labelled_share
 
 torch.set_num_threads(1)
 
@@ -261,3 +261,30 @@ def test_baseline_polygons_without_score_count_as_confident(tiny_tile, tmp_path)
     assert high["n_predictions"] == 1 and high["n_matches"] == 0
     assert low["n_matches"] == 1 and low["precision"] == 1 and low["recall"] == 0.5
     assert low["agglomeration_rate"] == 1 and low["agglomerated_target_rate"] == 1
+
+
+def test_labelled_share_of_boxes():
+    lab = torch.zeros(8, 8, dtype=torch.bool)
+    lab[:4, :4] = True
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0], [0.0, 0.0, 4.0, 4.0], [8.0, 8.0, 16.0, 16.0], [20.0, 20.0, 30.0, 30.0]])
+    share = labelled_share(boxes, lab, scale=2.0)  # boxes in model px = 2 x patch px
+    assert share.tolist() == pytest.approx([0.25, 1.0, 0.0, 0.0])
+
+
+def test_ignoring_unlabelled_land_turns_its_negatives_into_ignored_examples():
+    torch.manual_seed(0)
+    net = build_mask_rcnn(4, [0.0] * 4, [1.0] * 4, input_size=64, ignore_unlabelled=True, min_labelled=0.5)
+    assert isinstance(net.rpn, IgnoringRPN)
+    inst = np.zeros((32, 32), dtype=np.int32)
+    inst[2:12, 2:12] = 1  # the labelled land is the top-left corner
+    target = patch_targets(inst, 4, scale=2.0)
+    scaled = {**target, "boxes": target["boxes"] * 2}  # as the model's transform passes them to the RPN
+    anchors = torch.tensor([[4.0, 4.0, 24.0, 24.0], [40.0, 40.0, 60.0, 60.0], [8.0, 8.0, 16.0, 16.0]])
+    labels, _ = net.rpn.assign_targets_to_anchors([anchors], [scaled])
+    # the field's own box is positive; a box on unknown land is ignored; a misplaced box on the field stays negative
+    assert labels[0].tolist() == [1.0, -1.0, 0.0]
+    net.train()
+    losses = net([torch.rand(4, 32, 32)], [target])
+    sum(losses.values()).backward()
+    plain = build_mask_rcnn(4, [0.0] * 4, [1.0] * 4, input_size=64)
+    assert plain.rpn.assign_targets_to_anchors([anchors], [scaled])[0][0].tolist() == [1.0, 0.0, 0.0]
