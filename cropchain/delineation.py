@@ -72,7 +72,7 @@ VARIANTS: dict[str, str] = {
 TRAINING_DEFAULTS: dict[str, Any] = {
     "patch_size": 64,  # px at 10 m
     "upscale": 2,  # the model sees patches scaled by this factor (small fields, FPN strides >= 4)
-    "steps": 400,  # optimizer steps
+    "steps": 300,  # optimizer steps
     "batch_size": 4,
     "learning_rate": 1e-3,
     "weight_decay": 1e-4,
