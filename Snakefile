@@ -1,6 +1,6 @@
 # cropchain: Sentinel-2 L2A time series + reference parcels -> crop-type maps.
 # Stages (one rule file each): ingest -> gapfill -> features -> reference/split ->
-# samples -> train -> classify -> vectorize -> report. See ../shared/DESIGN.md.
+# samples -> train -> classify -> vectorize -> report; optional parcels and delineation. See ../shared/DESIGN.md.
 #
 #   snakemake --cores 2                                  # the embedded demo
 #   snakemake --cores 2 --configfile config/t31tej.yaml  # real Sentinel-2 data
@@ -28,6 +28,7 @@ include: "workflow/rules/classify.smk"
 include: "workflow/rules/vectorize.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/parcels.smk"
+include: "workflow/rules/delineation.smk"
 include: "workflow/rules/provenance.smk"
 
 

@@ -31,7 +31,7 @@ def networks_run(t31tej, tmp_path_factory) -> Path:
     archs.update({name: dict(short) for name in NETWORKS})
     archs["tempcnn"]["patch_size"] = 16
     cfg = absolute_config("t31tej.yaml", work, split={"ratio": 0.66, "runs": 1, "seed": 0},
-                          architectures=archs, parcels={"enabled": False})
+                          architectures=archs, parcels={"enabled": False}, delineation={"enabled": False})
     snakemake(work, cfg)
     return work
 

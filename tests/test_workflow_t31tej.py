@@ -22,7 +22,7 @@ def t31tej_run(t31tej, tmp_path_factory) -> Path:
     cfg = absolute_config("t31tej.yaml", work, split={"ratio": 0.66, "runs": 2, "seed": 0},
                           architectures={"rf": {"n_estimators": 100, "max_depth": 25},
                                          "xgboost": {"n_estimators": 200, "max_depth": 6, "learning_rate": 0.1}},
-                          parcels={"enabled": False})
+                          parcels={"enabled": False}, delineation={"enabled": False})
     snakemake(work, cfg)
     return work
 

@@ -128,6 +128,8 @@ def all_outputs():
                 outs.append(f"{RESULTS}/runs/{run}/maps/{arch}/{tile}_item.json")
     if config.get("parcels"):
         outs += parcel_outputs()  # workflow/rules/parcels.smk
+    if config.get("delineation"):
+        outs += delineation_outputs()  # workflow/rules/delineation.smk
     return outs
 
 

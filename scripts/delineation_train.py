@@ -1,0 +1,14 @@
+"""Rule delineation_train: a Mask R-CNN of one input variant on the learning parcels of one run."""
+from pathlib import Path
+
+from cropchain.delineation import train_delineation
+from cropchain.workflow import run_step
+
+
+def main(smk):
+    train_delineation(list(smk.input.features), list(smk.input.splits), smk.wildcards.dvariant, dict(smk.params.settings),
+                      Path(smk.output.model).parent, seed=smk.params.seed, threads=smk.threads,
+                      training=dict(smk.params.training))
+
+
+run_step(snakemake, main)  # noqa: F821
