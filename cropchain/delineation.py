@@ -55,6 +55,7 @@ import cropchain
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.models.mask_rcnn import MODEL_DEFAULTS, build_mask_rcnn, count_parameters, set_input_size
+from cropchain.split import read_split
 
 log = logging.getLogger(__name__)
 
@@ -190,30 +191,6 @@ def read_variant(features: str | os.PathLike, variant: str, date: str | None) ->
         valid = ~(x == nodata).any(axis=0)
     x[:, ~valid] = 0.0
     return TileImage(x, valid, transform, crs, names)
-
-
-def read_split_polygons(split_gpkg: str | os.PathLike, which: str | None = None) -> gpd.GeoDataFrame:
-    """The polygons of a run's split (``polygon_id``, ``code``, ``split``, geometry), optionally
-    only those of ``which`` (``learn`` / ``validation``).
-
-    Raises
-    ------
-    InputError
-        missing/unreadable file, missing columns.
-    """
-    split_gpkg = Path(split_gpkg)
-    if not split_gpkg.is_file():
-        raise InputError(split_gpkg, "split file not found", "run the split step of this run first")
-    try:
-        gdf = pyogrio.read_dataframe(split_gpkg)
-    except Exception as exc:
-        raise InputError(split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step") from None
-    missing = sorted({"polygon_id", "split"} - set(gdf.columns))
-    if missing:
-        raise InputError(split_gpkg, f"missing column(s) {missing}", "rerun the split step (cropchain.split)")
-    if which is not None:
-        gdf = gdf[gdf["split"] == which]
-    return gdf.reset_index(drop=True)
 
 
 def instance_raster(geometries: Sequence[Any], transform: Affine, shape: tuple[int, int]) -> np.ndarray:
@@ -368,7 +345,7 @@ def train_delineation(
     n_parcels = 0
     for feat, split in zip(features, splits, strict=True):
         tile = read_variant(feat, variant, date)
-        learn = read_split_polygons(split, LEARN)
+        learn = read_split(split, LEARN)
         if learn.crs is not None and tile.crs is not None and learn.crs != tile.crs:
             learn = learn.to_crs(tile.crs)
         inst = instance_raster(list(learn.geometry), tile.transform, tile.valid.shape)

@@ -230,12 +230,12 @@ def evaluate_map(
     return report
 
 
-def _json_ready(obj: Any) -> Any:
+def json_ready(obj: Any) -> Any:
     """NaN -> None (JSON null), numpy scalars -> Python, dict keys -> str."""
     if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
+        return {str(k): json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -273,7 +273,7 @@ def write_report(
     All three are written atomically.
     """
     nomenclature = _as_nomenclature(nomenclature)
-    write_text_atomic(out_json, json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out_json, json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n")
     codes = [int(c) for c in report["confusion_matrix"]["labels"]]
     cm = np.asarray(report["confusion_matrix"]["matrix"], dtype=np.int64).reshape(len(codes), len(codes))
     names = _class_labels(codes, nomenclature)

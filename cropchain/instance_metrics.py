@@ -270,10 +270,11 @@ def evaluate_instances(
     name : the delineation variant or baseline name (report key ``architecture``).
     kind : ``mask_rcnn`` or ``vectorized_map`` (the baseline).
     """
-    from cropchain.delineation import VALIDATION, read_split_polygons
+    from cropchain.delineation import VALIDATION
+    from cropchain.split import read_split
 
     pred = read_predictions(predictions)
-    targets = read_split_polygons(split, VALIDATION)
+    targets = read_split(split, VALIDATION)
     if pred.crs is not None and targets.crs is not None and pred.crs != targets.crs:
         pred = pred.to_crs(targets.crs)
     scores = InstanceScores(list(targets.geometry), list(pred.geometry), pred["score"].to_numpy())

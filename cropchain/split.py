@@ -132,3 +132,28 @@ def split_polygons(
         pyogrio.write_dataframe(out, tmp, layer=LAYER, driver="GPKG", promote_to_multi=True)
     log.info("%s run %d: split of %d polygon(s) written to %s", tile, run, len(out), out_gpkg)
     return out
+
+
+def read_split(split_gpkg: str | os.PathLike, which: str | None = None) -> gpd.GeoDataFrame:
+    """The run's split of a tile (written by :func:`split_polygons`): ``polygon_id``, ``code``,
+    ``name``, ``split``, geometry; only the polygons of ``which`` (``learn`` / ``validation``)
+    when given.
+
+    Raises
+    ------
+    InputError
+        missing/unreadable file, missing columns.
+    """
+    split_gpkg = Path(split_gpkg)
+    if not split_gpkg.is_file():
+        raise InputError(split_gpkg, "split file not found", "run the split step of this run first")
+    try:
+        gdf = pyogrio.read_dataframe(split_gpkg)
+    except Exception as exc:  # pyogrio's DataSourceError / DataLayerError
+        raise InputError(split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step") from None
+    missing = sorted({"polygon_id", "code", "split"} - set(gdf.columns))
+    if missing:
+        raise InputError(split_gpkg, f"missing column(s) {missing}", "rerun the split step (cropchain.split)")
+    if which is not None:
+        gdf = gdf[gdf["split"] == which]
+    return gdf.reset_index(drop=True)

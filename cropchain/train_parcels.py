@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.evaluate import confusion_metrics, evaluate_map, metrics_from_matrix, write_report
+from cropchain.evaluate import confusion_metrics, evaluate_map, json_ready, metrics_from_matrix, write_report
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 from cropchain.models.parcel import count_parameters, get_parcel_model
@@ -62,6 +62,7 @@ from cropchain.parcels import (
     parcel_window_mask,
     permute_dates,
 )
+from cropchain.split import read_split
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +101,6 @@ def split_hyperparameters(settings: dict[str, Any], defaults: dict[str, Any] | N
 # --------------------------------------------------------------------------- labels
 
 
-def read_split(split_gpkg: str | os.PathLike) -> gpd.GeoDataFrame:
-    """The run's split of a tile: ``polygon_id``, ``code``, ``name``, ``split``, geometry.
-
-    Raises
-    ------
-    InputError
-        missing/unreadable file, missing columns.
-    """
-    split_gpkg = Path(split_gpkg)
-    if not split_gpkg.is_file():
-        raise InputError(split_gpkg, "split file not found", "run the split step of this run first")
-    try:
-        gdf = pyogrio.read_dataframe(split_gpkg)
-    except Exception as exc:  # pyogrio's DataSourceError / DataLayerError
-        raise InputError(split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step") from None
-    missing = sorted({"polygon_id", "code", "split"} - set(gdf.columns))
-    if missing:
-        raise InputError(split_gpkg, f"missing column(s) {missing}", "rerun the split step (cropchain.split)")
-    return gdf
 
 
 def label_rows(dataset: ParcelDataset, split: pd.DataFrame, which: str, split_path: str | os.PathLike = "split") -> tuple[np.ndarray, np.ndarray]:
@@ -611,21 +593,9 @@ def _finish(
     report["parcel_map"] = str(outputs["gpkg"])
     report["split"] = str(split_path)
     write_report(report, outputs["json"], outputs["csv"], outputs["png"], nomenclature)
-    write_text_atomic(outputs["pixel_json"], json.dumps(_json_ready({**pixel, "level": "pixel"}), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(outputs["pixel_json"], json.dumps(json_ready({**pixel, "level": "pixel"}), indent=2, allow_nan=False) + "\n")
     return report
 
-
-def _json_ready(obj: Any) -> Any:
-    """NaN -> None (JSON null), numpy scalars -> Python, dict keys -> str (as the map reports)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def predict_parcel_tile(
