@@ -19,6 +19,17 @@ def t31tej() -> Path:
     return T31TEJ
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """PyTorch on one thread for a test module (small networks, reproducible sums), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def t31tej_safe_products(t31tej: Path) -> list[Path]:
     """The 10 SAFE folders of T31TEJ, sorted by date."""

@@ -31,11 +31,8 @@ NOMENCLATURE = Nomenclature(codes=CODES, names=("a", "b", "c", "d"), colors=((1,
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(torch_one_thread):
+    """Every test of this module runs PyTorch on one thread (conftest)."""
 
 
 def initialized(arch: str, names: list[str], seed: int = 0, **hp):

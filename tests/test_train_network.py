@@ -28,11 +28,8 @@ TINY = {
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(torch_one_thread):
+    """Every test of this module runs PyTorch on one thread (conftest)."""
 
 
 @pytest.fixture(scope="module")
