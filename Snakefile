@@ -1,6 +1,8 @@
 # cropchain: Sentinel-2 L2A time series + reference parcels -> crop-type maps.
-# Stages (one rule file each): ingest -> gapfill -> features -> reference/split ->
-# samples -> train -> classify -> vectorize -> report; optional parcels and delineation. See ../shared/DESIGN.md.
+# Stages (one rule file each): ingest -> gapfill -> reference/split -> samples -> train ->
+# classify -> vectorize -> report; optional parcels and delineation. Spectral features are
+# computed per window from the gap-filled series wherever they are read (no stored stack).
+# See ../shared/DESIGN.md.
 #
 #   snakemake --cores 2                                  # the embedded demo
 #   snakemake --cores 2 --configfile config/t31tej.yaml  # real Sentinel-2 data
@@ -20,7 +22,6 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/gapfill.smk"
-include: "workflow/rules/features.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/samples.smk"
 include: "workflow/rules/train.smk"

@@ -1,4 +1,7 @@
-"""Tiled inference: a fitted model + ``features.tif`` -> classification and confidence maps.
+"""Tiled inference: a fitted model + the tile's features -> classification and confidence maps.
+
+Features are computed window by window from the gap-filled series
+(:class:`cropchain.features.FeatureRaster`), never stored.
 
 The tile is processed as a grid of *core* windows (``window`` x ``window`` px). Each core
 is read extended by ``overlap`` px on every side, **clipped at the tile border** (no
@@ -36,14 +39,17 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.merge import merge
+from rasterio.transform import from_origin
+from rasterio.warp import transform_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output, remove_stale_temporaries, temporary_path
+from cropchain.features import FeatureSpec, features_path, open_features
+from cropchain.io.atomic import scratch_path, write_text_atomic
+from cropchain.io.products import style_paths, write_class_map_cog, write_cog
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
 
@@ -114,8 +120,8 @@ def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomencla
     return read_nomenclature(nomenclature)
 
 
-def _check_features(src: rasterio.DatasetReader, path: Path, model: Any) -> None:
-    """Band descriptions of ``features.tif`` must be the model's feature names, in order."""
+def _check_features(src: Any, path: Path, model: Any) -> None:
+    """Feature names of the tile (band descriptions) must be the model's feature names, in order."""
     names = list(getattr(model, "feature_names", None) or [])
     if not names:
         raise InputError("model", "the model has no `feature_names`", "retrain it with cropchain.train, which records them")
@@ -141,7 +147,7 @@ def _check_features(src: rasterio.DatasetReader, path: Path, model: Any) -> None
     )
 
 
-def _check_same_grid(ref: rasterio.DatasetReader, other: rasterio.DatasetReader, path: Path, ref_path: Path) -> None:
+def _check_same_grid(ref: Any, other: rasterio.DatasetReader, path: Path, ref_path: Path) -> None:
     if (ref.width, ref.height) != (other.width, other.height) or ref.crs != other.crs or not ref.transform.almost_equals(other.transform):
         raise InputError(
             path,
@@ -161,7 +167,7 @@ def _expand(core: Window, overlap: int, height: int, width: int) -> Window:
 
 
 def classify_tile(
-    features: str | os.PathLike,
+    features: FeatureSpec | str | os.PathLike,
     validity: str | os.PathLike,
     model: Any,
     nomenclature: Nomenclature | str | os.PathLike,
@@ -176,16 +182,19 @@ def classify_tile(
 
     Parameters
     ----------
-    features : ``features.tif``, float32 ``[F, H, W]``, band descriptions = feature names,
-        nodata -9999.
+    features : the tile's features: a :class:`~cropchain.features.FeatureSpec` (computed per
+        window from ``gapfilled.tif``, the chain's way) or a float32 feature GeoTIFF
+        ``[F, H, W]`` (band descriptions = feature names, nodata -9999).
     validity : ``validity.tif`` (uint8/uint16 ``[H, W]``, number of clear dates per pixel,
         same grid); 0 = no clear date -> nodata in both outputs.
     model : fitted classifier with ``classes_`` (nomenclature codes ``[K]``) and
         ``feature_names`` (the ``F`` band descriptions, in band order).
     nomenclature : :class:`~cropchain.nomenclature.Nomenclature` or path of its CSV.
-    out_classification : GeoTIFF uint8 ``[H, W]``, class codes, nodata 0, color table.
-    out_confidence : GeoTIFF uint8 ``[H, W]``, ``round(100 * max probability)`` in 0-100,
-        nodata 255.
+    out_classification : Cloud Optimized GeoTIFF uint8 ``[H, W]``, class codes, nodata 0,
+        color table, overviews by mode; with its raster attribute table (``.tif.aux.xml``)
+        and QGIS style (``.qml``) beside it (:mod:`cropchain.io.products`).
+    out_confidence : Cloud Optimized GeoTIFF uint8 ``[H, W]``, ``round(100 * max
+        probability)`` in 0-100, nodata 255, overviews by average.
     window : core window size in px. Memory is bounded by about two copies of
         ``(window + 2 overlap)^2 * F`` float32 values (the block and its pixel-major copy),
         plus GDAL's block cache (``GDAL_CACHEMAX``, 5 % of RAM by default).
@@ -224,9 +233,10 @@ def classify_tile(
         raise InputError("model", f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
                          "train and classify with the same nomenclature file")
     codes_u8 = classes.astype(np.uint8)
-    features, validity = Path(features), Path(validity)
+    validity = Path(validity)
+    feature_spec, features = features, features_path(features)
 
-    with open_raster(features, "features raster") as fsrc, open_raster(validity, "validity raster") as vsrc:
+    with open_features(feature_spec, "features raster") as fsrc, open_raster(validity, "validity raster") as vsrc:
         _check_features(fsrc, features, model)
         _check_same_grid(fsrc, vsrc, validity, features)
         height, width = fsrc.height, fsrc.width
@@ -235,7 +245,8 @@ def classify_tile(
         windows = list(block_windows(height, width, window))
         t0 = time.perf_counter()
         n_classified = 0
-        with atomic_output(out_classification) as tmp_cls, atomic_output(out_confidence) as tmp_conf:
+        # written by window into tiled scratch files, then copied into COGs with overviews
+        with scratch_path(out_classification) as tmp_cls, scratch_path(out_confidence) as tmp_conf:
             with rasterio.open(tmp_cls, "w", **cls_profile) as dcls, rasterio.open(tmp_conf, "w", **conf_profile) as dconf:
                 # the color table goes in before any pixel is written (libtiff cannot change
                 # PhotometricInterpretation afterwards)
@@ -265,6 +276,8 @@ def classify_tile(
                         n_classified += int(valid.sum())
                     dcls.write(cls, 1, window=core)
                     dconf.write(conf, 1, window=core)
+            write_class_map_cog(tmp_cls, out_classification, nomenclature)
+            write_cog(tmp_conf, out_confidence, overview_resampling="average")
         elapsed = time.perf_counter() - t0
     log.info(
         "classified %s: %d x %d px (%d valid) in %.1f s, %.0f px/s, %d windows of %d px + %d px overlap",
@@ -285,11 +298,33 @@ def _describe_outputs(dcls: Any, dconf: Any, nomenclature: Nomenclature, feature
     dconf.update_tags(**common, NODATA="255 = no clear date")
 
 
+def _mosaic_grid(sources: Sequence[Any], first: Any) -> dict:
+    """Transform, width and height of the union of ``sources`` in ``first``'s CRS, at its
+    resolution, anchored at the north-west corner (as :func:`rasterio.merge.merge`)."""
+    xs, ys = [], []
+    for src in sources:
+        left, bottom, right, top = transform_bounds(src.crs, first.crs, *src.bounds) if src.crs != first.crs else src.bounds
+        xs += [left, right]
+        ys += [bottom, top]
+    rx, ry = first.res
+    west, north = min(xs), max(ys)
+    width = int(np.ceil((max(xs) - west) / rx - 1e-6))
+    height = int(np.ceil((north - min(ys)) / ry - 1e-6))
+    return {"transform": from_origin(west, north, rx, ry), "width": width, "height": height}
+
+
+def _overlaps(bounds: tuple, src: Any, crs: Any) -> bool:
+    """Whether a block (``bounds`` in ``crs``) overlaps the footprint of ``src``."""
+    left, bottom, right, top = transform_bounds(src.crs, crs, *src.bounds) if src.crs != crs else src.bounds
+    return bounds[0] < right and bounds[2] > left and bounds[1] < top and bounds[3] > bottom
+
+
 def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resampling: str = "nearest") -> None:
     """Mosaic per-tile classification (or confidence) rasters into one GeoTIFF.
 
-    Uses :func:`rasterio.merge.merge` (method ``"first"``: where tiles overlap, the first
-    raster in ``rasters`` that has data wins), written by chunks straight to disk. The
+    Rasterio's ``merge`` semantics (method ``"first"``: where tiles overlap, the first
+    raster in ``rasters`` that has data wins), written block by block (memory: one block
+    per source). The
     output keeps the nodata value, band description, tags and color table of the first
     raster. A raster in another CRS is reprojected on the fly to the first raster's CRS
     (:class:`rasterio.vrt.WarpedVRT` with ``resampling``; keep ``"nearest"`` for class maps).
@@ -297,7 +332,9 @@ def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resa
     Parameters
     ----------
     rasters : single-band rasters with the same dtype (at least one).
-    out : output GeoTIFF (tiled, DEFLATE, written atomically).
+    out : output Cloud Optimized GeoTIFF (overviews by mode for a paletted map, by average
+        otherwise), written atomically; the RAT and QGIS style of the first raster, when it has
+        them, are copied beside it.
     resampling : name of a :class:`rasterio.enums.Resampling` method.
 
     Raises
@@ -320,38 +357,47 @@ def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resa
         for p in paths:
             opened.append(open_raster(p, "tile map"))
         first = opened[0]
-        sources = []
         for p, src in zip(paths, opened):
             if src.count != first.count or src.dtypes[0] != first.dtypes[0]:
                 raise InputError(p, f"{src.count} band(s) of {src.dtypes[0]} differ from {paths[0].name} ({first.count} of {first.dtypes[0]})",
                                  "mosaic maps of the same kind (all classifications or all confidences)")
+        grid = _mosaic_grid(opened, first)
+        profile = geotiff_profile({"crs": first.crs, **grid}, count=first.count, dtype=first.dtypes[0], nodata=first.nodata)
+        sources = []
+        for p, src in zip(paths, opened):
             if src.crs != first.crs:
                 log.info("reprojecting %s from %s to %s", p, src.crs, first.crs)
-                vrt = WarpedVRT(src, crs=first.crs, resampling=method, nodata=first.nodata)
-                opened.append(vrt)
-                sources.append(vrt)
-            else:
-                sources.append(src)
-        kwds = geotiff_profile(first.profile, count=first.count, dtype=first.dtypes[0], nodata=first.nodata)
-        for key in ("crs", "transform", "width", "height", "count", "dtype", "nodata"):
-            kwds.pop(key)
-        unordered = out.with_name(f"{out.stem}.merge{out.suffix}")  # merged, before the color table
-        remove_stale_temporaries(unordered)
-        merged = temporary_path(unordered)
-        try:
-            merge(sources, nodata=first.nodata, resampling=method, method="first", dst_path=merged, dst_kwds=kwds)
-            # copied block by block into a file whose color table is set before any pixel
-            # (libtiff cannot change PhotometricInterpretation once data are written)
-            with atomic_output(out) as tmp, rasterio.open(merged) as msrc, rasterio.open(tmp, "w", **msrc.profile) as dst:
-                if first.colorinterp[0].name == "palette":
+            vrt = WarpedVRT(src, crs=first.crs, resampling=method, nodata=first.nodata, **grid)
+            opened.append(vrt)
+            sources.append(vrt)
+        palette = first.colorinterp[0].name == "palette"
+        # written block by block ("first" wins where tiles overlap) into a tiled file whose color
+        # table is set before any pixel (libtiff cannot change PhotometricInterpretation once
+        # data are written), then copied into a COG with overviews
+        with scratch_path(out) as tmp:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                if palette:
                     dst.write_colormap(1, first.colormap(1))
                 dst.set_band_description(1, first.descriptions[0] or "")
                 dst.update_tags(**first.tags())
                 dst.update_tags(1, **first.tags(1))
-                for _, win in msrc.block_windows(1):
-                    dst.write(msrc.read(window=win), window=win)
-        finally:
-            merged.unlink(missing_ok=True)
+                for _, win in dst.block_windows(1):
+                    block = np.full((first.count, int(win.height), int(win.width)), first.nodata, dtype=first.dtypes[0])
+                    empty = np.ones(block.shape, dtype=bool)
+                    for vrt, src in zip(sources, opened[: len(paths)]):
+                        if not _overlaps(dst.window_bounds(win), src, first.crs):
+                            continue
+                        data = vrt.read(window=win)
+                        fill = empty & (data != first.nodata)
+                        block[fill] = data[fill]
+                        empty &= ~fill
+                        if not empty.any():
+                            break
+                    dst.write(block, window=win)
+            for style, out_style in zip(style_paths(paths[0]), style_paths(out)):
+                if style.is_file():  # the class map's RAT and QGIS style
+                    write_text_atomic(out_style, style.read_text(encoding="utf-8"))
+            write_cog(tmp, out, overview_resampling="mode" if palette else "average")
         log.info("mosaicked %d rasters into %s", len(paths), out)
     finally:
         for ds in reversed(opened):

@@ -53,6 +53,7 @@ from affine import Affine
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
+from cropchain.features import FeatureSpec, features_path, open_features
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.models.mask_rcnn import MODEL_DEFAULTS, build_mask_rcnn, count_parameters, set_input_size
 from cropchain.split import read_split
@@ -164,27 +165,23 @@ class TileImage:
     channels: list[str]
 
 
-def read_variant(features: str | os.PathLike, variant: str, date: str | None) -> TileImage:
-    """Read the channels of ``variant`` from ``features.tif`` (whole tile, float32 ``C x H x W x 4`` bytes).
+def read_variant(features: FeatureSpec | str | os.PathLike, variant: str, date: str | None) -> TileImage:
+    """Read the channels of ``variant`` from the tile's features (whole tile, float32
+    ``C x H x W x 4`` bytes): a :class:`~cropchain.features.FeatureSpec` (computed from the
+    gap-filled series) or a feature GeoTIFF.
 
     Raises
     ------
     InputError
         missing or unreadable file, no band descriptions.
     """
-    features = Path(features)
-    if not features.is_file():
-        raise InputError(features, "features file not found", "run the features step first")
-    try:
-        src = rasterio.open(features)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(features, f"cannot be read ({exc})", "rerun the features step") from None
-    with src:
+    with open_features(features, "features") as src:
         if not all(src.descriptions):
-            raise InputError(features, "bands have no descriptions (YYYYMMDD_BAND)", "rerun the features step")
+            raise InputError(features_path(features), "bands have no descriptions (YYYYMMDD_BAND)",
+                             "give features named YYYYMMDD_BAND (the chain's FeatureSpec)")
         bands, names = variant_channels(src.descriptions, variant, date)
         x = src.read(bands).astype(np.float32)
-        nodata = src.nodata
+        nodata = src.nodatavals[0]
         transform, crs = src.transform, src.crs
     valid = np.ones(x.shape[1:], dtype=bool)
     if nodata is not None:
@@ -405,7 +402,7 @@ def train_delineation(
         "input_size": input_size, "model": model_hp, "training": train, "seed": seed, "threads": int(threads),
         "n_learning_parcels": n_parcels, "n_parameters": count_parameters(net), "backbone": "resnet18 stages 1-3 + FPN",
         "cropchain": cropchain.__version__, "torch": torch.__version__, "torchvision": _torchvision_version(),
-        "features": [str(f) for f in features], "splits": [str(s) for s in splits],
+        "features": [str(features_path(f)) for f in features], "splits": [str(s) for s in splits],
     }
     metrics = {"variant": variant, "seed": seed, "training_time_s": elapsed, "steps": steps, "threads": int(threads),
                "final_loss": float(np.mean(curve[-20:])), "loss_curve": curve}

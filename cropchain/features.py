@@ -1,6 +1,9 @@
-"""Spectral features of a gap-filled time series, in iota2's layout.
+"""Spectral features of a gap-filled time series, in iota2's layout, computed per window.
 
-``features.tif`` holds, as float32 reflectance 0-1 (iota2's default feature set):
+The chain stores no feature stack: :class:`FeatureRaster` computes the features of any
+window of ``gapfilled.tif`` (int16) when samples, tiled inference or patch sampling read
+them, with one definition for training and inference. The features are, as float32
+reflectance 0-1 (iota2's default feature set):
 
 1. the gap-filled bands, date-major (``20180123_B02, 20180123_B03, ..., 20180202_B02, ...``);
 2. NDVI for every date (``20180123_NDVI, ...``) = (B08 - B04) / (B08 + B04), Rouse et al. 1974;
@@ -16,10 +19,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
@@ -134,6 +139,216 @@ def _date_features(raw: np.ndarray, nodata: float | None, bands: list[str], usab
     return out
 
 
+class FeatureRaster:
+    """The features of a gap-filled series, computed window by window: never stored.
+
+    A read-only, rasterio-like view (``descriptions``, ``count``, ``height``, ``width``,
+    ``transform``, ``crs``, ``profile``, :meth:`read`) of the features that
+    :func:`feature_names` lists, computed on the fly from windows of the int16 gap-filled
+    series by :func:`_date_features`: samples, tiled inference and patch sampling all read
+    features through it, so training and inference can never disagree (the scheme of
+    iota2's streamed OTB feature pipelines, which write no feature stack).
+
+    Parameters
+    ----------
+    gapfilled : ``gapfilled.tif``, int16 reflectance x10000, ``T * B`` bands date-major,
+        nodata -32768.
+    dates_file : ``dates.txt`` of the gap filling (``T`` lines ``YYYYMMDD``).
+    bands : band names of one date in the order of ``gapfilled.tif`` (checked against its
+        band descriptions where it has them).
+    indices : spectral indices among ``NDVI``, ``NDWI``, ``brightness``; one whose bands are
+        absent is skipped with a warning.
+
+    Raises
+    ------
+    InputError
+        raster or dates file missing / unreadable, band count not ``T * B``, descriptions
+        not matching ``dates`` x ``bands``.
+    ConfigError
+        empty or repeated band names; :class:`UnknownIndexError` for an unknown index.
+    """
+
+    def __init__(self, gapfilled: str | os.PathLike, dates_file: str | os.PathLike, bands: Sequence[str],
+                 indices: Sequence[str] = DEFAULT_INDICES) -> None:
+        self.path = Path(gapfilled)
+        self.bands = list(bands)
+        if not self.bands or len(set(self.bands)) != len(self.bands):
+            raise ConfigError(f"feature bands {self.bands} must be a non-empty list of distinct band names")
+        self.usable = _resolve_indices(self.bands, indices)
+        self.dates = read_dates(dates_file)
+        if not self.dates:
+            raise InputError(dates_file, "dates file is empty", "rerun the gap filling")
+        n_dates, n_bands = len(self.dates), len(self.bands)
+        self._src = open_raster(self.path, "gap-filled time series")
+        try:
+            src = self._src
+            if src.count != n_dates * n_bands:
+                raise InputError(self.path, f"{src.count} bands, expected {n_dates} dates x {n_bands} bands "
+                                 f"({', '.join(self.bands)}) = {n_dates * n_bands}",
+                                 f"give the bands of one date in order and the dates file {dates_file} of this stack")
+            expected = [f"{d}_{b}" for d in self.dates for b in self.bands]
+            if any(src.descriptions):
+                for i, (got, want) in enumerate(zip(src.descriptions, expected), start=1):
+                    if got != want:
+                        raise InputError(self.path, f"band {i} is described {got!r}, expected {want!r}",
+                                         f"list the bands of one date in their order in the file, with {dates_file}")
+        except BaseException:
+            self._src.close()
+            raise
+        self.nodata = src.nodata if src.nodata is not None else GAPFILLED_NODATA
+        self.descriptions = tuple(expected + [f"{d}_{i}" for i in self.usable for d in self.dates])
+        self.count = len(self.descriptions)
+        self.height, self.width = src.height, src.width
+        self.transform, self.crs = src.transform, src.crs
+        self.profile = geotiff_profile(src.profile, count=self.count, dtype="float32", nodata=FEATURES_NODATA)
+        self.nodatavals = (FEATURES_NODATA,) * self.count
+        self.name = str(self.path)
+
+    # feature index (0-based) -> (date index, position among the date's features)
+    def _locate(self, i: int) -> tuple[int, int]:
+        n_dates, n_bands = len(self.dates), len(self.bands)
+        if i < n_dates * n_bands:
+            return divmod(i, n_bands)
+        k, t = divmod(i - n_dates * n_bands, n_dates)
+        return t, n_bands + k
+
+    def _plan(self, indexes: Sequence[int] | int | None) -> tuple[list[int], dict[int, list[tuple[int, int]]]]:
+        """1-based band indexes -> {date: [(output position, position among the date's features)]}."""
+        if indexes is None:
+            wanted = list(range(1, self.count + 1))
+        elif isinstance(indexes, (int, np.integer)):
+            wanted = [int(indexes)]
+        else:
+            wanted = [int(i) for i in indexes]
+        bad = [i for i in wanted if not 1 <= i <= self.count]
+        if bad:
+            raise IndexError(f"band index {bad[0]} out of range 1..{self.count} ({self.path})")
+        plan: dict[int, list[tuple[int, int]]] = {}
+        for pos, i in enumerate(wanted):
+            t, j = self._locate(i - 1)
+            plan.setdefault(t, []).append((pos, j))
+        return wanted, plan
+
+    def _date_raw(self, t: int, window: Window | None) -> np.ndarray:
+        n_bands = len(self.bands)
+        return self._src.read(list(range(t * n_bands + 1, (t + 1) * n_bands + 1)), window=window)
+
+    def read(self, indexes: Sequence[int] | int | None = None, window: Window | None = None,
+             out_dtype: str | np.dtype = "float32") -> np.ndarray:
+        """Features of ``window`` (the whole grid by default), computed from the series.
+
+        Parameters
+        ----------
+        indexes : 1-based feature band indexes (rasterio's convention; all by default).
+        window : :class:`rasterio.windows.Window` of the grid.
+        out_dtype : accepted for rasterio compatibility; features are float32.
+
+        Returns
+        -------
+        float32 ``[len(indexes), h, w]`` (``[h, w]`` for a single int index): reflectance
+        0-1 and indices, :data:`FEATURES_NODATA` where the series is nodata. Memory: the
+        output plus one date of the series.
+        """
+        wanted, plan = self._plan(indexes)
+        if window is None:
+            h, w = self.height, self.width
+        else:
+            h, w = int(window.height), int(window.width)
+        out = np.empty((len(wanted), h, w), dtype=np.float32)
+        for t, picks in plan.items():
+            feats = _date_features(self._date_raw(t, window), self.nodata, self.bands, self.usable)
+            for pos, j in picks:
+                out[pos] = feats[j]
+        if isinstance(indexes, (int, np.integer)):
+            return out[0]
+        return out
+
+    def read_pixels(self, window: Window, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """All features of some pixels of ``window``: float32 ``[F, N]``.
+
+        ``rows``, ``cols``: int ``[N]`` window-relative positions. Memory: one date of the
+        series over the window, plus the ``[F, N]`` output.
+        """
+        out = np.empty((self.count, len(rows)), dtype=np.float32)
+        _, plan = self._plan(None)
+        for t, picks in plan.items():
+            feats = _date_features(self._date_raw(t, window)[:, rows, cols], self.nodata, self.bands, self.usable)
+            for pos, j in picks:
+                out[pos] = feats[j]
+        return out
+
+    def close(self) -> None:
+        self._src.close()
+
+    def __enter__(self) -> "FeatureRaster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What defines the features of a tile: its gap-filled series, dates, bands and indices.
+
+    The chain passes this (not a feature file) to samples, inference and patch sampling;
+    :func:`open_features` turns it into a :class:`FeatureRaster`.
+    """
+
+    gapfilled: str | os.PathLike
+    dates: str | os.PathLike
+    bands: tuple[str, ...]
+    indices: tuple[str, ...] = DEFAULT_INDICES
+
+    def open(self) -> FeatureRaster:
+        return FeatureRaster(self.gapfilled, self.dates, self.bands, self.indices)
+
+
+def open_features(features: "FeatureSpec | str | os.PathLike", what: str = "features"):
+    """Open features for windowed reading.
+
+    Parameters
+    ----------
+    features : a :class:`FeatureSpec` (computed on the fly from the gap-filled series, the
+        chain's way) or the path of a feature GeoTIFF (float32, band descriptions = feature
+        names, e.g. written by :func:`compute_features`).
+    what : what the file is, for error messages.
+
+    Returns
+    -------
+    :class:`FeatureRaster` or an open :class:`rasterio.DatasetReader`; both have
+    ``descriptions``, ``read(indexes, window=...)``, grid attributes and are context managers.
+
+    Raises
+    ------
+    InputError
+        missing or unreadable inputs (see :class:`FeatureRaster`).
+    """
+    if isinstance(features, FeatureSpec):
+        return features.open()
+    return open_raster(features, what)
+
+
+def features_path(features: "FeatureSpec | str | os.PathLike") -> Path:
+    """The file that names features in messages: the gap-filled series of a spec, else the path."""
+    return Path(features.gapfilled) if isinstance(features, FeatureSpec) else Path(features)
+
+
+def read_feature_pixels(ds, window: Window, rows: np.ndarray, cols: np.ndarray,
+                        chunk_values: int = 1 << 24) -> np.ndarray:
+    """All features at some pixels of ``window``: float32 ``[F, N]``, from either kind of
+    :func:`open_features` source (a stored raster is read by chunks of bands of at most
+    ``chunk_values`` values)."""
+    if isinstance(ds, FeatureRaster):
+        return ds.read_pixels(window, rows, cols)
+    values = np.empty((ds.count, len(rows)), dtype=np.float32)
+    step = max(1, chunk_values // max(1, int(window.width) * int(window.height)))
+    for b0 in range(0, ds.count, step):
+        idx = list(range(b0 + 1, min(ds.count, b0 + step) + 1))
+        values[b0 : b0 + len(idx)] = ds.read(idx, window=window, out_dtype="float32")[:, rows, cols]
+    return values
+
+
 def compute_features(
     gapfilled: str | os.PathLike,
     dates_file: str | os.PathLike,
@@ -143,66 +358,35 @@ def compute_features(
     indices: Sequence[str] = DEFAULT_INDICES,
     block: int = 512,
 ) -> list[str]:
-    """Write ``features.tif`` (gap-filled bands + spectral indices per date), streaming by windows.
+    """Export the features of a series as a float32 GeoTIFF (for inspection in QGIS or OTB).
+
+    The chain itself stores no feature stack (:class:`FeatureRaster` computes features per
+    window); this writes what it would read, streaming by windows.
 
     Parameters
     ----------
-    gapfilled : ``gapfilled.tif``, int16 reflectance x10000, T*B bands date-major, nodata -32768.
-    dates_file : ``dates.txt`` of the gap filling (T lines ``YYYYMMDD``).
-    out_features : ``features.tif`` written: float32, reflectance 0-1 and indices, bands named by
-        :func:`feature_names`, nodata -9999.0 where the input is nodata.
-    bands : band names of one date in the order of ``gapfilled.tif`` (checked against its band
-        descriptions where it has them).
-    indices : spectral indices among ``NDVI``, ``NDWI`` (NIR/SWIR, Gao 1996), ``brightness``;
-        one whose bands are absent is skipped with a warning.
+    gapfilled, dates_file, bands, indices : as :class:`FeatureRaster`.
+    out_features : GeoTIFF written atomically: float32 ``[F, H, W]``, reflectance 0-1 and
+        indices, bands named by :func:`feature_names`, nodata -9999.0 where the input is nodata.
     block : window size in pixels; memory is bounded by one window.
 
     Returns
     -------
-    The feature names, in band order of ``features.tif``.
+    The feature names, in band order.
 
     Raises
     ------
-    InputError
-        Raster or dates file missing / unreadable, band count not T*B, descriptions not
-        matching ``dates`` x ``bands``.
-    UnknownIndexError (a ConfigError and ValueError)
-        An unknown index name.
+    InputError, ConfigError, UnknownIndexError : as :class:`FeatureRaster`.
     """
-    gapfilled = Path(gapfilled)
-    bands = list(bands)
-    if not bands or len(set(bands)) != len(bands):
-        raise ConfigError(f"feature bands {bands} must be a non-empty list of distinct band names")
-    usable = _resolve_indices(bands, indices)
-    dates = read_dates(dates_file)
-    if not dates:
-        raise InputError(dates_file, "dates file is empty", "rerun the gap filling")
-    n_dates, n_bands = len(dates), len(bands)
-    with open_raster(gapfilled, "gap-filled time series") as src:
-        if src.count != n_dates * n_bands:
-            raise InputError(gapfilled, f"{src.count} bands, expected {n_dates} dates x {n_bands} bands "
-                             f"({', '.join(bands)}) = {n_dates * n_bands}",
-                             f"give the bands of one date in order and the dates file {dates_file} of this stack")
-        expected = [f"{d}_{b}" for d in dates for b in bands]
-        if any(src.descriptions):
-            for i, (got, want) in enumerate(zip(src.descriptions, expected), start=1):
-                if got != want:
-                    raise InputError(gapfilled, f"band {i} is described {got!r}, expected {want!r}",
-                                     f"list the bands of one date in their order in the file, with {dates_file}")
-        nodata = src.nodata if src.nodata is not None else GAPFILLED_NODATA
-        names = expected + [f"{d}_{i}" for i in usable for d in dates]
-        profile = geotiff_profile(src.profile, count=len(names), dtype="float32", nodata=FEATURES_NODATA)
-        windows = list(block_windows(src.height, src.width, block))
-        log.info("features of %s: %d dates x %d bands + %s -> %d bands", gapfilled, n_dates, n_bands,
-                 ", ".join(usable) or "no index", len(names))
-        with atomic_output(out_features) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    with FeatureRaster(gapfilled, dates_file, bands, indices) as fr:
+        names = list(fr.descriptions)
+        windows = list(block_windows(fr.height, fr.width, block))
+        log.info("features of %s: %d dates x %d bands + %s -> %d bands", gapfilled, len(fr.dates), len(fr.bands),
+                 ", ".join(fr.usable) or "no index", len(names))
+        with atomic_output(out_features) as tmp, rasterio.open(tmp, "w", **fr.profile) as dst:
             for i, name in enumerate(names, start=1):
                 dst.set_band_description(i, name)
             for win in tqdm(windows, desc="features", unit="window", disable=None):
-                for t in range(n_dates):  # one date at a time: memory of B + len(usable) bands
-                    band_rows = list(range(t * n_bands + 1, (t + 1) * n_bands + 1))
-                    raw = src.read(band_rows, window=win)
-                    rows = band_rows + [n_dates * n_bands + k * n_dates + t + 1 for k in range(len(usable))]
-                    dst.write(_date_features(raw, nodata, bands, usable), indexes=rows, window=win)
+                dst.write(fr.read(window=win), window=win)
     log.info("wrote %s (%d bands)", out_features, len(names))
     return names

@@ -34,6 +34,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window, from_bounds
 
 from cropchain.errors import InputError
+from cropchain.features import FeatureSpec, features_path, open_features
 from cropchain.io.raster import block_windows, open_raster
 from cropchain.split import LEARN, VALIDATION
 
@@ -148,7 +149,7 @@ class TileSource:
     feature_names: list[str] = field(default_factory=list)
 
     @classmethod
-    def build(cls, tile: str, features: str | os.PathLike, validity: str | os.PathLike, polygons: gpd.GeoDataFrame,
+    def build(cls, tile: str, features: FeatureSpec | str | os.PathLike, validity: str | os.PathLike, polygons: gpd.GeoDataFrame,
               holdout: np.ndarray, *, pad: int, scratch: str | os.PathLike) -> "TileSource | None":
         """Rasterize the learning polygons on the feature grid and cache the labelled area.
 
@@ -158,8 +159,9 @@ class TileSource:
 
         Parameters
         ----------
-        features, validity : ``features.tif`` (float32 ``[F, H, W]``, band descriptions =
-            feature names) and ``validity.tif`` of the tile, same grid.
+        features, validity : the tile's features (a :class:`~cropchain.features.FeatureSpec`
+            computed from the gap-filled series, or a float32 ``[F, H, W]`` GeoTIFF with band
+            descriptions = feature names) and ``validity.tif`` of the tile, same grid.
         polygons : learning polygons of the tile (:func:`read_learning_polygons`, in the
             raster CRS).
         holdout : bool ``[len(polygons)]``, polygons held out for early stopping.
@@ -175,8 +177,9 @@ class TileSource:
         InputError
             unreadable rasters, grids that differ, bands without description.
         """
-        features, validity = Path(features), Path(validity)
-        with open_raster(features, f"feature raster of tile {tile}") as fsrc, open_raster(validity, f"validity raster of tile {tile}") as vsrc:
+        validity = Path(validity)
+        with open_features(features, f"feature raster of tile {tile}") as fsrc, open_raster(validity, f"validity raster of tile {tile}") as vsrc:
+            features = features_path(features)
             names = list(fsrc.descriptions)
             if any(not n for n in names):
                 raise InputError(features, "some bands have no description (feature name)", "rerun the features step, which names every band")

@@ -1,14 +1,17 @@
-"""Pixel samples: labelled pixels of the split polygons with their feature time series.
+"""Pixel samples: the learning pixels of the split polygons with their feature time series.
 
 iota2's sample extraction (``PolygonClassStatistics`` / ``SampleSelection`` /
-``SampleExtraction`` in OTB): polygons are rasterized on the feature grid (pixel centre
-inside the polygon, i.e. ``all_touched=False``), and the feature vector of every labelled
-pixel that has at least one clear date is written to a table. Work is streamed by
-windows: memory is bounded by the window size, not the tile.
+``SampleExtraction`` in OTB): polygons are rasterized on the tile grid (pixel centre
+inside the polygon, i.e. ``all_touched=False``), and the feature vector of every
+learning pixel that has at least one clear date (after the per-class cap) is written to a
+table. Features are computed from the gap-filled series at those pixels only
+(:class:`cropchain.features.FeatureRaster`); validation pixels are not stored, since the
+maps are evaluated against the validation polygons themselves (:mod:`cropchain.evaluate`).
+Work is streamed by windows: memory is bounded by the window size, not the tile.
 
 Output: a Parquet table (pyarrow) with columns ``tile``, ``polygon_id``, ``code``,
 ``split``, ``row``, ``col``, ``validity`` and one float32 column per feature (named by
-the band descriptions of the feature raster).
+the feature names, :func:`cropchain.features.feature_names`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from shapely import box
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
+from cropchain.features import FeatureSpec, features_path, open_features, read_feature_pixels
 from cropchain.io.atomic import atomic_output
 from cropchain.io.raster import block_windows, open_raster
 from cropchain.split import LEARN, VALIDATION
@@ -48,7 +52,7 @@ _CHUNK_VALUES = 1 << 24  # float32 values read at once per window (64 MiB)
 @dataclass
 class _Tile:
     tile: str
-    features: Path
+    features: FeatureSpec | Path
     validity: Path
     split_path: Path
     polygons: gpd.GeoDataFrame  # polygon_id, code, split, geometry in the feature CRS
@@ -76,11 +80,13 @@ def _open_tile(spec: dict) -> tuple[_Tile, list[str]]:
     if missing:
         raise ConfigError(f"samples tiles: entry {spec!r} lacks key(s) {missing}")
     tile = str(spec["tile"])
-    features, validity, split_path = Path(spec["features"]), Path(spec["validity"]), Path(spec["split"])
-    with open_raster(features, f"feature raster of tile {tile}") as fds, open_raster(validity, f"validity raster of tile {tile}") as vds:
-        names = _feature_names(features, fds)
+    features = spec["features"] if isinstance(spec["features"], FeatureSpec) else Path(spec["features"])
+    validity, split_path = Path(spec["validity"]), Path(spec["split"])
+    with open_features(features, f"feature raster of tile {tile}") as fds, open_raster(validity, f"validity raster of tile {tile}") as vds:
+        names = _feature_names(features_path(features), fds)
         if (vds.width, vds.height, vds.transform, vds.crs) != (fds.width, fds.height, fds.transform, fds.crs):
-            raise InputError(validity, f"validity raster of tile {tile} is not on the grid of {features}", "rerun gap filling and features for this tile")
+            raise InputError(validity, f"validity raster of tile {tile} is not on the grid of {features_path(features)}",
+                             "rerun the gap filling of this tile")
         crs = fds.crs
     if not split_path.is_file():
         raise InputError(split_path, f"split polygons of tile {tile} not found", "run the split step first")
@@ -117,12 +123,12 @@ def _labelled(t: _Tile, block: int) -> Iterator[tuple[Window, np.ndarray, np.nda
     int64), index into ``t.ids`` (int64), validity (int16), pixels in row-major order."""
     sindex = t.polygons.sindex
     geoms = t.polygons.geometry.to_numpy()
-    with rasterio.open(t.features) as fds, rasterio.open(t.validity) as vds:
-        windows = list(block_windows(fds.height, fds.width, block))
+    with rasterio.open(t.validity) as vds:  # on the feature grid (checked by _open_tile)
+        windows = list(block_windows(vds.height, vds.width, block))
         for win in tqdm(windows, desc=f"samples {t.tile}", unit="window", disable=None, leave=False):
             # Window geometry with affine's `@` (rasterio.windows' helpers still use the
             # deprecated `*` and flood the logs with warnings).
-            wtransform = fds.transform @ Affine.translation(win.col_off, win.row_off)
+            wtransform = vds.transform @ Affine.translation(win.col_off, win.row_off)
             (xa, ya), (xb, yb) = wtransform @ (0, 0), wtransform @ (win.width, win.height)
             hits = np.sort(sindex.query(box(min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), predicate="intersects"))
             if hits.size == 0:
@@ -145,6 +151,17 @@ def _labelled(t: _Tile, block: int) -> Iterator[tuple[Window, np.ndarray, np.nda
             rows, cols = rows[clear], cols[clear]
             index = np.searchsorted(t.ids, burned[rows, cols])
             yield win, rows, cols, index, np.minimum(validity[clear].astype(np.int32), np.iinfo(np.int16).max).astype(np.int16)
+
+
+def _count(counts: dict, polygons: dict, tile: str, codes: np.ndarray, learn: np.ndarray, pids: np.ndarray) -> None:
+    """Add labelled pixels and their polygons to the per (class, split) tallies of the summary."""
+    for code in np.unique(codes).tolist():
+        for is_learn, label in ((True, LEARN), (False, VALIDATION)):
+            m = (codes == code) & (learn == is_learn)
+            if m.any():
+                key = (code, label)
+                counts[key] = counts.get(key, 0) + int(m.sum())
+                polygons.setdefault(key, set()).update((tile, p) for p in np.unique(pids[m]).tolist())
 
 
 def _cap_selection(
@@ -179,16 +196,20 @@ def extract_pixels(
     seed: int = 0,
     block: int = 1024,
 ) -> pd.DataFrame:
-    """Extract the labelled pixels of the split polygons with their features.
+    """Extract the learning pixels of the split polygons with their features.
 
-    Polygons are rasterized by window on each tile's feature grid (burn value
-    ``polygon_id``, pixel centre rule ``all_touched=False``, later polygons win where
-    polygons of one source overlap); pixels with validity 0 (no clear date) are dropped.
+    Polygons are rasterized by window on each tile's grid (burn value ``polygon_id``,
+    pixel centre rule ``all_touched=False``, later polygons win where polygons of one
+    source overlap); pixels with validity 0 (no clear date) are dropped. The learning
+    pixels (after the cap) are written with their features, computed at those pixels
+    only; validation pixels are counted in the summary but not written (the maps are
+    evaluated against the validation polygons, :mod:`cropchain.evaluate`).
 
     Parameters
     ----------
-    tiles : one dict per tile with keys ``tile`` (name), ``features`` (float32 GeoTIFF,
-        band descriptions = feature names, same names and order on every tile),
+    tiles : one dict per tile with keys ``tile`` (name), ``features`` (a
+        :class:`~cropchain.features.FeatureSpec`, the chain's way, or a float32 feature
+        GeoTIFF with band descriptions = feature names; same names and order on every tile),
         ``validity`` (number of clear dates per pixel, same grid) and ``split``
         (GeoPackage layer ``split`` of :func:`cropchain.split.split_polygons`).
     out_parquet : output Parquet file, written atomically.
@@ -196,26 +217,26 @@ def extract_pixels(
         all tiles, drawn at random (seeded); validation pixels are never capped.
         None: no cap.
     seed : seed of the cap draw.
-    block : window size in pixels (memory bound: one window of labels plus at most
-        64 MiB of features).
+    block : window size in pixels (memory bound: one window of labels plus one date of the
+        series over the window, or 64 MiB of a stored feature raster).
 
     Returns
     -------
     pandas.DataFrame
-        summary with columns ``code``, ``split``, ``n_pixels``, ``n_polygons``: the pixels
-        written per class and split.
+        summary with columns ``code``, ``split``, ``n_pixels``, ``n_polygons``: the labelled
+        pixels with a clear date per class and split (learning: after the cap, as written).
 
     Table written
     -------------
     ``tile`` (string), ``polygon_id`` (int32), ``code`` (int16), ``split`` (dictionary
-    string: learn | validation), ``row``, ``col`` (int32, pixel position in the tile),
+    string, always ``learn``), ``row``, ``col`` (int32, pixel position in the tile),
     ``validity`` (int16, clear dates), then one float32 column per feature.
 
     Raises
     ------
     InputError
         missing/unreadable rasters or split, unnamed feature bands, validity not on the
-        feature grid, feature names differing between tiles, no pixel extracted.
+        feature grid, feature names differing between tiles, no learning pixel extracted.
     ConfigError
         empty tile list, malformed tile entry, duplicate tile names, bad cap or block.
     """
@@ -269,7 +290,7 @@ def extract_pixels(
             buffered = 0
             for t in opened:
                 n_tile = 0
-                with rasterio.open(t.features) as fds:
+                with open_features(t.features) as fds:
                     for win, rows, cols, index, validity in _labelled(t, block):
                         codes = t.codes[index]
                         learn = t.is_learn[index]
@@ -286,13 +307,13 @@ def extract_pixels(
                             codes, learn = codes[keep], learn[keep]
                             if rows.size == 0:
                                 continue
-                        values = np.empty((len(names), rows.size), dtype=np.float32)
-                        step = max(1, _CHUNK_VALUES // max(1, int(win.width) * int(win.height)))
-                        for b0 in range(0, len(names), step):
-                            bands = list(range(b0 + 1, min(len(names), b0 + step) + 1))
-                            data = fds.read(bands, window=win, out_dtype="float32")
-                            values[b0 : b0 + len(bands)] = data[:, rows, cols]
-                        split_idx = np.where(learn, 0, 1).astype(np.int8)
+                        _count(counts, polygons, t.tile, codes, learn, t.ids[index])
+                        # only the (capped) learning pixels are stored: training reads nothing else
+                        rows, cols, index, validity, codes = rows[learn], cols[learn], index[learn], validity[learn], codes[learn]
+                        if rows.size == 0:
+                            continue
+                        values = read_feature_pixels(fds, win, rows, cols, _CHUNK_VALUES)
+                        split_idx = np.zeros(rows.size, dtype=np.int8)  # learn
                         columns = [
                             pa.array(np.full(rows.size, t.tile, dtype=object), type=pa.string()),
                             pa.array(t.ids[index].astype(np.int32)),
@@ -306,28 +327,20 @@ def extract_pixels(
                         buffer.append(pa.Table.from_arrays(columns, schema=schema))
                         buffered += rows.size
                         n_tile += rows.size
-                        pids = t.ids[index]
-                        for code in np.unique(codes).tolist():
-                            for is_learn, label in ((True, LEARN), (False, VALIDATION)):
-                                m = (codes == code) & (learn == is_learn)
-                                if m.any():
-                                    key = (code, label)
-                                    counts[key] = counts.get(key, 0) + int(m.sum())
-                                    polygons.setdefault(key, set()).update((t.tile, p) for p in np.unique(pids[m]).tolist())
                         if buffered >= _FLUSH_ROWS:
                             writer.write_table(pa.concat_tables(buffer))
                             buffer, buffered = [], 0
                 if n_tile == 0:
-                    log.warning("%s: no labelled pixel with a clear date (polygons in %s)", t.tile, t.split_path)
+                    log.warning("%s: no learning pixel with a clear date (polygons in %s)", t.tile, t.split_path)
                 else:
-                    log.info("%s: %d labelled pixel(s) extracted", t.tile, n_tile)
+                    log.info("%s: %d learning pixel(s) extracted", t.tile, n_tile)
                 n_total += n_tile
             if buffer:
                 writer.write_table(pa.concat_tables(buffer))
             if n_total == 0:
                 raise InputError(
                     ", ".join(str(t.split_path) for t in opened),
-                    "no labelled pixel with a clear date on any tile",
+                    "no learning pixel with a clear date on any tile",
                     "check that the split polygons overlap the feature rasters and that validity is > 0 there",
                 )
 

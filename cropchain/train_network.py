@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
+from cropchain.features import FeatureSpec, features_path, open_features
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import open_raster
 from cropchain.models import get_model, is_network
@@ -274,18 +275,18 @@ def train_network(
     return meta
 
 
-def _feature_names(features: Sequence[str | os.PathLike]) -> tuple[list[str], list[Any]]:
-    """Feature names (identical for all tiles) and the CRS of each raster."""
+def _feature_names(features: Sequence[FeatureSpec | str | os.PathLike]) -> tuple[list[str], list[Any]]:
+    """Feature names (identical for all tiles) and the CRS of each tile."""
     names: list[str] | None = None
     crs = []
-    for path in features:
-        with open_raster(path, "feature raster") as src:
+    for spec in features:
+        with open_features(spec, "feature raster") as src:
             these = [d or "" for d in src.descriptions]
             crs.append(src.crs)
         if names is None:
             names = these
         elif these != names:
-            raise InputError(path, f"band descriptions differ from those of {features[0]}",
+            raise InputError(features_path(spec), f"feature names differ from those of {features_path(features[0])}",
                              "compute the features of all tiles with the same configuration")
     assert names is not None
     return names, crs

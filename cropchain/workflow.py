@@ -17,9 +17,48 @@ from typing import Any
 
 import cropchain
 from cropchain.errors import CropchainError
+from cropchain.features import FeatureSpec
 from cropchain.log import configure
 
 log = logging.getLogger("cropchain.workflow")
+
+
+#: environment variables naming the thread count of the libraries a job may load
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "GDAL_NUM_THREADS")
+
+
+def pin_threads(threads: int) -> Any:
+    """Pin the job's compute threads to ``threads`` (its Snakemake ``threads``).
+
+    Sets the thread variables of :data:`THREAD_VARIABLES` (for what the job starts or loads
+    later), limits the OpenMP and BLAS pools already loaded (threadpoolctl: OpenMP of
+    scikit-learn and XGBoost, OpenBLAS of numpy) and PyTorch's intra-op pool when PyTorch is
+    loaded. OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set for every job by
+    ``workflow/rules/common.smk`` before the OpenMP runtime loads): on a node shared with other
+    jobs, busy-waiting threads steal the cores of the others (XGBoost beside another
+    CPU-bound job: 135 s with the default policy, 46 s passive, issue 11).
+
+    Returns the threadpoolctl limiter (keep it alive for the job's duration).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = max(1, int(threads))
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return threadpool_limits(limits=threads)
+
+
+def feature_specs(gapfilled: Any, dates: Any, features: dict) -> list[FeatureSpec]:
+    """The :class:`~cropchain.features.FeatureSpec` of each tile from a rule's inputs
+    (``gapfilled``, ``dates``: one path or a list, same tile order) and its ``features`` param
+    (``bands`` of one date, spectral ``indices``)."""
+    gapfilled = [gapfilled] if isinstance(gapfilled, (str, os.PathLike)) else list(gapfilled)
+    dates = [dates] if isinstance(dates, (str, os.PathLike)) else list(dates)
+    return [FeatureSpec(g, d, tuple(features["bands"]), tuple(features["indices"])) for g, d in zip(gapfilled, dates, strict=True)]
 
 
 def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
@@ -32,7 +71,9 @@ def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
     os.environ.setdefault("OGR_CURRENT_DATE", "2000-01-01T00:00:00Z")
     logfile = snakemake.log[0] if len(snakemake.log) else None
     configure(logfile)
-    log.info("cropchain %s, rule %s, wildcards %s", cropchain.__version__, snakemake.rule, dict(snakemake.wildcards))
+    limiter = pin_threads(snakemake.threads)  # noqa: F841 (kept alive for the step)
+    log.info("cropchain %s, rule %s, wildcards %s, %d thread(s)", cropchain.__version__, snakemake.rule,
+             dict(snakemake.wildcards), snakemake.threads)
     start = time.perf_counter()
     try:
         step(snakemake)

@@ -2,11 +2,11 @@
 from pathlib import Path
 
 from cropchain.delineation import predict_delineation
-from cropchain.workflow import run_step
+from cropchain.workflow import feature_specs, run_step
 
 
 def main(smk):
-    predict_delineation(Path(smk.input.model).parent, smk.input.features, smk.output.fields, dict(smk.params.inference),
+    predict_delineation(Path(smk.input.model).parent, feature_specs(smk.input.gapfilled, smk.input.dates, smk.params.features)[0], smk.output.fields, dict(smk.params.inference),
                         threads=smk.threads)
 
 

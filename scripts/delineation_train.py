@@ -2,11 +2,11 @@
 from pathlib import Path
 
 from cropchain.delineation import train_delineation
-from cropchain.workflow import run_step
+from cropchain.workflow import feature_specs, run_step
 
 
 def main(smk):
-    train_delineation(list(smk.input.features), list(smk.input.splits), smk.wildcards.dvariant, dict(smk.params.settings),
+    train_delineation(feature_specs(smk.input.gapfilled, smk.input.dates, smk.params.features), list(smk.input.splits), smk.wildcards.dvariant, dict(smk.params.settings),
                       Path(smk.output.model).parent, seed=smk.params.seed, threads=smk.threads,
                       training=dict(smk.params.training))
 

@@ -73,9 +73,9 @@ def test_new_date_reruns_one_tile(tmp_path: Path):
                                  origin=demo_origin(0, 64), dates=[dt.date(2021, 7, 3)])
     shutil.move(str(new[0]), work / "products/T31TXA" / new[0].name)
     jobs = planned_jobs(work, configfile)
-    assert jobs["ingest"] == 1 and jobs["gapfill"] == 1 and jobs["features"] == 1 and jobs["manifest"] == 1
+    assert jobs["ingest"] == 1 and jobs["gapfill"] == 1 and jobs["manifest"] == 1
     assert jobs["reference"] == 1  # the tile's grid is an input of its fusion
-    assert jobs["samples"] == 1 and jobs["train"] == 1  # downstream of the tile's features
+    assert jobs["samples"] == 1 and jobs["train"] == 1  # downstream of the tile's gap-filled series
     outputs = [line for line in dry_run(work, configfile).splitlines() if line.strip().startswith("output:")]
     assert any("results/tiles/T31TXA/raw.tif" in line for line in outputs)
     assert not any("results/tiles/T31TXB/" in line for line in outputs)  # the other tile's products stay
@@ -89,7 +89,7 @@ def test_new_reference_reruns_fusion_and_after(copy_of_demo: Path):
     gdf.iloc[1:].to_file(path, driver="GPKG")  # one land-cover polygon withdrawn from the source
     jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
     assert jobs["reference"] == 2 and jobs["split"] == 4 and jobs["samples"] == 2 and jobs["train"] == 4
-    assert jobs["ingest"] == 0 and jobs["gapfill"] == 0 and jobs["features"] == 0
+    assert jobs["ingest"] == 0 and jobs["gapfill"] == 0
 
 
 def test_hyperparameter_reruns_one_architecture(copy_of_demo: Path):
@@ -126,7 +126,7 @@ def test_code_change_reruns_the_rules_that_run_it(copy_of_demo: Path, tmp_path: 
     module.write_text(module.read_text() + "\n# a new version of the vectorization\n")
     jobs = planned_jobs(copy_of_demo, config, snakefile=snakefile)
     assert jobs["vectorize"] == 8  # 2 runs x 2 architectures x 2 tiles
-    for rule in ("ingest", "gapfill", "features", "reference", "split", "samples", "train", "classify", "evaluate"):
+    for rule in ("ingest", "gapfill", "reference", "split", "samples", "train", "classify", "evaluate"):
         assert jobs[rule] == 0, f"{rule} does not run cropchain.vectorize: {jobs}"
 
 
@@ -138,7 +138,7 @@ def test_one_more_run_leaves_the_others(copy_of_demo: Path):
     jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
     assert jobs["split"] == 2 and jobs["samples"] == 1 and jobs["train"] == 2  # run 2: 2 tiles, rf and xgboost
     assert jobs["classify"] == 4 and jobs["vectorize"] == 4 and jobs["evaluate"] == 4 and jobs["mosaic"] == 2
-    assert jobs["ingest"] == jobs["gapfill"] == jobs["features"] == jobs["reference"] == 0
+    assert jobs["ingest"] == jobs["gapfill"] == jobs["reference"] == 0
     outputs = [line for line in dry_run(copy_of_demo, copy_of_demo / "config.yaml").splitlines()
                if line.strip().startswith("output:") and "/runs/" in line]
     assert outputs and all("results/runs/2/" in line for line in outputs if "stac" not in line and "item" not in line)

@@ -80,7 +80,8 @@ def test_every_pixel_once_with_values(tmp_path, caplog):
         assert (labels == pid).sum() == round(gdf.geometry[pid - 1].area / 100)
     assert (labels == 1).sum() == 50 * 50 - 10 * 10
     assert 0.9 < (labels == 4).sum() / (gdf.geometry[3].area / 100) < 1.1
-    expected = (labels > 0) & (validity > 0)
+    learn_ids = gdf.loc[gdf["split"] == "learn", "polygon_id"].to_numpy()
+    expected = np.isin(labels, learn_ids) & (validity > 0)  # only learning pixels are stored
     assert ((labels > 0) & (validity == 0)).sum() > 100  # the test drops something
     assert len(df) == expected.sum()
     assert not df.duplicated(["row", "col"]).any()
@@ -91,7 +92,7 @@ def test_every_pixel_once_with_values(tmp_path, caplog):
 
     by_id = gdf.set_index("polygon_id")
     assert (df["code"].to_numpy() == by_id.loc[df["polygon_id"], "code"].to_numpy()).all()
-    assert (df["split"].astype(str).to_numpy() == by_id.loc[df["polygon_id"], "split"].to_numpy()).all()
+    assert (df["split"].astype(str) == "learn").all()
     for b, name in enumerate(FEATURES):
         np.testing.assert_array_equal(df[name].to_numpy(), data[b, df["row"], df["col"]])
 
@@ -102,8 +103,13 @@ def test_every_pixel_once_with_values(tmp_path, caplog):
     assert isinstance(df["split"].dtype, pd.CategoricalDtype)
     assert set(df["tile"]) == {"T31TAA"}
 
-    counts = df.groupby(["code", "split"], observed=True).size()
-    assert summary.set_index(["code", "split"])["n_pixels"].to_dict() == counts.to_dict()
+    counts = df.groupby(["code", "split"], observed=True).size().to_dict()
+    # the summary counts the validation pixels (with a clear date) without storing them
+    for pid, code, split in gdf[["polygon_id", "code", "split"]].itertuples(index=False):
+        if split == "validation":
+            n = int(((labels == pid) & (validity > 0)).sum())
+            counts[(code, split)] = counts.get((code, split), 0) + n
+    assert summary.set_index(["code", "split"])["n_pixels"].to_dict() == counts
     assert "class 1 learn" in caplog.text
     assert not list(out.parent.glob(".*tmp*"))
 
@@ -128,9 +134,12 @@ def test_learning_cap_over_tiles(tmp_path):
     n_full = full.groupby(["code", "split"], observed=True).size()
     n_cap = capped.groupby(["code", "split"], observed=True).size()
     assert n_full[(1, "learn")] > cap and n_full[(2, "learn")] > cap and n_full[(3, "learn")] < cap
+    assert set(n_full.index.get_level_values("split")) == {"learn"}  # validation pixels are not stored
     for (code, split), n in n_full.items():
-        assert n_cap[(code, split)] == (min(n, cap) if split == "learn" else n)
-    assert summary.set_index(["code", "split"])["n_pixels"].to_dict() == n_cap.to_dict()
+        assert n_cap[(code, split)] == min(n, cap)
+    in_summary = summary.set_index(["code", "split"])["n_pixels"].to_dict()
+    assert {k: v for k, v in in_summary.items() if k[1] == "learn"} == n_cap.to_dict()
+    assert {k[0] for k in in_summary if k[1] == "validation"} == {1, 2, 3}
     assert set(capped["tile"]) == {"T31TAA", "T31TAB"}
     # The kept learning pixels are a subset of the full extraction, drawn from both tiles.
     key = ["tile", "row", "col"]
@@ -165,6 +174,6 @@ def test_bad_inputs(tmp_path):
     far = make_tile(tmp_path / "C", "T31TAC")[0]
     far["split"].unlink()
     gpd.GeoDataFrame({"polygon_id": [1], "code": [1], "split": ["learn"]}, geometry=[px(500, 500, 510, 510)], crs="EPSG:32631").to_file(far["split"], layer="split")
-    with pytest.raises(InputError, match="no labelled pixel"):
+    with pytest.raises(InputError, match="no learning pixel"):
         extract_pixels([far], out)
     assert not out.exists()

@@ -26,7 +26,7 @@ def test_demo_products_and_reports(demo_run: Path):
         assert dates[0] == "20210115" and len(dates) == 23
     for run in runs:
         pixels = pq.read_table(res / "runs" / run / "pixels.parquet")
-        assert set(pixels.column("split").to_pylist()) == {"learn", "validation"}
+        assert set(pixels.column("split").to_pylist()) == {"learn"}  # validation: evaluated on the maps
         for arch in archs:
             assert (res / "runs" / run / "models" / arch / "model.json").exists()
             with rasterio.open(res / "runs" / run / "maps" / arch / "mosaic_classification.tif") as src:
@@ -65,6 +65,37 @@ def test_demo_products_and_reports(demo_run: Path):
     # a log and a benchmark file per job
     assert (res / "logs" / "ingest" / "T31TXA.log").stat().st_size > 0
     assert (res / "benchmarks" / "train" / "0_rf.tsv").exists()
+
+
+def test_maps_are_cogs_with_class_names(demo_run: Path):
+    """Every map a user opens is a valid COG with overviews; class maps carry the class names
+    (GDAL raster attribute table and QGIS style) of the nomenclature."""
+    import xml.etree.ElementTree as ET
+
+    from rio_cogeo.cogeo import cog_validate
+
+    import yaml
+
+    from cropchain.nomenclature import read_nomenclature
+
+    nomenclature = read_nomenclature(yaml.safe_load((demo_run / "config.yaml").read_text())["nomenclature"])
+    maps = sorted((demo_run / "results/runs").glob("*/maps/*/*.tif"))
+    assert len(maps) == 2 * 2 * (3 * 2 + 1)  # runs x archs x (3 maps x 2 tiles + mosaic)
+    for path in maps:
+        valid, errors, _ = cog_validate(str(path))
+        assert valid, (path, errors)
+        with rasterio.open(path) as src:  # GDAL adds overviews down to one 512 px block
+            assert bool(src.overviews(1)) == (max(src.width, src.height) > 512), path
+        if not path.name.endswith("_classification.tif"):
+            continue
+        rat = ET.parse(path.with_name(path.name + ".aux.xml")).getroot().find("./PAMRasterBand/GDALRasterAttributeTable")
+        rows = [[f.text for f in row.findall("F")] for row in rat.findall("Row")]
+        assert [(int(r[0]), r[1]) for r in rows] == list(zip(nomenclature.codes, nomenclature.names))
+        qml = ET.parse(path.with_suffix(".qml")).getroot()
+        entries = qml.findall(".//colorPalette/paletteEntry")
+        assert [(int(e.get("value")), e.get("label")) for e in entries] == list(zip(nomenclature.codes, nomenclature.names))
+        with rasterio.open(path) as src:
+            assert all(src.colormap(1)[c][:3] == rgb for c, rgb in zip(nomenclature.codes, nomenclature.colors))
 
 
 def test_rerun_does_nothing(demo_run: Path):

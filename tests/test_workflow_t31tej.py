@@ -7,10 +7,12 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 
 from conftest import absolute_config, snakemake
+from cropchain.features import FeatureSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 
@@ -34,9 +36,14 @@ def test_real_chain_products(t31tej_run: Path):
     with rasterio.open(res / "tiles/T31TEJ/raw_mask.tif") as src:
         empty_date = src.read(raw_dates.index("20180212") + 1)
         assert (empty_date == 1).all()  # the all-nodata product is a fully masked date
-    with rasterio.open(res / "tiles/T31TEJ/features.tif") as src:
+    assert not (res / "tiles/T31TEJ/features.tif").exists()  # features are computed, never stored
+    spec = FeatureSpec(res / "tiles/T31TEJ/gapfilled.tif", res / "tiles/T31TEJ/dates.txt",
+                       ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"), ("NDVI", "NDWI", "brightness"))
+    with spec.open() as src:
         assert (src.height, src.width) == (353, 232)
         assert src.count == 26 * 13  # 26 dates x (10 bands + NDVI, NDWI, brightness)
+    # the learning table holds the learning pixels only (validation is evaluated on the maps)
+    assert set(pd.read_parquet(res / "runs/0/pixels.parquet", columns=["split"])["split"].astype(str)) == {"learn"}
     ref = gpd.read_file(res / "tiles/T31TEJ/reference.gpkg")
     assert ref.crs.to_epsg() == 32631 and len(ref) >= 100
     for run in ("0", "1"):

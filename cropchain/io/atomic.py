@@ -70,6 +70,26 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def scratch_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden intermediate sibling of ``path`` (e.g. a tiled GeoTIFF later copied into a
+    COG under ``path``), always removed on exit. Its name differs from the temporaries of
+    :func:`atomic_output`, so that writing ``path`` atomically inside the block keeps it; the
+    scratch files a killed job left are removed when the next one starts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.stem)}.scratch-*{glob.escape(path.suffix)}"):
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.stem}.scratch-{uuid.uuid4().hex[:8]}{path.suffix}")
+    try:
+        yield tmp
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file (UTF-8)."""
     with atomic_output(path) as tmp:

@@ -53,6 +53,49 @@ def geotiff_profile(base: dict, *, count: int, dtype: str, nodata: float | int |
     return profile
 
 
+class GridReader:
+    """Band 1 of a raster read window by window on a reference 10 m grid.
+
+    A raster already on the grid is read as it is; another resolution (a 20 m or 60 m band,
+    a 20 m mask) is warped on the fly by a :class:`rasterio.vrt.WarpedVRT` with
+    ``resampling``, ``src_nodata`` being excluded from the interpolation and ``nodata``
+    written where nothing is known. A window read of the warped raster equals the same
+    window of a whole-raster warp (GDAL's warper reads the source window each output window
+    needs, kernel radius included), so ingest memory is bounded by the window.
+
+    Parameters
+    ----------
+    src : an open dataset (closed with the reader).
+    grid : ``crs``, ``transform``, ``width``, ``height`` of the reference grid.
+    resampling : :class:`rasterio.enums.Resampling` of the warp.
+    src_nodata, nodata : nodata values of the warp (None: none).
+    """
+
+    def __init__(self, src, grid: dict, resampling, src_nodata=None, nodata=None) -> None:
+        from rasterio.vrt import WarpedVRT
+
+        self._src = src
+        self.on_grid = src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (grid["height"], grid["width"])
+        self._reader = src if self.on_grid else WarpedVRT(
+            src, crs=grid["crs"], transform=grid["transform"], width=grid["width"], height=grid["height"],
+            resampling=resampling, src_nodata=src_nodata, nodata=nodata)
+
+    def read(self, window: Window, dtype: str) -> np.ndarray:
+        """``[h, w]`` array of ``dtype`` over ``window`` of the grid."""
+        return self._reader.read(1, window=window, out_dtype=dtype)
+
+    def close(self) -> None:
+        if self._reader is not self._src:
+            self._reader.close()
+        self._src.close()
+
+    def __enter__(self) -> "GridReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def block_windows(height: int, width: int, block: int = 512) -> Iterator[Window]:
     """Row-major windows of at most ``block`` x ``block`` pixels covering the grid."""
     for row in range(0, height, block):

@@ -22,6 +22,7 @@ Orfeo ToolBox's conventions for image time series (as iota2 does):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -34,12 +35,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output
-from cropchain.io.raster import geotiff_profile
+from cropchain.io.raster import GridReader, block_windows, geotiff_profile
 
 log = logging.getLogger(__name__)
 
@@ -356,22 +356,22 @@ def _grid(src) -> tuple:
     return (src.crs, tuple(round(v, 6) for v in src.transform[:6]), src.width, src.height)
 
 
-def _read_on_grid(path: Path, grid: dict, resampling: Resampling) -> np.ndarray:
-    """Read band 1 of ``path`` on the reference ``grid`` (crs, transform, width, height).
+def _grid_reader(path: Path, grid: dict, resampling: Resampling) -> GridReader:
+    """Band 1 of ``path`` read by windows on the reference ``grid`` (crs, transform, width,
+    height): as it is when on the grid, else warped with ``resampling``, DN 0 being excluded
+    from the interpolation (L2A nodata)."""
+    src = _open(path)
+    if src.crs != grid["crs"]:
+        src.close()
+        raise InputError(path, f"CRS {src.crs} differs from the tile's {grid['crs']}",
+                         "all bands and products of a tile must share its UTM projection")
+    return GridReader(src, grid, resampling, src_nodata=0, nodata=0)
 
-    A raster already on the grid is read as it is; another resolution is warped with
-    ``resampling``, DN 0 being excluded from the interpolation (L2A nodata). Returns uint16 [H, W].
-    """
+
+def _read_window(reader: GridReader, path: Path, window) -> np.ndarray:
+    """uint16 [h, w] DN of a window; a damaged file raises InputError naming it."""
     try:
-        with _open(path) as src:
-            if src.crs != grid["crs"]:
-                raise InputError(path, f"CRS {src.crs} differs from the tile's {grid['crs']}",
-                                 "all bands and products of a tile must share its UTM projection")
-            if src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (grid["height"], grid["width"]):
-                return src.read(1, out_dtype="uint16")
-            with WarpedVRT(src, crs=grid["crs"], transform=grid["transform"], width=grid["width"],
-                           height=grid["height"], resampling=resampling, src_nodata=0, nodata=0) as vrt:
-                return vrt.read(1, out_dtype="uint16")
+        return reader.read(window, "uint16")
     except rasterio.errors.RasterioError as exc:
         raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
 
@@ -386,6 +386,7 @@ def ingest_safe(
     scl_masked_classes: Sequence[int] = DEFAULT_SCL_MASKED,
     resampling: str = "bilinear",
     tile: str | None = None,
+    block: int = 1024,
 ) -> None:
     """Stack Sentinel-2 L2A SAFE products of one tile into ``raw.tif``, ``raw_mask.tif``, ``raw_dates.txt``.
 
@@ -406,8 +407,11 @@ def ingest_safe(
         (``"bilinear"``, ``"cubic"``, ``"nearest"`` ...). SCL is always resampled by nearest.
     tile : expected tile (``"T31TEJ"`` or ``"31TEJ"``); by default the tile of the first product.
 
+    block : window size in px: products are read (20 m bands warped) and written one date
+        and one window at a time, so memory is a few ``block`` x ``block`` arrays, whatever
+        the tile size.
+
     The output grid is that of the first product's first 10 m band (B02 by default).
-    Products are processed one date and one band at a time: memory is a few H x W arrays.
 
     Raises
     ------
@@ -461,29 +465,34 @@ def ingest_safe(
     raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
     mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
     nearest = Resampling.nearest
+    windows = list(block_windows(grid["height"], grid["width"], block))
 
     with atomic_output(out_raw) as tmp_raw, atomic_output(out_mask) as tmp_mask, atomic_output(out_dates) as tmp_dates:
         with rasterio.open(tmp_raw, "w", **raw_profile) as raw, rasterio.open(tmp_mask, "w", **mask_profile) as msk:
             for d, p in enumerate(tqdm(prods, desc=f"ingest {expected}", unit="date", disable=None)):
-                scl = _read_on_grid(p.scl_file, grid, nearest)
-                mask = np.isin(scl, masked)
-                del scl
                 scale = REFLECTANCE_SCALE / p.quantification
+                n_masked = 0
+                with contextlib.ExitStack() as stack:
+                    scl_reader = stack.enter_context(_grid_reader(p.scl_file, grid, nearest))
+                    readers = [stack.enter_context(_grid_reader(p.band_files[band], grid, rs)) for band in bands]
+                    for win in windows:
+                        mask = np.isin(_read_window(scl_reader, p.scl_file, win), masked)
+                        for b, (band, reader) in enumerate(zip(bands, readers)):
+                            dn = _read_window(reader, p.band_files[band], win)
+                            nodata = dn == 0
+                            mask |= nodata
+                            refl = dn.astype(np.int32) + p.offsets.get(band, 0)
+                            if scale != 1:
+                                refl = np.rint(refl * scale)
+                            out = np.clip(refl, RAW_NODATA + 1, 32767).astype(np.int16)
+                            out[nodata] = RAW_NODATA
+                            raw.write(out, d * n_bands + b + 1, window=win)
+                        msk.write(mask.astype(np.uint8), d + 1, window=win)
+                        n_masked += int(mask.sum())
                 for b, band in enumerate(bands):
-                    dn = _read_on_grid(p.band_files[band], grid, rs)
-                    nodata = dn == 0
-                    mask |= nodata
-                    refl = dn.astype(np.int32) + p.offsets.get(band, 0)
-                    if scale != 1:
-                        refl = np.rint(refl * scale)
-                    out = np.clip(refl, RAW_NODATA + 1, 32767).astype(np.int16)
-                    out[nodata] = RAW_NODATA
-                    idx = d * n_bands + b + 1
-                    raw.write(out, idx)
-                    raw.set_band_description(idx, f"{p.datestr}_{band}")
-                msk.write(mask.astype(np.uint8), d + 1)
+                    raw.set_band_description(d * n_bands + b + 1, f"{p.datestr}_{band}")
                 msk.set_band_description(d + 1, p.datestr)
-                log.info("%s %s: %.1f%% masked", p.datestr, p.spacecraft, 100.0 * mask.mean())
+                log.info("%s %s: %.1f%% masked", p.datestr, p.spacecraft, 100.0 * n_masked / (grid["width"] * grid["height"]))
             raw.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods), BANDS=",".join(bands),
                             SCALE=str(REFLECTANCE_SCALE))
             msk.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods),

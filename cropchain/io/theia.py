@@ -29,6 +29,7 @@ band is set, or where an ingested band is nodata (-10000). The date is that of t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -40,12 +41,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output
-from cropchain.io.raster import geotiff_profile
+from cropchain.io.raster import GridReader, block_windows, geotiff_profile
 from cropchain.io.sentinel2 import RAW_NODATA, REFLECTANCE_SCALE, SENTINEL2_BANDS, normalize_tile
 
 log = logging.getLogger(__name__)
@@ -248,25 +248,30 @@ def _resampling(name: str) -> Resampling:
         raise ConfigError(f"ingest.resampling: unknown resampling {name!r} (valid: nearest, bilinear, cubic)") from None
 
 
-def _read_on_grid(path: Path, grid: dict, resampling: Resampling, nodata: int | None, dtype: str) -> np.ndarray:
-    """Band 1 of ``path`` on the 10 m ``grid``: as it is when on the grid, else warped (20 m files).
-
-    ``nodata`` is excluded from the interpolation and written where nothing is known.
-    """
+def _grid_reader(path: Path, grid: dict, resampling: Resampling, nodata: int | None) -> GridReader:
+    """Band 1 of ``path`` read by windows on the 10 m ``grid``: as it is when on the grid, else
+    warped (20 m files); ``nodata`` is excluded from the interpolation and written where
+    nothing is known."""
     try:
-        with rasterio.open(path) as src:
-            if src.crs != grid["crs"]:
-                raise InputError(path, f"CRS {src.crs} differs from the tile's {grid['crs']} ({grid['path']})",
-                                 "all files and products of a tile must share its UTM projection")
-            if src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (grid["height"], grid["width"]):
-                return src.read(1, out_dtype=dtype)
-            if abs(src.transform.a) <= abs(grid["transform"].a) * 1.01:
-                raise InputError(path, f"grid {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
-                                 f"{grid['path']} ({grid['width']}x{grid['height']} {tuple(grid['transform'])[:6]})",
-                                 "give products of one tile on the same extent (clip them all alike)")
-            with WarpedVRT(src, crs=grid["crs"], transform=grid["transform"], width=grid["width"],
-                           height=grid["height"], resampling=resampling, src_nodata=nodata, nodata=nodata) as vrt:
-                return vrt.read(1, out_dtype=dtype)
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
+    if src.crs != grid["crs"]:
+        src.close()
+        raise InputError(path, f"CRS {src.crs} differs from the tile's {grid['crs']} ({grid['path']})",
+                         "all files and products of a tile must share its UTM projection")
+    on_grid = src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (grid["height"], grid["width"])
+    if not on_grid and abs(src.transform.a) <= abs(grid["transform"].a) * 1.01:
+        src.close()
+        raise InputError(path, f"grid {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
+                         f"{grid['path']} ({grid['width']}x{grid['height']} {tuple(grid['transform'])[:6]})",
+                         "give products of one tile on the same extent (clip them all alike)")
+    return GridReader(src, grid, resampling, src_nodata=nodata, nodata=nodata)
+
+
+def _read_window(reader: GridReader, path: Path, window, dtype: str) -> np.ndarray:
+    try:
+        return reader.read(window, dtype)
     except rasterio.errors.RasterioError as exc:
         raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
 
@@ -281,6 +286,7 @@ def ingest_theia(
     clm_bits: Sequence[int] = DEFAULT_CLM_BITS,
     resampling: str = "bilinear",
     tile: str | None = None,
+    block: int = 1024,
 ) -> None:
     """Stack Theia L2A products of one tile into ``raw.tif``, ``raw_mask.tif``, ``raw_dates.txt``.
 
@@ -301,7 +307,9 @@ def ingest_theia(
     tile : expected tile; by default the tile of the first product.
 
     The 10 m grid is that of the first product's ``CLM_R1`` mask; every 10 m file must be on it
-    and 20 m files must cover it. One date and one band at a time: memory is a few H x W arrays.
+    and 20 m files must cover it.
+    block : window size in px: one date and one window at a time, so memory is a few
+        ``block`` x ``block`` arrays, whatever the tile size.
 
     Raises
     ------
@@ -348,32 +356,38 @@ def ingest_theia(
     raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
     mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
     nearest = Resampling.nearest
+    windows = list(block_windows(grid["height"], grid["width"], block))
 
     with atomic_output(out_raw) as tmp_raw, atomic_output(out_mask) as tmp_mask, atomic_output(out_dates) as tmp_dates:
         with rasterio.open(tmp_raw, "w", **raw_profile) as raw, rasterio.open(tmp_mask, "w", **mask_profile) as msk:
             for d, p in enumerate(tqdm(prods, desc=f"ingest {expected}", unit="date", disable=None)):
-                clm = _read_on_grid(p.mask_files[("CLM", "R1")], grid, nearest, None, "uint8")
-                mask = (clm & clm_value) != 0
-                del clm
-                mask |= _read_on_grid(p.mask_files[("EDG", "R1")], grid, nearest, None, "uint8") != 0
-                if has_r2:
-                    mask |= _read_on_grid(p.mask_files[("EDG", "R2")], grid, nearest, None, "uint8") != 0
+                masks = [(("CLM", "R1"), clm_value), (("EDG", "R1"), None)] + ([(("EDG", "R2"), None)] if has_r2 else [])
                 for res in ("R1", "R2"):
                     sat_value = np.uint8(sum(1 << bit for b in bands for r, bit in [THEIA_SAT_BIT[b]] if r == res))
                     if sat_value:
-                        sat = _read_on_grid(p.mask_files[("SAT", res)], grid, nearest, None, "uint8")
-                        mask |= (sat & sat_value) != 0
+                        masks.append((("SAT", res), sat_value))
+                n_masked = 0
+                with contextlib.ExitStack() as stack:
+                    mask_readers = [(p.mask_files[key], bits_value, stack.enter_context(
+                        _grid_reader(p.mask_files[key], grid, nearest, None))) for key, bits_value in masks]
+                    readers = [stack.enter_context(_grid_reader(p.band_files[band], grid, rs, THEIA_NODATA)) for band in bands]
+                    for win in windows:
+                        mask = np.zeros((int(win.height), int(win.width)), dtype=bool)
+                        for path, bits_value, reader in mask_readers:  # CLM bits, EDG, SAT bits of the bands
+                            m = _read_window(reader, path, win, "uint8")
+                            mask |= (m & bits_value) != 0 if bits_value is not None else m != 0
+                        for b, (band, reader) in enumerate(zip(bands, readers)):
+                            fre = _read_window(reader, p.band_files[band], win, "int16")
+                            nodata = fre == THEIA_NODATA
+                            mask |= nodata
+                            fre[nodata] = RAW_NODATA
+                            raw.write(fre, d * n_bands + b + 1, window=win)
+                        msk.write(mask.astype(np.uint8), d + 1, window=win)
+                        n_masked += int(mask.sum())
                 for b, band in enumerate(bands):
-                    fre = _read_on_grid(p.band_files[band], grid, rs, THEIA_NODATA, "int16")
-                    nodata = fre == THEIA_NODATA
-                    mask |= nodata
-                    fre[nodata] = RAW_NODATA
-                    idx = d * n_bands + b + 1
-                    raw.write(fre, idx)
-                    raw.set_band_description(idx, f"{p.datestr}_{band}")
-                msk.write(mask.astype(np.uint8), d + 1)
+                    raw.set_band_description(d * n_bands + b + 1, f"{p.datestr}_{band}")
                 msk.set_band_description(d + 1, p.datestr)
-                log.info("%s %s: %.1f%% masked", p.datestr, p.platform, 100.0 * mask.mean())
+                log.info("%s %s: %.1f%% masked", p.datestr, p.platform, 100.0 * n_masked / (grid["width"] * grid["height"]))
             raw.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods), BANDS=",".join(bands),
                             SCALE=str(REFLECTANCE_SCALE), SOURCE="theia")
             msk.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods),

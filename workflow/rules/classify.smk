@@ -3,7 +3,7 @@
 
 rule classify:
     input:
-        features=rules.features.output.features,
+        **series_of(),
         validity=rules.gapfill.output.validity,
         model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",  # rule train or train_network
         nomenclature=config["nomenclature"],
@@ -13,7 +13,8 @@ rule classify:
         validity=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_validity.tif",
     params:
         classify=config["classify"],
-        code=code_hash("cropchain.classify", "cropchain.train"),
+        features=FEATURES,
+        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.features", "cropchain.io.products"),
     log:
         f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:
@@ -34,7 +35,7 @@ rule mosaic:
     output:
         mosaic=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/mosaic_classification.tif",
     params:
-        code=code_hash("cropchain.classify"),
+        code=code_hash("cropchain.classify", "cropchain.io.products"),
     log:
         f"{RESULTS}/logs/mosaic/{{run}}_{{arch}}.log",
     benchmark:

@@ -14,12 +14,30 @@ try:
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
+# OpenMP threads of every job wait passively (not busy-spinning) between parallel regions: on a
+# shared node busy-waiting threads steal the other jobs' cores. Set here, before any job starts,
+# because the OpenMP runtime reads it when it loads; each job pins its thread counts itself
+# (cropchain.workflow.pin_threads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 RESULTS = "results"
 RESOURCES = "resources"
 TILES = list(config["tiles"])
 RUNS = [str(r) for r in range(config["split"]["runs"])]
 ARCHS = list(config["architectures"])
 THREADS = config["resources"]["threads"]
+# What defines the features of a tile, computed on the fly from its gap-filled series wherever
+# they are read (samples, inference, patches): rules that read features take these as params.
+FEATURES = {"bands": list(config["ingest"]["bands"]), "indices": list(config["features"]["indices"])}
+
+
+def series_of(tiles=None):
+    """Inputs from which features are computed: the gap-filled series and dates of `tiles`
+    (all tiles), or of the rule's `{tile}` wildcard when `tiles` is None and used per tile."""
+    if tiles is None:
+        return {"gapfilled": f"{RESULTS}/tiles/{{tile}}/gapfilled.tif", "dates": f"{RESULTS}/tiles/{{tile}}/dates.txt"}
+    return {"gapfilled": expand(f"{RESULTS}/tiles/{{tile}}/gapfilled.tif", tile=tiles),
+            "dates": expand(f"{RESULTS}/tiles/{{tile}}/dates.txt", tile=tiles)}
 
 
 wildcard_constraints:

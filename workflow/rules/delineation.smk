@@ -17,7 +17,7 @@ if DELINEATION:
                             f"({', '.join(ARCHS)})")
 
 # read without importing: importing cropchain.delineation would load PyTorch at every parse
-DELINEATION_CODE = parcel_code_hash("delineation.py", "models/mask_rcnn.py")
+DELINEATION_CODE = parcel_code_hash("delineation.py", "models/mask_rcnn.py", "features.py")
 INSTANCE_CODE = parcel_code_hash("instance_metrics.py", "delineation.py")
 
 
@@ -68,7 +68,7 @@ wildcard_constraints:
 
 rule delineation_train:
     input:
-        features=expand(f"{RESULTS}/tiles/{{tile}}/features.tif", tile=TILES),
+        **series_of(TILES),
         splits=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
     output:
         model=f"{RESULTS}/runs/{{run}}/delineation/{{dvariant}}/model.pt",
@@ -77,6 +77,7 @@ rule delineation_train:
     params:
         settings=lambda wc: DELINEATION["variants"][wc.dvariant] or {},
         training=DELINEATION.get("training", {}),
+        features=FEATURES,
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
         code=DELINEATION_CODE,
     log:
@@ -95,11 +96,12 @@ rule delineation_predict:
     input:
         model=rules.delineation_train.output.model,
         meta=rules.delineation_train.output.meta,
-        features=f"{RESULTS}/tiles/{{tile}}/features.tif",
+        **series_of(),
     output:
         fields=f"{RESULTS}/runs/{{run}}/delineation/{{dvariant}}/{{tile}}.gpkg",
     params:
         inference=DELINEATION.get("inference", {}),
+        features=FEATURES,
         code=DELINEATION_CODE,
     log:
         f"{RESULTS}/logs/delineation_predict/{{run}}_{{dvariant}}_{{tile}}.log",

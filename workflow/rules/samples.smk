@@ -3,7 +3,7 @@
 
 rule samples:
     input:
-        features=expand(f"{RESULTS}/tiles/{{tile}}/features.tif", tile=TILES),
+        **series_of(TILES),
         validity=expand(f"{RESULTS}/tiles/{{tile}}/validity.tif", tile=TILES),
         split=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
     output:
@@ -11,8 +11,9 @@ rule samples:
     params:
         tiles=TILES,
         samples=config["samples"],
+        features=FEATURES,
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=code_hash("cropchain.samples"),
+        code=code_hash("cropchain.samples", "cropchain.features"),
     log:
         f"{RESULTS}/logs/samples/{{run}}.log",
     benchmark:

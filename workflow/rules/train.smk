@@ -40,7 +40,7 @@ rule train:
 
 rule train_network:
     input:
-        features=expand(f"{RESULTS}/tiles/{{tile}}/features.tif", tile=TILES),
+        **series_of(TILES),
         validity=expand(f"{RESULTS}/tiles/{{tile}}/validity.tif", tile=TILES),
         split=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
     output:
@@ -59,8 +59,9 @@ rule train_network:
     params:
         tiles=TILES,
         hyperparameters=lambda wc: config["architectures"][wc.arch],
+        features=FEATURES,
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=lambda wc: code_hash("cropchain.train_network", "cropchain.patches", "cropchain.models.networks",
+        code=lambda wc: code_hash("cropchain.train_network", "cropchain.features", "cropchain.patches", "cropchain.models.networks",
                                   f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
     log:
         f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
