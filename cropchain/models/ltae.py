@@ -85,16 +85,17 @@ class LTAE(nn.Module):
     Parameters
     ----------
     in_channels : values per date ``C``.
-    positions : the ``T`` dates in days (e.g. since the first one); the encoder handles
-        series of these dates only.
+    positions : the ``T`` dates in days (e.g. since the first one): the encoder then handles
+        series of these dates only; None: the dates are given to each ``forward``.
     d_model, n_head, d_k, mlp, dropout, attention_dropout, period : as in :data:`DEFAULTS`;
         ``d_model`` must be a multiple of ``n_head`` and ``mlp[0] == d_model``.
 
-    ``forward``: float32 ``[N, T, C]`` -> ``[N, mlp[-1]]``; with ``return_attention``, also the
-    attention weights ``[N, n_head, T]``.
+    ``forward(x, positions=None)``: float32 ``[N, T, C]`` (and, when the encoder was built
+    without them, the ``T`` dates in days) -> ``[N, mlp[-1]]``; with ``return_attention``, also
+    the attention weights ``[N, n_head, T]``.
     """
 
-    def __init__(self, in_channels: int, positions: Sequence[float], *, d_model: int = 256, n_head: int = 16, d_k: int = 8,
+    def __init__(self, in_channels: int, positions: Sequence[float] | None = None, *, d_model: int = 256, n_head: int = 16, d_k: int = 8,
                  mlp: Sequence[int] = (256, 128), dropout: float = 0.2, attention_dropout: float = 0.1,
                  period: float = 1000.0) -> None:
         super().__init__()
@@ -104,7 +105,8 @@ class LTAE(nn.Module):
         self.in_norm = nn.LayerNorm(in_channels)
         self.in_map = nn.Linear(in_channels, d_model)
         self.in_map_norm = nn.LayerNorm(d_model)
-        self.register_buffer("position", date_encoding(positions, d_model // n_head, period).repeat(1, n_head), persistent=False)
+        self.period = float(period)
+        self.register_buffer("position", None if positions is None else self.encode_dates(positions), persistent=False)
         self.key = nn.Linear(d_model, n_head * d_k)
         nn.init.normal_(self.key.weight, mean=0, std=math.sqrt(2.0 / d_k))
         self.query = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))  # one master query per head
@@ -113,11 +115,22 @@ class LTAE(nn.Module):
         self.out_norm = nn.LayerNorm(mlp[-1])
         self.out_features = int(mlp[-1])
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def encode_dates(self, positions: Sequence[float] | np.ndarray) -> torch.Tensor:
+        """Date encoding ``[T, d_model]``: :func:`date_encoding` of ``d_model / n_head`` dimensions, once per head."""
+        return date_encoding(positions, self.d_model // self.n_head, self.period).repeat(1, self.n_head)
+
+    def forward(self, x: torch.Tensor, positions: Sequence[float] | None = None,
+                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         n, t, _ = x.shape
-        if t != self.position.shape[0]:
-            raise ValueError(f"series of {t} dates, the encoder was built for {self.position.shape[0]}")
-        h = self.in_map_norm(self.in_map(self.in_norm(x))) + self.position  # [N, T, d_model]
+        if positions is not None:
+            position = self.encode_dates(positions).to(x.device)
+        elif self.position is not None:
+            position = self.position
+        else:
+            raise ValueError("the dates of the series (days) are needed: the encoder was built without them")
+        if t != position.shape[0]:
+            raise ValueError(f"series of {t} dates, the encoder was built for {position.shape[0]}")
+        h = self.in_map_norm(self.in_map(self.in_norm(x))) + position  # [N, T, d_model]
         k = self.key(h).view(n, t, self.n_head, self.d_k)
         scores = torch.einsum("hd,nthd->nht", self.query, k) / math.sqrt(self.d_k)
         attention = torch.softmax(scores, dim=-1)  # [N, heads, T]
