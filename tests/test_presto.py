@@ -7,10 +7,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from affine import Affine
+from rasterio.crs import CRS
 from conftest import SHARED
 
 from cropchain.errors import InputError
-from cropchain.models.presto import CHANNELS, WEIGHTS_SHA256, PrestoEncoder, load_presto, month_table, position_table, presto_inputs
+from cropchain.models.presto import (CHANNELS, WEIGHTS_SHA256, PrestoEncoder, embed_composites, load_presto, month_table, pixel_latlon,
+                                     position_table, presto_inputs)
 
 PRESTO = SHARED / "models" / "presto"
 WEIGHTS = PRESTO / "default_model.pt"
@@ -158,3 +161,90 @@ def test_configuration_section(reference):
         presto_from_config(validate_config(copy.deepcopy(MINIMAL)))
     with pytest.raises(InputError, match="sha256"):
         presto_from_config(validate_config({**copy.deepcopy(MINIMAL), "presto": {"weights": str(WEIGHTS), "sha256": "0" * 64}}))
+
+
+# ------------------------------------------------------------------ the embedding step of a tile's monthly composites
+
+RAW_ORDER = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]  # raw.tif's band order
+MONTHS = [f"2018{m:02d}15" for m in range(1, 13)]
+
+
+def synthetic_block(h=6, w=5, seed=0):
+    """int16 composites [12, 10, H, W] (raw.tif band order) of a green-up, and a clear mask."""
+    rng = np.random.default_rng(seed)
+    green = np.sin(np.linspace(0, np.pi, 12))[:, None, None, None]
+    base = rng.uniform(300, 1500, (1, 10, h, w))
+    nir = np.zeros((1, 10, 1, 1))
+    nir[0, [3, 6, 7]] = 2500  # B08, B07, B8A
+    comp = np.rint(base + green * nir + rng.normal(0, 50, (12, 10, h, w))).clip(1, 9000).astype(np.int16)
+    clear = rng.random((12, h, w)) > 0.3
+    return comp, clear
+
+
+def random_encoder(seed=0):
+    torch.manual_seed(seed)
+    return PrestoEncoder().eval()
+
+
+def test_pixel_latlon_from_the_geotransform():
+    # UTM 31N: x = 500 km is the central meridian, 3 degrees east
+    ll = pixel_latlon(Affine(10, 0, 499_995, 0, -10, 4_800_005), CRS.from_epsg(32631), 3, 4)
+    assert ll.shape == (2, 3, 4)
+    np.testing.assert_allclose(ll[1, :, 0], 3.0, atol=1e-9)
+    assert 43.3 < ll[0, 0, 0] < 43.4 and (np.diff(ll[0], axis=0) < 0).all() and (np.diff(ll[1], axis=1) > 0).all()
+
+
+def test_embed_composites_shapes_masking_and_determinism():
+    comp, clear = synthetic_block()
+    enc = random_encoder()
+    transform, crs = Affine(10, 0, 500_000, 0, -10, 4_800_000), CRS.from_epsg(32631)
+    emb = embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7)
+    assert emb.shape == (128, 6, 5) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    # deterministic, and independent of the batching (7 px, 30 px)
+    np.testing.assert_array_equal(embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7), emb)
+    np.testing.assert_allclose(embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=30), emb, atol=1e-5)
+    # masking has an effect: one more month masked at one pixel changes that pixel only
+    r, c = 2, 3
+    k = int(np.flatnonzero(clear[:, r, c])[0])
+    cloudier = clear.copy()
+    cloudier[k, r, c] = False
+    other = embed_composites(comp, cloudier, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7)
+    changed = np.abs(other - emb).max(axis=0) > 1e-4
+    assert changed[r, c] and changed.sum() == 1
+    # a masked month's values are not seen at all
+    noisy = np.where(clear[:, None], comp, 7000).astype(np.int16)
+    np.testing.assert_allclose(embed_composites(noisy, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7), emb, atol=1e-5)
+    # nodata pixels and pixels without any clear month: NaN
+    comp2, clear2 = comp.copy(), clear.copy()
+    comp2[:, :, 0, 0] = -32768
+    clear2[:, 5, 4] = False
+    out = embed_composites(comp2, clear2, RAW_ORDER, MONTHS, transform, crs, enc)
+    assert np.isnan(out[:, 0, 0]).all() and np.isnan(out[:, 5, 4]).all() and np.isnan(out).sum() == 2 * 128
+    # the months and the position count
+    assert np.abs(embed_composites(comp, clear, RAW_ORDER, MONTHS[6:] + MONTHS[:6], transform, crs, enc) - emb).max() > 1e-3
+    far = Affine(10, 0, 500_000, 0, -10, 6_800_000)
+    assert np.abs(embed_composites(comp, clear, RAW_ORDER, MONTHS, far, crs, enc) - emb).max() > 1e-3
+
+
+def test_embed_composites_errors():
+    comp, clear = synthetic_block(3, 3)
+    enc = random_encoder()
+    args = (Affine(10, 0, 0, 0, -10, 0), CRS.from_epsg(32631), enc)
+    with pytest.raises(InputError, match=r"gapfilled\.tif: Presto reads the bands .*missing \['B8A'\]"):
+        embed_composites(comp[:, :9], clear, RAW_ORDER[:7] + RAW_ORDER[8:], MONTHS, *args)
+    with pytest.raises(InputError, match="do not match"):
+        embed_composites(comp, clear[:6], RAW_ORDER, MONTHS, *args)
+
+
+def test_embed_composites_reproduces_the_reference(reference, encoder):
+    """The reference pixels laid out as a 4 x 4 block (in raw.tif's band order) at (43.5 N, 3.5 E):
+    the embedding step gives the original embeddings."""
+    s2 = s2_in_cropchain_order(reference, "case2")  # [16, 12, 10] in S2_BANDS order
+    order = [RAW_ORDER.index(b) for b in ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")]
+    comp = np.empty((12, 10, 4, 4), np.int16)
+    comp[:, order] = s2.transpose(1, 2, 0).reshape(12, 10, 4, 4)
+    clear = (~reference["case2_cloud_mask"]).T.reshape(12, 4, 4)
+    res = 1e-9  # degrees: every pixel at (43.5, 3.5) to float32 precision
+    transform = Affine(res, 0, 3.5 - 2 * res, 0, -res, 43.5 + 2 * res)
+    emb = embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, "EPSG:4326", encoder, batch_size=5)
+    np.testing.assert_allclose(emb.reshape(128, 16).T, reference["case2_embedding"], atol=1e-5, rtol=1e-5)

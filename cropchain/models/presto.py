@@ -36,18 +36,22 @@ model tolerates, which fine-tuning or a head trained on the embeddings absorbs.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from affine import Affine
 from torch import nn
 
 from cropchain.errors import ConfigError, InputError
+from cropchain.gapfill import GAPFILLED_NODATA
 
 #: sha256 of the published ``default_model.pt`` (nasaharvest/presto, commit 5afde40, 3,321,716 bytes)
 WEIGHTS_SHA256 = "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe65"
@@ -353,3 +357,102 @@ def presto_from_config(config: dict) -> PrestoEncoder:
         raise ConfigError("presto.weights: a Presto architecture needs the published weights; add a `presto:` section "
                           f"with `weights: <path of default_model.pt>` (download: {WEIGHTS_URL}, MIT licence)")
     return load_presto(section["weights"], section.get("sha256", WEIGHTS_SHA256))
+
+
+# --------------------------------------------------------------------------------------
+# embeddings of a tile's monthly composites
+# --------------------------------------------------------------------------------------
+
+
+def pixel_latlon(transform: Affine, crs: Any, height: int, width: int) -> np.ndarray:
+    """Latitude and longitude (degrees, WGS 84) of the centre of every pixel of a grid.
+
+    Parameters
+    ----------
+    transform : the grid's affine geotransform (``rasterio``; for a window,
+        ``rasterio.windows.transform(window, tile_transform)``).
+    crs : its coordinate reference system (anything ``pyproj.CRS.from_user_input`` reads:
+        ``rasterio.crs.CRS``, ``"EPSG:32631"``...).
+    height, width : grid size in px.
+
+    Returns
+    -------
+    float64 ``[2, H, W]``: latitude then longitude.
+    """
+    from pyproj import CRS, Transformer
+
+    rows, cols = np.mgrid[0:height, 0:width] + 0.5
+    t = transform
+    x, y = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+    to_wgs84 = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
+    lon, lat = to_wgs84.transform(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return np.stack([lat, lon])
+
+
+def month_indices(dates: Sequence[str | dt.date]) -> np.ndarray:
+    """Month index (0 = January) of each date (``YYYYMMDD`` strings or dates)."""
+    out = []
+    for d in dates:
+        out.append((d.month if isinstance(d, dt.date) else int(str(d)[4:6])) - 1)
+    return np.asarray(out, dtype=np.int64)
+
+
+def embed_composites(composites: np.ndarray, clear: np.ndarray, bands: Sequence[str], dates: Sequence[str | dt.date],
+                     transform: Affine, crs: Any, encoder: PrestoEncoder, *, batch_size: int = 4096,
+                     nodata: int = GAPFILLED_NODATA, source: str | os.PathLike = "gapfilled.tif") -> np.ndarray:
+    """Presto embeddings of every pixel of a block of monthly composites.
+
+    Parameters
+    ----------
+    composites : int16 ``[T, B, H, W]`` reflectance x10000 (``gapfilled.tif`` of the
+        ``monthly_median`` temporal step, read as dates x bands; ``T`` <= 24, 12 in
+        pre-training); must hold the bands of :data:`S2_BANDS`, in any order.
+    clear : bool ``[T, H, W]``, True where the month had at least one clear observation at the
+        pixel (:func:`cropchain.composite.clear_months`); the other months' tokens are masked
+        (the composite filled them from the neighbouring months: Presto does not see them).
+    bands : the ``B`` band names of ``composites`` (``"B02"`` ...).
+    dates : the ``T`` dates of the composites (``YYYYMMDD`` or dates): their months.
+    transform, crs : geotransform and CRS of the block (latitude/longitude of each pixel).
+    encoder : :func:`load_presto`'s encoder (its device is used).
+    batch_size : pixels per forward pass (memory: about 1 MB per 100 pixels on the CPU).
+    nodata : value of pixels without any clear observation (every band and month).
+    source : file named in errors.
+
+    Returns
+    -------
+    float32 ``[128, H, W]`` embeddings; NaN at pixels that are nodata or have no clear month.
+    Each pixel's embedding depends on its own series and position only (not on the batch,
+    up to float rounding, ~1e-6).
+
+    Raises
+    ------
+    InputError
+        a band of :data:`S2_BANDS` missing, or inconsistent shapes.
+    """
+    composites = np.asarray(composites)
+    t, b, h, w = composites.shape
+    missing = [name for name in S2_BANDS if name not in bands]
+    if missing or len(bands) != b:
+        raise InputError(source, f"Presto reads the bands {', '.join(S2_BANDS)}; bands {list(bands)} ({b} in the array), missing {missing}",
+                         "ingest every 10 m and 20 m band (tiles.<tile>.bands)")
+    clear = np.asarray(clear, dtype=bool)
+    if clear.shape != (t, h, w) or len(dates) != t or not 1 <= t <= MAX_TIMESTEPS:
+        raise InputError(source, f"composites [T={t}, B, {h}, {w}], clear mask {clear.shape} and {len(dates)} dates do not match "
+                         f"(T <= {MAX_TIMESTEPS})", "rerun the monthly_median temporal step")
+    order = [list(bands).index(name) for name in S2_BANDS]
+    series = composites[:, order].reshape(t, len(S2_BANDS), h * w).transpose(2, 0, 1)  # [N, T, 10]
+    ok = clear.reshape(t, h * w).T & ~(series == nodata).any(axis=2)  # [N, T]
+    todo = np.flatnonzero(ok.any(axis=1))
+    latlon = pixel_latlon(transform, crs, h, w).reshape(2, -1).T.astype(np.float32)  # [N, 2]
+    months = torch.from_numpy(month_indices(dates))
+    out = np.full((h * w, EMBEDDING_SIZE), np.nan, dtype=np.float32)
+    device = next(encoder.parameters()).device
+    encoder.eval()
+    with torch.inference_mode():
+        for start in range(0, todo.size, int(batch_size)):
+            idx = todo[start : start + int(batch_size)]
+            x, mask, dw = presto_inputs(series[idx], ok[idx])
+            emb = encoder(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(latlon[idx]).to(device),
+                          months.expand(idx.size, t).to(device), torch.from_numpy(dw).to(device))
+            out[idx] = emb.float().cpu().numpy()
+    return np.ascontiguousarray(out.T.reshape(EMBEDDING_SIZE, h, w))
