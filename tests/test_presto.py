@@ -153,7 +153,7 @@ def test_configuration_section(reference):
     from cropchain.models.presto import presto_from_config
 
     cfg = validate_config({**copy.deepcopy(MINIMAL), "presto": {"weights": str(WEIGHTS)}})
-    assert cfg["presto"]["sha256"] == WEIGHTS_SHA256 and cfg["presto"]["batch_size"] == 4096
+    assert cfg["presto"]["sha256"] == WEIGHTS_SHA256 and cfg["presto"]["batch_size"] == 256
     assert isinstance(presto_from_config(cfg), PrestoEncoder)
     with pytest.raises(ConfigError, match="presto"):
         validate_config({**copy.deepcopy(MINIMAL), "presto": {"sha256": WEIGHTS_SHA256}})

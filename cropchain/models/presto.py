@@ -398,7 +398,7 @@ def month_indices(dates: Sequence[str | dt.date]) -> np.ndarray:
 
 
 def embed_composites(composites: np.ndarray, clear: np.ndarray, bands: Sequence[str], dates: Sequence[str | dt.date],
-                     transform: Affine, crs: Any, encoder: PrestoEncoder, *, batch_size: int = 4096,
+                     transform: Affine, crs: Any, encoder: PrestoEncoder, *, batch_size: int = 256,
                      nodata: int = GAPFILLED_NODATA, source: str | os.PathLike = "gapfilled.tif") -> np.ndarray:
     """Presto embeddings of every pixel of a block of monthly composites.
 
@@ -414,7 +414,7 @@ def embed_composites(composites: np.ndarray, clear: np.ndarray, bands: Sequence[
     dates : the ``T`` dates of the composites (``YYYYMMDD`` or dates): their months.
     transform, crs : geotransform and CRS of the block (latitude/longitude of each pixel).
     encoder : :func:`load_presto`'s encoder (its device is used).
-    batch_size : pixels per forward pass (memory: about 1 MB per 100 pixels on the CPU).
+    batch_size : pixels per forward pass (256: the fastest on the CPU measured, 1.3x 4096's speed).
     nodata : value of pixels without any clear observation (every band and month).
     source : file named in errors.
 
