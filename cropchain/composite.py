@@ -197,6 +197,32 @@ def composite_series(
     return out[:, 0, :] if squeeze else out
 
 
+def clear_months(valid: np.ndarray, dates: Sequence[dt.date], months: Sequence[dt.date]) -> np.ndarray:
+    """Whether each month holds at least one clear observation, per pixel: the months that
+    :func:`composite_series` takes as a median, the others being filled from their neighbours
+    (what a model reading the composites, e.g. Presto, masks).
+
+    Parameters
+    ----------
+    valid : bool ``[T, ...]``, True where the observation is clear (as for :func:`composite_series`).
+    dates : ``[T]`` acquisition dates; months : ``[M]`` the months of the composites.
+
+    Returns
+    -------
+    bool ``[M, ...]``.
+    """
+    valid = np.asarray(valid, dtype=bool)
+    if len(dates) != valid.shape[0]:
+        raise ValueError(f"valid [T, ...] and T dates expected, got {valid.shape} and {len(dates)} dates")
+    month_of = _month_index(dates, months)
+    out = np.zeros((len(months),) + valid.shape[1:], dtype=bool)
+    for k in range(len(months)):
+        sel = month_of == k
+        if sel.any():
+            out[k] = valid[sel].any(axis=0)
+    return out
+
+
 def monthly_composite_tile(
     raw: str | os.PathLike,
     mask: str | os.PathLike,

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from cropchain.composite import composite_series, month_grid, monthly_composite_tile, scl_masked_for_kept
+from cropchain.composite import clear_months, composite_series, month_grid, monthly_composite_tile, scl_masked_for_kept
 from cropchain.demo import generate_demo_products
 from cropchain.errors import ConfigError, InputError
 from cropchain.gapfill import GAPFILLED_NODATA
@@ -160,3 +160,20 @@ def test_safe_ingest_with_kept_classes(tmp_path):
             scl = np.repeat(np.repeat(src.read(1), 2, axis=0), 2, axis=1)[:32, :40]
         np.testing.assert_array_equal(mask[t], ~np.isin(scl, [4, 5, 6, 7]))
     assert 0 < mask.mean() < 1
+
+
+def test_clear_months_are_the_months_taken_as_a_median():
+    """clear_months says which months had a clear observation (the others are filled): a pixel's
+    composite of a clear month is its median, whatever the values of the other months."""
+    dates = [dt.date(2021, 1, 5), dt.date(2021, 1, 25), dt.date(2021, 3, 10), dt.date(2021, 4, 2)]
+    months = month_grid("2021-01-01", "2021-04-30")
+    valid = np.array([[True, False, False], [False, False, False], [True, True, False], [False, True, False]])
+    clear = clear_months(valid, dates, months)
+    np.testing.assert_array_equal(clear, [[True, False, False], [False, False, False], [True, True, False], [False, True, False]])
+    values = np.arange(12, dtype=np.int16).reshape(4, 3) * 100  # date i, pixel p: 300 i + 100 p
+    comp = composite_series(values, valid, dates, months)
+    assert comp[0, 0] == 0 and comp[2, 0] == 600 and comp[2, 1] == 700 and comp[3, 1] == 1000  # the clear months
+    assert comp[1, 0] == 300  # February: no observation, filled as the mean of January and March
+    assert np.isnan(comp[:, 2]).all() and not clear[:, 2].any()
+    with pytest.raises(ValueError, match="T dates"):
+        clear_months(valid[:3], dates, months)

@@ -20,7 +20,7 @@ from cropchain.models.networks import TRAINING_DEFAULTS, count_parameters, featu
 from cropchain.nomenclature import Nomenclature
 from cropchain.train import load_model
 
-NETWORKS = ["fg_unet", "temporal_unet", "dilated_cnn", "tempcnn"]
+NETWORKS = ["fg_unet", "temporal_unet", "dilated_cnn", "tempcnn", "ltae"]
 BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]
 T31TEJ_DATES = [f"2018{m:02d}{d:02d}" for m in range(2, 11) for d in (1, 11, 21)][:26]
 # features.tif of T31TEJ: 26 dates x 10 bands, then NDVI, NDWI, brightness x 26 dates = 338
@@ -101,6 +101,15 @@ def test_forward_shapes_and_sizes(arch):
         dense = 64 * 26 * 256 + 256 + 2 * 256 + 256 * len(CODES) + len(CODES)
         assert n == conv + dense
         assert model.margin == 0 and model.pixelwise
+    elif arch == "ltae":  # 13 channels -> d_model 256, 16 heads of d_k 8, MLP 256-128, decoder 64-32
+        encoder = (2 * 13 + 13 * 256 + 256 + 2 * 256) + (256 * 128 + 128) + 16 * 8 + (256 * 128 + 128 + 2 * 128) + 2 * 128
+        decoder = (128 * 64 + 64 + 2 * 64) + (64 * 32 + 32 + 2 * 32) + 32 * len(CODES) + len(CODES)
+        assert n == encoder + decoder
+        assert model.margin == 0 and model.pixelwise
+        with torch.no_grad():
+            emb, attention = net.encoder(torch.randn(50, 26, 13), return_attention=True)
+        assert emb.shape == (50, 128) and attention.shape == (50, 16, 26)
+        torch.testing.assert_close(attention.sum(-1), torch.ones(50, 16))
     elif arch == "dilated_cnn":
         assert model.margin == 18 and model.alignment == 1  # sum of 2 d + 2 over dilations 1, 2, 3
         dilations = [m.dilation[0] for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (5, 5)]
@@ -165,7 +174,7 @@ def test_windowed_map_equals_whole_image(tmp_path, arch):
     assert np.abs(conf[ok].astype(int) - expected_conf[ok]).max() <= 1
     assert len(np.unique(cls[ok])) >= 2  # a map, not a constant
     assert model_image_predictor(model).margin == model.margin
-    if arch == "tempcnn":  # pixel-wise: no context, and the pixels without data are not predicted
+    if arch in ("tempcnn", "ltae"):  # pixel-wise: no context, and the pixels without data are not predicted
         assert (proba[:, ~ok] == 0).all()
         flat = feats.reshape(len(SMALL_NAMES), -1).T[ok.ravel()]
         np.testing.assert_allclose(model.predict_proba(flat), proba[:, ok].T, atol=1e-5)
@@ -206,3 +215,22 @@ def test_reload_errors(tmp_path):
     model = initialized("tempcnn", SMALL_NAMES)
     with pytest.raises(InputError, match="feature bands"):
         model.predict_proba_image(np.zeros((5, 4, 4), np.float32))
+
+
+def test_ltae_encodes_the_dates_in_days():
+    """L-TAE's date encoding follows the dates of the features (days since the first), not their rank."""
+    from cropchain.models.ltae import date_encoding, days_since_first
+
+    assert days_since_first(["20180123", "20180202", "20181005"]) == [0, 10, 255]
+    model = initialized("ltae", SMALL_NAMES)
+    enc = model.net.encoder
+    np.testing.assert_allclose(enc.position[:, :16].numpy(), date_encoding([0, 10, 20], 16).numpy())
+    np.testing.assert_allclose(enc.position[:, 16:32].numpy(), enc.position[:, :16].numpy())  # repeated for every head
+    table = date_encoding([0, 1, 500], 4, period=1000.0).numpy()
+    np.testing.assert_allclose(table[2], [np.sin(500), np.cos(500), np.sin(500 / 1000 ** 0.5), np.cos(500 / 1000 ** 0.5)], rtol=1e-6)
+    other = get_model("ltae", seed=0)
+    shifted = [n.replace("20180211", "20180711") for n in SMALL_NAMES]  # one of the 3 dates 5 months later
+    other.initialize(shifted, CODES, model.mean, model.std)
+    assert not torch.allclose(other.net.encoder.position, enc.position)
+    with pytest.raises(ValueError, match="built for 3"):
+        enc(torch.zeros(2, 4, 4))

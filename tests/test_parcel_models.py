@@ -33,7 +33,7 @@ def _batch(b=3, t=5, c=10, s=32, seed=0):
 
 
 def test_registry_lists_the_paper_models():
-    assert available_parcel_models() == NAMES
+    assert available_parcel_models() == sorted(NAMES + ["parcel_pse_ltae"])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -153,3 +153,86 @@ def test_bad_names_and_hyperparameters():
         get_parcel_model("parcel_cnn", n_bands=10, n_classes=8, patch_size=16)
     with pytest.raises(ConfigError, match="temporal_ratio"):
         get_parcel_model("parcel_cnn_gru70", n_bands=10, n_classes=8, temporal_ratio=0.9)
+
+
+# ------------------------------------------------------------------ PSE+L-TAE (Sainte Fare Garnot et al., CVPR 2020)
+
+
+def test_pse_ltae_shapes_and_parameter_count():
+    model = get_parcel_model("parcel_pse_ltae", n_bands=10, n_classes=8)
+    pse = (10 * 32 + 32 + 2 * 32) + (32 * 64 + 64 + 2 * 64) + (128 * 128 + 128 + 2 * 128)  # MLP 32-64, mean+std, Linear 128 + BN
+    ltae = (2 * 128 + 128 * 256 + 256 + 2 * 256) + (256 * 128 + 128) + 16 * 8 + (256 * 128 + 128 + 2 * 128) + 2 * 128
+    decoder = (128 * 64 + 64) + (64 * 32 + 32) + (32 * 8 + 8)
+    assert (model.spatial_parameters(), model.temporal_parameters(), count_parameters(model.head)) == (pse, ltae, decoder)
+    assert count_parameters(model) == pse + ltae + decoder == 130_248
+    x, mask = _batch(t=7)
+    for train in (True, False):
+        model.train(train)
+        with torch.no_grad():
+            out = model(x, mask)
+        assert out.shape == (3, 8) and torch.isfinite(out).all()
+    with torch.no_grad():
+        assert model.encode(x, mask).shape == (3, 128)
+
+
+def test_pixel_sets_are_drawn_inside_the_parcel():
+    from cropchain.models.parcel.pse_ltae import draw_pixel_sets
+
+    torch.manual_seed(0)
+    b, t, c, s = 2, 3, 2, 16
+    x = torch.arange(b * t * c * s * s, dtype=torch.float32).view(b, t, c, s, s)  # every value unique
+    mask = torch.zeros(b, s, s)
+    mask[0, 2:12, 3:13] = 1  # 100 px
+    mask[1, 5:7, 5:8] = 1  # 6 px: fewer than the set
+    pixels, set_mask = draw_pixel_sets(x, mask, 64)
+    assert pixels.shape == (b, t, 64, c) and set_mask.shape == (b, 64)
+    assert set_mask[0].all() and int(set_mask[1].sum()) == 6
+    flat = x.view(b, t, c, -1)
+    for i in range(b):
+        inside = set(flat[i, 0, 0, mask[i].view(-1) > 0].tolist())
+        drawn = pixels[i, 0, set_mask[i] > 0, 0].tolist()
+        assert set(drawn) <= inside and len(set(drawn)) == len(drawn)  # inside the parcel, without replacement
+        assert torch.equal(pixels[i, :, :, 1] - pixels[i, :, :, 0], torch.full((t, 64), float(s * s)))  # bands of one pixel
+    again, _ = draw_pixel_sets(x, mask, 64)
+    assert not torch.equal(again[0], pixels[0])  # a new draw each time
+
+
+def test_pse_ltae_is_a_set_model_of_ordered_dates():
+    """Evaluation uses every parcel pixel: the pixels outside do not count, nor their arrangement
+    inside the parcel; the order of the dates does."""
+    torch.manual_seed(0)
+    model = get_parcel_model("parcel_pse_ltae", n_bands=10, n_classes=8, d_model=64, n_head=8).eval()
+    x, mask = _batch(t=6)
+    with torch.no_grad():
+        ref = model(x, mask)
+        assert torch.allclose(model(x + 5.0 * (1 - mask)[:, None, None], mask), ref, atol=1e-5)
+        g = torch.Generator().manual_seed(1)
+        perm = torch.randperm(32 * 32, generator=g)  # shuffle pixel positions (mask with them)
+        shuffled = x.flatten(-2)[..., perm].view_as(x)
+        assert torch.allclose(model(shuffled, mask.flatten(-2)[..., perm].view_as(mask)), ref, atol=1e-5)
+        assert not torch.allclose(model(x[:, [3, 0, 5, 1, 4, 2]], mask), ref, atol=1e-4)
+        assert torch.equal(model(x, mask), ref)  # evaluation is deterministic
+
+
+def test_pse_ltae_training_draws_depend_on_the_seed():
+    model = get_parcel_model("parcel_pse_ltae", n_bands=10, n_classes=8, dropout=0.0).train()
+    x, mask = _batch()
+    outs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            outs.append(model(x, mask))
+    assert torch.equal(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])
+
+
+def test_pse_ltae_hyperparameters():
+    model = get_parcel_model("parcel_pse_ltae", n_bands=4, n_classes=3, n_pixels=32, d_model=64, n_head=8, d_k=4, day_step=5)
+    assert model.hyperparameters == {"n_pixels": 32, "day_step": 5.0, "d_model": 64, "n_head": 8, "d_k": 4, "dropout": 0.2}
+    again = get_parcel_model("parcel_pse_ltae", n_bands=4, n_classes=3, **model.hyperparameters)
+    assert count_parameters(again) == count_parameters(model)
+    with pytest.raises(ConfigError, match="parcels.models.parcel_pse_ltae: .*multiple of n_head"):
+        get_parcel_model("parcel_pse_ltae", n_bands=4, n_classes=3, d_model=60, n_head=8)
+    with pytest.raises(ConfigError, match="n_pixels"):
+        get_parcel_model("parcel_pse_ltae", n_bands=4, n_classes=3, n_pixels=1)
+    with pytest.raises(ConfigError, match="unknown hyper-parameter"):
+        get_parcel_model("parcel_pse_ltae", n_bands=4, n_classes=3, n_params=90_000)

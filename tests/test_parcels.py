@@ -376,3 +376,14 @@ def test_majority_vote_on_a_hand_made_map(tmp_path):
         voted = src.read(1)
     assert (voted[0:3, 0:3] == 1).all() and (voted[5:7, 5:7] == 2).all() and (voted[10:13, 10:13] == 0).all()
     assert report["pixel_level"]["n_pixels"] == 13 and report["pixel_level"]["overall_accuracy"] == pytest.approx(9 / 13)
+
+
+def test_pse_ltae_learns_the_temporal_profiles(parcel_set, tmp_path):
+    """PSE+L-TAE (pixel sets drawn inside the parcels) trained by the same loop as the IGARSS models."""
+    settings = {"d_model": 64, "n_head": 8, "n_pixels": 32, "day_step": 30, "epochs": 25, "patience": 25, "learning_rate": 0.005}
+    meta = train_parcel_model([parcel_set["index"]], [parcel_set["split"]], "parcel_pse_ltae", settings, tmp_path / "m", seed=0, threads=1)
+    assert meta["hyperparameters"]["n_pixels"] == 32 and meta["n_parameters"] > 0  # reloaded from these resolved sizes
+    report = predict_parcel_tile(tmp_path / "m", parcel_set["index"], parcel_set["split"], parcel_set["grid"],
+                                 parcel_set["nomenclature"], _outputs(tmp_path), tile="T00BBB", run=0)
+    assert report["architecture"] == "parcel_pse_ltae"
+    assert report["overall_accuracy"] >= 0.9 and report["macro_f1"] >= 0.9  # chance is 1/3

@@ -24,6 +24,8 @@ NOMENCLATURE = Nomenclature(codes=(2, 5, 9), names=("wheat", "maize", "vineyard"
 TINY = {
     "fg_unet": {"widths": [8, 16], "mlp": [16], "epochs": 6, "patches_per_epoch": 16, "batch_size": 4, "patch_size": 32},
     "tempcnn": {"filters": 8, "dense": 16, "epochs": 6, "patches_per_epoch": 16, "batch_size": 4, "patch_size": 16},
+    "ltae": {"d_model": 32, "n_head": 4, "d_k": 4, "mlp": [32, 16], "decoder": [16], "epochs": 6, "patches_per_epoch": 16,
+             "batch_size": 4, "patch_size": 16},
 }
 
 
@@ -93,7 +95,7 @@ def test_same_seed_same_weights(tile, tmp_path):
         assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
-@pytest.mark.parametrize("arch", ["tempcnn", "fg_unet"])
+@pytest.mark.parametrize("arch", ["tempcnn", "fg_unet", "ltae"])
 def test_tiny_training_learns_the_parcels(tile, tmp_path, arch):
     polygons, (f, v, s) = tile
     train(tile, tmp_path / "m", arch, seed=1, epochs=12, patience=12)

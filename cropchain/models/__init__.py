@@ -20,7 +20,7 @@ Two kinds of architectures are registered:
 - ``"network"``: :func:`get_model` returns an untrained
   :class:`~cropchain.models.networks.NetworkClassifier` that
   :func:`cropchain.train_network.train_network` trains on patches of the feature rasters
-  (``fg_unet``, ``temporal_unet``, ``dilated_cnn``, ``tempcnn``).
+  (``fg_unet``, ``temporal_unet``, ``dilated_cnn``, ``tempcnn``, ``ltae``).
 
 Built-in modules are imported only when their architecture is asked for, so that a
 random forest never pays PyTorch's import. :func:`cropchain.train.load_model` reloads
@@ -43,6 +43,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "temporal_unet": ("temporal_unet", "network"),
     "dilated_cnn": ("dilated_cnn", "network"),
     "tempcnn": ("tempcnn", "network"),
+    "ltae": ("ltae", "network"),
 }
 KINDS = ("pixel", "network")
 

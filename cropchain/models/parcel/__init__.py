@@ -16,6 +16,9 @@ name                      model
 ``parcel_cnn_gru80``      CNN + GRU, temporal parameter ratio 0.8
 ``parcel_cnn_gru90``      CNN + GRU, temporal parameter ratio 0.9
 ``parcel_convlstm``       ConvLSTM over dates, mean over the parcel
+``parcel_pse_ltae``       Pixel-Set Encoder + L-TAE (Sainte Fare Garnot et al., CVPR 2020;
+                          :mod:`cropchain.models.parcel.pse_ltae`): a set of pixels drawn
+                          inside the parcel, not a sized-to-90k model (130k parameters)
 ========================  ==================================================================
 """
 
@@ -32,6 +35,7 @@ from cropchain.models.parcel.cnn import ParcelCNN
 from cropchain.models.parcel.cnn_gru import ParcelCNNGRU
 from cropchain.models.parcel.convlstm import ParcelConvLSTM
 from cropchain.models.parcel.gru import ParcelGRU
+from cropchain.models.parcel.pse_ltae import ParcelPSELTAE
 
 __all__ = ["ParcelClassifier", "available_parcel_models", "count_parameters", "get_parcel_model", "register_parcel_model"]
 
@@ -48,6 +52,7 @@ register_parcel_model("parcel_gru", ParcelGRU)
 for _ratio in (70, 80, 90):
     register_parcel_model(f"parcel_cnn_gru{_ratio}", functools.partial(ParcelCNNGRU, temporal_ratio=_ratio / 100))
 register_parcel_model("parcel_convlstm", ParcelConvLSTM)
+register_parcel_model("parcel_pse_ltae", ParcelPSELTAE)
 
 
 def available_parcel_models() -> list[str]:
