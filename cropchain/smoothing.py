@@ -31,6 +31,7 @@ highest probabilities; :func:`entropy_uncertainty` ``100 H / log K`` with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -111,6 +112,7 @@ def bayes_smooth(
         A side with fewer than :func:`smoothing_margin` pixels of context must be an image edge
         (it is mirrored there).
     chunk_rows : rows smoothed at a time (memory ~ ``chunk_rows x W x window_size^2 x 8 B x 4``).
+        Neighbourhood logits are sorted in float32, means and variances summed in float64.
 
     Returns
     -------
@@ -146,22 +148,39 @@ def bayes_smooth(
     out = np.empty((k, oh, ow), dtype=np.float64)
     n_win = window_size * window_size
     rank = np.arange(n_win)
+    n_full = math.ceil(neigh_fraction * n_win)  # neighbours kept where the whole window has data
+    # number of neighbours with data of each output pixel (the same for every class)
+    count = sliding_window_view(np.pad(ok, half, mode="symmetric")[:, left : w - right + 2 * half],
+                                (window_size, window_size)).sum(axis=(-2, -1))
     for c in range(k):
-        padded = np.pad(logits[c], half, mode="symmetric")  # the edge pixel repeated, as sits' mirror
+        # neighbourhoods in float32 (numpy sorts float32 several times faster); sums in float64
+        padded = np.pad(logits[c].astype(np.float32), half, mode="symmetric")  # the edge pixel repeated, as sits' mirror
         for r0 in range(top, h - bottom, chunk_rows):
             r1 = min(r0 + chunk_rows, h - bottom)
             neigh = sliding_window_view(padded[r0 : r1 + 2 * half, left : w - right + 2 * half], (window_size, window_size))
-            neigh = neigh.reshape(r1 - r0, ow, n_win)
-            ordered = -np.sort(-neigh, axis=-1)  # descending, NaN (nodata) last
-            n_high = np.ceil(neigh_fraction * (~np.isnan(neigh)).sum(axis=-1))
-            keep = rank < n_high[..., None]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                m0 = np.where(keep, ordered, 0.0).sum(axis=-1) / n_high
-                s0 = np.where(keep, (ordered - m0[..., None]) ** 2, 0.0).sum(axis=-1) / (n_high - 1)
-            s0 = np.where(n_high > 1, s0, 0.0)
-            x0 = logits[c, r0:r1, left : w - right]
+            ordered = np.sort(neigh.reshape(-1, n_win), axis=-1)  # ascending, NaN (nodata) last
+            n_valid = count[r0:r1].reshape(-1)
+            m0 = np.empty(len(ordered))
+            s0 = np.empty(len(ordered))
+            full = n_valid == n_win
+            # whole windows with data (most pixels): the n_full highest are the last ones
+            high = ordered[full, n_win - n_full :].astype(np.float64)
+            m0[full] = high.mean(axis=-1)
+            s0[full] = ((high - m0[full, None]) ** 2).sum(axis=-1) / (n_full - 1) if n_full > 1 else 0.0
+            part = ~full & (n_valid > 0)
+            if part.any():  # windows with nodata: the highest ceil(fraction n) of the n with data
+                nv = n_valid[part, None]
+                nh = np.ceil(neigh_fraction * nv)
+                keep = (rank >= nv - nh) & (rank < nv)
+                vals = np.where(keep, ordered[part], 0.0)
+                m0[part] = vals.sum(axis=-1) / nh[:, 0]
+                dev = np.where(keep, (vals - m0[part, None]) ** 2, 0.0).sum(axis=-1)
+                s0[part] = np.where(nh[:, 0] > 1, dev / np.maximum(nh[:, 0] - 1, 1), 0.0)
+            m0[n_valid == 0] = np.nan  # nodata surrounded by nodata: passed through below
+            s0[n_valid == 0] = 0.0
+            x0 = logits[c, r0:r1, left : w - right].reshape(-1)
             wgt = s0 / (s0 + sigma2[c])
-            out[c, r0 - top : r1 - top] = wgt * x0 + (1 - wgt) * m0
+            out[c, r0 - top : r1 - top] = (wgt * x0 + (1 - wgt) * m0).reshape(r1 - r0, ow)
     smoothed = 1.0 / (1.0 + np.exp(-out))
     smoothed /= smoothed.sum(axis=0, keepdims=True)
     core_ok = ok[top : h - bottom, left : w - right]
