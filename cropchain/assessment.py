@@ -43,11 +43,14 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
+import shapely
+from rasterio.features import rasterize
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.io.raster import open_raster
+from cropchain.io.raster import block_windows, open_raster
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
+from cropchain.split import VALIDATION, read_split
 
 log = logging.getLogger(__name__)
 
@@ -596,6 +599,62 @@ def assess_map(
     oa = result["overall_accuracy"]
     log.info("%s: overall accuracy %s +- %s on %d points", path.name, oa["value"], oa["ci95"], result["n"])
     return result
+
+
+def validation_sample(
+    split_gpkg: str | os.PathLike,
+    classification: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    reference_field: str = "reference",
+) -> int:
+    """Labelled points from a run's validation parcels: the centre of every pixel they cover.
+
+    For a test of the mechanics of :func:`assess_map` on the chain's own reference: the
+    points are **not** a probability sample (parcels were chosen by the reference, not drawn
+    from the map's strata), so the areas estimated from them are not design-unbiased.
+
+    Parameters
+    ----------
+    split_gpkg : the run's split (``runs/{run}/tiles/{tile}/split.gpkg``, columns code, split).
+    classification : the map whose grid gives the pixels (read by windows of 1024 px).
+    out : GeoPackage written atomically: points (map CRS) with ``reference_field`` = parcel code.
+
+    Returns
+    -------
+    The number of points written.
+
+    Raises
+    ------
+    InputError
+        missing/unreadable split, no validation polygon, no validation pixel on the map grid.
+    """
+    gdf = read_split(split_gpkg, VALIDATION)
+    if gdf.empty:
+        raise InputError(split_gpkg, "no polygon with split == 'validation'", "check the split ratio")
+    xs, ys, codes = [], [], []
+    with open_raster(classification, "classification") as src:
+        gdf = gdf.to_crs(src.crs)
+        geoms, values = gdf.geometry.to_numpy(), gdf["code"].astype(int).to_numpy()
+        tree = gdf.sindex
+        for win in block_windows(src.height, src.width, 1024):
+            idx = tree.query(shapely.box(*rasterio.windows.bounds(win, src.transform)))
+            if idx.size == 0:
+                continue
+            ref = rasterize(zip(geoms[idx], values[idx]), out_shape=(int(win.height), int(win.width)),
+                            transform=src.window_transform(win), fill=0, dtype="int32")
+            rows, cols = np.nonzero(ref)
+            x, y = rasterio.transform.xy(src.window_transform(win), rows, cols, offset="center")
+            xs.append(np.asarray(x, float)), ys.append(np.asarray(y, float)), codes.append(ref[rows, cols])
+        crs = src.crs
+    if not codes or sum(len(c) for c in codes) == 0:
+        raise InputError(split_gpkg, f"no validation pixel on the grid of {classification}", "check that the split is of this tile")
+    points = gpd.GeoDataFrame({reference_field: np.concatenate(codes).astype(np.int32)},
+                              geometry=gpd.points_from_xy(np.concatenate(xs), np.concatenate(ys)), crs=crs)
+    with atomic_output(out) as tmp:
+        points.to_file(tmp, driver="GPKG", layer="validation", engine="pyogrio")
+    log.info("%s: %d labelled points from the validation parcels of %s", out, len(points), split_gpkg)
+    return len(points)
 
 
 def write_assessment(result: Mapping[str, Any], out_json: str | os.PathLike, out_csv: str | os.PathLike | None = None) -> None:

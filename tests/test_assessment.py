@@ -23,6 +23,7 @@ from cropchain.assessment import (
     estimate,
     sample_size,
     stratified_sample,
+    validation_sample,
     write_assessment,
 )
 from cropchain.errors import InputError
@@ -244,3 +245,26 @@ def test_assess_map_rejects_bad_samples(tmp_path):
         assess_map(path, tmp_path / "unknown.gpkg", NOM)
     with pytest.raises(InputError, match="not found"):
         assess_map(path, tmp_path / "absent.gpkg", NOM)
+
+
+def test_validation_sample_labels_the_pixels_of_the_validation_parcels(tmp_path):
+    """`samples: validation`: one point per pixel centre of each validation parcel, with its code, in the map's CRS."""
+    import shapely
+
+    labels = parcel_map()
+    path = write_map(tmp_path / "map.tif", labels)
+    x0, y0 = ORIGIN
+    boxes = [shapely.box(x0 + 100, y0 - 300, x0 + 200, y0 - 200),   # 10 x 10 px
+             shapely.box(x0 + 400, y0 - 150, x0 + 450, y0 - 100),   # 5 x 5 px
+             shapely.box(x0 + 600, y0 - 600, x0 + 700, y0 - 500)]   # learn: not used
+    split = gpd.GeoDataFrame({"polygon_id": [1, 2, 3], "code": [4, 9, 1], "split": ["validation", "validation", "learn"]},
+                             geometry=boxes, crs=32631).to_crs(2154)  # the split in another CRS
+    split.to_file(tmp_path / "split.gpkg")
+    n = validation_sample(tmp_path / "split.gpkg", path, tmp_path / "points.gpkg")
+    pts = gpd.read_file(tmp_path / "points.gpkg")
+    assert n == len(pts) == 100 + 25
+    assert pts.crs.to_epsg() == 32631
+    assert sorted(pts["reference"].value_counts().items()) == [(4, 100), (9, 25)]
+    assert pts.geometry.within(shapely.box(x0 + 100, y0 - 300, x0 + 200, y0 - 200)).sum() == 100
+    r = assess_map(path, tmp_path / "points.gpkg", NOM)
+    assert r["n"] == 125

@@ -28,6 +28,9 @@ def test_dry_run_adds_the_assessment_jobs_only_when_configured(tmp_path):
     design_only = absolute_config("config.yaml", tmp_path, assessment={})
     jobs = _job_counts(snakemake(tmp_path, design_only, "-n").stdout)
     assert jobs["assessment_design"] == 8 and "assessment_estimate" not in jobs
+    validation = absolute_config("config.yaml", tmp_path, assessment={"samples": "validation"})
+    jobs = _job_counts(snakemake(tmp_path, validation, "-n").stdout)
+    assert jobs["assessment_validation_sample"] == jobs["assessment_estimate"] == 8
     for cfg in (absolute_config("config.yaml", tmp_path, assessment={"enabled": False}), absolute_config("config.yaml", tmp_path)):
         assert not any(rule.startswith("assessment") for rule in _job_counts(snakemake(tmp_path, cfg, "-n").stdout))
 

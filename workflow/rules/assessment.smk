@@ -7,6 +7,9 @@ if not ASSESSMENT.get("enabled", True):
     ASSESSMENT = {}
 ASSESSMENT_DIR = f"{RESULTS}/runs/{{run}}/assessment/{{arch}}"
 CLASSIFICATION = f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif"  # rule classify
+# `samples: validation`: each run's validation parcels as labelled points (a test of the mechanics)
+VALIDATION_POINTS = f"{ASSESSMENT_DIR}/{{tile}}_validation_points.gpkg"
+ASSESSMENT_SAMPLES = VALIDATION_POINTS if ASSESSMENT.get("samples") == "validation" else ASSESSMENT.get("samples")
 
 
 def assessment_outputs():
@@ -42,7 +45,7 @@ rule assessment_design:
 rule assessment_estimate:
     input:
         classification=CLASSIFICATION,
-        samples=ASSESSMENT.get("samples") or [],
+        samples=ASSESSMENT_SAMPLES or [],
         nomenclature=config["nomenclature"],
     output:
         json=f"{ASSESSMENT_DIR}/{{tile}}_areas.json",
@@ -59,3 +62,23 @@ rule assessment_estimate:
         runtime=runtime_min("assessment"),
     script:
         "../../scripts/assessment_estimate.py"
+
+
+rule assessment_validation_sample:
+    input:
+        classification=CLASSIFICATION,
+        split=f"{RESULTS}/runs/{{run}}/tiles/{{tile}}/split.gpkg",  # rule split
+    output:
+        points=VALIDATION_POINTS,
+    params:
+        reference_field=ASSESSMENT.get("reference_field", "reference"),
+        code=code_hash("cropchain.assessment"),
+    log:
+        f"{RESULTS}/logs/assessment_validation_sample/{{run}}_{{arch}}_{{tile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/assessment_validation_sample/{{run}}_{{arch}}_{{tile}}.tsv"
+    resources:
+        mem_mb=mem_mb("assessment"),
+        runtime=runtime_min("assessment"),
+    script:
+        "../../scripts/assessment_validation_sample.py"
