@@ -559,8 +559,9 @@ def assess_map(
 
     Returns
     -------
-    The dict of :func:`estimate` plus ``classification``, ``samples``, ``pixel_area_ha``,
-    ``n_outside`` (points off the map or on nodata) and ``classes`` (codes in order).
+    The dict of :func:`estimate` (classes: the nomenclature's codes that are mapped or
+    referenced, in nomenclature order) plus ``classification``, ``samples``, ``pixel_area_ha``
+    and ``n_outside`` (points off the map or on nodata).
 
     Raises
     ------

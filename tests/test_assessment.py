@@ -268,3 +268,18 @@ def test_validation_sample_labels_the_pixels_of_the_validation_parcels(tmp_path)
     assert pts.geometry.within(shapely.box(x0 + 100, y0 - 300, x0 + 200, y0 - 200)).sum() == 100
     r = assess_map(path, tmp_path / "points.gpkg", NOM)
     assert r["n"] == 125
+
+
+def test_estimate_degenerate_strata():
+    """A class only in the reference (omitted by the map) and a stratum with one point: defined values only."""
+    counts = [[20, 0, 2],   # map class 1
+              [1, 0, 0],    # map class 2: one point, variance undefined
+              [3, 4, 30]]   # map class 3; class 2 of the reference is never mapped as 2
+    r = estimate(counts, [500, 10, 1000], pixel_area_ha=0.01, codes=[1, 2, 3])
+    assert r["strata_below_2"] == [2]
+    assert r["users_accuracy"][2]["value"] == 0.0 and r["users_accuracy"][2]["ci95"] is None
+    assert r["overall_accuracy"]["ci95"] is None and r["areas"][1]["ci95_ha"] is None
+    assert r["areas"][2]["estimated_ha"] > 0  # omitted by the map, found by the sample
+    assert r["producers_accuracy"][2]["value"] == 0.0
+    no_ref = estimate([[5, 0], [0, 0]], [100, 0], codes=[1, 2])  # class 2 neither mapped nor sampled
+    assert no_ref["producers_accuracy"][2]["value"] is None and no_ref["unsampled_strata"] == []
