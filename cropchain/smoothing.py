@@ -164,9 +164,11 @@ def bayes_smooth(
             s0 = np.empty(len(ordered))
             full = n_valid == n_win
             # whole windows with data (most pixels): the n_full highest are the last ones
-            high = ordered[full, n_win - n_full :].astype(np.float64)
-            m0[full] = high.mean(axis=-1)
-            s0[full] = ((high - m0[full, None]) ** 2).sum(axis=-1) / (n_full - 1) if n_full > 1 else 0.0
+            high = ordered[full, n_win - n_full :]
+            mean = high.mean(axis=-1, dtype=np.float64)
+            m0[full] = mean
+            s0[full] = np.square(high - mean.astype(np.float32)[:, None]).sum(axis=-1, dtype=np.float64) / (n_full - 1) \
+                if n_full > 1 else 0.0
             part = ~full & (n_valid > 0)
             if part.any():  # windows with nodata: the highest ceil(fraction n) of the n with data
                 nv = n_valid[part, None]
