@@ -30,6 +30,7 @@ include: "workflow/rules/vectorize.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/parcels.smk"
 include: "workflow/rules/delineation.smk"
+include: "workflow/rules/assessment.smk"
 include: "workflow/rules/provenance.smk"
 
 

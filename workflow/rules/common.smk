@@ -148,6 +148,8 @@ def all_outputs():
         outs += parcel_outputs()  # workflow/rules/parcels.smk
     if config.get("delineation"):
         outs += delineation_outputs()  # workflow/rules/delineation.smk
+    if config.get("assessment"):
+        outs += assessment_outputs()  # workflow/rules/assessment.smk
     return outs
 
 
