@@ -1,7 +1,12 @@
 """GeoTIFF conventions shared by every stage.
 
-Every raster cropchain writes is a tiled (256x256 blocks), DEFLATE-compressed GeoTIFF
-that Orfeo ToolBox and QGIS read as it is. Profiles are copied from a source raster
+Every raster cropchain writes is a tiled (256x256 blocks) GeoTIFF compressed with ZSTD
+(level 1) and a predictor, that Orfeo ToolBox and QGIS read as it is. On int16 reflectance
+series ZSTD level 1 writes about 5x faster than DEFLATE (level 6) for the same size (issue 11,
+1024^2 px x 60 bands of noisy synthetic reflectance: 1.2 s vs 6.5 s, 87.5 vs 89.0 MB), and
+compression runs on the job's threads (``GDAL_NUM_THREADS``, set by
+:func:`cropchain.workflow.pin_threads`). Products users open are COGs
+(:mod:`cropchain.io.products`). Profiles are copied from a source raster
 and updated, never rebuilt by hand (rasterio's idiom).
 """
 
@@ -21,7 +26,8 @@ BLOCK_SIZE = 256
 
 
 def geotiff_profile(base: dict, *, count: int, dtype: str, nodata: float | int | None) -> dict:
-    """Profile for a tiled, compressed GeoTIFF on the grid of ``base``.
+    """Profile for a tiled, ZSTD-compressed GeoTIFF (predictor 2 for integers, 3 for floats) on
+    the grid of ``base``.
 
     Parameters
     ----------
@@ -42,7 +48,8 @@ def geotiff_profile(base: dict, *, count: int, dtype: str, nodata: float | int |
         "tiled": True,
         "blockxsize": BLOCK_SIZE,
         "blockysize": BLOCK_SIZE,
-        "compress": "deflate",
+        "compress": "zstd",
+        "zstd_level": 1,
         "interleave": "pixel" if count <= 4 else "band",
         "BIGTIFF": "IF_SAFER",
     }
