@@ -7,6 +7,12 @@ tile's CRS and clipped to the tile; where sources overlap, the source with the h
 priority keeps the overlap and lower-priority polygons lose it (so that no pixel gets two
 labels); polygons smaller than the minimum mapping unit are dropped.
 
+Within one source, polygons of *different* classes that overlap are contested: the
+intersection is removed from every polygon involved (no class wins by the order in which
+polygons are burnt), with a WARNING giving the area removed per class and the polygon ids
+(feature numbers of the source file, 0-based). Overlapping polygons of the *same* class are
+kept as they are (they give the same label).
+
 Output: a GeoPackage layer ``reference`` with columns ``polygon_id`` (1..N), ``code``,
 ``name``, ``source``, ``area_m2`` and the geometry in the tile CRS.
 """
@@ -242,6 +248,61 @@ def _repair(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     return gdf.loc[~lost]
 
 
+def _drop_contested(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
+    """Remove, within one source, the areas claimed by polygons of different classes.
+
+    Parameters
+    ----------
+    gdf : one source's polygons (columns ``code``, ``source_index``), projected CRS.
+    name : the source's name, for the log.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        the same rows, where each polygon overlapping a polygon of another class loses the
+        intersection (same-class overlaps untouched); polygons left empty are dropped.
+        A WARNING logs the area removed per class (m2) and up to a few contested pairs of
+        polygon ids (0-based feature numbers of the source file).
+    """
+    if len(gdf) < 2:
+        return gdf
+    geoms = gdf.geometry.to_numpy()
+    codes = gdf["code"].to_numpy()
+    tree = shapely.STRtree(geoms)
+    left, right = tree.query(geoms, predicate="intersects")
+    pairs = (left < right) & (codes[left] != codes[right])
+    left, right = left[pairs], right[pairs]
+    if not len(left):
+        return gdf
+    inter = _polygonal(shapely.intersection(geoms[left], geoms[right]))
+    real = shapely.area(inter) > 0  # touching edges/corners are not contested
+    left, right, inter = left[real], right[real], inter[real]
+    if not len(left):
+        return gdf
+    new = geoms.copy()
+    before = shapely.area(geoms)
+    for i in np.unique(np.concatenate([left, right])):
+        lost = shapely.union_all(inter[(left == i) | (right == i)])
+        new[i] = _polygonal(np.array([shapely.difference(geoms[i], lost)], dtype=object))[0]
+    removed = before - shapely.area(new)
+    ids = gdf["source_index"].to_numpy()
+    per_class = pd.Series(removed, index=codes).groupby(level=0).sum()
+    per_class = per_class[per_class > 0]
+    shown = ", ".join(f"{ids[a]}/{ids[b]}" for a, b in zip(left[:5], right[:5]))
+    if len(left) > 5:
+        shown += f", ... ({len(left)} pairs in all)"
+    log.warning(
+        "%s: %d pair(s) of overlapping polygons of different classes (polygon ids %s): the contested "
+        "area is dropped from both; removed per class: %s",
+        name, len(left), shown, ", ".join(f"code {c}: {a / 1e4:.2f} ha" for c, a in per_class.items()),
+    )
+    gdf = gdf.set_geometry(gpd.GeoSeries(new, index=gdf.index, crs=gdf.crs))
+    empty = shapely.is_empty(new)
+    if empty.any():
+        log.warning("%s: %d polygon(s) entirely contested by other classes dropped", name, int(empty.sum()))
+    return gdf.loc[~empty]
+
+
 def fuse_reference(
     sources: list[ReferenceSource],
     nomenclature: Nomenclature,
@@ -256,7 +317,9 @@ def fuse_reference(
     nomenclature, repair invalid geometries (``shapely.make_valid``, polygonal parts
     kept), reproject to the grid raster's CRS and clip to its bounds; between sources,
     the higher ``priority`` keeps overlaps (lower-priority polygons get the difference
-    with the union of all higher-priority polygons); within one source, polygons are
+    with the union of all higher-priority polygons); within one source, the intersection
+    of polygons of different classes is removed from all of them (contested area, logged
+    as a WARNING with the area per class and the polygon ids) and same-class overlaps are
     kept as they are. Polygons smaller than ``min_area_m2`` after clipping and overlap
     removal are dropped (minimum mapping unit).
 
@@ -309,7 +372,7 @@ def fuse_reference(
         gdf = gdf.loc[~gdf.geometry.is_empty].sort_values("source_index")
         if len(gdf) < n_before:
             log.info("%s: %d polygon(s) outside the tile dropped", src.name, n_before - len(gdf))
-        prepared[i] = gdf
+        prepared[i] = _drop_contested(gdf, src.name)
 
     # Overlaps between sources: higher priority first; ties -> earlier in the list wins.
     order = sorted(range(len(sources)), key=lambda i: (-sources[i].priority, i))
