@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import shapely
 from pyproj import CRS
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
+from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import open_raster
 from cropchain.nomenclature import Nomenclature
 
@@ -176,11 +177,44 @@ def _grid(grid_raster: str | os.PathLike) -> tuple[CRS, tuple[float, float, floa
     return crs, bounds  # type: ignore[return-value]
 
 
+_MOJIBAKE = re.compile("[\u00c2\u00c3][\u0080-\u00bf]")
+
+
+def _sidecar(path: Path, suffix: str) -> Path | None:
+    """The ``.dbf`` / ``.shx`` / ``.cpg`` beside a shapefile, in any letter case, or None."""
+    for cand in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
+        if cand.exists():
+            return cand
+    return None
+
+
+def _check_shapefile(path: Path, name: str) -> None:
+    """A shapefile needs its .shx (index) and .dbf (attributes) beside the .shp."""
+    if path.suffix.lower() != ".shp":
+        return
+    for suffix, what in ((".dbf", "attribute table"), (".shx", "index")):
+        if _sidecar(path, suffix) is None:
+            raise InputError(path, f"reference source {name!r}: the shapefile has no {path.stem}{suffix} ({what})",
+                             f"copy {path.stem}{suffix} beside {path.name} (a shapefile is .shp + .shx + .dbf, "
+                             "with .prj and .cpg), or give a GeoPackage")
+
+
+def _encoding_hint(path: Path) -> str:
+    cpg = _sidecar(path, ".cpg") if path.suffix.lower() == ".shp" else None
+    if cpg is None:
+        return "no .cpg file" if path.suffix.lower() == ".shp" else "the file's declared encoding"
+    try:
+        return f"{cpg.name} says {cpg.read_text(errors='replace').strip()!r}"
+    except OSError:
+        return f"{cpg.name} unreadable"
+
+
 def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDataFrame:
     """Read one source, check field/mapping/nomenclature, map values to codes."""
-    path = Path(src.path)
+    path = require_utf8_path(src.path, f"reference source {src.name!r}")
     if not path.exists():
         raise InputError(path, f"reference source {src.name!r} not found", "check `path` of this reference source in the config")
+    _check_shapefile(path, src.name)
     try:
         info = pyogrio.read_info(path, layer=src.layer)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
@@ -198,11 +232,28 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
         gdf = pyogrio.read_dataframe(path, layer=src.layer, columns=[src.field])
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
         raise InputError(path, f"reference source {src.name!r} cannot be read ({exc})", "repair the file, e.g. with ogr2ogr") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            path,
+            f"reference source {src.name!r}: the attributes are not in the encoding declared ({_encoding_hint(path)}; "
+            f"byte {exc.object[exc.start:exc.start + 1]!r} is not {exc.encoding})",
+            f"write the real encoding in {path.stem}.cpg (e.g. LATIN1 or CP1252), or re-save the file as UTF-8 "
+            f"(ogr2ogr -lco ENCODING=UTF-8 fixed.shp {path.name})",
+        ) from None
+    _check_polygonal(gdf, path, src.name)
 
     mapping = {_key(k): v for k, v in src.mapping.items()}
     keys = np.array([_key(v) for v in gdf[src.field].to_numpy(dtype=object)], dtype=object)
     present = pd.unique(keys)
     unknown = [k for k in present if k not in mapping]
+    garbled = [k for k in unknown if k is not None and _MOJIBAKE.search(k)]
+    if garbled:
+        raise InputError(
+            path,
+            f"field {src.field!r} has value(s) that look like UTF-8 text read in another encoding "
+            f"({_encoding_hint(path)}): {_listing(sorted(garbled))}",
+            f"write UTF-8 in {path.stem}.cpg (the attributes are UTF-8), or re-save the file with its encoding declared",
+        )
     if unknown:
         shown = ["<null>" if k is None else k for k in unknown]
         raise InputError(
@@ -225,6 +276,25 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
     out = gpd.GeoDataFrame({"code": code[keep]}, geometry=gdf.geometry.to_numpy()[keep], crs=gdf.crs)
     out["source_index"] = np.flatnonzero(keep)
     return out
+
+
+def _check_polygonal(gdf: gpd.GeoDataFrame, path: Path, name: str) -> None:
+    """Stop on a source of lines or points (no parcel); warn and count non-polygons among polygons."""
+    geoms = gdf.geometry.to_numpy()
+    present = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    kinds = pd.Series(shapely.get_type_id(geoms[present]))
+    # 3 Polygon, 6 MultiPolygon, 7 GeometryCollection (may hold polygons)
+    polygonal = kinds.isin((3, 6, 7))
+    if len(kinds) and not polygonal.any():
+        names = sorted(set(shapely.get_type_id(geoms[present]).tolist()))
+        found = ", ".join({0: "Point", 1: "LineString", 2: "LinearRing", 4: "MultiPoint", 5: "MultiLineString"}.get(t, str(t))
+                          for t in names)
+        raise InputError(path, f"reference source {name!r} holds {found} geometries, not polygons: parcels need areas",
+                         "give the parcels as polygons (e.g. QGIS 'Lines to polygons', or ogr2ogr -nlt POLYGON on closed lines)")
+    if (~polygonal).any():
+        ids = np.flatnonzero(present)[~polygonal.to_numpy()]
+        log.warning("%s: %d feature(s) are lines or points, not polygons, and are ignored (feature ids %s)",
+                    name, len(ids), _listing(ids.tolist()))
 
 
 def _repair(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:

@@ -22,10 +22,19 @@ from cropchain.log import configure
 log = logging.getLogger("cropchain.workflow")
 
 
+def _first_output(snakemake: Any) -> str | None:
+    try:
+        return str(snakemake.output[0]) if len(snakemake.output) else None
+    except (AttributeError, TypeError, IndexError):
+        return None
+
+
 def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
     """Run ``step(snakemake)`` with logging to the rule's log file.
 
-    Exits with status 1 and the error's message (file and fix) on a CropchainError.
+    Exits with status 1 and the error's message (file and fix) on a CropchainError, and on a
+    full disk (``OSError`` ENOSPC, GDAL's "No space left on device"): the disk, its free space
+    and the output being written are named instead of a traceback.
     """
     # GeoPackages record a last-change time; fixed here so that the same inputs give the same
     # bytes (reproducible products, as SOURCE_DATE_EPOCH does for builds)
@@ -37,10 +46,20 @@ def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
     try:
         step(snakemake)
     except CropchainError as exc:
-        log.error("%s", exc)
-        print(f"cropchain error: {exc}", file=sys.stderr)
+        # a path that is not UTF-8 (surrogate escapes) is printed with \xNN, never a second traceback
+        msg = str(exc).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        log.error("%s", msg)
+        print(f"cropchain error: {msg}", file=sys.stderr)
         sys.exit(1)
-    except Exception:
+    except Exception as exc:
+        from cropchain.io.atomic import disk_full_error, is_disk_full
+
+        where = getattr(exc, "filename", None) or _first_output(snakemake)
+        if is_disk_full(exc, where):
+            err = disk_full_error(where or ".")
+            log.error("%s (%s)", err, exc)
+            print(f"cropchain error: {err}", file=sys.stderr)
+            sys.exit(1)
         log.exception("rule %s failed on an unexpected error (please report it)", snakemake.rule)
         raise
     log.info("rule %s done in %.1f s", snakemake.rule, time.perf_counter() - start)

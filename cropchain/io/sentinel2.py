@@ -38,7 +38,7 @@ from rasterio.vrt import WarpedVRT
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
+from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import geotiff_profile
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,16 @@ def normalize_tile(tile: str) -> str:
     return t if t.startswith("T") else "T" + t
 
 
+_TILE_ID_RE = re.compile(r"T?\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}", re.IGNORECASE)
+
+
+def tile_id_of_name(name: str) -> str | None:
+    """The MGRS tile id (``T31TEJ``) a config tile name stands for, or None when the name is
+    not a tile id (``"herault"``, ``"OTB"``): only then can products be checked against it."""
+    text = str(name).strip()
+    return normalize_tile(text) if _TILE_ID_RE.fullmatch(text) else None
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -147,7 +157,7 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [Path(p) for p in paths]
+    paths = [require_utf8_path(p, "products folder") for p in paths]
     found: dict[Path, None] = {}
     for p in paths:
         if not p.exists():
@@ -160,6 +170,8 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
                     found[q.resolve()] = None
         else:
             raise InputError(p, "not a folder", "give a .SAFE folder or a folder holding .SAFE products (unzip .zip downloads first)")
+    for q in found:
+        require_utf8_path(q, "SAFE product")
     if not found:
         where = ", ".join(str(p) for p in paths) or "<no path given>"
         raise InputError(where, "no Sentinel-2 .SAFE product folder found",
@@ -431,9 +443,10 @@ def ingest_safe(
     expected = normalize_tile(tile) if tile else prods[0].tile
     for p in prods:
         if p.tile != expected:
-            first = "" if tile else f" (the tile of {prods[0].path.name})"
+            first = f" (the tile named in the configuration, tiles.{tile})" if tile else \
+                f" (the tile of {prods[0].path.name})"
             raise InputError(p.path, f"product of tile {p.tile}, expected {expected}{first}",
-                             "give the products of one tile per ingest (one folder per tile)")
+                             "give the products of one tile per ingest (one folder per tile), named after that tile")
     for a, b in zip(prods, prods[1:]):
         if a.date == b.date:
             raise InputError(b.path, f"same sensing date {a.date} as {a.path}",

@@ -35,7 +35,7 @@ import rasterio
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
+from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import block_windows, geotiff_profile, read_dates
 from cropchain.io.sentinel2 import RAW_NODATA
 
@@ -146,13 +146,15 @@ def find_stack_files(
     ConfigError
         ``date_pattern`` is not a regular expression.
     """
-    folder = Path(folder)
+    folder = require_utf8_path(folder, "stack folder")
     _compile(date_pattern, "tiles.<tile>.date_pattern")
     if not folder.is_dir():
         raise InputError(folder, "stack folder not found", "check the tile's products path (relative to the working directory)")
     mask_paths = sorted(p for p in folder.glob(masks) if p.is_file()) if masks else []
     mask_set = set(mask_paths)
     images = sorted(p for p in folder.glob(files) if p.is_file() and p not in mask_set)
+    for p in (*images, *mask_paths):
+        require_utf8_path(p, "stack file")
     if not images:
         raise InputError(folder, f"no image file matching {files!r}", "put one GeoTIFF per date there, or fix the tile's 'files' glob")
 

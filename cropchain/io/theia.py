@@ -44,7 +44,7 @@ from rasterio.vrt import WarpedVRT
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
+from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import geotiff_profile
 from cropchain.io.sentinel2 import RAW_NODATA, REFLECTANCE_SCALE, SENTINEL2_BANDS, normalize_tile
 
@@ -146,7 +146,7 @@ def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) 
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [Path(p) for p in paths]
+    paths = [require_utf8_path(p, "products folder") for p in paths]
     found: dict[Path, dt.datetime] = {}
     zipped: list[Path] = []
     for p in paths:
@@ -164,6 +164,8 @@ def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) 
                 found[q.resolve()] = _sensing(q, m)
             elif q.suffix.lower() == ".zip":
                 zipped.append(q)
+    for q in found:
+        require_utf8_path(q, "Theia product")
     unzipped = {q.name for q in found}
     still_zipped = [z for z in zipped if z.name[:-4] not in unzipped]
     if still_zipped:
@@ -324,8 +326,10 @@ def ingest_theia(
     expected = normalize_tile(tile) if tile else prods[0].tile
     for p in prods:
         if p.tile != expected:
-            raise InputError(p.path, f"product of tile {p.tile}, expected {expected}",
-                             "give the products of one tile per ingest (one folder per tile)")
+            first = f" (the tile named in the configuration, tiles.{tile})" if tile else \
+                f" (the tile of {prods[0].path.name})"
+            raise InputError(p.path, f"product of tile {p.tile}, expected {expected}{first}",
+                             "give the products of one tile per ingest (one folder per tile), named after that tile")
     for a, b in zip(prods, prods[1:]):
         if a.date == b.date:
             raise InputError(b.path, f"same acquisition date {a.date} as {a.path}",
