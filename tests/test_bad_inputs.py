@@ -427,6 +427,57 @@ def test_products_folder_not_utf8(demo_safe, tmp_path, job):
     assert "Traceback" not in err
 
 
+def _zip_product(product: Path, name: str | None = None) -> Path:
+    """Zip a product folder the way the Copernicus Data Space delivers it (``<name>.SAFE.zip``)."""
+    archive = shutil.make_archive(str(product.parent / (name or product.name)), "zip", product.parent, product.name)
+    return Path(archive)
+
+
+@pytest.mark.parametrize("given", ["folder", "product paths"])
+def test_zipped_safe_beside_folders_is_named(given, demo_safe, tmp_path, job):
+    from cropchain.io.sentinel2 import find_safe_products
+
+    folder = tmp_path / "products"
+    shutil.copytree(demo_safe / "safe", folder)
+    products = sorted(folder.iterdir())
+    zipped = _zip_product(products[1])
+    shutil.rmtree(products[1])
+    args = folder if given == "folder" else [*[p for p in products if p.exists()], zipped]
+    status, first, err = job(lambda: find_safe_products(args))
+    assert status == 1, err
+    assert f"cropchain error: {folder}: 1 Sentinel-2 product(s) still zipped" in first, first
+    assert zipped.name in first and "beside 2 unzipped .SAFE folder(s)" in first and "unzip -q" in first, first
+    # All zipped: the same line, not "check the path".
+    for p in products:
+        if p.exists():
+            _zip_product(p)
+            shutil.rmtree(p)
+    status, first, err = job(lambda: find_safe_products(folder))
+    assert status == 1 and "3 Sentinel-2 product(s) still zipped" in first, first
+
+
+def test_zipped_safe_with_its_unzipped_twin_is_ignored(demo_safe, tmp_path):
+    from cropchain.io.sentinel2 import find_safe_products
+
+    folder = tmp_path / "products"
+    shutil.copytree(demo_safe / "safe", folder)
+    products = sorted(folder.iterdir())
+    _zip_product(products[0])
+    assert sorted(p.name for p in find_safe_products(folder)) == [p.name for p in products]
+
+
+def test_zipped_theia_given_as_a_product_path(demo_safe, tmp_path, job):
+    from cropchain.io.theia import find_theia_products
+
+    folder = tmp_path / "theia"
+    shutil.copytree(demo_safe / "theia", folder)
+    products = sorted(p for p in folder.iterdir() if p.is_dir())
+    zipped = Path(shutil.make_archive(str(products[0]), "zip", folder, products[0].name))
+    shutil.rmtree(products[0])
+    status, first, err = job(lambda: find_theia_products([*products[1:], zipped]))
+    assert status == 1 and f"{zipped}: Theia product is still zipped" in first and "beside 2 unzipped" in first, err
+
+
 # --------------------------------------------------------------------------- disk and process faults
 def test_disk_full_names_the_disk_and_what_was_written(tmp_path, job):
     from cropchain.io.atomic import atomic_output

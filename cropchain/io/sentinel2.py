@@ -136,6 +136,20 @@ def _sensing_from_name(path: Path) -> dt.datetime | None:
         return None
 
 
+_ZIPPED_SAFE_RE = re.compile(r"^S2[A-D]_MSIL2A_\w+(\.SAFE)?\.zip$", re.IGNORECASE)
+
+
+def is_zipped_safe(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a zipped Sentinel-2 L2A product (``S2B_MSIL2A_...SAFE.zip`` as the
+    Copernicus Data Space delivers it, or ``S2B_MSIL2A_....zip``)."""
+    return bool(_ZIPPED_SAFE_RE.match(Path(path).name))
+
+
+def _safe_name_of_zip(path: Path) -> str:
+    name = path.name[:-4]
+    return name if name.upper().endswith(".SAFE") else name + ".SAFE"
+
+
 def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Find Sentinel-2 ``.SAFE`` product folders.
 
@@ -153,12 +167,15 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     Raises
     ------
     InputError
-        a path does not exist, or no ``.SAFE`` folder was found at all.
+        a path does not exist or is not valid UTF-8; a zipped product (``*.SAFE.zip``, see
+        :func:`is_zipped_safe`) without its unzipped ``.SAFE`` folder beside it (every such zip
+        named: its date would be missing); no ``.SAFE`` folder was found at all.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [require_utf8_path(p, "products folder") for p in paths]
     found: dict[Path, None] = {}
+    zipped: list[Path] = []
     for p in paths:
         if not p.exists():
             raise InputError(p, "folder not found", "give a .SAFE folder or a folder holding .SAFE products")
@@ -168,10 +185,27 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
             for q in sorted(p.rglob("*")):
                 if q.is_dir() and q.suffix.upper() == ".SAFE":
                     found[q.resolve()] = None
+                elif q.is_file() and is_zipped_safe(q):
+                    zipped.append(q)
+        elif is_zipped_safe(p):
+            zipped.append(p)
         else:
             raise InputError(p, "not a folder", "give a .SAFE folder or a folder holding .SAFE products (unzip .zip downloads first)")
     for q in found:
         require_utf8_path(q, "SAFE product")
+    unzipped = {q.name.upper() for q in found}
+    still_zipped = sorted({z for z in zipped if _safe_name_of_zip(z).upper() not in unzipped})
+    twins = len(set(zipped)) - len(still_zipped)
+    if twins:
+        log.info("%d zipped product(s) ignored: the same .SAFE folder is there unzipped", twins)
+    if still_zipped:
+        shown = ", ".join(z.name for z in still_zipped[:5]) + (f", ... ({len(still_zipped)} in all)" if len(still_zipped) > 5 else "")
+        raise InputError(
+            still_zipped[0].parent,
+            f"{len(still_zipped)} Sentinel-2 product(s) still zipped, which cropchain does not read: {shown}"
+            + (f" (beside {len(found)} unzipped .SAFE folder(s): their dates would be missing)" if found else ""),
+            f"unzip them in place (cd {still_zipped[0].parent} && unzip -q '*.zip'), then rerun",
+        )
     if not found:
         where = ", ".join(str(p) for p in paths) or "<no path given>"
         raise InputError(where, "no Sentinel-2 .SAFE product folder found",

@@ -152,9 +152,9 @@ def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) 
     for p in paths:
         if not p.exists():
             raise InputError(p, "folder not found", "give a Theia L2A product folder or a folder holding them")
-        if not p.is_dir():
+        if not p.is_dir() and not (p.suffix.lower() == ".zip" and THEIA_NAME_RE.match(p.name[:-4])):
             raise InputError(p, "not a folder", "give a Theia L2A product folder or a folder holding them (unzip .zip downloads)")
-        candidates = [p, *sorted(p.rglob("SENTINEL2*"))]
+        candidates = [p, *sorted(p.rglob("SENTINEL2*"))] if p.is_dir() else [p]
         for q in candidates:
             stem = q.name[:-4] if q.name.lower().endswith(".zip") else q.name
             m = THEIA_NAME_RE.match(stem)
@@ -169,7 +169,9 @@ def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) 
     unzipped = {q.name for q in found}
     still_zipped = [z for z in zipped if z.name[:-4] not in unzipped]
     if still_zipped:
-        raise InputError(still_zipped[0], "Theia product is still zipped",
+        shown = ", ".join(z.name for z in still_zipped[:5]) + (f", ... ({len(still_zipped)} in all)" if len(still_zipped) > 5 else "")
+        raise InputError(still_zipped[0], f"Theia product is still zipped ({len(still_zipped)} zip(s) in all: {shown})"
+                         + (f" beside {len(found)} unzipped product(s): their dates would be missing" if found else ""),
                          f"unzip it next to the zip (unzip {still_zipped[0].name}); {len(still_zipped)} zip(s) in all")
     if not found:
         where = ", ".join(str(p) for p in paths) or "<no path given>"

@@ -93,11 +93,14 @@ def tile_products(wildcards):
     if source == "stack_file":
         return [spec[key] for key in ("file", "dates_file", "mask_file") if key in spec]
     folder = Path(spec["products"])
+    # Zipped products are inputs too: the ingest names them (it reads unzipped folders only).
     if source == "safe":
         found = sorted(str(p) for p in folder.rglob("*.SAFE") if p.is_dir())
+        found += sorted(str(p) for p in folder.rglob("S2*_MSIL2A_*.zip") if p.is_file())
         what = "*.SAFE folder"
     elif source == "theia":
         found = sorted(str(p) for p in folder.rglob("SENTINEL2*_L2A_T*") if p.is_dir())
+        found += sorted(str(p) for p in folder.rglob("SENTINEL2*_L2A_T*.zip") if p.is_file())
         what = "Theia product folder (SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x, unzipped)"
     else:
         globs = [spec.get("files", "*.tif")] + ([spec["masks"]] if "masks" in spec else [])
