@@ -114,6 +114,17 @@ def tile_products(wildcards):
     return found
 
 
+def tile_products_stamp(wildcards):
+    """Names, sizes and mtimes of every file inside a tile's product folders (SAFE, Theia), as a
+    rule param: a band replaced inside a .SAFE reruns the rules that read the products, which
+    the folder's own mtime would not. Other sources give their files as inputs already."""
+    from cropchain.provenance import content_stamp
+
+    if config["tiles"][wildcards.tile]["source"] not in ("safe", "theia"):
+        return ""
+    return content_stamp(tile_products(wildcards))
+
+
 def reference_inputs():
     files = [s["path"] for s in config["reference"]["sources"]]
     files += [s["mapping_csv"]["path"] for s in config["reference"]["sources"] if "mapping_csv" in s]
