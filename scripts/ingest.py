@@ -14,7 +14,8 @@ def main(smk):
     expected = tile if tile_id_of_name(tile) else None
     if source in ("safe", "demo"):
         ingest_safe(find_safe_products(list(smk.input.products)), *out, bands=cfg["bands"],
-                    scl_masked_classes=smk.params.scl_masked, resampling=cfg["resampling"], tile=expected)
+                    scl_masked_classes=smk.params.scl_masked, resampling=cfg["resampling"], tile=expected,
+                    same_date=cfg.get("same_date", "error"))
     elif source == "theia":
         ingest_theia(find_theia_products(list(smk.input.products)), *out, bands=cfg["bands"],
                      clm_bits=spec.get("clm_bits", DEFAULT_CLM_BITS), resampling=cfg["resampling"], tile=expected)

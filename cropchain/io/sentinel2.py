@@ -22,10 +22,12 @@ Orfeo ToolBox's conventions for image time series (as iota2 does):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -422,6 +424,126 @@ def _read_on_grid(path: Path, grid: dict, resampling: Resampling) -> np.ndarray:
         raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
 
 
+SAME_DATE_RULES = ("error", "merge")
+
+
+def _baseline_key(p: SafeProduct) -> tuple:
+    """Most recent first: processing baseline, then the product's generation time (end of its name)."""
+    try:
+        baseline = float(p.baseline)
+    except ValueError:
+        baseline = -1.0
+    return (-baseline, tuple(-ord(c) for c in p.path.name))
+
+
+def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes: Sequence[int], work_dir: str | os.PathLike,
+                             *, block: int = 1024) -> list[SafeProduct]:
+    """Merge products of the same sensing date into one per date: per pixel, the clear observation
+    of the most recent processing baseline.
+
+    Two products of one date come from a tile at the overlap of two orbits' datastrips, or from
+    a reprocessing (the same acquisition under a newer baseline). For each date with several
+    products, and for each band at its native resolution, a pixel takes its value from the
+    first product, in order of processing baseline (newest first, then the newest generation
+    time), where the pixel is clear (SCL not in ``scl_masked_classes`` and DN not 0); where no
+    product is clear, from the first product with data (the pixel stays masked through its SCL).
+    DNs are converted to the chosen reference's ``BOA_ADD_OFFSET`` and quantification, so that
+    reflectance is unchanged. The SCL is merged by the same rule.
+
+    Parameters
+    ----------
+    products : products of one tile, as :func:`read_safe_product` returns them.
+    scl_masked_classes : SCL classes that are not clear (the ingest's mask).
+    work_dir : folder for the merged band files (uint16 GeoTIFF at each band's resolution); it
+        must outlive the ingest that reads them.
+    block : rows per window (memory: a few ``block x width`` arrays per product).
+
+    Returns
+    -------
+    list of SafeProduct
+        one per date, sorted by sensing time; single products are returned as they are; a
+        merged one keeps the metadata of the most recent baseline and points at the merged files.
+
+    Raises
+    ------
+    InputError
+        products of one date whose band files are not on one grid.
+    """
+    from rasterio.windows import Window, bounds as window_bounds, from_bounds
+
+    work_dir = Path(work_dir)
+    masked = np.array(sorted({int(c) for c in scl_masked_classes}), dtype=np.int64)
+    by_date: dict[dt.date, list[SafeProduct]] = {}
+    for p in products:
+        by_date.setdefault(p.date, []).append(p)
+    out: list[SafeProduct] = []
+    for date, group in sorted(by_date.items()):
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        group = sorted(group, key=_baseline_key)
+        ref = group[0]
+        folder = work_dir / f"{date:%Y%m%d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        merged: dict[str, Path] = {}
+        from_ref = total = 0
+        for band in [*ref.band_files, "SCL"]:
+            files = [p.scl_file if band == "SCL" else p.band_files.get(band) for p in group]
+            if any(f is None for f in files):
+                raise InputError(group[[f is None for f in files].index(True)].path, f"band {band} missing in one of the "
+                                 f"products of {date}", "give products with the same bands")
+            target = folder / f"{band}.tif"
+            with contextlib.ExitStack() as stack:
+                srcs = [stack.enter_context(_open(f)) for f in files]
+                scls = [stack.enter_context(_open(p.scl_file)) for p in group]
+                first = srcs[0]
+                for f, src in zip(files[1:], srcs[1:]):
+                    if _grid(src) != _grid(first):
+                        raise InputError(f, f"grid differs from {files[0]}, a product of the same date {date}",
+                                         "products of one date can only be merged on one tile grid")
+                profile = geotiff_profile(first.profile, count=1, dtype="uint16", nodata=0)
+                profile.update(driver="GTiff")
+                with rasterio.open(target, "w", **profile) as dst:
+                    for row in range(0, first.height, block):
+                        win = Window(0, row, first.width, min(block, first.height - row))
+                        shape = (int(win.height), int(win.width))
+                        value = np.zeros(shape, dtype=np.uint16)
+                        chosen = np.full(shape, -1, dtype=np.int16)
+                        fallback = np.full(shape, -1, dtype=np.int16)
+                        for k, (p, src, scl) in enumerate(zip(group, srcs, scls)):
+                            dn = src.read(1, window=win)
+                            sw = from_bounds(*window_bounds(win, first.transform), transform=scl.transform)
+                            cls = scl.read(1, window=sw, out_shape=shape, resampling=Resampling.nearest, boundless=True,
+                                           fill_value=0)
+                            has = (cls != 0) if band == "SCL" else (dn != 0)
+                            clear = has & ~np.isin(cls, masked)
+                            take = clear & (chosen < 0)
+                            chosen[take] = k
+                            fallback[has & (fallback < 0)] = k
+                            if band == "SCL":
+                                v = dn.astype(np.float64)
+                            else:
+                                v = (dn.astype(np.float64) + p.offsets.get(band, 0)) * (ref.quantification / p.quantification) \
+                                    - ref.offsets.get(band, 0)
+                                v = np.clip(np.rint(v), 1, 65535)
+                            pick = take | ((chosen < 0) & (fallback == k) & has)
+                            value[pick] = v[pick].astype(np.uint16)
+                        dst.write(value, 1, window=win)
+                        if band == "SCL":
+                            from_ref += int((chosen == 0).sum())
+                            total += int((chosen >= 0).sum())
+            merged[band] = target
+        log.warning("%s: %d products of the same date merged per pixel, the clear observation of the most recent "
+                    "processing baseline first (%s); %.1f%% of the clear pixels from %s", date, len(group),
+                    ", ".join(f"{p.path.name} (baseline {p.baseline})" for p in group),
+                    100.0 * from_ref / total if total else 0.0, ref.path.name)
+        out.append(SafeProduct(path=ref.path, date=ref.date, sensing_time=ref.sensing_time, tile=ref.tile,
+                               spacecraft=ref.spacecraft, baseline=ref.baseline, quantification=ref.quantification,
+                               offsets=dict(ref.offsets), band_files={b: merged[b] for b in ref.band_files},
+                               scl_file=merged["SCL"]))
+    return out
+
+
 def ingest_safe(
     products: Sequence[str | os.PathLike],
     out_raw: str | os.PathLike,
@@ -432,6 +554,7 @@ def ingest_safe(
     scl_masked_classes: Sequence[int] = DEFAULT_SCL_MASKED,
     resampling: str = "bilinear",
     tile: str | None = None,
+    same_date: str = "error",
 ) -> None:
     """Stack Sentinel-2 L2A SAFE products of one tile into ``raw.tif``, ``raw_mask.tif``, ``raw_dates.txt``.
 
@@ -451,6 +574,9 @@ def ingest_safe(
     resampling : rasterio resampling of the 20 m (and 60 m) bands onto the 10 m grid
         (``"bilinear"``, ``"cubic"``, ``"nearest"`` ...). SCL is always resampled by nearest.
     tile : expected tile (``"T31TEJ"`` or ``"31TEJ"``); by default the tile of the first product.
+    same_date : ``"error"`` (default): two products of one date stop the ingest; ``"merge"``:
+        they are merged per pixel, the clear observation of the most recent processing baseline
+        first (:func:`merge_same_date_products`, config ``ingest.same_date``).
 
     The output grid is that of the first product's first 10 m band (B02 by default).
     Products are processed one date and one band at a time: memory is a few H x W arrays.
@@ -472,7 +598,10 @@ def ingest_safe(
     masked = np.array(sorted({int(c) for c in scl_masked_classes}), dtype=np.int64)
     if not products:
         raise InputError(out_raw, "no Sentinel-2 product given for this tile", "check the products folder of the tile")
-    prods = sorted((read_safe_product(p, bands) for p in products), key=lambda p: (p.sensing_time, p.path.name))
+    if same_date not in SAME_DATE_RULES:
+        raise ConfigError(f"ingest.same_date: {same_date!r}, choose one of {', '.join(SAME_DATE_RULES)}")
+    prods = sorted((p if isinstance(p, SafeProduct) else read_safe_product(p, bands) for p in products),
+                   key=lambda p: (p.sensing_time, p.path.name))
 
     expected = normalize_tile(tile) if tile else prods[0].tile
     for p in prods:
@@ -481,10 +610,18 @@ def ingest_safe(
                 f" (the tile of {prods[0].path.name})"
             raise InputError(p.path, f"product of tile {p.tile}, expected {expected}{first}",
                              "give the products of one tile per ingest (one folder per tile), named after that tile")
+    if same_date == "merge" and len({p.date for p in prods}) < len(prods):
+        Path(out_raw).parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=Path(out_raw).parent, prefix=".same-date-") as work:
+            merged = merge_same_date_products(prods, scl_masked_classes, work)
+            ingest_safe(merged, out_raw, out_mask, out_dates, bands=bands, scl_masked_classes=scl_masked_classes,
+                        resampling=resampling, tile=expected)
+        return
     for a, b in zip(prods, prods[1:]):
         if a.date == b.date:
             raise InputError(b.path, f"same sensing date {a.date} as {a.path}",
-                             "keep one product per date (e.g. the latest processing baseline) and remove the other")
+                             "keep one product per date (e.g. the latest processing baseline) and remove the other, "
+                             "or set ingest.same_date: merge (per pixel, the clear observation of the newest baseline)")
 
     ref_band = next((b for b in bands if NATIVE_RESOLUTION[b] == 10), bands[0])
     with _open(prods[0].band_files[ref_band]) as src:
