@@ -517,3 +517,24 @@ def test_contested_reference_overlap_is_a_warning_with_a_correct_result(tmp_path
     fused = gpd.read_file(out / "reference.gpkg")
     assert fused["area_m2"].tolist() == pytest.approx([200 * 400, 200 * 400])
     assert pd.Series(fused.geometry.area).sum() == pytest.approx(2 * 200 * 400)
+
+
+def test_non_utf8_product_folder_in_the_workflow(demo_safe, tmp_path):
+    """Snakemake cannot even write a non-UTF-8 input path in its locks: the input function names it."""
+    import yaml
+
+    from conftest import snakemake
+
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/products/donn\xe9es"))
+    folder.parent.mkdir()
+    shutil.copytree(demo_safe / "safe", folder)
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    del cfg["demo"]
+    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
+    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products"}}
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(tmp_path, configfile, "--dry-run", "results/tiles/T31TXA/raw.tif", check=False)
+    assert proc.returncode == 1
+    assert "products/donn\\xe9es/S2" in proc.stderr + proc.stdout and "is not valid UTF-8" in proc.stderr + proc.stdout
+    assert "UnicodeEncodeError" not in proc.stderr + proc.stdout

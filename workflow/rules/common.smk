@@ -106,6 +106,12 @@ def tile_products(wildcards):
         globs = [spec.get("files", "*.tif")] + ([spec["masks"]] if "masks" in spec else [])
         found = sorted({str(p) for pattern in globs for p in folder.glob(pattern) if p.is_file()})
         what = f"file matching {spec.get('files', '*.tif')!r}"
+    from cropchain.io.atomic import printable_path
+
+    for p in found:  # Snakemake itself cannot write a non-UTF-8 path in its locks
+        if printable_path(p) != p:
+            raise WorkflowError(f"{printable_path(p)}: a file or folder name is not valid UTF-8 "
+                                "-> rename it in UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r on the folder)")
     if not found:
         raise WorkflowError(
             f"tiles.{wildcards.tile}.products: no {what} under {folder} "
