@@ -1,12 +1,13 @@
 """Nomenclature: the class codes, names and colors of a map.
 
-The file is a CSV with columns ``code,name,color`` (color as ``#RRGGBB``, ``#RGB`` or a
+The file is a CSV with columns ``code,name,color`` (comma, semicolon or tab separated) (color as ``#RRGGBB``, ``#RGB`` or a
 named colour that matplotlib knows, e.g. ``purple`` or ``tab:green``); codes are integers
 1..254 (0 and 255 stay free for nodata in uint8 maps).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from dataclasses import dataclass
@@ -75,7 +76,11 @@ def read_nomenclature(path: str | os.PathLike) -> Nomenclature:
     if not path.exists():
         raise InputError(path, "nomenclature file not found", "set `nomenclature` in the config to a CSV with code,name,color")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # separator sniffed: ',' as documented, ';' or tab as spreadsheets write them
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, sep=None, engine="python")
+        except csv.Error:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the CSV as UTF-8") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -84,7 +89,8 @@ def read_nomenclature(path: str | os.PathLike) -> Nomenclature:
     df.columns = [str(c).strip() for c in df.columns]
     missing = {"code", "name", "color"} - set(df.columns)
     if missing:
-        raise InputError(path, f"missing column(s) {sorted(missing)}", "the nomenclature CSV needs columns code,name,color")
+        raise InputError(path, f"missing column(s) {sorted(missing)}; found {list(df.columns)}",
+                         "the nomenclature CSV needs a header line code,name,color")
     if df.empty:
         raise InputError(path, "no class", "write one line per class: code,name,color")
     codes: list[int] = []

@@ -240,6 +240,9 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
             f"write the real encoding in {path.stem}.cpg (e.g. LATIN1 or CP1252), or re-save the file as UTF-8 "
             f"(ogr2ogr -lco ENCODING=UTF-8 fixed.shp {path.name})",
         ) from None
+    if len(gdf) == 0:
+        raise InputError(path, f"reference source {src.name!r} has no feature" + (f" in layer {src.layer!r}" if src.layer else ""),
+                         "give the file holding the parcels (or its `layer`)")
     _check_polygonal(gdf, path, src.name)
 
     mapping = {_key(k): v for k, v in src.mapping.items()}

@@ -8,6 +8,7 @@ instead of a traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -27,6 +28,23 @@ def _first_output(snakemake: Any) -> str | None:
         return str(snakemake.output[0]) if len(snakemake.output) else None
     except (AttributeError, TypeError, IndexError):
         return None
+
+
+def _system_error_line(exc: BaseException, where: str | None) -> str | None:
+    """One line for a fault of the machine rather than of cropchain: permissions, a read-only
+    disk, memory. None for anything else (a bug: the traceback is kept)."""
+    from cropchain.io.atomic import printable_path
+
+    name = printable_path(getattr(exc, "filename", None) or where or ".")
+    if isinstance(exc, PermissionError):
+        return f"{name}: permission denied ({exc.strerror}) -> give the user running the chain read access to the inputs " \
+               "and write access to the working directory"
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return f"{name}: read-only file system -> run the chain in a writable working directory"
+    if isinstance(exc, MemoryError):
+        return f"{name}: out of memory while writing this output -> run on a node with more memory (snakemake " \
+               "--set-resources RULE:mem_mb=N on a cluster), or lower classify.window in the config"
+    return None
 
 
 def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
@@ -59,6 +77,11 @@ def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
             err = disk_full_error(where or ".")
             log.error("%s (%s)", err, exc)
             print(f"cropchain error: {err}", file=sys.stderr)
+            sys.exit(1)
+        line = _system_error_line(exc, where)
+        if line:
+            log.error("%s", line)
+            print(f"cropchain error: {line}", file=sys.stderr)
             sys.exit(1)
         log.exception("rule %s failed on an unexpected error (please report it)", snakemake.rule)
         raise

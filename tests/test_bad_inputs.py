@@ -538,3 +538,33 @@ def test_non_utf8_product_folder_in_the_workflow(demo_safe, tmp_path):
     assert proc.returncode == 1
     assert "products/donn\\xe9es/S2" in proc.stderr + proc.stdout and "is not valid UTF-8" in proc.stderr + proc.stdout
     assert "UnicodeEncodeError" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("fault, says", [
+    (PermissionError(errno.EACCES, "Permission denied", "/data/ro/raw.tif"), "/data/ro/raw.tif: permission denied"),
+    (OSError(errno.EROFS, "Read-only file system", "/mnt/cd/raw.tif"), "/mnt/cd/raw.tif: read-only file system"),
+    (MemoryError(), "x.tif: out of memory"),
+], ids=["permission denied", "read-only disk", "out of memory"])
+def test_machine_faults_are_one_line(fault, says, tmp_path, job):
+    smk = fake_snakemake(tmp_path, "case", output={"x": str(tmp_path / "out" / "x.tif")})
+
+    def fail():
+        raise fault
+
+    status, first, err = job(fail, smk)
+    assert status == 1 and says in first, err
+    assert "Traceback" not in err
+
+
+def test_empty_reference_source_is_named(tmp_path, job):
+    path = tmp_path / "empty.gpkg"
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"crop": []}, geometry=[], crs="EPSG:32631"), path)
+    step, out = _fuse(tmp_path, path)
+    status, first, err = job(step)
+    assert status == 1 and first.startswith(f"cropchain error: {path}: reference source 'parcels' has no feature"), first
+
+
+def test_semicolon_nomenclature_is_read(tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text("code;name;color\n1;wheat;#ff0000\n2;maize;purple\n")
+    assert read_nomenclature(path).codes == (1, 2)
