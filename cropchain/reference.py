@@ -373,6 +373,9 @@ def _drop_contested(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     empty = shapely.is_empty(new)
     if empty.any():
         log.warning("%s: %d polygon(s) entirely contested by other classes dropped", name, int(empty.sum()))
+        lost = sorted(set(codes.tolist()) - set(codes[~empty].tolist()))
+        if lost:
+            log.warning("%s: class(es) %s lost every polygon to overlaps with other classes", name, lost)
     return gdf.loc[~empty]
 
 

@@ -193,6 +193,7 @@ def test_contested_overlap_within_source_dropped(tmp_path, grid, nomenclature, c
     assert "2 pair(s) of overlapping polygons of different classes" in text
     assert "0/1" in text and "1/2" in text  # polygon ids (feature numbers)
     assert "code 1: 8.00 ha" in text and "code 2: 1.00 ha" in text and "code 3: 9.00 ha" in text
+    assert "class(es) [2] lost every polygon" in text
     # Order of the input does not matter any more (the old rule: last burnt wins).
     src2 = write_source(tmp_path / "s2.gpkg", ["W", "V", "M", "W", "W"][::-1], geoms[::-1])
     rev = fuse_reference([ReferenceSource("s", src2, "crop", MAPPING)], nomenclature, grid, tmp_path / "r2.gpkg")
