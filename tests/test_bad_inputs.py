@@ -568,3 +568,34 @@ def test_semicolon_nomenclature_is_read(tmp_path):
     path = tmp_path / "n.csv"
     path.write_text("code;name;color\n1;wheat;#ff0000\n2;maize;purple\n")
     assert read_nomenclature(path).codes == (1, 2)
+
+
+def test_same_date_products_stop_naming_both_and_the_merge_option(demo_safe, tmp_path, job):
+    from cropchain.io.sentinel2 import find_safe_products, ingest_safe
+
+    folder = tmp_path / "products"
+    shutil.copytree(demo_safe / "safe", folder)
+    first = sorted(folder.iterdir())[0]
+    twin = folder / first.name.replace("T120000.SAFE", "T180000.SAFE")  # a reprocessing of the same acquisition
+    shutil.copytree(first, twin)
+    out = tmp_path / "out"
+    status, line, err = job(lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04", "B08"]))
+    assert status == 1 and twin.name in line and first.name in line and "ingest.same_date: merge" in line, err
+    assert no_file_under(out)
+    status, line, err = job(lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04", "B08"],
+                                                same_date="merge"))
+    assert status == 0 and "2 products of the same date merged per pixel" in err, err
+    assert len((out / "raw_dates.txt").read_text().split()) == len(DEMO_DATES)
+
+
+def test_single_clear_date_is_a_warning(tmp_path, job):
+    def one_date(m):
+        m = np.ones_like(m)
+        m[3] = 0
+        return m
+
+    step, out = _gapfill(tmp_path, None, None, one_date)
+    status, first, err = job(step)
+    assert status == 0 and first == ""
+    assert "WARNING" in err and "tile T31TEJ: a single date with clear pixels (2018-03-04)" in err
+    assert (out / "gapfilled.tif").is_file()
