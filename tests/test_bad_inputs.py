@@ -17,6 +17,7 @@ import os
 import runpy
 import shutil
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,8 +435,10 @@ def _zip_product(product: Path, name: str | None = None) -> Path:
 
 
 @pytest.mark.parametrize("given", ["folder", "product paths"])
-def test_zipped_safe_beside_folders_is_named(given, demo_safe, tmp_path, job):
-    from cropchain.io.sentinel2 import find_safe_products
+def test_zipped_safe_beside_folders_is_read_in_place(given, demo_safe, tmp_path, job):
+    """A *.SAFE.zip (as the Copernicus Data Space delivers it) is read through GDAL's /vsizip/:
+    the same raw.tif as the unzipped folder, no date lost."""
+    from cropchain.io.sentinel2 import find_safe_products, ingest_safe
 
     folder = tmp_path / "products"
     shutil.copytree(demo_safe / "safe", folder)
@@ -443,17 +446,44 @@ def test_zipped_safe_beside_folders_is_named(given, demo_safe, tmp_path, job):
     zipped = _zip_product(products[1])
     shutil.rmtree(products[1])
     args = folder if given == "folder" else [*[p for p in products if p.exists()], zipped]
-    status, first, err = job(lambda: find_safe_products(args))
-    assert status == 1, err
-    assert f"cropchain error: {folder}: 1 Sentinel-2 product(s) still zipped" in first, first
-    assert zipped.name in first and "beside 2 unzipped .SAFE folder(s)" in first and "unzip -q" in first, first
-    # All zipped: the same line, not "check the path".
-    for p in products:
-        if p.exists():
-            _zip_product(p)
-            shutil.rmtree(p)
-    status, first, err = job(lambda: find_safe_products(folder))
-    assert status == 1 and "3 Sentinel-2 product(s) still zipped" in first, first
+    found = find_safe_products(args)
+    assert zipped.resolve() in found and len(found) == 3
+    bands = ["B04", "B08", "B11"]
+    status, first, err = job(lambda: ingest_safe(found, *ts._outputs(tmp_path / "zip"), bands=bands))
+    assert status == 0, err
+    ingest_safe(find_safe_products(demo_safe / "safe"), *ts._outputs(tmp_path / "folders"), bands=bands)
+    for name in ("raw.tif", "raw_mask.tif"):
+        np.testing.assert_array_equal(ts._read(tmp_path / "zip" / name), ts._read(tmp_path / "folders" / name))
+    assert (tmp_path / "zip/raw_dates.txt").read_text() == (tmp_path / "folders/raw_dates.txt").read_text()
+
+
+def test_damaged_or_incomplete_zipped_safe_is_named(demo_safe, tmp_path, job):
+    from cropchain.io.sentinel2 import find_safe_products, ingest_safe
+
+    folder = tmp_path / "products"
+    shutil.copytree(demo_safe / "safe", folder)
+    products = sorted(folder.iterdir())
+    zipped = _zip_product(products[0])
+    shutil.rmtree(products[0])
+    zipped.write_bytes(zipped.read_bytes()[:2000])  # an interrupted download
+    out = tmp_path / "out"
+    status, first, err = job(lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04"]))
+    assert status == 1 and first.startswith(f"cropchain error: {zipped}") and "download the product again" in first, err
+    assert no_file_under(out)
+    # A zip of a folder without its band files: the band and the archive named.
+    part = _zip_product(products[1])  # whole product
+    with zipfile.ZipFile(part) as zf:
+        keep = [n for n in zf.namelist() if "_B04_" not in n]
+        data = {n: zf.read(n) for n in keep}
+    part.unlink()
+    with zipfile.ZipFile(part, "w") as zf:
+        for n, b in data.items():
+            zf.writestr(n, b)
+    shutil.rmtree(products[1])
+    zipped.unlink()
+    status, first, err = job(lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04"]))
+    assert status == 1 and "band B04 (10 m) not found" in first and part.name in first, err
+    assert no_file_under(out)
 
 
 def test_zipped_safe_with_its_unzipped_twin_is_ignored(demo_safe, tmp_path):

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fnmatch
 import logging
 import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,26 +154,69 @@ def _safe_name_of_zip(path: Path) -> str:
     return name if name.upper().endswith(".SAFE") else name + ".SAFE"
 
 
+class _ZippedSafe:
+    """A zipped SAFE read in place: its members as GDAL ``/vsizip/{archive}/...`` paths.
+
+    The archive holds one ``<name>.SAFE/`` folder (as the Copernicus Data Space delivers it);
+    files are located by name patterns relative to that folder, as in an unzipped SAFE.
+    """
+
+    def __init__(self, archive: Path) -> None:
+        self.archive = archive
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(archive, f"zipped product cannot be read ({exc})",
+                             "download the product again (the zip is damaged or incomplete)") from None
+        tops = sorted({n.split("/", 1)[0] for n in names if n.count("/") >= 1 and n.split("/", 1)[1] == MTD_NAME})
+        self.top = tops[0] if tops else _safe_name_of_zip(archive)
+        prefix = self.top + "/"
+        self.members = sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+
+    def path(self, rel: str) -> Path:
+        """GDAL's path of a member (``rasterio.open`` reads it in place)."""
+        return Path(f"/vsizip/{{{self.archive.resolve()}}}/{self.top}/{rel}")
+
+    def exists(self, rel: str) -> bool:
+        return rel in self.members
+
+    def read(self, rel: str) -> bytes:
+        with zipfile.ZipFile(self.archive) as zf:
+            return zf.read(f"{self.top}/{rel}")
+
+    def glob(self, pattern: str) -> list[Path]:
+        parts = pattern.split("/")
+        return [self.path(m) for m in self.members
+                if len(m.split("/")) == len(parts) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(m.split("/"), parts))]
+
+    def folders(self, pattern: str) -> list[Path]:
+        parts = pattern.split("/")
+        found = {"/".join(m.split("/")[: len(parts)]) for m in self.members if len(m.split("/")) > len(parts)}
+        return [self.path(f) for f in sorted(found)
+                if all(fnmatch.fnmatchcase(a, b) for a, b in zip(f.split("/"), parts))]
+
+
 def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Find Sentinel-2 ``.SAFE`` product folders.
 
     Parameters
     ----------
-    paths : one path or several; each is a ``.SAFE`` folder itself, or a folder searched
-        recursively for ``*.SAFE`` folders.
+    paths : one path or several; each is a ``.SAFE`` folder or a zipped product
+        (``*.SAFE.zip``) itself, or a folder searched recursively for both.
 
     Returns
     -------
     list of Path
-        The product folders, without duplicates, sorted by sensing time (from the folder name,
-        or from ``MTD_MSIL2A.xml`` where the name does not carry it).
+        The product folders and zipped products (read in place through GDAL's ``/vsizip/``;
+        a zip whose unzipped ``.SAFE`` folder is also there is left out), without duplicates,
+        sorted by sensing time (from the name, or from ``MTD_MSIL2A.xml`` where the name does
+        not carry it).
 
     Raises
     ------
     InputError
-        a path does not exist or is not valid UTF-8; a zipped product (``*.SAFE.zip``, see
-        :func:`is_zipped_safe`) without its unzipped ``.SAFE`` folder beside it (every such zip
-        named: its date would be missing); no ``.SAFE`` folder was found at all.
+        a path does not exist or is not valid UTF-8; no product was found at all.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -196,18 +241,15 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     for q in found:
         require_utf8_path(q, "SAFE product")
     unzipped = {q.name.upper() for q in found}
-    still_zipped = sorted({z for z in zipped if _safe_name_of_zip(z).upper() not in unzipped})
-    twins = len(set(zipped)) - len(still_zipped)
+    in_place = sorted({z.resolve() for z in zipped if _safe_name_of_zip(z).upper() not in unzipped})
+    twins = len({z.resolve() for z in zipped}) - len(in_place)
     if twins:
         log.info("%d zipped product(s) ignored: the same .SAFE folder is there unzipped", twins)
-    if still_zipped:
-        shown = ", ".join(z.name for z in still_zipped[:5]) + (f", ... ({len(still_zipped)} in all)" if len(still_zipped) > 5 else "")
-        raise InputError(
-            still_zipped[0].parent,
-            f"{len(still_zipped)} Sentinel-2 product(s) still zipped, which cropchain does not read: {shown}"
-            + (f" (beside {len(found)} unzipped .SAFE folder(s): their dates would be missing)" if found else ""),
-            f"unzip them in place (cd {still_zipped[0].parent} && unzip -q '*.zip'), then rerun",
-        )
+    if in_place:
+        log.info("%d zipped product(s) read in place (GDAL /vsizip/): %s", len(in_place),
+                 ", ".join(z.name for z in in_place[:5]) + (" ..." if len(in_place) > 5 else ""))
+    for z in in_place:
+        found[z] = None
     if not found:
         where = ", ".join(str(p) for p in paths) or "<no path given>"
         raise InputError(where, "no Sentinel-2 .SAFE product folder found",
@@ -277,12 +319,12 @@ def _tile_of(root: ET.Element, safe: Path) -> str | None:
     return "T" + m.group(1) if m else None
 
 
-def _band_file(safe: Path, band: str) -> Path:
+def _band_file(safe: Path, band: str, zipped: _ZippedSafe | None = None) -> Path:
     res = NATIVE_RESOLUTION[band]
     pattern = f"GRANULE/*/IMG_DATA/R{res}m/*_{band}_{res}m.jp2"
-    hits = sorted(safe.glob(pattern))
+    hits = sorted(zipped.glob(pattern) if zipped else safe.glob(pattern))
     if not hits:
-        folders = sorted(safe.glob(f"GRANULE/*/IMG_DATA/R{res}m"))
+        folders = sorted(zipped.folders(f"GRANULE/*/IMG_DATA/R{res}m") if zipped else safe.glob(f"GRANULE/*/IMG_DATA/R{res}m"))
         where = folders[0] if folders else safe / "GRANULE" / "*" / "IMG_DATA" / f"R{res}m"
         raise InputError(where, f"band {band} ({res} m) not found: no file *_{band}_{res}m.jp2",
                          "the product is incomplete; download it again or remove it from the inputs")
@@ -308,7 +350,8 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
 
     Parameters
     ----------
-    safe_dir : the ``.SAFE`` folder.
+    safe_dir : the ``.SAFE`` folder, or a zipped product (``*.SAFE.zip``, read in place: its
+        band files are GDAL ``/vsizip/{archive}/...`` paths).
     bands : bands whose files must be present (default :data:`SENTINEL2_BANDS`); the SCL file
         is always looked up when ``bands`` is not empty.
 
@@ -326,13 +369,21 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
     """
     safe = Path(safe_dir)
     bands = _check_bands(bands)
-    if not safe.is_dir():
+    zipped = _ZippedSafe(safe) if safe.is_file() and is_zipped_safe(safe) else None
+    if zipped is None and not safe.is_dir():
         raise InputError(safe, "SAFE product folder not found", "check the path of the product")
-    mtd = safe / MTD_NAME
-    if not mtd.is_file():
+    mtd = zipped.path(MTD_NAME) if zipped else safe / MTD_NAME
+    if not (zipped.exists(MTD_NAME) if zipped else mtd.is_file()):
         raise InputError(safe, f"not a Sentinel-2 L2A product: {MTD_NAME} is missing",
                          "give complete L2A .SAFE folders (download the product again, or remove this folder)")
-    root = _parse_mtd(mtd)
+    if zipped:
+        try:
+            root = ET.fromstring(zipped.read(MTD_NAME))
+        except ET.ParseError as exc:
+            raise InputError(mtd, f"product metadata cannot be parsed ({exc})",
+                             "download the product again; MTD_MSIL2A.xml is damaged") from None
+    else:
+        root = _parse_mtd(mtd)
     fix = "download the product again; MTD_MSIL2A.xml is incomplete"
     start = _find_text(root, "PRODUCT_START_TIME", "DATATAKE_SENSING_START")
     if start is None:
@@ -364,13 +415,13 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
     missing_off = [b for b in bands if offsets and b not in offsets]
     if missing_off:
         raise InputError(mtd, f"no BOA_ADD_OFFSET for band(s) {missing_off}", fix)
-    tile = _tile_of(root, safe)
+    tile = _tile_of(root, Path(zipped.top) if zipped else safe)
     if tile is None:
         raise InputError(safe, "the MGRS tile (e.g. T31TEJ) is neither in the metadata nor in the folder name",
                          "keep ESA's product name S2x_MSIL2A_..._Txxxxx_....SAFE")
     spacecraft = _find_text(root, "SPACECRAFT_NAME") or "unknown"
-    band_files = {b: _band_file(safe, b) for b in bands}
-    scl = _band_file(safe, "SCL") if bands else None
+    band_files = {b: _band_file(safe, b, zipped) for b in bands}
+    scl = _band_file(safe, "SCL", zipped) if bands else None
     return SafeProduct(
         path=safe,
         date=sensing.date(),
