@@ -132,7 +132,15 @@ def tile_products_stamp(wildcards):
 
 
 def reference_inputs():
-    files = [s["path"] for s in config["reference"]["sources"]]
+    """Reference files, with a shapefile's .dbf/.shx/.prj/.cpg: editing the class table (.dbf)
+    alone reruns the fusion. A missing sidecar is left to the fusion to name."""
+    files = []
+    for s in config["reference"]["sources"]:
+        files.append(s["path"])
+        shp = Path(s["path"])
+        if shp.suffix.lower() == ".shp":
+            files += [str(shp.with_suffix(ext)) for e in (".dbf", ".shx", ".prj", ".cpg")
+                      for ext in (e, e.upper()) if shp.with_suffix(ext).is_file()]
     files += [s["mapping_csv"]["path"] for s in config["reference"]["sources"] if "mapping_csv" in s]
     return files
 
