@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from cropchain.errors import DiskFullError
+from cropchain.errors import DiskFullError, InputError
 
 #: below this many free bytes, a failed write is taken as a full disk even when GDAL's error
 #: does not say "No space left on device" (libtiff reports a mere "Write error").
@@ -160,8 +160,6 @@ def require_utf8_path(path: str | os.PathLike, what: str = "file") -> Path:
     GDAL, OGR and Snakemake take paths as UTF-8 text: a name written in Latin-1 (``café`` as
     byte 0xE9) cannot be passed to them, and fails deep inside them.
     """
-    from cropchain.errors import InputError
-
     try:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:

@@ -28,6 +28,7 @@ import fnmatch
 import logging
 import os
 import re
+import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
@@ -663,6 +664,8 @@ def ingest_safe(
                              "give the products of one tile per ingest (one folder per tile), named after that tile")
     if same_date == "merge" and len({p.date for p in prods}) < len(prods):
         Path(out_raw).parent.mkdir(parents=True, exist_ok=True)
+        for stale in Path(out_raw).parent.glob(".same-date-*"):  # left by a killed ingest of this tile
+            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=Path(out_raw).parent, prefix=".same-date-") as work:
             merged = merge_same_date_products(prods, scl_masked_classes, work)
             ingest_safe(merged, out_raw, out_mask, out_dates, bands=bands, scl_masked_classes=scl_masked_classes,
