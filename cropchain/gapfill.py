@@ -377,7 +377,8 @@ def check_coverage(
 
     Parameters
     ----------
-    raw : the tile's ``raw.tif`` (named in messages; its folder names the tile).
+    raw : the tile's ``raw.tif`` (its folder names the tile; the first band of each date tells
+        pixels never observed, nodata on every date, from cloudy ones).
     mask : ``raw_mask.tif``, uint8, T_in bands, 0 = clear.
     dates : [T_in] acquisition dates, strictly increasing.
     grid : [T_out] output dates.
@@ -385,8 +386,9 @@ def check_coverage(
         pixel lies within this many days of it (config ``gapfill.max_gap_days``).
     max_gap_share : WARNING for every grid date far from the data of more than this share of
         the pixels that have a clear date (config ``gapfill.max_gap_share``).
-    max_unclear_share : stop when more than this share of the pixels has no clear date at
-        all (config ``gapfill.max_unclear_share``).
+    max_unclear_share : stop when more than this share of the observed pixels has no clear
+        date at all (config ``gapfill.max_unclear_share``); pixels that are nodata in ``raw`` on
+        every date (outside the swath) are not counted.
     block : window size in pixels.
     bands : 0-based mask bands of ``dates`` when only some of the mask's dates are used
         (None: all, ``len(dates)`` bands).
@@ -428,26 +430,37 @@ def check_coverage(
     n_in = len(dates)
     far = np.zeros(len(grid), dtype=np.int64)
     per_date = np.zeros(n_in, dtype=np.int64)
-    n_pixels = n_clear = n_single = 0
-    with open_raster(mask, "raw mask") as msk:
+    n_pixels = n_clear = n_single = n_seen = 0
+    with open_raster(mask, "raw mask") as msk, open_raster(raw, "raw time series") as src:
+        n_bands = max(src.count // max(msk.count, 1), 1)
+        used = range(n_in) if bands is None else [int(b) for b in bands]
+        mask_indexes = [b + 1 for b in used]
+        first_band = [b * n_bands + 1 for b in used]  # nodata there = outside the swath on that date
         for win in block_windows(msk.height, msk.width, block):
-            indexes = None if bands is None else [int(b) + 1 for b in bands]
-            valid = msk.read(indexes, window=win).reshape(n_in, -1) == 0
+            valid = msk.read(mask_indexes, window=win).reshape(n_in, -1) == 0
+            seen = (src.read(first_band, window=win).reshape(n_in, -1) != src.nodata).any(axis=0) \
+                if src.nodata is not None else np.ones(valid.shape[1], bool)
             count = valid.sum(axis=0)
             has = count > 0
             n_pixels += valid.shape[1]
+            n_seen += int((seen | has).sum())
             n_clear += int(has.sum())
             n_single += int((count == 1).sum())
             per_date += valid.sum(axis=1)
             cum = np.zeros((n_in + 1, int(has.sum())), dtype=np.int32)
             np.cumsum(valid[:, has], axis=0, out=cum[1:])
             far += ((cum[hi] - cum[lo]) == 0).sum(axis=1)
-    unclear = 1 - n_clear / n_pixels if n_pixels else 1.0
+    # Pixels never observed (nodata on every date: a tile at the edge of the swath) are not
+    # counted against the products: they are nodata in the output, as they should be.
+    unclear = 1 - n_clear / n_seen if n_seen else 1.0
     clear_dates = [d for d, n in zip(dates, per_date) if n > 0]
+    if n_seen < n_pixels:
+        log.info("tile %s: %.1f%% of the pixels are nodata on every date (outside the swath)", tile,
+                 100.0 * (n_pixels - n_seen) / n_pixels)
     if unclear > max_unclear_share:
         raise InputError(
             mask,
-            f"tile {tile}: {unclear:.0%} of the pixels have no clear observation in any of the {n_in} dates "
+            f"tile {tile}: {unclear:.0%} of the observed pixels have no clear observation in any of the {n_in} dates "
             f"({', '.join(f'{d:%Y-%m-%d}' for d in dates)}); dates with any clear pixel: "
             f"{', '.join(f'{d:%Y-%m-%d}' for d in clear_dates) or 'none'}",
             "give products with clear observations of this tile (cloud cover, nodata, the right tile), "

@@ -362,7 +362,7 @@ COVERAGE_CASES = {
     "date grid mostly after the products": Case(lambda t: _gapfill(t, "2018-01-01", "2019-06-30"), "dates.start / dates.end",
                                                 "acquisitions of tile T31TEJ"),
     "no clear date for most pixels": Case(lambda t: _gapfill(t, None, None, _mostly_cloudy), "raw_mask.tif",
-                                          "tile T31TEJ: 100% of the pixels have no clear observation"),
+                                          "tile T31TEJ: 100% of the observed pixels have no clear observation"),
 }
 
 

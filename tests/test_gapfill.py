@@ -311,9 +311,32 @@ def test_single_clear_date_warns_and_no_clear_date_stops(tmp_path, caplog):
     with rasterio.open(single, "w", **profile) as dst:
         dst.write(none)
     shutil.rmtree(tmp_path / "o")
-    with pytest.raises(InputError, match=r"raw_mask.tif: tile T31XYZ: 99% of the pixels have no clear observation .*2018-01-23"):
+    with pytest.raises(InputError, match=r"raw_mask.tif: tile T31XYZ: 99% of the observed pixels have no clear observation .*2018-01-23"):
         gapfill_tile(raw_t, single, dates_p, *outs, start=None, end=None)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_tile_at_the_edge_of_the_swath_is_not_stopped(tmp_path):
+    """70% of the tile never observed (nodata on every date, as a tile at the swath edge): the
+    observed part is mostly clear, so gap filling goes on; those pixels are nodata in the output."""
+    raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path)
+    with rasterio.open(raw_p) as src:
+        rprofile = src.profile
+    with rasterio.open(mask_p) as src:
+        mprofile = src.profile
+    edge = np.zeros((H, W), bool)
+    edge[:, : int(W * 0.7)] = True
+    raw[:, :, edge] = GAPFILLED_NODATA
+    mask[:, edge] = 1
+    with rasterio.open(raw_p, "w", **rprofile) as dst:
+        dst.write(raw.reshape(-1, H, W))
+    with rasterio.open(mask_p, "w", **mprofile) as dst:
+        dst.write(mask)
+    out = tmp_path / "o"
+    gapfill_tile(raw_p, mask_p, dates_p, out / "g.tif", out / "d.txt", out / "v.tif", start=None, end=None)
+    with rasterio.open(out / "g.tif") as src:
+        first = src.read(1)
+    assert (first[edge] == GAPFILLED_NODATA).all() and (first[~edge] != GAPFILLED_NODATA).mean() > 0.9
 
 
 def test_tile_band_count_not_a_multiple_of_dates(tmp_path):
