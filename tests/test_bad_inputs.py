@@ -496,16 +496,23 @@ def test_zipped_safe_with_its_unzipped_twin_is_ignored(demo_safe, tmp_path):
     assert sorted(p.name for p in find_safe_products(folder)) == [p.name for p in products]
 
 
-def test_zipped_theia_given_as_a_product_path(demo_safe, tmp_path, job):
-    from cropchain.io.theia import find_theia_products
+def test_zipped_theia_read_in_place(demo_safe, tmp_path, job):
+    from cropchain.io.theia import find_theia_products, ingest_theia
 
     folder = tmp_path / "theia"
     shutil.copytree(demo_safe / "theia", folder)
     products = sorted(p for p in folder.iterdir() if p.is_dir())
     zipped = Path(shutil.make_archive(str(products[0]), "zip", folder, products[0].name))
     shutil.rmtree(products[0])
-    status, first, err = job(lambda: find_theia_products([*products[1:], zipped]))
-    assert status == 1 and f"{zipped}: Theia product is still zipped" in first and "beside 2 unzipped" in first, err
+    bands = ["B04", "B08", "B11"]
+    for given in (folder, [*products[1:], zipped]):
+        found = find_theia_products(given)
+        assert zipped.resolve() in found and len(found) == 3
+    status, first, err = job(lambda: ingest_theia(find_theia_products(folder), *ts._outputs(tmp_path / "zip"), bands=bands))
+    assert status == 0, err
+    ingest_theia(find_theia_products(demo_safe / "theia"), *ts._outputs(tmp_path / "folders"), bands=bands)
+    for name in ("raw.tif", "raw_mask.tif"):
+        np.testing.assert_array_equal(ts._read(tmp_path / "zip" / name), ts._read(tmp_path / "folders" / name))
 
 
 # --------------------------------------------------------------------------- disk and process faults

@@ -155,14 +155,16 @@ def _safe_name_of_zip(path: Path) -> str:
     return name if name.upper().endswith(".SAFE") else name + ".SAFE"
 
 
-class _ZippedSafe:
-    """A zipped SAFE read in place: its members as GDAL ``/vsizip/{archive}/...`` paths.
+class ZippedFolder:
+    """A zipped product read in place: its members as GDAL ``/vsizip/{archive}/...`` paths.
 
-    The archive holds one ``<name>.SAFE/`` folder (as the Copernicus Data Space delivers it);
-    files are located by name patterns relative to that folder, as in an unzipped SAFE.
+    The archive holds one product folder (``<name>.SAFE/`` as the Copernicus Data Space
+    delivers it, or a Theia product folder); files are located by name patterns relative to
+    that folder, as in the unzipped product. ``top``: that folder's name (default: the folder
+    holding ``MTD_MSIL2A.xml``, else the archive's name without ``.zip``).
     """
 
-    def __init__(self, archive: Path) -> None:
+    def __init__(self, archive: Path, top: str | None = None) -> None:
         self.archive = archive
         try:
             with zipfile.ZipFile(archive) as zf:
@@ -171,7 +173,7 @@ class _ZippedSafe:
             raise InputError(archive, f"zipped product cannot be read ({exc})",
                              "download the product again (the zip is damaged or incomplete)") from None
         tops = sorted({n.split("/", 1)[0] for n in names if n.count("/") >= 1 and n.split("/", 1)[1] == MTD_NAME})
-        self.top = tops[0] if tops else _safe_name_of_zip(archive)
+        self.top = top or (tops[0] if tops else _safe_name_of_zip(archive))
         prefix = self.top + "/"
         self.members = sorted(n[len(prefix):] for n in names if n.startswith(prefix))
 
@@ -320,7 +322,7 @@ def _tile_of(root: ET.Element, safe: Path) -> str | None:
     return "T" + m.group(1) if m else None
 
 
-def _band_file(safe: Path, band: str, zipped: _ZippedSafe | None = None) -> Path:
+def _band_file(safe: Path, band: str, zipped: ZippedFolder | None = None) -> Path:
     res = NATIVE_RESOLUTION[band]
     pattern = f"GRANULE/*/IMG_DATA/R{res}m/*_{band}_{res}m.jp2"
     hits = sorted(zipped.glob(pattern) if zipped else safe.glob(pattern))
@@ -370,7 +372,7 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
     """
     safe = Path(safe_dir)
     bands = _check_bands(bands)
-    zipped = _ZippedSafe(safe) if safe.is_file() and is_zipped_safe(safe) else None
+    zipped = ZippedFolder(safe) if safe.is_file() and is_zipped_safe(safe) else None
     if zipped is None and not safe.is_dir():
         raise InputError(safe, "SAFE product folder not found", "check the path of the product")
     mtd = zipped.path(MTD_NAME) if zipped else safe / MTD_NAME

@@ -93,7 +93,7 @@ def tile_products(wildcards):
     if source == "stack_file":
         return [spec[key] for key in ("file", "dates_file", "mask_file") if key in spec]
     folder = Path(spec["products"])
-    # Zipped products are inputs too: SAFE zips are read in place (/vsizip/), Theia zips are named.
+    # Zipped products are inputs too: the ingest reads them in place (GDAL /vsizip/).
     if source == "safe":
         found = sorted(str(p) for p in folder.rglob("*.SAFE") if p.is_dir())
         found += sorted(str(p) for p in folder.rglob("S2*_MSIL2A_*.zip") if p.is_file())
