@@ -14,6 +14,10 @@ min_version("9.0")
 # The default config is read only when none is given on the command line, so that
 # `--configfile config/t31tej.yaml` replaces the demo instead of merging into it.
 if not config:
+    # Snakemake reports a YAML syntax error without file or line: read it first to name both.
+    from cropchain.config import read_yaml
+
+    read_yaml("config/config.yaml")
 
     configfile: "config/config.yaml"
 

@@ -33,7 +33,17 @@ import rasterio
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.gapfill import GAPFILLED_NODATA, check_inputs, parse_date, to_int16, validity_dtype
+from cropchain.gapfill import (
+    GAPFILLED_NODATA,
+    MAX_GAP_DAYS,
+    MAX_GAP_SHARE,
+    MAX_UNCLEAR_SHARE,
+    check_coverage,
+    check_inputs,
+    parse_date,
+    to_int16,
+    validity_dtype,
+)
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 
@@ -235,6 +245,9 @@ def monthly_composite_tile(
     end: dt.date | str | None,
     day: int = 15,
     block: int = 512,
+    max_gap_days: int = MAX_GAP_DAYS,
+    max_gap_share: float = MAX_GAP_SHARE,
+    max_unclear_share: float = MAX_UNCLEAR_SHARE,
 ) -> None:
     """Monthly median composites of a tile's raw time series, streaming by windows.
 
@@ -253,14 +266,16 @@ def monthly_composite_tile(
         composited. None: the first / last input date.
     day : 15 (default) or 1, the day of the month that dates each composite.
     block : window size in pixels; memory is bounded by one window.
+    max_gap_days, max_gap_share, max_unclear_share : coverage checks of the months by clear
+        acquisitions (see :func:`cropchain.gapfill.check_coverage`).
 
     Raises
     ------
     InputError
-        inconsistent inputs (as :func:`cropchain.gapfill.gapfill_tile`), or no input date within
-        the months (``raw_dates`` named).
+        inconsistent inputs (as :func:`cropchain.gapfill.gapfill_tile`), no input date within
+        the months (``raw_dates`` named), or most pixels without any clear date.
     ConfigError
-        bad period or ``day``.
+        bad period or ``day``; months mostly outside the acquisitions.
     """
     raw, mask, raw_dates = Path(raw), Path(mask), Path(raw_dates)
     dates, names, profile = check_inputs(raw, mask, raw_dates)
@@ -270,6 +285,8 @@ def monthly_composite_tile(
     if used.size == 0:
         raise InputError(raw_dates, f"no acquisition date within the months {months[0]:%Y-%m} .. {months[-1]:%Y-%m} "
                          f"(dates {dates[0]} .. {dates[-1]})", "set dates.start / dates.end to the period of the images")
+    check_coverage(raw, mask, [dates[i] for i in used], months, max_gap_days=max_gap_days, max_gap_share=max_gap_share,
+                   max_unclear_share=max_unclear_share, block=block, bands=used)
     per_month = np.bincount(month_of[used], minlength=len(months))
     empty = [f"{m:%Y-%m}" for m, c in zip(months, per_month) if c == 0]
     n_bands, n_months = len(names), len(months)

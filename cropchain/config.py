@@ -8,6 +8,7 @@ valid one.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import difflib
 import os
 import re
@@ -121,34 +122,120 @@ def _check_tile_source(tile: str, spec: dict[str, Any], config: dict[str, Any]) 
             raise ConfigError(f"tiles.{tile}.date_pattern: not a regular expression ({exc})") from None
 
 
+def _calendar_date(value: Any, key: str) -> str:
+    """``YYYY-MM-DD`` text of a config date (a YAML date or text); ConfigError naming ``key`` if impossible."""
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    text = str(value).strip()
+    try:
+        return dt.date.fromisoformat(text).isoformat() if len(text) == 10 else \
+            dt.datetime.strptime(text, "%Y%m%d").date().isoformat()
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a calendar date ({exc}): write a real date as YYYY-MM-DD") from None
+
+
+def _normalise_dates(config: dict[str, Any]) -> None:
+    """Dates of the config as ``YYYY-MM-DD`` text, impossible ones (2018-02-30) named by key."""
+    dates = config.get("dates")
+    if isinstance(dates, dict):
+        for key in ("start", "end"):
+            if key in dates and dates[key] is not None and isinstance(dates[key], (str, dt.date)):
+                if isinstance(dates[key], dt.date) or re.fullmatch(r"\s*\d{4}-?\d{2}-?\d{2}\s*", dates[key]):
+                    dates[key] = _calendar_date(dates[key], f"dates.{key}")
+    variants = ((config.get("delineation") or {}).get("variants") or {}) if isinstance(config.get("delineation"), dict) else {}
+    if isinstance(variants, dict):
+        for name, spec in variants.items():
+            if isinstance(spec, dict) and isinstance(spec.get("date"), (str, dt.date)):
+                value = spec["date"]
+                if isinstance(value, dt.date) or re.fullmatch(r"\s*\d{4}-?\d{2}-?\d{2}\s*", value):
+                    iso = _calendar_date(value, f"delineation.variants.{name}.date")
+                    spec["date"] = iso if isinstance(value, dt.date) else value
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate ``config`` (in place, defaults filled) and return it.
+
+    Dates (``dates.start``, ``dates.end``) may be YAML dates or text; they are stored as
+    ``YYYY-MM-DD`` text.
 
     Raises
     ------
     ConfigError
-        the first violations, each naming its key path, e.g.
-        ``unknown key 'splt' (did you mean 'split'?)``.
+        the first violations, the first line naming its key path, e.g.
+        ``unknown key 'splt' (did you mean 'split'?)``; an impossible date (``2018-02-30``)
+        with its key.
     """
+    if not isinstance(config, dict):
+        raise ConfigError(f"<top level>: the configuration must be a mapping of keys, got {type(config).__name__}")
+    _normalise_dates(config)
     validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         lines = [_describe(e) for e in errors[:5]]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+        more = f" ({len(errors)} errors in all)" if len(errors) > 5 else ""
+        raise ConfigError(lines[0] + "".join(f"\n  also: {line}" for line in lines[1:]) + more)
     for tile, spec in config["tiles"].items():
         _check_tile_source(tile, spec, config)
     if config["dates"]["start"] > config["dates"]["end"]:
-        raise ConfigError("dates.start: after dates.end")
+        raise ConfigError(f"dates.start: {config['dates']['start']} is after dates.end {config['dates']['end']}: swap them")
     return config
+
+
+class _TextDateLoader(yaml.SafeLoader):
+    """YAML loader that keeps dates as text, so that an impossible date is reported with its key."""
+
+
+_TextDateLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
+
+def read_yaml(path: str | os.PathLike, what: str = "configuration file") -> Any:
+    """Parse a YAML file; a syntax error becomes a ConfigError naming the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_TextDateLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ConfigError(f"{path}{where}: YAML syntax error ({problem}): fix the indentation / quoting there "
+                          "(no tabs; quote values holding ': ' or '#')") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a YAML configuration file."""
-    path = Path(path)
+    return validate_config(read_yaml(path) or {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cropchain.config FILE``: check a configuration file; one line per problem, status 1 if any.
+
+    Snakemake reads ``--configfile`` itself and reports a YAML syntax error without its line:
+    this check names the file, the line and the key.
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cropchain.config CONFIG.yaml", file=sys.stderr)
+        return 2
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return validate_config(data or {})
+        load_config(args[0])
+    except ConfigError as exc:
+        print(f"cropchain error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args[0]}: valid")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,3 +30,8 @@ class InputError(CropchainError):
 
 class ConfigError(CropchainError):
     """The configuration is invalid; the message names the key path (e.g. ``split.ratio``)."""
+
+
+class DiskFullError(CropchainError):
+    """A disk filled while a job wrote its outputs; the message names the disk, its free space
+    and what the job had written."""

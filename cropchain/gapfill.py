@@ -345,6 +345,147 @@ def check_inputs(raw: Path, mask: Path, raw_dates: Path) -> tuple[list[dt.date],
     return dates, names, profile
 
 
+#: defaults of the coverage checks (config keys gapfill.max_gap_days, gapfill.max_gap_share,
+#: gapfill.max_unclear_share).
+MAX_GAP_DAYS = 60
+MAX_GAP_SHARE = 0.2
+MAX_UNCLEAR_SHARE = 0.5
+
+
+def _tile_name(raw: Path) -> str:
+    """The tile of ``results/tiles/{tile}/raw.tif`` (the parent folder's name)."""
+    return raw.parent.name
+
+
+def check_coverage(
+    raw: str | os.PathLike,
+    mask: str | os.PathLike,
+    dates: Sequence[dt.date],
+    grid: Sequence[dt.date],
+    *,
+    max_gap_days: int = MAX_GAP_DAYS,
+    max_gap_share: float = MAX_GAP_SHARE,
+    max_unclear_share: float = MAX_UNCLEAR_SHARE,
+    block: int = 512,
+    bands: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Check that the output date grid is backed by clear acquisitions, before any output is written.
+
+    Gap filling copies the first / last clear value beyond the acquisitions and interpolates
+    across any gap, so a grid of another year, or a tile with no clear observation, would give
+    a map that looks fine and is wrong. This pass reads only the mask, window by window.
+
+    Parameters
+    ----------
+    raw : the tile's ``raw.tif`` (its folder names the tile; the first band of each date tells
+        pixels never observed, nodata on every date, from cloudy ones).
+    mask : ``raw_mask.tif``, uint8, T_in bands, 0 = clear.
+    dates : [T_in] acquisition dates, strictly increasing.
+    grid : [T_out] output dates.
+    max_gap_days : a grid date is *far* from a pixel's data when no clear acquisition of that
+        pixel lies within this many days of it (config ``gapfill.max_gap_days``).
+    max_gap_share : WARNING for every grid date far from the data of more than this share of
+        the pixels that have a clear date (config ``gapfill.max_gap_share``).
+    max_unclear_share : stop when more than this share of the observed pixels has no clear
+        date at all (config ``gapfill.max_unclear_share``); pixels that are nodata in ``raw`` on
+        every date (outside the swath) are not counted.
+    block : window size in pixels.
+    bands : 0-based mask bands of ``dates`` when only some of the mask's dates are used
+        (None: all, ``len(dates)`` bands).
+
+    Returns
+    -------
+    numpy.ndarray
+        [T_out] float64, share of the pixels with a clear date for which each grid date is far.
+
+    Raises
+    ------
+    ConfigError
+        more than half of the grid dates lie more than ``max_gap_days`` outside the span of
+        the acquisitions (``dates.start`` / ``dates.end`` named, with the products' span).
+    InputError
+        more than ``max_unclear_share`` of the pixels have no clear date at all (the tile,
+        the mask file and the dates named).
+
+    Warns (log)
+    -----------
+    a single date with any clear pixel in the whole series, or most clear pixels with a single
+    clear date (gap filling is then a constant in time); grid dates far from the data.
+    """
+    raw, mask = Path(raw), Path(mask)
+    tile = _tile_name(raw)
+    in_days = _days(dates, dates[0])
+    out_days = _days(grid, dates[0])
+    outside = (out_days < in_days[0] - max_gap_days) | (out_days > in_days[-1] + max_gap_days)
+    if outside.mean() > 0.5:
+        raise ConfigError(
+            f"dates.start / dates.end: {int(outside.sum())} of the {len(grid)} output dates ({grid[0]} to {grid[-1]}) "
+            f"lie more than {max_gap_days} days outside the acquisitions of tile {tile} ({dates[0]} to {dates[-1]}, "
+            f"{len(dates)} dates, {raw}): set dates.start / dates.end within the products' span, or give products "
+            f"of the period mapped"
+        )
+    # Clear acquisitions within max_gap_days of each grid date: [lo, hi) into the input dates.
+    lo = np.searchsorted(in_days, out_days - max_gap_days, side="left")
+    hi = np.searchsorted(in_days, out_days + max_gap_days, side="right")
+    n_in = len(dates)
+    far = np.zeros(len(grid), dtype=np.int64)
+    per_date = np.zeros(n_in, dtype=np.int64)
+    n_pixels = n_clear = n_single = n_seen = 0
+    with open_raster(mask, "raw mask") as msk, open_raster(raw, "raw time series") as src:
+        n_bands = max(src.count // max(msk.count, 1), 1)
+        used = range(n_in) if bands is None else [int(b) for b in bands]
+        mask_indexes = [b + 1 for b in used]
+        first_band = [b * n_bands + 1 for b in used]  # nodata there = outside the swath on that date
+        for win in block_windows(msk.height, msk.width, block):
+            valid = msk.read(mask_indexes, window=win).reshape(n_in, -1) == 0
+            seen = (src.read(first_band, window=win).reshape(n_in, -1) != src.nodata).any(axis=0) \
+                if src.nodata is not None else np.ones(valid.shape[1], bool)
+            count = valid.sum(axis=0)
+            has = count > 0
+            n_pixels += valid.shape[1]
+            n_seen += int((seen | has).sum())
+            n_clear += int(has.sum())
+            n_single += int((count == 1).sum())
+            per_date += valid.sum(axis=1)
+            cum = np.zeros((n_in + 1, int(has.sum())), dtype=np.int32)
+            np.cumsum(valid[:, has], axis=0, out=cum[1:])
+            far += ((cum[hi] - cum[lo]) == 0).sum(axis=1)
+    # Pixels never observed (nodata on every date: a tile at the edge of the swath) are not
+    # counted against the products: they are nodata in the output, as they should be.
+    unclear = 1 - n_clear / n_seen if n_seen else 1.0
+    clear_dates = [d for d, n in zip(dates, per_date) if n > 0]
+    if n_seen < n_pixels:
+        log.info("tile %s: %.1f%% of the pixels are nodata on every date (outside the swath)", tile,
+                 100.0 * (n_pixels - n_seen) / n_pixels)
+    if unclear > max_unclear_share:
+        raise InputError(
+            mask,
+            f"tile {tile}: {unclear:.0%} of the observed pixels have no clear observation in any of the {n_in} dates "
+            f"({', '.join(f'{d:%Y-%m-%d}' for d in dates)}); dates with any clear pixel: "
+            f"{', '.join(f'{d:%Y-%m-%d}' for d in clear_dates) or 'none'}",
+            "give products with clear observations of this tile (cloud cover, nodata, the right tile), "
+            f"or relax ingest's masked classes; gapfill.max_unclear_share is {max_unclear_share}",
+        )
+    if len(clear_dates) == 1:
+        log.warning("tile %s: a single date with clear pixels (%s) among %d dates: the gap-filled series is "
+                    "constant in time (no temporal information for the classifier)", tile, clear_dates[0], n_in)
+    elif n_clear and n_single / n_clear > 0.5:
+        log.warning("tile %s: %.0f%% of the pixels have a single clear date among %d: their gap-filled series "
+                    "is constant in time", tile, 100 * n_single / n_clear, n_in)
+    share = far / n_clear if n_clear else np.zeros(len(grid))
+    bad = np.flatnonzero(share > max_gap_share)
+    if bad.size:
+        shown = ", ".join(f"{grid[i]} ({share[i]:.0%})" for i in bad[:10])
+        if bad.size > 10:
+            shown += f", ... ({bad.size} dates in all)"
+        log.warning(
+            "tile %s: %d of %d output date(s) lie more than %d days from any clear acquisition for more than %.0f%% of "
+            "the pixels, their values are extrapolated or interpolated over a long gap: %s (acquisitions %s to %s)",
+            tile, bad.size, len(grid), max_gap_days, 100 * max_gap_share, shown, dates[0], dates[-1],
+        )
+    return share
+
+
 def validity_dtype(n_dates: int) -> str:
     """dtype of the validity raster (count of clear dates) for ``n_dates`` input dates."""
     return "uint8" if n_dates <= 254 else "uint16"
@@ -378,6 +519,9 @@ def gapfill_tile(
     mode: str = "linear",
     backend: str = "numpy",
     block: int = 512,
+    max_gap_days: int = MAX_GAP_DAYS,
+    max_gap_share: float = MAX_GAP_SHARE,
+    max_unclear_share: float = MAX_UNCLEAR_SHARE,
 ) -> None:
     """Gap-fill a tile's time series onto a regular date grid, streaming by windows.
 
@@ -399,15 +543,19 @@ def gapfill_tile(
     backend : ``"numpy"`` (default, streaming) or ``"otb"`` (OTB's ``ImageTimeSeriesGapFilling``
         through ``otbApplication`` or ``otbcli_ImageTimeSeriesGapFilling``).
     block : window size in pixels; memory is bounded by one window.
+    max_gap_days, max_gap_share, max_unclear_share : coverage checks of the grid by clear
+        acquisitions, see :func:`check_coverage`.
 
     Raises
     ------
     InputError
         Band count of ``raw`` not a multiple of the number of dates, mask band count different
         from the number of dates, grids differ, descriptions inconsistent with the dates, dates
-        file missing / unreadable / not increasing, or a raster unreadable.
+        file missing / unreadable / not increasing, a raster unreadable, or most pixels without
+        any clear date (:func:`check_coverage`).
     ConfigError
-        Bad ``start`` / ``end`` / ``step_days`` / ``mode`` / ``backend``.
+        Bad ``start`` / ``end`` / ``step_days`` / ``mode`` / ``backend``, or an output grid
+        mostly outside the acquisitions (:func:`check_coverage`).
     CropchainError
         ``backend="otb"`` without OTB's gap filling application installed.
     """
@@ -420,6 +568,8 @@ def gapfill_tile(
     start_d = dates[0] if start is None else parse_date(start, "start")
     end_d = dates[-1] if end is None else parse_date(end, "end")
     grid = output_date_grid(start_d, end_d, step_days)
+    check_coverage(raw, mask, dates, grid, max_gap_days=max_gap_days, max_gap_share=max_gap_share,
+                   max_unclear_share=max_unclear_share, block=block)
     if backend == "otb":
         otb = _find_otb()  # fail before writing anything
     n_bands, n_in, n_out = len(names), len(dates), len(grid)

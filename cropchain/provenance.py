@@ -71,6 +71,34 @@ def checksum(path: str | os.PathLike) -> dict[str, Any]:
     raise InputError(path, "not found while recording provenance", "rerun the step that writes it")
 
 
+def content_stamp(paths: Iterable[str | os.PathLike]) -> str:
+    """A short hash of the names, sizes and modification times of every file under ``paths``.
+
+    Snakemake compares a folder input by the folder's own modification time, which does not
+    change when a file deep inside it (a band of a ``.SAFE``) is replaced. Passed as a rule
+    param, this stamp changes with any file added, removed, resized or rewritten under the
+    product folders, so the rules that read them rerun. Only ``stat`` is used (no reading):
+    cheap enough for every DAG build. Missing paths count as absent.
+
+    Parameters
+    ----------
+    paths : files or folders (walked recursively, symbolic links followed for files).
+
+    Returns
+    -------
+    str
+        16 hex digits of a SHA-256 over the sorted ``path size mtime_ns`` lines.
+    """
+    lines = []
+    for root in paths:
+        root = Path(root)
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        for f in files:
+            st = f.stat()
+            lines.append(f"{os.fsencode(f).hex()} {st.st_size} {st.st_mtime_ns}\n")
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()[:16]
+
+
 def input_manifest(products: Iterable[str | os.PathLike], out_json: str | os.PathLike) -> list[dict[str, Any]]:
     """Write the checksums of a tile's input products (files or folders) to ``out_json``.
 

@@ -7,6 +7,12 @@ tile's CRS and clipped to the tile; where sources overlap, the source with the h
 priority keeps the overlap and lower-priority polygons lose it (so that no pixel gets two
 labels); polygons smaller than the minimum mapping unit are dropped.
 
+Within one source, polygons of *different* classes that overlap are contested: the
+intersection is removed from every polygon involved (no class wins by the order in which
+polygons are burnt), with a WARNING giving the area removed per class and the polygon ids
+(feature numbers of the source file, 0-based). Overlapping polygons of the *same* class are
+kept as they are (they give the same label).
+
 Output: a GeoPackage layer ``reference`` with columns ``polygon_id`` (1..N), ``code``,
 ``name``, ``source``, ``area_m2`` and the geometry in the tile CRS.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +33,7 @@ import shapely
 from pyproj import CRS
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
+from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import open_raster
 from cropchain.nomenclature import Nomenclature
 
@@ -170,11 +177,44 @@ def _grid(grid_raster: str | os.PathLike) -> tuple[CRS, tuple[float, float, floa
     return crs, bounds  # type: ignore[return-value]
 
 
+_MOJIBAKE = re.compile("[\u00c2\u00c3][\u0080-\u00bf]")
+
+
+def _sidecar(path: Path, suffix: str) -> Path | None:
+    """The ``.dbf`` / ``.shx`` / ``.cpg`` beside a shapefile, in any letter case, or None."""
+    for cand in (path.with_suffix(suffix), path.with_suffix(suffix.upper())):
+        if cand.exists():
+            return cand
+    return None
+
+
+def _check_shapefile(path: Path, name: str) -> None:
+    """A shapefile needs its .shx (index) and .dbf (attributes) beside the .shp."""
+    if path.suffix.lower() != ".shp":
+        return
+    for suffix, what in ((".dbf", "attribute table"), (".shx", "index")):
+        if _sidecar(path, suffix) is None:
+            raise InputError(path, f"reference source {name!r}: the shapefile has no {path.stem}{suffix} ({what})",
+                             f"copy {path.stem}{suffix} beside {path.name} (a shapefile is .shp + .shx + .dbf, "
+                             "with .prj and .cpg), or give a GeoPackage")
+
+
+def _encoding_hint(path: Path) -> str:
+    cpg = _sidecar(path, ".cpg") if path.suffix.lower() == ".shp" else None
+    if cpg is None:
+        return "no .cpg file" if path.suffix.lower() == ".shp" else "the file's declared encoding"
+    try:
+        return f"{cpg.name} says {cpg.read_text(errors='replace').strip()!r}"
+    except OSError:
+        return f"{cpg.name} unreadable"
+
+
 def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDataFrame:
     """Read one source, check field/mapping/nomenclature, map values to codes."""
-    path = Path(src.path)
+    path = require_utf8_path(src.path, f"reference source {src.name!r}")
     if not path.exists():
         raise InputError(path, f"reference source {src.name!r} not found", "check `path` of this reference source in the config")
+    _check_shapefile(path, src.name)
     try:
         info = pyogrio.read_info(path, layer=src.layer)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
@@ -192,11 +232,31 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
         gdf = pyogrio.read_dataframe(path, layer=src.layer, columns=[src.field])
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
         raise InputError(path, f"reference source {src.name!r} cannot be read ({exc})", "repair the file, e.g. with ogr2ogr") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            path,
+            f"reference source {src.name!r}: the attributes are not in the encoding declared ({_encoding_hint(path)}; "
+            f"byte {exc.object[exc.start:exc.start + 1]!r} is not {exc.encoding})",
+            f"write the real encoding in {path.stem}.cpg (e.g. LATIN1 or CP1252), or re-save the file as UTF-8 "
+            f"(ogr2ogr -lco ENCODING=UTF-8 fixed.shp {path.name})",
+        ) from None
+    if len(gdf) == 0:
+        raise InputError(path, f"reference source {src.name!r} has no feature" + (f" in layer {src.layer!r}" if src.layer else ""),
+                         "give the file holding the parcels (or its `layer`)")
+    _check_polygonal(gdf, path, src.name)
 
     mapping = {_key(k): v for k, v in src.mapping.items()}
     keys = np.array([_key(v) for v in gdf[src.field].to_numpy(dtype=object)], dtype=object)
     present = pd.unique(keys)
     unknown = [k for k in present if k not in mapping]
+    garbled = [k for k in unknown if k is not None and _MOJIBAKE.search(k)]
+    if garbled:
+        raise InputError(
+            path,
+            f"field {src.field!r} has value(s) that look like UTF-8 text read in another encoding "
+            f"({_encoding_hint(path)}): {_listing(sorted(garbled))}",
+            f"write UTF-8 in {path.stem}.cpg (the attributes are UTF-8), or re-save the file with its encoding declared",
+        )
     if unknown:
         shown = ["<null>" if k is None else k for k in unknown]
         raise InputError(
@@ -221,6 +281,25 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
     return out
 
 
+def _check_polygonal(gdf: gpd.GeoDataFrame, path: Path, name: str) -> None:
+    """Stop on a source of lines or points (no parcel); warn and count non-polygons among polygons."""
+    geoms = gdf.geometry.to_numpy()
+    present = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    kinds = pd.Series(shapely.get_type_id(geoms[present]))
+    # 3 Polygon, 6 MultiPolygon, 7 GeometryCollection (may hold polygons)
+    polygonal = kinds.isin((3, 6, 7))
+    if len(kinds) and not polygonal.any():
+        names = sorted(set(shapely.get_type_id(geoms[present]).tolist()))
+        found = ", ".join({0: "Point", 1: "LineString", 2: "LinearRing", 4: "MultiPoint", 5: "MultiLineString"}.get(t, str(t))
+                          for t in names)
+        raise InputError(path, f"reference source {name!r} holds {found} geometries, not polygons: parcels need areas",
+                         "give the parcels as polygons (e.g. QGIS 'Lines to polygons', or ogr2ogr -nlt POLYGON on closed lines)")
+    if (~polygonal).any():
+        ids = np.flatnonzero(present)[~polygonal.to_numpy()]
+        log.warning("%s: %d feature(s) are lines or points, not polygons, and are ignored (feature ids %s)",
+                    name, len(ids), _listing(ids.tolist()))
+
+
 def _repair(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     """Drop null/empty geometries, make invalid ones valid, keep polygonal parts only."""
     geoms = gdf.geometry.to_numpy()
@@ -242,6 +321,64 @@ def _repair(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     return gdf.loc[~lost]
 
 
+def _drop_contested(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
+    """Remove, within one source, the areas claimed by polygons of different classes.
+
+    Parameters
+    ----------
+    gdf : one source's polygons (columns ``code``, ``source_index``), projected CRS.
+    name : the source's name, for the log.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        the same rows, where each polygon overlapping a polygon of another class loses the
+        intersection (same-class overlaps untouched); polygons left empty are dropped.
+        A WARNING logs the area removed per class (m2) and up to a few contested pairs of
+        polygon ids (0-based feature numbers of the source file).
+    """
+    if len(gdf) < 2:
+        return gdf
+    geoms = gdf.geometry.to_numpy()
+    codes = gdf["code"].to_numpy()
+    tree = shapely.STRtree(geoms)
+    left, right = tree.query(geoms, predicate="intersects")
+    pairs = (left < right) & (codes[left] != codes[right])
+    left, right = left[pairs], right[pairs]
+    if not len(left):
+        return gdf
+    inter = _polygonal(shapely.intersection(geoms[left], geoms[right]))
+    real = shapely.area(inter) > 0  # touching edges/corners are not contested
+    left, right, inter = left[real], right[real], inter[real]
+    if not len(left):
+        return gdf
+    new = geoms.copy()
+    before = shapely.area(geoms)
+    for i in np.unique(np.concatenate([left, right])):
+        lost = shapely.union_all(inter[(left == i) | (right == i)])
+        new[i] = _polygonal(np.array([shapely.difference(geoms[i], lost)], dtype=object))[0]
+    removed = before - shapely.area(new)
+    ids = gdf["source_index"].to_numpy()
+    per_class = pd.Series(removed, index=codes).groupby(level=0).sum()
+    per_class = per_class[per_class > 0]
+    shown = ", ".join(f"{ids[a]}/{ids[b]}" for a, b in zip(left[:5], right[:5]))
+    if len(left) > 5:
+        shown += f", ... ({len(left)} pairs in all)"
+    log.warning(
+        "%s: %d pair(s) of overlapping polygons of different classes (polygon ids %s): the contested "
+        "area is dropped from both; removed per class: %s",
+        name, len(left), shown, ", ".join(f"code {c}: {a / 1e4:.2f} ha" for c, a in per_class.items()),
+    )
+    gdf = gdf.set_geometry(gpd.GeoSeries(new, index=gdf.index, crs=gdf.crs))
+    empty = shapely.is_empty(new)
+    if empty.any():
+        log.warning("%s: %d polygon(s) entirely contested by other classes dropped", name, int(empty.sum()))
+        lost = sorted(set(codes.tolist()) - set(codes[~empty].tolist()))
+        if lost:
+            log.warning("%s: class(es) %s lost every polygon to overlaps with other classes", name, lost)
+    return gdf.loc[~empty]
+
+
 def fuse_reference(
     sources: list[ReferenceSource],
     nomenclature: Nomenclature,
@@ -256,7 +393,9 @@ def fuse_reference(
     nomenclature, repair invalid geometries (``shapely.make_valid``, polygonal parts
     kept), reproject to the grid raster's CRS and clip to its bounds; between sources,
     the higher ``priority`` keeps overlaps (lower-priority polygons get the difference
-    with the union of all higher-priority polygons); within one source, polygons are
+    with the union of all higher-priority polygons); within one source, the intersection
+    of polygons of different classes is removed from all of them (contested area, logged
+    as a WARNING with the area per class and the polygon ids) and same-class overlaps are
     kept as they are. Polygons smaller than ``min_area_m2`` after clipping and overlap
     removal are dropped (minimum mapping unit).
 
@@ -309,7 +448,7 @@ def fuse_reference(
         gdf = gdf.loc[~gdf.geometry.is_empty].sort_values("source_index")
         if len(gdf) < n_before:
             log.info("%s: %d polygon(s) outside the tile dropped", src.name, n_before - len(gdf))
-        prepared[i] = gdf
+        prepared[i] = _drop_contested(gdf, src.name)
 
     # Overlaps between sources: higher priority first; ties -> earlier in the list wins.
     order = sorted(range(len(sources)), key=lambda i: (-sources[i].priority, i))

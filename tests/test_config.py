@@ -30,7 +30,8 @@ def test_defaults_filled():
     assert cfg["split"] == {"ratio": 0.66, "runs": 2, "seed": 0}
     assert cfg["classify"] == {"window": 512, "overlap": 16}
     assert cfg["gapfill"] == {"temporal": "interpolation", "backend": "numpy", "mode": "linear",
-                              "scl_kept_classes": [4, 5, 6, 7], "composite_day": 15}
+                              "scl_kept_classes": [4, 5, 6, 7], "composite_day": 15,
+                             "max_gap_days": 60, "max_gap_share": 0.2, "max_unclear_share": 0.5}
     assert set(cfg["architectures"]) == {"rf", "xgboost"}
 
 

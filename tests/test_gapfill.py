@@ -255,6 +255,90 @@ def test_tile_input_errors(tmp_path):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_grid_outside_the_acquisitions_stops(tmp_path):
+    # 2019 grid, 2018 products: today every grid date would copy the last date, a map "of 2019".
+    raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path)
+    out = tmp_path / "o"
+    outs = (out / "g.tif", out / "d.txt", out / "v.tif")
+    with pytest.raises(ConfigError, match=r"^dates.start / dates.end: .* acquisitions of tile .* \(2018-01-23 to 2018-05-\d\d"):
+        gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2019-01-01", end="2019-12-31", step_days=10)
+    # Mostly outside (the grid runs a year past the last acquisition) also stops; the threshold is a key.
+    with pytest.raises(ConfigError, match="dates.start / dates.end"):
+        gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2018-01-23", end="2019-06-30", step_days=10)
+    assert not out.exists() or not any(out.iterdir())
+    from cropchain.composite import monthly_composite_tile
+
+    with pytest.raises((ConfigError, InputError), match="dates.start / dates.end"):
+        monthly_composite_tile(raw_p, mask_p, dates_p, *outs, start="2019-01-01", end="2019-12-31")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_grid_dates_far_from_clear_acquisitions_warn(tmp_path, caplog):
+    raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path)
+    outs = (tmp_path / "g.tif", tmp_path / "d.txt", tmp_path / "v.tif")
+    # Two months past the last acquisition (2018-05-xx): extrapolated, warned about; the grid is kept.
+    with caplog.at_level("WARNING", logger="cropchain.gapfill"):
+        gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2018-01-23", end="2018-09-30", step_days=10)
+    assert "more than 60 days from any clear acquisition" in caplog.text
+    assert "2018-07-12 (100%)" in caplog.text and "2018-02-02" not in caplog.text.split("clear acquisition")[1]
+    assert len((tmp_path / "d.txt").read_text().split()) == 26
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cropchain.gapfill"):
+        gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2018-01-23", end="2018-05-20", step_days=10)
+    assert "clear acquisition" not in caplog.text
+
+
+def test_single_clear_date_warns_and_no_clear_date_stops(tmp_path, caplog):
+    raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path)
+    with rasterio.open(mask_p) as src:
+        profile = src.profile
+    one = mask.copy()
+    one[:] = 1
+    one[4] = 0  # a single date with clear pixels
+    single = tmp_path / "tiles" / "T31XYZ" / "raw_mask.tif"
+    single.parent.mkdir(parents=True)
+    with rasterio.open(single, "w", **profile) as dst:
+        dst.write(one)
+    raw_t = single.with_name("raw.tif")
+    shutil.copy(raw_p, raw_t)
+    outs = (tmp_path / "o" / "g.tif", tmp_path / "o" / "d.txt", tmp_path / "o" / "v.tif")
+    with caplog.at_level("WARNING", logger="cropchain.gapfill"):
+        gapfill_tile(raw_t, single, dates_p, *outs, start=None, end=None, max_gap_days=400)
+    assert f"tile T31XYZ: a single date with clear pixels ({DATES[4]})" in caplog.text
+
+    none = np.ones_like(mask)
+    none[:, :5, :5] = 0  # a few clear pixels only
+    with rasterio.open(single, "w", **profile) as dst:
+        dst.write(none)
+    shutil.rmtree(tmp_path / "o")
+    with pytest.raises(InputError, match=r"raw_mask.tif: tile T31XYZ: 99% of the observed pixels have no clear observation .*2018-01-23"):
+        gapfill_tile(raw_t, single, dates_p, *outs, start=None, end=None)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_tile_at_the_edge_of_the_swath_is_not_stopped(tmp_path):
+    """70% of the tile never observed (nodata on every date, as a tile at the swath edge): the
+    observed part is mostly clear, so gap filling goes on; those pixels are nodata in the output."""
+    raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path)
+    with rasterio.open(raw_p) as src:
+        rprofile = src.profile
+    with rasterio.open(mask_p) as src:
+        mprofile = src.profile
+    edge = np.zeros((H, W), bool)
+    edge[:, : int(W * 0.7)] = True
+    raw[:, :, edge] = GAPFILLED_NODATA
+    mask[:, edge] = 1
+    with rasterio.open(raw_p, "w", **rprofile) as dst:
+        dst.write(raw.reshape(-1, H, W))
+    with rasterio.open(mask_p, "w", **mprofile) as dst:
+        dst.write(mask)
+    out = tmp_path / "o"
+    gapfill_tile(raw_p, mask_p, dates_p, out / "g.tif", out / "d.txt", out / "v.tif", start=None, end=None)
+    with rasterio.open(out / "g.tif") as src:
+        first = src.read(1)
+    assert (first[edge] == GAPFILLED_NODATA).all() and (first[~edge] != GAPFILLED_NODATA).mean() > 0.9
+
+
 def test_tile_band_count_not_a_multiple_of_dates(tmp_path):
     raw_p, mask_p, _, raw, mask = write_inputs(tmp_path)
     dates5 = tmp_path / "dates5.txt"

@@ -240,6 +240,61 @@ def test_two_products_of_one_date(t31tej_safe_products, tmp_path):
     _assert_nothing_written(out)
 
 
+def _rewrite_jp2(path: Path, array: np.ndarray) -> None:
+    from cropchain.demo import _jp2
+
+    with rasterio.open(path) as src:
+        transform, crs = src.transform, src.crs.to_string()
+    path.unlink()
+    _jp2(path, array, transform, crs)
+
+
+def test_two_products_of_one_date_merged_per_pixel(tmp_path, caplog):
+    """ingest.same_date: merge: per pixel, the clear observation of the most recent baseline, DNs
+    converted to its offset; its clouds filled from the older product."""
+    import logging
+
+    a = generate_demo_products(tmp_path / "in", "T31TEJ", seed=5, width=40, height=36, dates=["2021-06-01"])[0]
+    other = generate_demo_products(tmp_path / "in2", "T31TEJ", seed=5, width=40, height=36, dates=["2021-08-01"])[0]
+    scl_a = next(a.rglob("*_SCL_20m.jp2"))
+    _rewrite_jp2(scl_a, np.full_like(_read(scl_a), 4))  # A: clear everywhere
+    # B: a reprocessing of A (baseline 05.10, BOA_ADD_OFFSET -2000), cloudy on its left half.
+    b = _copy(a, tmp_path / "in", a.name.replace("_N0500_", "_N0510_").replace("T120000.SAFE", "T180000.SAFE"))
+    mtd = b / "MTD_MSIL2A.xml"
+    mtd.write_text(mtd.read_text().replace(">05.00<", ">05.10<").replace(">-1000<", ">-2000<"))
+    for f in b.rglob("*_B*_*m.jp2"):
+        dn = _read(f).astype(np.int32)
+        _rewrite_jp2(f, np.where(dn > 0, dn + 1000 + 100, 0).astype(np.uint16))  # reflectance of A + 100
+    scl_b = next(b.rglob("*_SCL_20m.jp2"))
+    cloud = np.full_like(_read(scl_a), 4)
+    cloud[:, : cloud.shape[1] // 2] = 9
+    _rewrite_jp2(scl_b, cloud)
+
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="ingest.same_date: merge"):
+        ingest_safe([a, b, other], *_outputs(out))
+    _assert_nothing_written(out)
+    with caplog.at_level(logging.WARNING, logger="cropchain.io.sentinel2"):
+        ingest_safe([a, b, other], *_outputs(out), same_date="merge", bands=["B04", "B08", "B11"])
+    assert "2 products of the same date merged per pixel" in caplog.text and b.name in caplog.text
+    assert read_dates(out / "raw_dates.txt") == ["20210601", "20210801"]
+    ingest_safe([a, other], *_outputs(tmp_path / "a_only"), bands=["B04", "B08", "B11"])
+    with rasterio.open(out / "raw.tif") as src, rasterio.open(tmp_path / "a_only/raw.tif") as ref:
+        merged, only_a = src.read([1, 2, 3]).astype(np.int32), ref.read([1, 2, 3]).astype(np.int32)
+    with rasterio.open(out / "raw_mask.tif") as src:
+        mask = src.read(1)
+    left = np.zeros(mask.shape, bool)
+    left[:, : mask.shape[1] // 2] = True
+    valid = only_a != -32768
+    # Right half: B (newest baseline, clear) = A + 100; left half: B cloudy -> A.
+    b08_right = valid[1] & ~left
+    assert b08_right.sum() > 100
+    np.testing.assert_array_equal(merged[1][b08_right], only_a[1][b08_right] + 100)
+    np.testing.assert_array_equal(merged[0][valid[0] & left], only_a[0][valid[0] & left])
+    assert not mask[valid.all(axis=0)].any()  # every pixel clear in one of them is clear
+    assert not list(out.glob(".same-date-*"))  # merged band files removed
+
+
 def test_product_on_another_grid(t31tej_safe_products, tmp_path):
     other = generate_demo_products(tmp_path / "in", "T31TEJ", seed=0, width=32, height=32, dates=["2018-05-01"])
     out = tmp_path / "out"

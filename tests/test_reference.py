@@ -175,6 +175,31 @@ def test_priority_overlap_resolution(tmp_path, grid, nomenclature):
     assert rev.loc[rev["source"] == "lpis", "area_m2"].iloc[0] == pytest.approx(400 * 400)
 
 
+def test_contested_overlap_within_source_dropped(tmp_path, grid, nomenclature, caplog):
+    # A vineyard drawn over half of a wheat field and over a whole small maize field, in
+    # the same source: nobody wins by drawing order; the contested area leaves both classes.
+    geoms = [rect(0, 0, 400, 400), rect(200, 0, 600, 400), rect(450, 100, 550, 200), rect(700, 700, 900, 900), rect(800, 800, 1000, 1000)]
+    src = write_source(tmp_path / "s.gpkg", ["W", "V", "M", "W", "W"], geoms)
+    with caplog.at_level(logging.WARNING, logger="cropchain.reference"):
+        fused = fuse_reference([ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg")
+    # The maize field lies entirely inside the vineyard: nothing left of it.
+    assert fused["code"].tolist() == [1, 3, 1, 1]
+    assert fused["area_m2"].tolist() == pytest.approx([200 * 400, 200 * 400 - 100 * 100, 200 * 200, 200 * 200])
+    # No two polygons of different classes overlap; same-class overlap kept as is.
+    w, v = fused.geometry.iloc[0], fused.geometry.iloc[1]
+    assert w.intersection(v).area < 1e-6
+    assert fused.geometry.iloc[2].intersection(fused.geometry.iloc[3]).area == pytest.approx(100 * 100)
+    text = caplog.text
+    assert "2 pair(s) of overlapping polygons of different classes" in text
+    assert "0/1" in text and "1/2" in text  # polygon ids (feature numbers)
+    assert "code 1: 8.00 ha" in text and "code 2: 1.00 ha" in text and "code 3: 9.00 ha" in text
+    assert "class(es) [2] lost every polygon" in text
+    # Order of the input does not matter any more (the old rule: last burnt wins).
+    src2 = write_source(tmp_path / "s2.gpkg", ["W", "V", "M", "W", "W"][::-1], geoms[::-1])
+    rev = fuse_reference([ReferenceSource("s", src2, "crop", MAPPING)], nomenclature, grid, tmp_path / "r2.gpkg")
+    assert sorted(rev["area_m2"].round(3)) == sorted(fused["area_m2"].round(3))
+
+
 def test_reprojection_and_clipping(tmp_path, grid, nomenclature):
     inside = rect(100, 100, 300, 300)
     across = rect(900, 500, 1100, 700)  # half outside the 1000 m wide grid

@@ -81,6 +81,74 @@ def test_new_date_reruns_one_tile(tmp_path: Path):
     assert not any("results/tiles/T31TXB/" in line for line in outputs)  # the other tile's products stay
 
 
+def test_file_replaced_inside_a_safe_reruns_ingest_and_manifest(tmp_path: Path):
+    """A band file replaced inside a .SAFE (the folder's own mtime unchanged): the ingest and the
+    input manifest rerun (issue 12); touching nothing leaves nothing to do."""
+    import datetime as dt
+    import os
+
+    from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references
+
+    work = tmp_path / "safe"
+    dates = [dt.date(2021, 3, 1), dt.date(2021, 6, 1), dt.date(2021, 9, 1)]
+    products = generate_demo_products(work / "products" / "T31TXA", "T31TXA", seed=4, width=32, height=32, dates=dates)
+    generate_demo_references(work / "resources/demo/reference", {"T31TXA": {"origin": demo_origin(0, 32), "width": 32,
+                                                                            "height": 32}}, seed=4)
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    del cfg["demo"]
+    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
+    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products/T31TXA"}}
+    configfile = work / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    targets = ["results/tiles/T31TXA/raw.tif", "results/tiles/T31TXA/inputs.json"]
+    snakemake(work, configfile, *targets)
+    first = snakemake(work, configfile, "--dry-run", *targets)
+    assert "Nothing to be done" in first.stdout + first.stderr
+
+    band = next(products[1].rglob("*_B04_10m.jp2"))
+    folder_mtime = products[1].stat().st_mtime_ns
+    shutil.copyfile(next(products[0].rglob("*_B04_10m.jp2")), band)  # another date's band: new content
+    os.utime(products[1], ns=(folder_mtime, folder_mtime))
+    out = snakemake(work, configfile, "--dry-run", *targets)
+    text = out.stdout + out.stderr
+    assert "Nothing to be done" not in text
+    assert re.search(r"^ingest\s+1$", text, re.M) and re.search(r"^manifest\s+1$", text, re.M), text
+
+
+def test_shapefile_dbf_edited_alone_reruns_the_fusion(tmp_path: Path):
+    """Class labels edited in a reference shapefile's .dbf (the .shp untouched): the fusion reruns."""
+    import pyogrio
+
+    from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references
+
+    work = tmp_path / "shp"
+    generate_demo_products(work / "products" / "T31TXA", "T31TXA", seed=4, width=32, height=32,
+                           dates=["2021-03-01", "2021-06-01"])
+    ref = work / "resources/demo/reference"
+    generate_demo_references(ref, {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}}, seed=4)
+    parcels = pyogrio.read_dataframe(ref / "parcels.gpkg")
+    pyogrio.write_dataframe(parcels, ref / "parcels.shp")
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    del cfg["demo"]
+    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
+    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products/T31TXA"}}
+    cfg["reference"]["sources"][0]["path"] = "resources/demo/reference/parcels.shp"
+    configfile = work / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    targets = ["results/tiles/T31TXA/reference.gpkg"]
+    snakemake(work, configfile, *targets)
+    first = snakemake(work, configfile, "--dry-run", *targets)
+    assert "Nothing to be done" in first.stdout + first.stderr
+
+    relabelled = parcels.copy()
+    relabelled["CODE_CULTU"] = relabelled["CODE_CULTU"].replace({"BTH": "MIS", "MIS": "BTH"})
+    pyogrio.write_dataframe(relabelled, tmp_path / "relabelled.shp")
+    shutil.copyfile(tmp_path / "relabelled.dbf", ref / "parcels.dbf")
+    out = snakemake(work, configfile, "--dry-run", *targets)
+    text = out.stdout + out.stderr
+    assert re.search(r"^reference\s+1$", text, re.M) and not re.search(r"^ingest\s", text, re.M), text
+
+
 def test_new_reference_reruns_fusion_and_after(copy_of_demo: Path):
     import geopandas as gpd
 

@@ -213,6 +213,43 @@ def test_bad_inputs_stop_with_the_file_named(series, tmp_path):
     assert _nothing_written(out)
 
 
+def test_values_that_the_scale_cannot_hold_stop(series, tmp_path):
+    """Float reflectance 0-1 without `scale` (every value would round to 0 or 1), reflectance x10000
+    with scale 10000 (every value clipped), float NDVI without scale: stop naming file, range and scale."""
+    cube, mask = series
+    refl = (np.abs(cube).astype(np.float32) / 10000)
+    write_stack(tmp_path / "f", refl, None, [f"{d:%Y%m%d}" for d in DATES])
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"S2_20210304.tif: band B02 \(reflectance\) holds clear values 0.0001 to 0.8998: "
+                                         r"with scale 1 .* -> set tiles.T31TXA.scale to 10000"):
+        ingest_stack(find_stack_files(tmp_path / "f"), *_outputs(out), bands=BANDS, tile="T31TXA")
+    assert _nothing_written(out)
+    with pytest.raises(InputError, match=r"S2_20210304.tif: band B02 .*beyond the int16 range.* -> set tiles.T31TXA.scale to 10000"):
+        ingest_stack(find_stack_files(tmp_path / "f"), *_outputs(out), bands=BANDS, tile="T31TXA", scale=1e8)
+    assert _nothing_written(out)
+    write_stack(tmp_path / "i", cube, None, [f"{d:%Y%m%d}" for d in DATES])  # int16 x10000
+    with pytest.raises(InputError, match=r"band B02 .*beyond the int16 range.* -> set tiles.T31TXA.scale to 1 "):
+        ingest_stack(find_stack_files(tmp_path / "i"), *_outputs(out), bands=BANDS, tile="T31TXA", scale=10000)
+    assert _nothing_written(out)
+    # Percent reflectance (0-100) at scale 1: no date is absurd alone, the whole stack is.
+    write_stack(tmp_path / "p", refl * 100, None, [f"{d:%Y%m%d}" for d in DATES])
+    with pytest.raises(InputError, match=r"/p: band B02 \(reflectance\) holds clear values .* over all dates.* set tiles.T31TXA.scale to 100$"):
+        ingest_stack(find_stack_files(tmp_path / "p"), *_outputs(out), bands=BANDS, tile="T31TXA")
+    assert _nothing_written(out)
+    # NDVI -1..1 in one OTB-order file without scale.
+    ndvi = np.random.default_rng(2).uniform(-0.2, 0.9, (len(DATES), H, W)).astype(np.float32)
+    path = _write(tmp_path / "ndvi.tif", ndvi)
+    (tmp_path / "ndvi_dates.txt").write_text("".join(f"{d:%Y%m%d}\n" for d in DATES))
+    with pytest.raises(InputError, match=r"ndvi.tif: band NDVI \(index\) .* -> set tiles.T31TXA.scale to 10000"):
+        ingest_stack_file(path, tmp_path / "ndvi_dates.txt", *_outputs(out), bands=["NDVI"], tile="T31TXA")
+    assert _nothing_written(out)
+    # Dark but right: a date clear over water only (reflectance 0.01-0.03) is not stopped.
+    dark = cube.copy()
+    dark[0] = np.clip(dark[0], 100, 300)
+    write_stack(tmp_path / "d", dark, None, [f"{d:%Y%m%d}" for d in DATES])
+    ingest_stack(find_stack_files(tmp_path / "d"), *_outputs(out), bands=BANDS, tile="T31TXA")
+
+
 def test_bad_single_file_inputs(series, tmp_path):
     cube, mask = series
     out = tmp_path / "out"

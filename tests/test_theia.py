@@ -143,12 +143,13 @@ def test_errors_name_the_file(scene, tmp_path):
     with pytest.raises(InputError, match="differs from") as err:
         ingest_theia([products[0], other[0]], *_outputs(out))
     assert other[0].name in str(err.value)
-    # A zipped product, and a band that Theia does not have.
+    # A damaged zipped product (read in place when whole), and a band that Theia does not have.
     zipdir = tmp_path / "zipped"
     zipdir.mkdir()
     (zipdir / (products[0].name + ".zip")).write_bytes(b"PK")
-    with pytest.raises(InputError, match="still zipped"):
-        find_theia_products(zipdir)
+    with pytest.raises(InputError, match="zipped product cannot be read") as err:
+        ingest_theia(find_theia_products(zipdir), *_outputs(out))
+    assert products[0].name + ".zip" in str(err.value)
     with pytest.raises(ConfigError, match="B01"):
         ingest_theia(products[:1], *_outputs(out), bands=["B01"])
     assert not out.exists() or not list(out.iterdir())

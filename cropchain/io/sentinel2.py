@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fnmatch
 import logging
 import os
 import re
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +42,7 @@ from rasterio.enums import Resampling
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
+from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import GridReader, block_windows, geotiff_profile
 
 log = logging.getLogger(__name__)
@@ -112,6 +116,16 @@ def normalize_tile(tile: str) -> str:
     return t if t.startswith("T") else "T" + t
 
 
+_TILE_ID_RE = re.compile(r"T?\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}", re.IGNORECASE)
+
+
+def tile_id_of_name(name: str) -> str | None:
+    """The MGRS tile id (``T31TEJ``) a config tile name stands for, or None when the name is
+    not a tile id (``"herault"``, ``"OTB"``): only then can products be checked against it."""
+    text = str(name).strip()
+    return normalize_tile(text) if _TILE_ID_RE.fullmatch(text) else None
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -126,29 +140,91 @@ def _sensing_from_name(path: Path) -> dt.datetime | None:
         return None
 
 
+_ZIPPED_SAFE_RE = re.compile(r"^S2[A-D]_MSIL2A_\w+(\.SAFE)?\.zip$", re.IGNORECASE)
+
+
+def is_zipped_safe(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a zipped Sentinel-2 L2A product (``S2B_MSIL2A_...SAFE.zip`` as the
+    Copernicus Data Space delivers it, or ``S2B_MSIL2A_....zip``)."""
+    return bool(_ZIPPED_SAFE_RE.match(Path(path).name))
+
+
+def _safe_name_of_zip(path: Path) -> str:
+    name = path.name[:-4]
+    return name if name.upper().endswith(".SAFE") else name + ".SAFE"
+
+
+class ZippedFolder:
+    """A zipped product read in place: its members as GDAL ``/vsizip/{archive}/...`` paths.
+
+    The archive holds one product folder (``<name>.SAFE/`` as the Copernicus Data Space
+    delivers it, or a Theia product folder); files are located by name patterns relative to
+    that folder, as in the unzipped product. ``top``: that folder's name (default: the folder
+    holding ``MTD_MSIL2A.xml``, else the archive's name without ``.zip``).
+    """
+
+    def __init__(self, archive: Path, top: str | None = None) -> None:
+        self.archive = archive
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(archive, f"zipped product cannot be read ({exc})",
+                             "download the product again (the zip is damaged or incomplete)") from None
+        tops = sorted({n.split("/", 1)[0] for n in names if n.count("/") >= 1 and n.split("/", 1)[1] == MTD_NAME})
+        self.top = top or (tops[0] if tops else _safe_name_of_zip(archive))
+        prefix = self.top + "/"
+        self.members = sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+
+    def path(self, rel: str) -> Path:
+        """GDAL's path of a member (``rasterio.open`` reads it in place)."""
+        return Path(f"/vsizip/{{{self.archive.resolve()}}}/{self.top}/{rel}")
+
+    def exists(self, rel: str) -> bool:
+        return rel in self.members
+
+    def read(self, rel: str) -> bytes:
+        with zipfile.ZipFile(self.archive) as zf:
+            return zf.read(f"{self.top}/{rel}")
+
+    def glob(self, pattern: str) -> list[Path]:
+        parts = pattern.split("/")
+        return [self.path(m) for m in self.members
+                if len(m.split("/")) == len(parts) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(m.split("/"), parts))]
+
+    def folders(self, pattern: str) -> list[Path]:
+        parts = pattern.split("/")
+        found = {"/".join(m.split("/")[: len(parts)]) for m in self.members if len(m.split("/")) > len(parts)}
+        return [self.path(f) for f in sorted(found)
+                if all(fnmatch.fnmatchcase(a, b) for a, b in zip(f.split("/"), parts))]
+
+
 def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Find Sentinel-2 ``.SAFE`` product folders.
 
     Parameters
     ----------
-    paths : one path or several; each is a ``.SAFE`` folder itself, or a folder searched
-        recursively for ``*.SAFE`` folders.
+    paths : one path or several; each is a ``.SAFE`` folder or a zipped product
+        (``*.SAFE.zip``) itself, or a folder searched recursively for both.
 
     Returns
     -------
     list of Path
-        The product folders, without duplicates, sorted by sensing time (from the folder name,
-        or from ``MTD_MSIL2A.xml`` where the name does not carry it).
+        The product folders and zipped products (read in place through GDAL's ``/vsizip/``;
+        a zip whose unzipped ``.SAFE`` folder is also there is left out), without duplicates,
+        sorted by sensing time (from the name, or from ``MTD_MSIL2A.xml`` where the name does
+        not carry it).
 
     Raises
     ------
     InputError
-        a path does not exist, or no ``.SAFE`` folder was found at all.
+        a path does not exist or is not valid UTF-8; no product was found at all.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [Path(p) for p in paths]
+    paths = [require_utf8_path(p, "products folder") for p in paths]
     found: dict[Path, None] = {}
+    zipped: list[Path] = []
     for p in paths:
         if not p.exists():
             raise InputError(p, "folder not found", "give a .SAFE folder or a folder holding .SAFE products")
@@ -158,8 +234,24 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
             for q in sorted(p.rglob("*")):
                 if q.is_dir() and q.suffix.upper() == ".SAFE":
                     found[q.resolve()] = None
+                elif q.is_file() and is_zipped_safe(q):
+                    zipped.append(q)
+        elif is_zipped_safe(p):
+            zipped.append(p)
         else:
             raise InputError(p, "not a folder", "give a .SAFE folder or a folder holding .SAFE products (unzip .zip downloads first)")
+    for q in found:
+        require_utf8_path(q, "SAFE product")
+    unzipped = {q.name.upper() for q in found}
+    in_place = sorted({z.resolve() for z in zipped if _safe_name_of_zip(z).upper() not in unzipped})
+    twins = len({z.resolve() for z in zipped}) - len(in_place)
+    if twins:
+        log.info("%d zipped product(s) ignored: the same .SAFE folder is there unzipped", twins)
+    if in_place:
+        log.info("%d zipped product(s) read in place (GDAL /vsizip/): %s", len(in_place),
+                 ", ".join(z.name for z in in_place[:5]) + (" ..." if len(in_place) > 5 else ""))
+    for z in in_place:
+        found[z] = None
     if not found:
         where = ", ".join(str(p) for p in paths) or "<no path given>"
         raise InputError(where, "no Sentinel-2 .SAFE product folder found",
@@ -229,12 +321,12 @@ def _tile_of(root: ET.Element, safe: Path) -> str | None:
     return "T" + m.group(1) if m else None
 
 
-def _band_file(safe: Path, band: str) -> Path:
+def _band_file(safe: Path, band: str, zipped: ZippedFolder | None = None) -> Path:
     res = NATIVE_RESOLUTION[band]
     pattern = f"GRANULE/*/IMG_DATA/R{res}m/*_{band}_{res}m.jp2"
-    hits = sorted(safe.glob(pattern))
+    hits = sorted(zipped.glob(pattern) if zipped else safe.glob(pattern))
     if not hits:
-        folders = sorted(safe.glob(f"GRANULE/*/IMG_DATA/R{res}m"))
+        folders = sorted(zipped.folders(f"GRANULE/*/IMG_DATA/R{res}m") if zipped else safe.glob(f"GRANULE/*/IMG_DATA/R{res}m"))
         where = folders[0] if folders else safe / "GRANULE" / "*" / "IMG_DATA" / f"R{res}m"
         raise InputError(where, f"band {band} ({res} m) not found: no file *_{band}_{res}m.jp2",
                          "the product is incomplete; download it again or remove it from the inputs")
@@ -260,7 +352,8 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
 
     Parameters
     ----------
-    safe_dir : the ``.SAFE`` folder.
+    safe_dir : the ``.SAFE`` folder, or a zipped product (``*.SAFE.zip``, read in place: its
+        band files are GDAL ``/vsizip/{archive}/...`` paths).
     bands : bands whose files must be present (default :data:`SENTINEL2_BANDS`); the SCL file
         is always looked up when ``bands`` is not empty.
 
@@ -278,13 +371,21 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
     """
     safe = Path(safe_dir)
     bands = _check_bands(bands)
-    if not safe.is_dir():
+    zipped = ZippedFolder(safe) if safe.is_file() and is_zipped_safe(safe) else None
+    if zipped is None and not safe.is_dir():
         raise InputError(safe, "SAFE product folder not found", "check the path of the product")
-    mtd = safe / MTD_NAME
-    if not mtd.is_file():
+    mtd = zipped.path(MTD_NAME) if zipped else safe / MTD_NAME
+    if not (zipped.exists(MTD_NAME) if zipped else mtd.is_file()):
         raise InputError(safe, f"not a Sentinel-2 L2A product: {MTD_NAME} is missing",
                          "give complete L2A .SAFE folders (download the product again, or remove this folder)")
-    root = _parse_mtd(mtd)
+    if zipped:
+        try:
+            root = ET.fromstring(zipped.read(MTD_NAME))
+        except ET.ParseError as exc:
+            raise InputError(mtd, f"product metadata cannot be parsed ({exc})",
+                             "download the product again; MTD_MSIL2A.xml is damaged") from None
+    else:
+        root = _parse_mtd(mtd)
     fix = "download the product again; MTD_MSIL2A.xml is incomplete"
     start = _find_text(root, "PRODUCT_START_TIME", "DATATAKE_SENSING_START")
     if start is None:
@@ -316,13 +417,13 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
     missing_off = [b for b in bands if offsets and b not in offsets]
     if missing_off:
         raise InputError(mtd, f"no BOA_ADD_OFFSET for band(s) {missing_off}", fix)
-    tile = _tile_of(root, safe)
+    tile = _tile_of(root, Path(zipped.top) if zipped else safe)
     if tile is None:
         raise InputError(safe, "the MGRS tile (e.g. T31TEJ) is neither in the metadata nor in the folder name",
                          "keep ESA's product name S2x_MSIL2A_..._Txxxxx_....SAFE")
     spacecraft = _find_text(root, "SPACECRAFT_NAME") or "unknown"
-    band_files = {b: _band_file(safe, b) for b in bands}
-    scl = _band_file(safe, "SCL") if bands else None
+    band_files = {b: _band_file(safe, b, zipped) for b in bands}
+    scl = _band_file(safe, "SCL", zipped) if bands else None
     return SafeProduct(
         path=safe,
         date=sensing.date(),
@@ -376,6 +477,126 @@ def _read_window(reader: GridReader, path: Path, window) -> np.ndarray:
         raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
 
 
+SAME_DATE_RULES = ("error", "merge")
+
+
+def _baseline_key(p: SafeProduct) -> tuple:
+    """Most recent first: processing baseline, then the product's generation time (end of its name)."""
+    try:
+        baseline = float(p.baseline)
+    except ValueError:
+        baseline = -1.0
+    return (-baseline, tuple(-ord(c) for c in p.path.name))
+
+
+def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes: Sequence[int], work_dir: str | os.PathLike,
+                             *, block: int = 1024) -> list[SafeProduct]:
+    """Merge products of the same sensing date into one per date: per pixel, the clear observation
+    of the most recent processing baseline.
+
+    Two products of one date come from a tile at the overlap of two orbits' datastrips, or from
+    a reprocessing (the same acquisition under a newer baseline). For each date with several
+    products, and for each band at its native resolution, a pixel takes its value from the
+    first product, in order of processing baseline (newest first, then the newest generation
+    time), where the pixel is clear (SCL not in ``scl_masked_classes`` and DN not 0); where no
+    product is clear, from the first product with data (the pixel stays masked through its SCL).
+    DNs are converted to the chosen reference's ``BOA_ADD_OFFSET`` and quantification, so that
+    reflectance is unchanged. The SCL is merged by the same rule.
+
+    Parameters
+    ----------
+    products : products of one tile, as :func:`read_safe_product` returns them.
+    scl_masked_classes : SCL classes that are not clear (the ingest's mask).
+    work_dir : folder for the merged band files (uint16 GeoTIFF at each band's resolution); it
+        must outlive the ingest that reads them.
+    block : rows per window (memory: a few ``block x width`` arrays per product).
+
+    Returns
+    -------
+    list of SafeProduct
+        one per date, sorted by sensing time; single products are returned as they are; a
+        merged one keeps the metadata of the most recent baseline and points at the merged files.
+
+    Raises
+    ------
+    InputError
+        products of one date whose band files are not on one grid.
+    """
+    from rasterio.windows import Window, bounds as window_bounds, from_bounds
+
+    work_dir = Path(work_dir)
+    masked = np.array(sorted({int(c) for c in scl_masked_classes}), dtype=np.int64)
+    by_date: dict[dt.date, list[SafeProduct]] = {}
+    for p in products:
+        by_date.setdefault(p.date, []).append(p)
+    out: list[SafeProduct] = []
+    for date, group in sorted(by_date.items()):
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        group = sorted(group, key=_baseline_key)
+        ref = group[0]
+        folder = work_dir / f"{date:%Y%m%d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        merged: dict[str, Path] = {}
+        from_ref = total = 0
+        for band in [*ref.band_files, "SCL"]:
+            files = [p.scl_file if band == "SCL" else p.band_files.get(band) for p in group]
+            if any(f is None for f in files):
+                raise InputError(group[[f is None for f in files].index(True)].path, f"band {band} missing in one of the "
+                                 f"products of {date}", "give products with the same bands")
+            target = folder / f"{band}.tif"
+            with contextlib.ExitStack() as stack:
+                srcs = [stack.enter_context(_open(f)) for f in files]
+                scls = [stack.enter_context(_open(p.scl_file)) for p in group]
+                first = srcs[0]
+                for f, src in zip(files[1:], srcs[1:]):
+                    if _grid(src) != _grid(first):
+                        raise InputError(f, f"grid differs from {files[0]}, a product of the same date {date}",
+                                         "products of one date can only be merged on one tile grid")
+                profile = geotiff_profile(first.profile, count=1, dtype="uint16", nodata=0)
+                profile.update(driver="GTiff")
+                with rasterio.open(target, "w", **profile) as dst:
+                    for row in range(0, first.height, block):
+                        win = Window(0, row, first.width, min(block, first.height - row))
+                        shape = (int(win.height), int(win.width))
+                        value = np.zeros(shape, dtype=np.uint16)
+                        chosen = np.full(shape, -1, dtype=np.int16)
+                        fallback = np.full(shape, -1, dtype=np.int16)
+                        for k, (p, src, scl) in enumerate(zip(group, srcs, scls)):
+                            dn = src.read(1, window=win)
+                            sw = from_bounds(*window_bounds(win, first.transform), transform=scl.transform)
+                            cls = scl.read(1, window=sw, out_shape=shape, resampling=Resampling.nearest, boundless=True,
+                                           fill_value=0)
+                            has = (cls != 0) if band == "SCL" else (dn != 0)
+                            clear = has & ~np.isin(cls, masked)
+                            take = clear & (chosen < 0)
+                            chosen[take] = k
+                            fallback[has & (fallback < 0)] = k
+                            if band == "SCL":
+                                v = dn.astype(np.float64)
+                            else:
+                                v = (dn.astype(np.float64) + p.offsets.get(band, 0)) * (ref.quantification / p.quantification) \
+                                    - ref.offsets.get(band, 0)
+                                v = np.clip(np.rint(v), 1, 65535)
+                            pick = take | ((chosen < 0) & (fallback == k) & has)
+                            value[pick] = v[pick].astype(np.uint16)
+                        dst.write(value, 1, window=win)
+                        if band == "SCL":
+                            from_ref += int((chosen == 0).sum())
+                            total += int((chosen >= 0).sum())
+            merged[band] = target
+        log.warning("%s: %d products of the same date merged per pixel, the clear observation of the most recent "
+                    "processing baseline first (%s); %.1f%% of the clear pixels from %s", date, len(group),
+                    ", ".join(f"{p.path.name} (baseline {p.baseline})" for p in group),
+                    100.0 * from_ref / total if total else 0.0, ref.path.name)
+        out.append(SafeProduct(path=ref.path, date=ref.date, sensing_time=ref.sensing_time, tile=ref.tile,
+                               spacecraft=ref.spacecraft, baseline=ref.baseline, quantification=ref.quantification,
+                               offsets=dict(ref.offsets), band_files={b: merged[b] for b in ref.band_files},
+                               scl_file=merged["SCL"]))
+    return out
+
+
 def ingest_safe(
     products: Sequence[str | os.PathLike],
     out_raw: str | os.PathLike,
@@ -386,6 +607,7 @@ def ingest_safe(
     scl_masked_classes: Sequence[int] = DEFAULT_SCL_MASKED,
     resampling: str = "bilinear",
     tile: str | None = None,
+    same_date: str = "error",
     block: int = 1024,
 ) -> None:
     """Stack Sentinel-2 L2A SAFE products of one tile into ``raw.tif``, ``raw_mask.tif``, ``raw_dates.txt``.
@@ -406,6 +628,9 @@ def ingest_safe(
     resampling : rasterio resampling of the 20 m (and 60 m) bands onto the 10 m grid
         (``"bilinear"``, ``"cubic"``, ``"nearest"`` ...). SCL is always resampled by nearest.
     tile : expected tile (``"T31TEJ"`` or ``"31TEJ"``); by default the tile of the first product.
+    same_date : ``"error"`` (default): two products of one date stop the ingest; ``"merge"``:
+        they are merged per pixel, the clear observation of the most recent processing baseline
+        first (:func:`merge_same_date_products`, config ``ingest.same_date``).
 
     block : window size in px: products are read (20 m bands warped) and written one date
         and one window at a time, so memory is a few ``block`` x ``block`` arrays, whatever
@@ -430,18 +655,32 @@ def ingest_safe(
     masked = np.array(sorted({int(c) for c in scl_masked_classes}), dtype=np.int64)
     if not products:
         raise InputError(out_raw, "no Sentinel-2 product given for this tile", "check the products folder of the tile")
-    prods = sorted((read_safe_product(p, bands) for p in products), key=lambda p: (p.sensing_time, p.path.name))
+    if same_date not in SAME_DATE_RULES:
+        raise ConfigError(f"ingest.same_date: {same_date!r}, choose one of {', '.join(SAME_DATE_RULES)}")
+    prods = sorted((p if isinstance(p, SafeProduct) else read_safe_product(p, bands) for p in products),
+                   key=lambda p: (p.sensing_time, p.path.name))
 
     expected = normalize_tile(tile) if tile else prods[0].tile
     for p in prods:
         if p.tile != expected:
-            first = "" if tile else f" (the tile of {prods[0].path.name})"
+            first = f" (the tile named in the configuration, tiles.{tile})" if tile else \
+                f" (the tile of {prods[0].path.name})"
             raise InputError(p.path, f"product of tile {p.tile}, expected {expected}{first}",
-                             "give the products of one tile per ingest (one folder per tile)")
+                             "give the products of one tile per ingest (one folder per tile), named after that tile")
+    if same_date == "merge" and len({p.date for p in prods}) < len(prods):
+        Path(out_raw).parent.mkdir(parents=True, exist_ok=True)
+        for stale in Path(out_raw).parent.glob(".same-date-*"):  # left by a killed ingest of this tile
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=Path(out_raw).parent, prefix=".same-date-") as work:
+            merged = merge_same_date_products(prods, scl_masked_classes, work)
+            ingest_safe(merged, out_raw, out_mask, out_dates, bands=bands, scl_masked_classes=scl_masked_classes,
+                        resampling=resampling, tile=expected, block=block)
+        return
     for a, b in zip(prods, prods[1:]):
         if a.date == b.date:
             raise InputError(b.path, f"same sensing date {a.date} as {a.path}",
-                             "keep one product per date (e.g. the latest processing baseline) and remove the other")
+                             "keep one product per date (e.g. the latest processing baseline) and remove the other, "
+                             "or set ingest.same_date: merge (per pixel, the clear observation of the newest baseline)")
 
     ref_band = next((b for b in bands if NATIVE_RESOLUTION[b] == 10), bands[0])
     with _open(prods[0].band_files[ref_band]) as src:

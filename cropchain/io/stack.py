@@ -35,7 +35,7 @@ import rasterio
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
+from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import block_windows, geotiff_profile, read_dates
 from cropchain.io.sentinel2 import RAW_NODATA
 
@@ -146,13 +146,15 @@ def find_stack_files(
     ConfigError
         ``date_pattern`` is not a regular expression.
     """
-    folder = Path(folder)
+    folder = require_utf8_path(folder, "stack folder")
     _compile(date_pattern, "tiles.<tile>.date_pattern")
     if not folder.is_dir():
         raise InputError(folder, "stack folder not found", "check the tile's products path (relative to the working directory)")
     mask_paths = sorted(p for p in folder.glob(masks) if p.is_file()) if masks else []
     mask_set = set(mask_paths)
     images = sorted(p for p in folder.glob(files) if p.is_file() and p not in mask_set)
+    for p in (*images, *mask_paths):
+        require_utf8_path(p, "stack file")
     if not images:
         raise InputError(folder, f"no image file matching {files!r}", "put one GeoTIFF per date there, or fix the tile's 'files' glob")
 
@@ -224,6 +226,107 @@ def _select_bands(bands: Sequence[str], file_bands: Sequence[str] | None) -> tup
     return bands, [file_bands.index(b) + 1 for b in bands]
 
 
+#: band names read as surface reflectance (Sentinel-2 / Landsat style: B02, B8A, B11, ...).
+_REFLECTANCE = re.compile(r"(?i)(B\d{1,2}A?|blue|green|red|nir|swir\d?|red_?edge\d?)")
+#: band names read as a normalised index (-1..1).
+_INDEX = re.compile(r"(?i).*(NDVI|NDWI|NDMI|NDRE|NBR|NDSI|EVI|SAVI).*")
+#: the largest |stored| clear value of a band, over the whole stack, below which its kind cannot
+#: be stored at this scale: reflectance 0.05 (500) or index 0.01 (100) x10000.
+_MIN_TOP_STACK = {"reflectance": 500.0, "index": 100.0}
+#: per date (fail fast): every clear value of a band rounding within +-10 (reflectance 0.001)
+#: with at least this many clear values.
+_MIN_TOP_DATE = 10.0
+_MIN_COUNT = 100
+#: more than this share of clear values beyond the int16 range: the scale is wrong the other way.
+_MAX_CLIPPED = 0.01
+
+
+def band_kind(name: str) -> str:
+    """``"reflectance"``, ``"index"`` (normalised, -1..1) or ``"other"``, from a band name."""
+    if _REFLECTANCE.fullmatch(name):
+        return "reflectance"
+    if _INDEX.fullmatch(name):
+        return "index"
+    return "other"
+
+
+class _Range:
+    """Running statistics of the clear values of bands: raw min/max, largest |stored|, counts."""
+
+    def __init__(self, n_bands: int) -> None:
+        self.lo = np.full(n_bands, np.inf)
+        self.hi = np.full(n_bands, -np.inf)
+        self.top = np.zeros(n_bands)
+        self.n = np.zeros(n_bands, dtype=np.int64)
+        self.clipped = np.zeros(n_bands, dtype=np.int64)
+        self.fraction = np.zeros(n_bands, dtype=bool)
+
+    def add(self, values: np.ndarray, stored: np.ndarray, missing: np.ndarray) -> None:
+        """values: [B, h, w] file values; stored: (values + offset) * scale before rounding; missing: [B, h, w]."""
+        b = values.shape[0]
+        v = values.reshape(b, -1).astype(np.float64)
+        okf = ~missing.reshape(b, -1)
+        a = np.where(okf, np.abs(stored.reshape(b, -1)), 0.0)
+        self.n += okf.sum(axis=1)
+        self.lo = np.minimum(self.lo, np.where(okf, v, np.inf).min(axis=1, initial=np.inf))
+        self.hi = np.maximum(self.hi, np.where(okf, v, -np.inf).max(axis=1, initial=-np.inf))
+        self.top = np.maximum(self.top, a.max(axis=1, initial=0.0))
+        self.clipped += (a > _INT16_MAX + 0.5).sum(axis=1)
+        self.fraction |= (okf & (a != np.rint(a))).any(axis=1)
+
+    def merge(self, other: _Range) -> None:
+        self.lo = np.minimum(self.lo, other.lo)
+        self.hi = np.maximum(self.hi, other.hi)
+        self.top = np.maximum(self.top, other.top)
+        self.n += other.n
+        self.clipped += other.clipped
+        self.fraction |= other.fraction
+
+
+def _check_range(path: Path, bands: Sequence[str], rng: _Range, scale: float, offset: float, tile: str | None,
+                 *, whole: bool) -> None:
+    """Stop when the stored values of a band cannot hold its kind (float 0-1 at scale 1, x10000 at scale 10000).
+
+    ``whole``: ``rng`` covers every date of the stack (the reflectance / index floors of
+    ``_MIN_TOP_STACK`` apply), else one date (only the clear-cut cases, so that a cloudy date
+    clear over water alone never stops the chain). Raises :class:`InputError` naming ``path``,
+    the band, its observed range and the ``scale`` to set.
+    """
+    key = f"tiles.{tile}.scale" if tile else "the tile's scale"
+    kinds = [band_kind(b) for b in bands]
+    for b, band in enumerate(bands):
+        kind = kinds[b]
+        if whole:
+            # reflectance: the brightest clear value of any reflectance band (water is dark in all).
+            same = [i for i, k in enumerate(kinds) if k == kind]
+            low = kind in _MIN_TOP_STACK and rng.n[b] > 0 and rng.top[same].max() < _MIN_TOP_STACK[kind]
+            high = fractional = False
+        else:
+            enough = rng.n[b] >= _MIN_COUNT
+            high = enough and rng.clipped[b] > _MAX_CLIPPED * rng.n[b]
+            low = enough and kind != "other" and rng.top[b] < _MIN_TOP_DATE
+            fractional = enough and kind == "other" and rng.fraction[b] and rng.top[b] < _MIN_TOP_DATE
+        if not (low or high or fractional):
+            continue
+        peak = max(abs(rng.lo[b] + offset), abs(rng.hi[b] + offset))
+        want = {"reflectance": "reflectance x10000 (0-10000)", "index": "index x10000 (-10000..10000)"}.get(
+            kind, "int16 values without losing their precision")
+        suggest = 10.0 ** round(np.log10(10000 / peak)) if peak > 0 else None
+        got = f"{rng.clipped[b]} of {rng.n[b]} beyond the int16 range" if high else f"at most {rng.top[b]:.4g} in absolute value"
+        fix = f"set {key} to {suggest:g}" if suggest else f"check {key} and the band names"
+        if suggest == 10000:
+            fix += " (float reflectance 0-1 / index -1..1)"
+        elif suggest == 1:
+            fix += " (values already x10000)"
+        raise InputError(
+            path,
+            f"band {band} ({kind}) holds clear values {rng.lo[b]:.6g} to {rng.hi[b]:.6g}"
+            f"{' over all dates' if whole else ''}: with scale {scale:g} and offset {offset:g} they are stored "
+            f"{got}, where raw.tif needs {want}",
+            fix,
+        )
+
+
 def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: Path, *, bands: list[str],
                nodata: float | None, scale: float, offset: float, block: int, tile: str | None) -> None:
     """Check every file against the first one's grid, then stream dates x windows into the outputs."""
@@ -257,11 +360,13 @@ def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: 
     mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
     windows = list(block_windows(base["height"], base["width"], block))
     datestrs = [f"{e.date:%Y%m%d}" for e in entries]
+    stack_range = _Range(n_bands)
 
     with atomic_output(out_raw) as tmp_raw, atomic_output(out_mask) as tmp_mask, atomic_output(out_dates) as tmp_dates:
         with rasterio.open(tmp_raw, "w", **raw_profile) as raw, rasterio.open(tmp_mask, "w", **mask_profile) as msk:
             for d, e in enumerate(tqdm(entries, desc=f"ingest {tile or ''}".strip(), unit="date", disable=None)):
                 masked_count = 0
+                value_range = _Range(n_bands)
                 with _open(e.path, "image") as src:
                     nd = nodata if nodata is not None else src.nodata
                     msrc = _open(e.mask, "mask file") if e.mask is not None else None
@@ -282,6 +387,7 @@ def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: 
                             v[missing] = 0.0
                             v += offset
                             v *= scale
+                            value_range.add(values, v, missing)
                             np.rint(v, out=v)
                             np.clip(v, RAW_NODATA + 1, _INT16_MAX, out=v)
                             out = v.astype(np.int16)
@@ -295,10 +401,14 @@ def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: 
                     finally:
                         if msrc is not None:
                             msrc.close()
+                _check_range(e.path, bands, value_range, scale, offset, tile, whole=False)
+                stack_range.merge(value_range)
                 for b, band in enumerate(bands):
                     raw.set_band_description(d * n_bands + b + 1, f"{datestrs[d]}_{band}")
                 msk.set_band_description(d + 1, datestrs[d])
                 log.info("%s: %.1f%% masked", datestrs[d], 100.0 * masked_count / (base["width"] * base["height"]))
+            _check_range(ref_path if len({e.path for e in entries}) == 1 else ref_path.parent, bands, stack_range,
+                         scale, offset, tile, whole=True)
             tags = {"DATES": ",".join(datestrs), "BANDS": ",".join(bands), "SCALE": f"{scale:g}", "OFFSET": f"{offset:g}",
                     "SOURCE": "stack"}
             if tile:
@@ -348,7 +458,14 @@ def ingest_stack(
     ------
     InputError
         no date; an image or mask on another grid or CRS than the first image (both named); an
-        image with fewer bands than named; an unreadable file. Nothing is written then.
+        image with fewer bands than named; an unreadable file; the clear values of a band that
+        ``scale`` / ``offset`` cannot fit its kind (see :func:`band_kind`): on a date with at
+        least 100 clear values, a reflectance / index band all stored within +-10, a band with
+        more than 1% of its values beyond int16 (e.g. reflectance x10000 with ``scale`` 10000),
+        or fractional values of another band all rounded within +-10; over all dates, the
+        reflectance bands all stored below 500 (reflectance 0.05) or an index band below 100
+        (e.g. float 0-1 with ``scale`` 1). The file (the folder for the whole stack), band,
+        observed range and ``scale`` to set are named. Nothing is written then.
     ConfigError
         a band of ``bands`` absent from ``file_bands``, duplicate band names.
     """
@@ -423,7 +540,8 @@ def ingest_stack_file(
     InputError
         a file missing or unreadable; a date that cannot be parsed or dates not increasing; a
         band count that is not ``n_dates * len(file_bands)``; a mask file with another band
-        count than the number of dates, or on another grid or CRS.
+        count than the number of dates, or on another grid or CRS; values that ``scale`` cannot
+        fit (as for :func:`ingest_stack`).
     ConfigError
         as for :func:`ingest_stack`.
     """

@@ -44,9 +44,9 @@ from rasterio.enums import Resampling
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
+from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import GridReader, block_windows, geotiff_profile
-from cropchain.io.sentinel2 import RAW_NODATA, REFLECTANCE_SCALE, SENTINEL2_BANDS, normalize_tile
+from cropchain.io.sentinel2 import RAW_NODATA, REFLECTANCE_SCALE, SENTINEL2_BANDS, ZippedFolder, normalize_tile
 
 log = logging.getLogger(__name__)
 
@@ -142,19 +142,21 @@ def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) 
     Raises
     ------
     InputError
-        a path does not exist, a product is still zipped, or no product folder was found.
+        a path does not exist or is not UTF-8, or no product was found. A zipped product
+        (``<name>.zip`` holding the ``<name>/`` folder) is read in place through GDAL's
+        ``/vsizip/``, unless its unzipped folder is there too.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [Path(p) for p in paths]
+    paths = [require_utf8_path(p, "products folder") for p in paths]
     found: dict[Path, dt.datetime] = {}
     zipped: list[Path] = []
     for p in paths:
         if not p.exists():
             raise InputError(p, "folder not found", "give a Theia L2A product folder or a folder holding them")
-        if not p.is_dir():
+        if not p.is_dir() and not (p.suffix.lower() == ".zip" and THEIA_NAME_RE.match(p.name[:-4])):
             raise InputError(p, "not a folder", "give a Theia L2A product folder or a folder holding them (unzip .zip downloads)")
-        candidates = [p, *sorted(p.rglob("SENTINEL2*"))]
+        candidates = [p, *sorted(p.rglob("SENTINEL2*"))] if p.is_dir() else [p]
         for q in candidates:
             stem = q.name[:-4] if q.name.lower().endswith(".zip") else q.name
             m = THEIA_NAME_RE.match(stem)
@@ -164,11 +166,14 @@ def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) 
                 found[q.resolve()] = _sensing(q, m)
             elif q.suffix.lower() == ".zip":
                 zipped.append(q)
+    for q in found:
+        require_utf8_path(q, "Theia product")
     unzipped = {q.name for q in found}
-    still_zipped = [z for z in zipped if z.name[:-4] not in unzipped]
-    if still_zipped:
-        raise InputError(still_zipped[0], "Theia product is still zipped",
-                         f"unzip it next to the zip (unzip {still_zipped[0].name}); {len(still_zipped)} zip(s) in all")
+    in_place = sorted({z.resolve() for z in zipped if z.name[:-4] not in unzipped})
+    if in_place:
+        log.info("%d zipped Theia product(s) read in place (GDAL /vsizip/)", len(in_place))
+    for z in in_place:
+        found[z] = _sensing(z, THEIA_NAME_RE.match(z.name[:-4]))
     if not found:
         where = ", ".join(str(p) for p in paths) or "<no path given>"
         raise InputError(where, "no Theia L2A product folder (SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x) found",
@@ -189,8 +194,14 @@ def _check_bands(bands: Sequence[str]) -> tuple[str, ...]:
     return bands
 
 
-def _one(path: Path, pattern: str, what: str) -> Path:
-    hits = sorted(path.glob(pattern))
+def is_zipped_theia(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a zipped Theia L2A product (``SENTINEL2A_..._V2-2.zip``)."""
+    name = Path(path).name
+    return name.lower().endswith(".zip") and bool(THEIA_NAME_RE.match(name[:-4]))
+
+
+def _one(path: Path, pattern: str, what: str, zipped: ZippedFolder | None = None, sub: str = "") -> Path:
+    hits = sorted(zipped.glob(sub + pattern) if zipped else path.glob(pattern))
     if not hits:
         raise InputError(path, f"{what} not found (no file {pattern})",
                          "the product is incomplete; download it again or remove it from the inputs")
@@ -204,7 +215,8 @@ def read_theia_product(product_dir: str | os.PathLike, bands: Sequence[str] = SE
 
     Parameters
     ----------
-    product_dir : the product folder.
+    product_dir : the product folder, or the zipped product (read in place through GDAL's
+        ``/vsizip/``).
     bands : chain band names whose ``_FRE_`` files must be present (default all ten).
 
     Returns
@@ -221,22 +233,24 @@ def read_theia_product(product_dir: str | os.PathLike, bands: Sequence[str] = SE
     """
     path = Path(product_dir)
     bands = _check_bands(bands)
-    if not path.is_dir():
+    zipped = ZippedFolder(path, top=path.name[:-4]) if path.is_file() and is_zipped_theia(path) else None
+    if zipped is None and not path.is_dir():
         raise InputError(path, "Theia product folder not found", "check the path of the product")
-    m = _parse_name(path)
+    m = _parse_name(Path(zipped.top) if zipped else path)
     if not m:
         raise InputError(path, "folder name is not a Theia L2A product name, so its date cannot be read",
                          "keep Theia's name SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x")
     sensing = _sensing(path, m)
-    band_files = {b: _one(path, f"*_FRE_{THEIA_BAND_NAMES[b]}.tif", f"band {THEIA_BAND_NAMES[b]} (FRE)") for b in bands}
+    band_files = {b: _one(path, f"*_FRE_{THEIA_BAND_NAMES[b]}.tif", f"band {THEIA_BAND_NAMES[b]} (FRE)", zipped)
+                  for b in bands}
     resolutions = sorted({THEIA_SAT_BIT[b][0] for b in bands} | {"R1"})
     mask_files = {}
     masks = path / "MASKS"
-    if not masks.is_dir():
+    if not (zipped.folders("MASKS") if zipped else masks.is_dir()):
         raise InputError(path, "no MASKS folder (CLM, EDG and SAT masks)", "download the complete product again")
     for kind in ("CLM", "EDG", "SAT"):
         for res in resolutions:
-            mask_files[(kind, res)] = _one(masks, f"*_{kind}_{res}.tif", f"{kind} mask at {res}")
+            mask_files[(kind, res)] = _one(masks, f"*_{kind}_{res}.tif", f"{kind} mask at {res}", zipped, "MASKS/")
     return TheiaProduct(path=path, date=sensing.date(), sensing_time=sensing, tile=m["tile"],
                         platform=m["platform"], version=m["version"], band_files=band_files, mask_files=mask_files)
 
@@ -332,8 +346,10 @@ def ingest_theia(
     expected = normalize_tile(tile) if tile else prods[0].tile
     for p in prods:
         if p.tile != expected:
-            raise InputError(p.path, f"product of tile {p.tile}, expected {expected}",
-                             "give the products of one tile per ingest (one folder per tile)")
+            first = f" (the tile named in the configuration, tiles.{tile})" if tile else \
+                f" (the tile of {prods[0].path.name})"
+            raise InputError(p.path, f"product of tile {p.tile}, expected {expected}{first}",
+                             "give the products of one tile per ingest (one folder per tile), named after that tile")
     for a, b in zip(prods, prods[1:]):
         if a.date == b.date:
             raise InputError(b.path, f"same acquisition date {a.date} as {a.path}",

@@ -111,16 +111,25 @@ def tile_products(wildcards):
     if source == "stack_file":
         return [spec[key] for key in ("file", "dates_file", "mask_file") if key in spec]
     folder = Path(spec["products"])
+    # Zipped products are inputs too: the ingest reads them in place (GDAL /vsizip/).
     if source == "safe":
         found = sorted(str(p) for p in folder.rglob("*.SAFE") if p.is_dir())
+        found += sorted(str(p) for p in folder.rglob("S2*_MSIL2A_*.zip") if p.is_file())
         what = "*.SAFE folder"
     elif source == "theia":
         found = sorted(str(p) for p in folder.rglob("SENTINEL2*_L2A_T*") if p.is_dir())
+        found += sorted(str(p) for p in folder.rglob("SENTINEL2*_L2A_T*.zip") if p.is_file())
         what = "Theia product folder (SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x, unzipped)"
     else:
         globs = [spec.get("files", "*.tif")] + ([spec["masks"]] if "masks" in spec else [])
         found = sorted({str(p) for pattern in globs for p in folder.glob(pattern) if p.is_file()})
         what = f"file matching {spec.get('files', '*.tif')!r}"
+    from cropchain.io.atomic import printable_path
+
+    for p in found:  # Snakemake itself cannot write a non-UTF-8 path in its locks
+        if printable_path(p) != p:
+            raise WorkflowError(f"{printable_path(p)}: a file or folder name is not valid UTF-8 "
+                                "-> rename it in UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r on the folder)")
     if not found:
         raise WorkflowError(
             f"tiles.{wildcards.tile}.products: no {what} under {folder} "
@@ -129,8 +138,27 @@ def tile_products(wildcards):
     return found
 
 
+def tile_products_stamp(wildcards):
+    """Names, sizes and mtimes of every file inside a tile's product folders (SAFE, Theia), as a
+    rule param: a band replaced inside a .SAFE reruns the rules that read the products, which
+    the folder's own mtime would not. Other sources give their files as inputs already."""
+    from cropchain.provenance import content_stamp
+
+    if config["tiles"][wildcards.tile]["source"] not in ("safe", "theia"):
+        return ""
+    return content_stamp(tile_products(wildcards))
+
+
 def reference_inputs():
-    files = [s["path"] for s in config["reference"]["sources"]]
+    """Reference files, with a shapefile's .dbf/.shx/.prj/.cpg: editing the class table (.dbf)
+    alone reruns the fusion. A missing sidecar is left to the fusion to name."""
+    files = []
+    for s in config["reference"]["sources"]:
+        files.append(s["path"])
+        shp = Path(s["path"])
+        if shp.suffix.lower() == ".shp":
+            files += [str(shp.with_suffix(ext)) for e in (".dbf", ".shx", ".prj", ".cpg")
+                      for ext in (e, e.upper()) if shp.with_suffix(ext).is_file()]
     files += [s["mapping_csv"]["path"] for s in config["reference"]["sources"] if "mapping_csv" in s]
     return files
 

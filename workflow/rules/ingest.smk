@@ -23,6 +23,7 @@ rule ingest:
         source=lambda wc: config["tiles"][wc.tile],
         ingest=config["ingest"],
         scl_masked=ingest_scl_masked(),
+        products=tile_products_stamp,  # content of the product folders (common.smk)
         code=code_hash("cropchain.io.sentinel2", "cropchain.io.theia", "cropchain.io.stack", "cropchain.io.raster"),
     log:
         f"{RESULTS}/logs/ingest/{{tile}}.log",

@@ -8,6 +8,7 @@ rule manifest:
     output:
         manifest=f"{RESULTS}/tiles/{{tile}}/inputs.json",
     params:
+        products=tile_products_stamp,  # content of the product folders (common.smk)
         code=code_hash("cropchain.provenance"),
     log:
         f"{RESULTS}/logs/manifest/{{tile}}.log",
