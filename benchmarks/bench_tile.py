@@ -93,9 +93,9 @@ def write_tile(folder: Path, size: int, n_dates: int, seed: int = 0) -> dict:
     days = np.array([(d - dt.date(2022, 1, 1)).days for d in dates], dtype=np.float64)
     index, fields = _fields(size, rng)
     field_class = np.array([f[4] for f in fields], dtype=np.int16)
-    field_offset = rng.normal(0, 150, size=(len(fields), len(BANDS))).astype(np.int16)  # field to field
+    field_offset = rng.normal(0, 400, size=(len(fields), len(BANDS))).astype(np.int16)  # field to field
     table = _reflectance_tables(days, rng)
-    noise = rng.normal(0, 80, size=(len(BANDS), 512, 512)).astype(np.int16)  # pixel texture, tiled
+    noise = rng.normal(0, 250, size=(len(BANDS), 512, 512)).astype(np.int16)  # pixel texture, tiled
     transform = from_origin(*ORIGIN, 10, 10)
     profile = dict(driver="GTiff", width=size, height=size, count=len(BANDS), dtype="int16", crs="EPSG:32631",
                    transform=transform, tiled=True, blockxsize=256, blockysize=256, interleave="band",

@@ -61,6 +61,10 @@ FEATURES_NODATA = -9999.0
 ImagePredictor = Callable[[Any, np.ndarray], np.ndarray]
 
 
+#: pixels predicted at once by :func:`predict_proba_image` (bounds the pixel-major copy of the block)
+PREDICT_CHUNK = 1 << 16
+
+
 def predict_proba_image(model: Any, block: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities of a pixel classifier over an image block.
 
@@ -71,6 +75,9 @@ def predict_proba_image(model: Any, block: np.ndarray, valid: np.ndarray | None 
     valid : optional bool ``[H, W]``; only these pixels are predicted (the others get
         probability 0 for every class), which skips nodata areas.
 
+    Pixels are predicted by chunks of :data:`PREDICT_CHUNK`: the pixel-major copy the trees
+    read (``[n, F]`` C-contiguous) never holds more than one chunk, whatever ``H x W``.
+
     Returns
     -------
     np.ndarray
@@ -78,17 +85,15 @@ def predict_proba_image(model: Any, block: np.ndarray, valid: np.ndarray | None 
     """
     n_features, height, width = block.shape
     n_classes = len(model.classes_)
-    # [F, H, W] -> [N, F], C-contiguous (tree traversal reads one pixel's features together),
-    # in a single copy: the transposed view is gathered straight into C order
-    view = block.reshape(n_features, height * width).T
-    flat = None if valid is None else valid.reshape(-1)
-    if flat is None or flat.all():
-        proba = np.asarray(model.predict_proba(np.ascontiguousarray(view, dtype=np.float32)), dtype=np.float32)
-    else:
-        proba = np.zeros((height * width, n_classes), dtype=np.float32)
-        if flat.any():
-            proba[flat] = model.predict_proba(np.ascontiguousarray(view[flat], dtype=np.float32))
-    return np.ascontiguousarray(proba.T).reshape(n_classes, height, width)
+    flat_block = block.reshape(n_features, height * width)
+    index = np.arange(height * width) if valid is None else np.flatnonzero(valid.reshape(-1))
+    proba = np.zeros((n_classes, height * width), dtype=np.float32)
+    for start in range(0, index.size, PREDICT_CHUNK):
+        sel = index[start : start + PREDICT_CHUNK]
+        # [F, n] -> [n, F], C-contiguous (tree traversal reads one pixel's features together)
+        x = np.ascontiguousarray(flat_block[:, sel].T, dtype=np.float32)
+        proba[:, sel] = np.asarray(model.predict_proba(x), dtype=np.float32).T
+    return proba.reshape(n_classes, height, width)
 
 
 class _ModelImagePredictor:

@@ -107,36 +107,48 @@ def feature_names(dates: list[str], bands: list[str], indices: Sequence[str] = D
     return [f"{d}_{b}" for d in dates for b in bands] + [f"{d}_{i}" for i in usable for d in dates]
 
 
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(a - b) / (a + b) with 0 where the denominator is 0 (float32)."""
-    num = a - b
-    den = a + b
-    out = np.zeros_like(num)
-    np.divide(num, den, out=out, where=den != 0)
+def _date_features(raw: np.ndarray, nodata: float | None, bands: list[str], usable: list[str]) -> np.ndarray:
+    """Features of one date: raw int16 [B, ...] -> float32 [B + len(usable), ...]."""
+    out = np.empty((len(bands) + len(usable),) + raw.shape[1:], dtype=np.float32)
+    _date_features_into(raw, nodata, bands, usable, out[: len(bands)], list(out[len(bands) :]))
     return out
 
 
-def _date_features(raw: np.ndarray, nodata: float | None, bands: list[str], usable: list[str]) -> np.ndarray:
-    """Features of one date: raw int16 [B, ...] -> float32 [B + len(usable), ...]."""
-    refl = raw.astype(np.float32)
-    refl /= REFLECTANCE_SCALE
-    missing = np.isnan(refl) if nodata is None or np.isnan(nodata) else raw == nodata
-    out = np.empty((len(bands) + len(usable),) + raw.shape[1:], dtype=np.float32)
-    out[: len(bands)] = np.where(missing, np.float32(FEATURES_NODATA), refl)
+def _date_features_into(raw: np.ndarray, nodata: float | None, bands: list[str], usable: list[str],
+                        band_out: np.ndarray, index_out: list[np.ndarray]) -> None:
+    """Write the features of one date into given arrays (views of a window's feature block).
+
+    raw : int16 ``[B, ...]`` reflectance x10000 of the date's bands; band_out : float32
+    ``[B, ...]`` receives the reflectances (0-1); index_out : one float32 ``[...]`` array per
+    index of ``usable``. Where a band is nodata its reflectance, and every index using it,
+    is :data:`FEATURES_NODATA`. One pass per output and no copy of the block: the
+    features of a window are written where they are read.
+    """
+    np.divide(raw, REFLECTANCE_SCALE, out=band_out, dtype=np.float32)
+    missing = np.isnan(band_out) if nodata is None or np.isnan(nodata) else raw == nodata
+    any_missing = bool(missing.any())
     pos = {b: i for i, b in enumerate(bands)}
-    for k, name in enumerate(usable, start=len(bands)):
+    for out, name in zip(index_out, usable):
         needed = INDEX_BANDS[name]
         if needed is None:
             sel = [pos[b] for b in bands if b in REFLECTANCE_BANDS]
-            value = np.sqrt(np.einsum("b...,b...->...", refl[sel], refl[sel]))
-            date_missing = missing[sel].any(axis=0)
+            refl = band_out if sel == list(range(len(bands))) else band_out[sel]
+            np.einsum("b...,b...->...", refl, refl, out=out)
+            np.sqrt(out, out=out)
+            date_missing = missing[sel].any(axis=0) if any_missing else None
         else:
-            a, b = pos[needed[0]], pos[needed[1]]
-            value = _ratio(refl[a], refl[b])
-            date_missing = missing[a] | missing[b]
-        value[date_missing] = FEATURES_NODATA
-        out[k] = value
-    return out
+            a, b = band_out[pos[needed[0]]], band_out[pos[needed[1]]]
+            den = a + b
+            np.subtract(a, b, out=out)
+            np.divide(out, den, out=out, where=den != 0)
+            zero = den == 0
+            if zero.any():
+                out[zero] = 0.0
+            date_missing = (missing[pos[needed[0]]] | missing[pos[needed[1]]]) if any_missing else None
+        if date_missing is not None:
+            out[date_missing] = FEATURES_NODATA
+    if any_missing:
+        band_out[missing] = FEATURES_NODATA
 
 
 class FeatureRaster:
@@ -255,6 +267,13 @@ class FeatureRaster:
         else:
             h, w = int(window.height), int(window.width)
         out = np.empty((len(wanted), h, w), dtype=np.float32)
+        n_dates, n_bands = len(self.dates), len(self.bands)
+        if indexes is None:  # every feature, written in place date by date (the inference path)
+            for t in range(n_dates):
+                _date_features_into(self._date_raw(t, window), self.nodata, self.bands, self.usable,
+                                    out[t * n_bands : (t + 1) * n_bands],
+                                    [out[n_dates * n_bands + k * n_dates + t] for k in range(len(self.usable))])
+            return out
         for t, picks in plan.items():
             feats = _date_features(self._date_raw(t, window), self.nodata, self.bands, self.usable)
             for pos, j in picks:
