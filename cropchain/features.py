@@ -259,7 +259,7 @@ class FeatureRaster:
         -------
         float32 ``[len(indexes), h, w]`` (``[h, w]`` for a single int index): reflectance
         0-1 and indices, :data:`FEATURES_NODATA` where the series is nodata. Memory: the
-        output plus one date of the series.
+        output plus the int16 series of the window (one date of it for a subset of features).
         """
         wanted, plan = self._plan(indexes)
         if window is None:
@@ -269,8 +269,9 @@ class FeatureRaster:
         out = np.empty((len(wanted), h, w), dtype=np.float32)
         n_dates, n_bands = len(self.dates), len(self.bands)
         if indexes is None:  # every feature, written in place date by date (the inference path)
+            series = self._src.read(window=window)  # one read of the window's series (int16)
             for t in range(n_dates):
-                _date_features_into(self._date_raw(t, window), self.nodata, self.bands, self.usable,
+                _date_features_into(series[t * n_bands : (t + 1) * n_bands], self.nodata, self.bands, self.usable,
                                     out[t * n_bands : (t + 1) * n_bands],
                                     [out[n_dates * n_bands + k * n_dates + t] for k in range(len(self.usable))])
             return out

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 META_COLUMNS = ["tile", "polygon_id", "code", "split", "row", "col", "validity"]
 _SPLITS = (LEARN, VALIDATION)
-_FLUSH_ROWS = 1 << 18
+_FLUSH_ROWS = 1 << 16  # rows buffered before a Parquet row group is written (x F float32)
 _CHUNK_VALUES = 1 << 24  # float32 values read at once per window (64 MiB)
 
 

@@ -52,7 +52,7 @@ def disk_footprint(radius: int) -> np.ndarray:
     return (x * x + y * y) <= radius * radius
 
 
-def majority_filter(labels: np.ndarray, radius: int, nodata: int = NODATA_CLASS) -> np.ndarray:
+def majority_filter(labels: np.ndarray, radius: int, nodata: int = NODATA_CLASS, *, block_rows: int = 1024) -> np.ndarray:
     """Majority vote of the class codes in a disk of ``radius`` px (OTB ClassificationMapRegularization).
 
     Parameters
@@ -61,6 +61,10 @@ def majority_filter(labels: np.ndarray, radius: int, nodata: int = NODATA_CLASS)
     radius : disk radius in px (0 returns a copy).
     nodata : nodata code: these pixels do not vote and stay nodata; no classified pixel
         becomes nodata.
+    block_rows : rows voted at once: the filter runs on strips of ``block_rows`` rows read
+        with ``radius`` rows of context on each side, so that its working memory (four int32
+        arrays of a strip) is bounded by the strip, not the map; the result does not depend
+        on it.
 
     Returns
     -------
@@ -73,6 +77,17 @@ def majority_filter(labels: np.ndarray, radius: int, nodata: int = NODATA_CLASS)
         return out
     footprint = disk_footprint(radius).astype(np.int32)
     codes = [int(c) for c in np.unique(labels) if c != nodata]
+    height = labels.shape[0]
+    for r0 in range(0, height, max(1, int(block_rows))):
+        r1 = min(height, r0 + block_rows)
+        a0, a1 = max(0, r0 - radius), min(height, r1 + radius)  # the strip and its context
+        out[r0:r1] = _majority_strip(labels[a0:a1], footprint, codes, nodata)[r0 - a0 : r1 - a0]
+    return out
+
+
+def _majority_strip(labels: np.ndarray, footprint: np.ndarray, codes: list[int], nodata: int) -> np.ndarray:
+    """:func:`majority_filter` of a strip (exact on rows at least a radius from a cut edge)."""
+    out = labels.copy()
     best_count = np.zeros(labels.shape, dtype=np.int32)
     best_code = np.full(labels.shape, nodata, dtype=labels.dtype)
     centre_count = np.zeros(labels.shape, dtype=np.int32)

@@ -71,6 +71,19 @@ def test_majority_filter_votes_and_keeps_nodata():
     np.testing.assert_array_equal(majority_filter(a, 0), a)
 
 
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_majority_filter_by_strips_equals_the_whole_map(radius):
+    """The filter runs on strips of rows with a radius of context: memory bounded by the strip,
+    the result that of one pass over the whole map, whatever the strip height."""
+    rng = np.random.default_rng(radius)
+    labels = rng.integers(0, 6, size=(300, 170)).astype(np.uint8)
+    labels[100:140, 20:90] = 4  # a field crossing strip borders
+    whole = majority_filter(labels, radius, block_rows=10_000)
+    assert (whole != labels).any()  # the filter changes something
+    for rows in (1, 7, 64):
+        np.testing.assert_array_equal(majority_filter(labels, radius, block_rows=rows), whole)
+
+
 def test_mmu_area_and_codes(tmp_path):
     labels = noisy_map()
     path = write_map(tmp_path / "map.tif", labels)

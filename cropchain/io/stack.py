@@ -250,6 +250,34 @@ def band_kind(name: str) -> str:
     return "other"
 
 
+def _to_raw(values: np.ndarray, nodata: float | None, scale: float, offset: float, value_range: "_Range"
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """File values [B, h, w] -> int16 ``round((value + offset) * scale)`` clipped to [-32767,
+    32767], :data:`RAW_NODATA` where missing (nodata, NaN), and the missing mask; the clear
+    values are added to ``value_range``. Integer files of at most 16 bits at scale 1 and
+    offset 0 (reflectance x10000 already) take an integer path with the same result."""
+    missing = np.zeros(values.shape, bool)
+    if np.issubdtype(values.dtype, np.floating):
+        missing |= ~np.isfinite(values)
+    if nodata is not None and not np.isnan(nodata):
+        missing |= values == nodata
+    if np.issubdtype(values.dtype, np.integer) and values.dtype.itemsize <= 2 and scale == 1 and offset == 0:
+        value_range.add_integers(values, missing)
+        out = np.clip(values, RAW_NODATA + 1, _INT16_MAX).astype(np.int16, copy=False)
+        out[missing] = RAW_NODATA
+        return out, missing
+    v = values.astype(np.float64)
+    v[missing] = 0.0
+    v += offset
+    v *= scale
+    value_range.add(values, v, missing)
+    np.rint(v, out=v)
+    np.clip(v, RAW_NODATA + 1, _INT16_MAX, out=v)
+    out = v.astype(np.int16)
+    out[missing] = RAW_NODATA
+    return out, missing
+
+
 class _Range:
     """Running statistics of the clear values of bands: raw min/max, largest |stored|, counts."""
 
@@ -273,6 +301,23 @@ class _Range:
         self.top = np.maximum(self.top, a.max(axis=1, initial=0.0))
         self.clipped += (a > _INT16_MAX + 0.5).sum(axis=1)
         self.fraction |= (okf & (a != np.rint(a))).any(axis=1)
+
+    def add_integers(self, values: np.ndarray, missing: np.ndarray) -> None:
+        """:meth:`add` for integer values stored as they are (scale 1, offset 0), in integers."""
+        b = values.shape[0]
+        v = values.reshape(b, -1).astype(np.int32)
+        okf = ~missing.reshape(b, -1)
+        big = np.iinfo(np.int32).max
+        count = okf.sum(axis=1)
+        self.n += count
+        lo = np.where(okf, v, big).min(axis=1, initial=big).astype(np.float64)
+        hi = np.where(okf, v, -big).max(axis=1, initial=-big).astype(np.float64)
+        lo[count == 0], hi[count == 0] = np.inf, -np.inf  # as add(): no clear value, no bound
+        self.lo = np.minimum(self.lo, lo)
+        self.hi = np.maximum(self.hi, hi)
+        a = np.where(okf, np.abs(v), 0)
+        self.top = np.maximum(self.top, a.max(axis=1, initial=0).astype(np.float64))
+        self.clipped += (a > _INT16_MAX).sum(axis=1)
 
     def merge(self, other: _Range) -> None:
         self.lo = np.minimum(self.lo, other.lo)
@@ -378,20 +423,7 @@ def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: 
                             except rasterio.errors.RasterioError as exc:
                                 bad = e.path if msrc is None else f"{e.path} or {e.mask}"
                                 raise InputError(bad, f"cannot be read by GDAL ({exc})", "replace the damaged file") from None
-                            missing = np.zeros(values.shape, bool)
-                            if np.issubdtype(values.dtype, np.floating):
-                                missing |= ~np.isfinite(values)
-                            if nd is not None and not np.isnan(nd):
-                                missing |= values == nd
-                            v = values.astype(np.float64)
-                            v[missing] = 0.0
-                            v += offset
-                            v *= scale
-                            value_range.add(values, v, missing)
-                            np.rint(v, out=v)
-                            np.clip(v, RAW_NODATA + 1, _INT16_MAX, out=v)
-                            out = v.astype(np.int16)
-                            out[missing] = RAW_NODATA
+                            out, missing = _to_raw(values, nd, scale, offset, value_range)
                             mask = missing.any(axis=0)
                             if m is not None:
                                 mask |= m
