@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from tqdm import tqdm
 
 from cropchain.errors import ConfigError, CropchainError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.io.raster import block_windows, geotiff_profile, open_raster, read_dates
+from cropchain.io.raster import block_windows, geotiff_profile, map_windows, open_raster, read_dates
 
 log = logging.getLogger(__name__)
 
@@ -539,10 +540,11 @@ def gapfill_tile(
     step_days: int = 10,
     mode: str = "linear",
     backend: str = "numpy",
-    block: int = 512,
+    block: int = 256,
     max_gap_days: int = MAX_GAP_DAYS,
     max_gap_share: float = MAX_GAP_SHARE,
     max_unclear_share: float = MAX_UNCLEAR_SHARE,
+    threads: int = 1,
 ) -> None:
     """Gap-fill a tile's time series onto a regular date grid, streaming by windows.
 
@@ -563,7 +565,8 @@ def gapfill_tile(
     mode : ``"linear"`` or ``"spline"`` (see :func:`gapfill_series`).
     backend : ``"numpy"`` (default, streaming) or ``"otb"`` (OTB's ``ImageTimeSeriesGapFilling``
         through ``otbApplication`` or ``otbcli_ImageTimeSeriesGapFilling``).
-    block : window size in pixels; memory is bounded by one window.
+    block : window size in pixels; memory is bounded by ``threads + 1`` windows.
+    threads : windows gap-filled in parallel (:func:`cropchain.io.raster.map_windows`).
     max_gap_days, max_gap_share, max_unclear_share : coverage checks of the grid by clear
         acquisitions, see :func:`check_coverage`.
 
@@ -621,19 +624,29 @@ def gapfill_tile(
                     for i, desc in enumerate(descriptions, start=1):
                         gf.set_band_description(i, desc)
                     va.set_band_description(1, "clear_dates")
-                    for win in tqdm(windows, desc="gap filling", unit="window", disable=None):
+                    lock = threading.Lock()  # the datasets are shared by the worker threads
+
+                    def fill(win):
                         h, w = win.height, win.width
-                        valid = msk.read(window=win).reshape(n_in, h * w) == 0
+                        with lock:
+                            valid = msk.read(window=win).reshape(n_in, h * w) == 0
+                            values = src.read(window=win) if otb_src is None else \
+                                otb_src.read(window=win, out_dtype="float32")
                         count = valid.sum(axis=0)
                         if otb_src is None:
-                            values = src.read(window=win).reshape(n_in, n_bands, h * w)
-                            filled = gapfill_series(values, valid, in_days, out_days, mode=mode, out_dtype="int16")
+                            filled = gapfill_series(values.reshape(n_in, n_bands, h * w), valid, in_days, out_days,
+                                                    mode=mode, out_dtype="int16")
                         else:
-                            filled = otb_src.read(window=win, out_dtype="float32").reshape(n_out, n_bands, h * w)
+                            filled = values.reshape(n_out, n_bands, h * w)
                             filled[:, :, count == 0] = np.nan
                             filled = to_int16(filled)
-                        gf.write(filled.reshape(n_out * n_bands, h, w), window=win)
-                        va.write(count.astype(va_profile["dtype"]).reshape(1, h, w), window=win)
+                        return filled.reshape(n_out * n_bands, h, w), count.astype(va_profile["dtype"]).reshape(1, h, w)
+
+                    done = map_windows(fill, windows, threads)
+                    for win, (filled, count) in tqdm(done, total=len(windows), desc="gap filling", unit="window", disable=None):
+                        with lock:
+                            gf.write(filled, window=win)
+                            va.write(count, window=win)
                 finally:
                     if otb_src is not None:
                         otb_src.close()

@@ -13,7 +13,7 @@ def main(smk):
         monthly_composite_tile(*files, start=dates["start"], end=dates["end"], day=cfg["composite_day"], **coverage)
     else:
         gapfill_tile(*files, start=dates["start"], end=dates["end"], step_days=dates["step_days"],
-                     mode=cfg["mode"], backend=cfg["backend"], **coverage)
+                     mode=cfg["mode"], backend=cfg["backend"], threads=smk.threads, **coverage)
 
 
 run_step(snakemake, main)  # noqa: F821

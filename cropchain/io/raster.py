@@ -103,6 +103,34 @@ class GridReader:
         self.close()
 
 
+def map_windows(func, windows, threads: int = 1):
+    """Yield ``(window, func(window))`` in the order of ``windows``, computed by ``threads``
+    threads (numpy and GDAL release the GIL, so windows compute in parallel).
+
+    At most ``threads + 1`` results are in flight, so memory is bounded by that many windows.
+    ``func`` must open its own datasets or serialize access to shared ones (a rasterio
+    dataset is not thread-safe): :class:`threading.Lock` around reads is enough.
+    """
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, int(threads))
+    if threads == 1:
+        for win in windows:
+            yield win, func(win)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending: collections.deque = collections.deque()
+        for win in windows:
+            pending.append((win, pool.submit(func, win)))
+            if len(pending) > threads:
+                w, fut = pending.popleft()
+                yield w, fut.result()
+        while pending:
+            w, fut = pending.popleft()
+            yield w, fut.result()
+
+
 def block_windows(height: int, width: int, block: int = 512) -> Iterator[Window]:
     """Row-major windows of at most ``block`` x ``block`` pixels covering the grid."""
     for row in range(0, height, block):

@@ -19,6 +19,7 @@ rule gapfill:
         f"{RESULTS}/logs/gapfill/{{tile}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/gapfill/{{tile}}.tsv"
+    threads: THREADS
     resources:
         mem_mb=mem_mb("gapfill"),
         runtime=runtime_min("gapfill"),
