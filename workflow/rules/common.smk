@@ -181,9 +181,11 @@ def all_outputs():
     return outs
 
 
-# --- resources: memory (MB) and runtime (min) per job, from the tile size and the window ---
-# The formulas follow what each step holds in memory (cropchain's docstrings say which arrays);
-# they are upper bounds with 50% headroom plus a fixed 1000 MB for Python, GDAL and libraries.
+# --- resources: memory (MB) and runtime (min) per job, from the windows and the tile size ---
+# The formulas follow what each step holds in memory (cropchain's docstrings say which arrays):
+# streaming jobs are bounded by their windows, not by the tile; calibrated on
+# benchmarks/bench_tile.py (README "Scale": measured peak RSS at 2048 and 5490 px), with 50%
+# headroom plus 300 MB for Python and the libraries and GDAL's block cache (256 MB a job).
 # A SLURM job asks for them (profiles/cluster); locally they only limit concurrency.
 FULL_TILE = (10980, 10980)  # a whole Sentinel-2 tile at 10 m, when the size cannot be read
 
@@ -227,27 +229,36 @@ def n_features():
 
 def mem_mb(rule):
     """Callable giving the memory (MB) of a job of `rule` from its wildcards and inputs."""
+    from cropchain.classify import PREDICT_CHUNK
+    from cropchain.workflow import GDAL_CACHE_MB
+
     window = config["classify"]["window"] + 2 * config["classify"]["overlap"]
-    n_bands = len(config["ingest"]["bands"])
+    n_bands, n_dates, n_feat = len(config["ingest"]["bands"]), n_output_dates(), n_features()
+    base = 300 + GDAL_CACHE_MB
 
     def estimate(wildcards, input, attempt=1):
-        hw = tile_shape(wildcards.tile) if hasattr(wildcards, "tile") else None
-        if rule == "ingest":  # a few whole-tile arrays of one band and date at a time
-            need = hw[0] * hw[1] * 24 / 1e6
-        elif rule in ("gapfill", "features"):  # windows of 512 px x all dates x bands, float32, x4
-            need = min(512 * 512, hw[0] * hw[1]) * max(n_output_dates(), 50) * n_bands * 4 * 4 / 1e6
-        elif rule in ("vectorize", "evaluate", "reference"):  # whole-tile label rasters and sieve
-            need = hw[0] * hw[1] * 16 / 1e6 if hw else 1000
-        elif rule == "samples":  # feature blocks of <= 1024 x 1024 px plus the table of labelled pixels
-            block = min(1024 * 1024, max(h * w for h, w in map(tile_shape, TILES)))
-            need = block * n_features() * 4 * 2 / 1e6 + 20 * input.size_mb
+        hw = tile_shape(wildcards.tile) if hasattr(wildcards, "tile") else FULL_TILE
+        px = hw[0] * hw[1]
+        if rule == "ingest":  # one date and one 1024 px window at a time, a few arrays per band
+            need = min(1024 * 1024, px) * n_bands * 24
+        elif rule == "gapfill":  # THREADS + 2 windows of 256 px: input and output series, plan
+            need = (THREADS + 2) * min(256 * 256, px) * n_dates * (4 * n_bands + 40)
+        elif rule == "samples":  # 1024 px windows of labels and one date, buffered learning rows
+            need = min(1024 * 1024, px) * (8 + 2 * n_bands) + 2 * (1 << 16) * n_feat * 4
         elif rule == "train":  # the learning pixels (Parquet decompresses ~3x), forests
             need = 1000 + 10 * input.size_mb
-        elif rule == "classify":  # one window with its margin, all features, and the model
-            need = min(window * window, hw[0] * hw[1]) * n_features() * 4 * 4 / 1e6 + 3 * input.size_mb
+        elif rule == "classify":  # a window's features and series, pixel-major chunks, the model
+            need = min(window * window, px) * (n_feat * 4 + n_dates * n_bands * 2) + 2 * PREDICT_CHUNK * n_feat * 4 \
+                + 3 * sum(f.stat().st_size for f in Path(input.model).parent.glob("model.*") if f.exists())
+        elif rule == "vectorize":  # the map, its filtered and sieved copies (uint8), strips of votes
+            need = px * 6 + 1024 * hw[1] * 20
+        elif rule == "evaluate":  # 1024 px windows of the map and burnt validation polygons
+            need = 1024 * 1024 * 8 + px * 2
+        elif rule == "reference":  # vector sources of the tile
+            need = 700e6
         else:
             need = 0
-        return int(1000 + 1.5 * need) * attempt
+        return int(base + 1.5 * need / 1e6) * attempt
 
     return estimate
 
