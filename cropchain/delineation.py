@@ -2,7 +2,7 @@
 
 Follows the CESBIO study "Feedback on Mask R-CNN for croplands delineation" (one foreground
 class, cropland parcel; inputs B-G-R-NIR or B-G-R-NDVI of one date, or the NDVI of every
-date, the study's best), on the chain's products: ``tiles/{tile}/features.tif`` (float32,
+date, the study's best), on the chain's products: the features of ``tiles/{tile}/gapfilled.tif`` (float32,
 reflectance 0-1 and NDVI, iota2 band names ``YYYYMMDD_B02`` ... ``YYYYMMDD_NDVI``) and the
 run's learning/validation split ``runs/{run}/tiles/{tile}/split.gpkg`` (same runs and seeds
 as the rest of the chain). Pixel maps merge neighbouring fields of one crop; one polygon
@@ -121,11 +121,11 @@ def select_date(dates: Sequence[str], date: str | None) -> str:
 
 
 def variant_channels(descriptions: Sequence[str], variant: str, date: str | None) -> tuple[list[int], list[str]]:
-    """1-based band indices in ``features.tif`` and channel names of an input variant.
+    """1-based feature indices in the tile's features and channel names of an input variant.
 
     Parameters
     ----------
-    descriptions : the band descriptions of ``features.tif`` (``YYYYMMDD_B02`` ...).
+    descriptions : the feature names of the tile (``YYYYMMDD_B02`` ...).
     variant : a key of :data:`VARIANTS`.
     date : ``YYYYMMDD`` or None (:func:`select_date`); ignored by ``ndvi_stack``.
 
@@ -147,7 +147,7 @@ def variant_channels(descriptions: Sequence[str], variant: str, date: str | None
         names = [f"{day}_{b}" for b in ("B02", "B03", "B04", last)]
     missing = [n for n in names if n not in index]
     if missing:
-        raise ConfigError(f"delineation: variant {variant} needs feature band(s) {missing[:3]} absent from features.tif "
+        raise ConfigError(f"delineation: variant {variant} needs feature band(s) {missing[:3]} absent from the features "
                           "(add B02 B03 B04 B08 to ingest.bands and NDVI to features.indices)")
     return [index[n] for n in names], names
 
@@ -320,7 +320,7 @@ def train_delineation(
 
     Parameters
     ----------
-    features : ``features.tif`` of each tile.
+    features : the features of each tile (:class:`~cropchain.features.FeatureSpec`, or a feature GeoTIFF).
     splits : the run's ``split.gpkg`` of each tile, same order.
     variant : input variant (:data:`VARIANTS`).
     settings : the variant's config section (``date``, training and model overrides).
@@ -616,7 +616,7 @@ def predict_delineation(
     Parameters
     ----------
     model_dir : folder with ``model.pt`` and ``model.json`` (:func:`train_delineation`).
-    features : the tile's ``features.tif``.
+    features : the tile's features (:class:`~cropchain.features.FeatureSpec`, or a feature GeoTIFF).
     out_gpkg : output GeoPackage, layer ``fields`` (``score``, ``area_ha``, ``n_pieces``),
         sorted by decreasing score; written atomically.
     settings : ``delineation.inference`` (over :data:`INFERENCE_DEFAULTS`).

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 #: label of pixels the loss ignores (PyTorch's default ``ignore_index``)
 IGNORE_INDEX = -100
-#: nodata of ``features.tif``
+#: nodata of the features (:data:`cropchain.features.FEATURES_NODATA`)
 FEATURES_NODATA = -9999.0
 _READ_BLOCK = 256
 

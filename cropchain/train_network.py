@@ -145,7 +145,7 @@ def train_network(
 
     Parameters
     ----------
-    features, validity, splits : per tile (same order): ``features.tif`` (float32
+    features, validity, splits : per tile (same order): the features (:class:`~cropchain.features.FeatureSpec`, float32
         ``[F, H, W]``, reflectance 0-1 and indices, nodata -9999, band descriptions =
         feature names, identical for all tiles), ``validity.tif`` (clear dates per pixel;
         0 = nodata) and the run's ``split.gpkg`` (columns ``code``, ``split``).

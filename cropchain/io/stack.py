@@ -305,6 +305,18 @@ class _Range:
     def add_integers(self, values: np.ndarray, missing: np.ndarray) -> None:
         """:meth:`add` for integer values stored as they are (scale 1, offset 0), in integers."""
         b = values.shape[0]
+        if not missing.any():  # the common case: two passes over the file's integers
+            v = values.reshape(b, -1)
+            if v.shape[1] == 0:
+                return
+            lo, hi = v.min(axis=1).astype(np.float64), v.max(axis=1).astype(np.float64)
+            self.n += v.shape[1]
+            self.lo = np.minimum(self.lo, lo)
+            self.hi = np.maximum(self.hi, hi)
+            self.top = np.maximum(self.top, np.maximum(np.abs(lo), np.abs(hi)))
+            if lo.min() < -_INT16_MAX or hi.max() > _INT16_MAX:
+                self.clipped += ((v < -_INT16_MAX) | (v > _INT16_MAX)).sum(axis=1)
+            return
         v = values.reshape(b, -1).astype(np.int32)
         okf = ~missing.reshape(b, -1)
         big = np.iinfo(np.int32).max

@@ -4,7 +4,7 @@ A *pixel classifier* is any object with
 
 - ``classes_``: ``np.ndarray`` of int class codes (nomenclature codes), shape ``[K]``;
 - ``feature_names``: list of the ``F`` feature names it was trained on (the band
-  descriptions of ``features.tif``, e.g. ``"20180123_B02"``, ``"20180123_NDVI"``);
+  names of the tile's features (:func:`cropchain.features.feature_names`), e.g. ``"20180123_B02"``, ``"20180123_NDVI"``);
 - ``predict_proba(X)``: ``X`` float32 ``[N, F]`` -> float32 ``[N, K]`` class probabilities,
   columns in the order of ``classes_``.
 

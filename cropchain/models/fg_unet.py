@@ -5,7 +5,7 @@ Production with High Resolution Satellite Image Time Series and Convolutional Ne
 Networks: Adaptations and Limits for Operational Systems" (Remote Sensing 2019), first
 shown by Poulain et al. at ESA Phi-week 2018. As in the issue that asked for it, the
 input is every band and index of every date as channels (``F`` channels of
-``features.tif``):
+the tile's features):
 
 - a U-Net of depth 2 (widths 32, 64, 96; two 3x3 convolutions per level, 2x2 max
   pooling, nearest upsampling and skip concatenation) gives spatial context;

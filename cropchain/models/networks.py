@@ -3,7 +3,7 @@
 A network of :mod:`cropchain.models` (``fg_unet``, ``temporal_unet``, ``dilated_cnn``,
 ``tempcnn``) is a :class:`NetworkClassifier`: a PyTorch module (built by the
 architecture's file from the number of features, of classes and the temporal layout of
-the features) plus everything it needs to predict a ``features.tif``: the class codes,
+the features) plus everything it needs to predict a tile's features: the class codes,
 the feature names, the normalization statistics of the learning set and the
 hyper-parameters. It follows the model protocol of :mod:`cropchain.models`:
 
@@ -48,7 +48,7 @@ from cropchain.io.atomic import atomic_output, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-#: nodata of ``features.tif``
+#: nodata of the features (:data:`cropchain.features.FEATURES_NODATA`)
 FEATURES_NODATA = -9999.0
 #: file of the weights, normalization and metadata of a saved network
 WEIGHTS_FILE = "model.pt"
@@ -100,7 +100,7 @@ class TemporalLayout:
 
 def feature_layout(feature_names: Sequence[str]) -> TemporalLayout:
     """Temporal layout of features named ``YYYYMMDD_<channel>`` (the band descriptions of
-    ``features.tif``: ``20180123_B02`` ... then ``20180123_NDVI`` ...).
+    the features: ``20180123_B02`` ... then ``20180123_NDVI`` ...).
 
     Parameters
     ----------
@@ -123,7 +123,7 @@ def feature_layout(feature_names: Sequence[str]) -> TemporalLayout:
         m = _DATED.match(name)
         if not m:
             raise InputError("features", f"feature {name!r} is not named YYYYMMDD_<band or index>",
-                             "use the features.tif written by cropchain's features step (a temporal network needs dated features)")
+                             "use the features computed by cropchain.features (a temporal network needs dated features)")
         date, channel = m.groups()
         cells[(date, channel)] = i
         if channel not in channels:
@@ -393,7 +393,7 @@ class NetworkClassifier:
     architecture : registry name.
     hyperparameters : every hyper-parameter (architecture and training), defaults filled.
     classes_ : int64 ``[K]`` nomenclature codes, in the order of the outputs.
-    feature_names : ``F`` feature names (band descriptions of ``features.tif``).
+    feature_names : ``F`` feature names (:func:`cropchain.features.feature_names`).
     mean, std : float32 ``[F]`` standardization of each feature (pooled per channel).
     net : the ``torch.nn.Module``.
     margin, alignment : see the module docstring.

@@ -29,6 +29,7 @@ rule ingest:
         f"{RESULTS}/logs/ingest/{{tile}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{tile}}.tsv"
+    threads: THREADS  # GDAL decodes and encodes blocks on them (GDAL_NUM_THREADS)
     resources:
         mem_mb=mem_mb("ingest"),
         runtime=runtime_min("ingest"),

@@ -18,6 +18,7 @@ rule samples:
         f"{RESULTS}/logs/samples/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/samples/{{run}}.tsv"
+    threads: THREADS  # GDAL decodes and encodes blocks on them (GDAL_NUM_THREADS)
     resources:
         mem_mb=mem_mb("samples"),
         runtime=runtime_min("samples"),
