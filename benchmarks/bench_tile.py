@@ -162,16 +162,34 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else (path.stat().st_size if path.exists() else 0)
 
 
+#: files each rule writes (glob under results/), for the bytes written per job
+OUTPUTS = {
+    "ingest": ["tiles/*/raw.tif", "tiles/*/raw_mask.tif", "tiles/*/raw_dates.txt"],
+    "gapfill": ["tiles/*/gapfilled.tif", "tiles/*/validity.tif", "tiles/*/dates.txt"],
+    "reference": ["tiles/*/reference.gpkg"],
+    "manifest": ["tiles/*/inputs.json"],
+    "split": ["runs/*/tiles/*/split.gpkg"],
+    "samples": ["runs/*/pixels.parquet"],
+    "train": ["runs/*/models/*/*"],
+    "classify": ["runs/*/maps/*/*_classification.tif*", "runs/*/maps/*/*_classification.qml",
+                 "runs/*/maps/*/*_confidence.tif", "runs/*/maps/*/*_validity.tif"],
+    "mosaic": ["runs/*/maps/*/mosaic_*"],
+    "vectorize": ["runs/*/vectors/*/*.gpkg"],
+    "evaluate": ["runs/*/reports/*/*"],
+}
+
+
 def collect(work: Path, size: int, n_dates: int) -> dict:
-    """Per job: wall s, peak RSS MB, MB written (Snakemake benchmark files), Mpx/s."""
+    """Per job: wall s, peak RSS MB (Snakemake benchmark files), MB of the files it wrote, Mpx/s."""
     jobs = []
     for tsv in sorted((work / "results/benchmarks").rglob("*.tsv")):
         with open(tsv) as f:
             row = next(csv.DictReader(f, delimiter="\t"))
         s = float(row["s"])
         rule = tsv.stem if tsv.parent.name == "benchmarks" else tsv.parent.name
+        written = sum(f.stat().st_size for pattern in OUTPUTS.get(rule, []) for f in (work / "results").glob(pattern))
         jobs.append({"rule": rule, "job": tsv.stem, "wall_s": s, "max_rss_mb": float(row["max_rss"] or 0),
-                     "written_mb": float(row["io_out"] or 0), "cpu_s": float(row["cpu_time"] or 0),
+                     "written_mb": written / 1e6, "cpu_s": float(row["cpu_time"] or 0),
                      "mpx_per_s": size * size / 1e6 / s if s > 0 else None})
     tiles = work / "results/tiles/T31TBM"
     inter = {p.name: p.stat().st_size for p in tiles.iterdir() if p.is_file()}
@@ -209,8 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cores", type=int, default=2, help="snakemake --cores and job threads (default 2)")
     ap.add_argument("--work", type=Path, default=None, help="working folder (default /tmp/bench_tile_SIZE)")
     ap.add_argument("--keep-data", action="store_true", help="reuse the synthetic tile of a previous run")
+    ap.add_argument("--report-only", action="store_true", help="tabulate the finished run in --work again")
     args = ap.parse_args(argv)
     work = args.work or Path(f"/tmp/bench_tile_{args.size}")
+    if args.report_only:
+        result = json.loads((work / "bench_tile.json").read_text())
+        result.update(collect(work, args.size, result["dates"]))
+        result["projected_full_tile_s"] = projection(result["jobs"], args.size)
+        (work / "bench_tile.json").write_text(json.dumps(result, indent=2))
+        _print(result)
+        return 0
     data = work / "data"
     if not (args.keep_data and (data / "parcels.gpkg").exists()):
         shutil.rmtree(work, ignore_errors=True)
@@ -236,12 +262,18 @@ def main(argv: list[str] | None = None) -> int:
               **collect(work, args.size, len(dates))}
     result["projected_full_tile_s"] = projection(result["jobs"], args.size)
     (work / "bench_tile.json").write_text(json.dumps(result, indent=2))
+    _print(result)
+    return 0
+
+
+def _print(result: dict) -> None:
+    print(f"machine: {result['machine']}; tile {result['size']} x {result['size']} px, {result['dates']} dates x "
+          f"{result['bands']} bands, {result['cores']} cores")
     print(table(result))
     print(f"intermediates under results/tiles/T31TBM: {result['intermediates_total'] / 1e9:.2f} GB "
           f"({result['bytes_per_px_band_date']:.2f} bytes per pixel per band and date): "
           + ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in result["intermediates_bytes"].items()))
     print(f"learning samples (runs/0/pixels.parquet): {result['samples_bytes'] / 1e6:.1f} MB")
-    return 0
 
 
 if __name__ == "__main__":
