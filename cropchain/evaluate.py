@@ -3,8 +3,14 @@
 Follows iota2's validation (and OTB ``ComputeConfusionMatrix``): the polygons drawn as
 ``validation`` by the run's split are rasterized on the map grid, and every labelled pixel
 where the map has a class is one sample. Metrics are scikit-learn's (Cohen's kappa,
-per-class precision / recall / F1 with ``zero_division=0``, macro F1 = unweighted mean
-over the labels).
+per-class precision / recall / F1 with ``zero_division=0``).
+
+The macro F-score (:func:`macro_f1`, the one definition every report uses) is the
+unweighted mean of the F-scores of the classes that have reference (validation) samples,
+as iota2 and OTB ``ComputeConfusionMatrix`` report per reference class: a class that is
+only predicted has no F-score to average (it would add a 0 that comes and goes with a few
+stray pixels) and is reported as ``commission_unvalidated`` instead; a reference class
+that is never predicted counts with F1 = 0.
 """
 
 from __future__ import annotations
@@ -36,11 +42,63 @@ log = logging.getLogger(__name__)
 VALIDATION = "validation"
 
 
+MACRO_F1_DEFINITION = ("macro F-score: unweighted mean of the F-scores of the classes that have validation "
+                       "(reference) samples on the tile and run (macro_f1_classes); predictions of classes "
+                       "without validation samples are reported apart (commission_unvalidated)")
+
+
+def macro_f1(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[float, list[int]]:
+    """Macro F-score over the classes that have reference samples.
+
+    The unweighted mean of scikit-learn's per-class F-scores
+    (``precision_recall_fscore_support(labels=<reference classes>, average="macro",
+    zero_division=0)``) over the classes present in ``y_true``; a class present only in
+    ``y_pred`` is not averaged (its predictions still lower the precision of the classes
+    whose samples it took), a reference class never predicted counts with F1 = 0. This is
+    the per-reference-class score of iota2 and OTB ``ComputeConfusionMatrix``.
+
+    Parameters
+    ----------
+    y_true : int ``[N]`` reference class codes (or class indices).
+    y_pred : int ``[N]`` predicted class codes.
+    sample_weight : optional ``[N]`` weights (counts); a class whose reference samples all
+        weigh 0 has no reference sample.
+
+    Returns
+    -------
+    tuple
+        (macro F-score, a fraction 0-1; the sorted list of the class codes averaged).
+
+    Raises
+    ------
+    ValueError
+        empty input, lengths that differ, or no sample with a positive weight.
+    """
+    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    y_pred = np.asarray(y_pred).astype(np.int64).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true ({y_true.size}) and y_pred ({y_pred.size}) differ in length")
+    sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).ravel()
+    weighted = y_true if sw is None else y_true[sw > 0]
+    classes = [int(c) for c in np.unique(weighted)]
+    if not classes:
+        raise ValueError("no reference sample to compute a macro F-score")
+    _, _, f1, _ = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, average="macro", zero_division=0, sample_weight=sw
+    )
+    return float(f1), classes
+
+
 def confusion_metrics(
     y_true: np.ndarray,
     y_pred: np.ndarray,
     labels: Sequence[int],
     sample_weight: np.ndarray | None = None,
+    unit: str = "pixels",
 ) -> dict[str, Any]:
     """Accuracy metrics of predicted vs reference class codes.
 
@@ -53,15 +111,21 @@ def confusion_metrics(
         ``y_pred`` must be one of them.
     sample_weight : optional ``[N]`` weights (counts), e.g. to recompute metrics from a
         confusion matrix (see :func:`metrics_from_matrix`).
+    unit : what a sample is (``"pixels"``, ``"parcels"``): the count key of
+        ``commission_unvalidated``.
 
     Returns
     -------
     dict
         ``overall_accuracy``, ``kappa`` (Cohen; NaN when undefined, i.e. reference and
-        prediction are both a single identical class), ``macro_f1`` (fractions 0-1),
-        ``per_class`` ``{code: {precision, recall, f1, support}}`` (int codes, support in
-        samples), ``confusion_matrix`` ``{labels: [...], matrix: [[...]]}`` with rows =
-        reference and columns = predicted, ``n_pixels`` (number of samples).
+        prediction are both a single identical class), ``macro_f1`` (:func:`macro_f1`;
+        fractions 0-1), ``macro_f1_classes`` (the codes it averages: those with reference
+        samples), ``per_class`` ``{code: {precision, recall, f1, support}}`` of those same
+        classes (int codes, support in samples), ``commission_unvalidated``
+        ``{code: {<unit>: n, share: n / n_pixels}}`` of the classes predicted without a
+        reference sample (empty when there is none), ``confusion_matrix``
+        ``{labels: [...], matrix: [[...]]}`` over all ``labels`` with rows = reference and
+        columns = predicted, ``n_pixels`` (number of samples).
 
     Raises
     ------
@@ -84,13 +148,20 @@ def confusion_metrics(
         y_true, y_pred, labels=labels, zero_division=0, sample_weight=sw
     )
     kappa = skm.cohen_kappa_score(y_true, y_pred, labels=labels, sample_weight=sw)
+    macro, validated = macro_f1(y_true, y_pred, sample_weight=sw)
+    n = float(cm.sum())
     return {
         "overall_accuracy": float(skm.accuracy_score(y_true, y_pred, sample_weight=sw)),
         "kappa": float(kappa),
-        "macro_f1": float(np.mean(f1)),
+        "macro_f1": macro,
+        "macro_f1_classes": validated,
         "per_class": {
             code: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(round(s))}
-            for code, p, r, f, s in zip(labels, precision, recall, f1, cm.sum(axis=1))
+            for code, p, r, f, s in zip(labels, precision, recall, f1, cm.sum(axis=1)) if code in validated
+        },
+        "commission_unvalidated": {
+            code: {unit: int(round(c)), "share": float(c / n)}
+            for code, c in zip(labels, cm.sum(axis=0)) if code not in validated and c > 0
         },
         "confusion_matrix": {"labels": labels, "matrix": np.rint(cm).astype(np.int64).tolist()},
         "n_pixels": int(round(cm.sum())),
@@ -113,6 +184,13 @@ def metrics_from_matrix(matrix: np.ndarray | Sequence[Sequence[int]], labels: Se
     rows, cols = np.nonzero(cm)
     lab = np.asarray(labels)
     return confusion_metrics(lab[rows], lab[cols], kept, sample_weight=cm[rows, cols])
+
+
+def name_classes(metrics: dict[str, Any], nomenclature: Nomenclature) -> None:
+    """Add the class ``name`` to ``per_class`` and ``commission_unvalidated`` of :func:`confusion_metrics` (in place)."""
+    for key in ("per_class", "commission_unvalidated"):
+        for code, d in metrics[key].items():
+            d["name"] = nomenclature.name_of(code)
 
 
 def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
@@ -169,11 +247,15 @@ def evaluate_map(
     -------
     dict
         the report of DESIGN.md section 2: ``tile``, ``run``, ``architecture``,
-        ``overall_accuracy``, ``kappa``, ``macro_f1`` (fractions), ``per_class``
-        (int code -> precision, recall, f1, support, name), ``confusion_matrix``
-        (``labels``, ``matrix``; rows = reference), ``n_pixels`` (scored pixels), plus
-        ``n_unclassified``, ``n_validation_polygons``, ``classification``, ``split``.
-        Codes are the nomenclature codes present in the reference or the prediction.
+        ``overall_accuracy``, ``kappa``, ``macro_f1`` (fractions; the mean F-score of
+        the classes with validation pixels, :func:`macro_f1`), ``macro_f1_classes`` (those
+        codes), ``per_class`` (int code -> precision, recall, f1, support, name, for those
+        codes), ``commission_unvalidated`` (int code -> pixels, share of the scored
+        validation pixels, name, for the classes mapped on validation pixels without
+        validation pixels of their own), ``confusion_matrix`` (``labels``, ``matrix``;
+        rows = reference; the nomenclature codes present in the reference or the
+        prediction), ``n_pixels`` (scored pixels), plus ``n_unclassified``,
+        ``n_validation_polygons``, ``classification``, ``split``.
 
     Raises
     ------
@@ -220,8 +302,7 @@ def evaluate_map(
         raise InputError(classification, f"class codes {unknown} are not in the nomenclature", "evaluate with the nomenclature the map was made with")
     labels = [c for c in nomenclature.codes if c in present]
     m = confusion_metrics(y_true_a, y_pred_a, labels)
-    for code, d in m["per_class"].items():
-        d["name"] = nomenclature.name_of(code)
+    name_classes(m, nomenclature)
     report = {"tile": str(tile), "run": run, "architecture": str(architecture), **m,
               "n_unclassified": n_unclassified, "n_validation_polygons": int(len(gdf)),
               "classification": str(classification), "split": str(split_gpkg)}

@@ -6,6 +6,10 @@ redrawn with their own seed) are averaged; the spread is the sample standard dev
 architecture pools its tiles run by run: the confusion matrices of the tiles of a run are
 summed and the metrics recomputed (pixel-weighted, as if the tiles were one map), then
 averaged over runs.
+
+Every macro F-score is :func:`cropchain.evaluate.macro_f1`'s: the mean F-score of the classes
+that have validation pixels (``macro_f1_classes`` of each report); the pixels mapped to
+classes without validation pixels are summed apart (``commission_unvalidated_share``).
 """
 
 from __future__ import annotations
@@ -26,14 +30,15 @@ import pandas as pd
 
 import cropchain
 from cropchain.errors import InputError
-from cropchain.evaluate import metrics_from_matrix
+from cropchain.evaluate import MACRO_F1_DEFINITION, metrics_from_matrix
 from cropchain.io.atomic import atomic_output, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 ALL_TILES = "all"
 METRICS = ("overall_accuracy", "kappa", "macro_f1")
-REQUIRED = ("tile", "run", "architecture", *METRICS, "per_class", "confusion_matrix")
+REQUIRED = ("tile", "run", "architecture", *METRICS, "macro_f1_classes", "per_class", "commission_unvalidated", "confusion_matrix")
+COMMISSION = "commission_unvalidated_share"
 
 
 def _read_report(path: Path) -> dict[str, Any]:
@@ -55,6 +60,7 @@ def _nan(v: Any) -> float:
 
 def _row_values(report: dict[str, Any]) -> tuple[dict[str, float], dict[int, str]]:
     values = {m: _nan(report[m]) for m in METRICS}
+    values[COMMISSION] = float(sum(d["share"] for d in report["commission_unvalidated"].values()))
     names = {}
     for code, d in report["per_class"].items():
         values[f"f1_{int(code)}"] = _nan(d["f1"])
@@ -82,9 +88,12 @@ def summarize(
     -------
     pandas.DataFrame
         columns ``architecture``, ``tile``, ``n_runs``, then ``<metric>_mean`` and
-        ``<metric>_std`` for ``overall_accuracy``, ``kappa``, ``macro_f1`` and ``f1_<code>``
-        of every class (fractions 0-1). A class absent from a run's report (neither in its
-        reference nor in its map) does not count in that class's mean.
+        ``<metric>_std`` for ``overall_accuracy``, ``kappa``, ``macro_f1``,
+        ``commission_unvalidated_share`` (share of the scored pixels mapped to classes
+        without validation pixels) and ``f1_<code>`` of every class (fractions 0-1), and
+        ``macro_f1_classes`` (the codes averaged by the macro F-score in at least one run,
+        space-separated). A class without validation pixels in a run has no F-score there
+        and does not count in that class's mean.
 
     Raises
     ------
@@ -97,6 +106,7 @@ def summarize(
     paths = [Path(p) for p in report_jsons]
     seen: dict[tuple[str, str, str], Path] = {}
     per_tile: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+    averaged: dict[tuple[str, str], set[int]] = defaultdict(set)
     pooled: dict[tuple[str, str], dict[int, np.ndarray]] = {}
     class_names: dict[int, str] = {}
     for path in paths:
@@ -109,6 +119,8 @@ def summarize(
         values, names = _row_values(rep)
         class_names.update(names)
         per_tile[arch, tile].append(values)
+        averaged[arch, tile].update(int(c) for c in rep["macro_f1_classes"])
+        averaged[arch, ALL_TILES].update(int(c) for c in rep["macro_f1_classes"])
         # pool the tiles of a run: sum confusion matrices on the union of their labels
         labels = [int(c) for c in rep["confusion_matrix"]["labels"]]
         cm = np.asarray(rep["confusion_matrix"]["matrix"], dtype=np.int64)
@@ -126,6 +138,7 @@ def summarize(
             cm[index[a], index[b]] = n
         m = metrics_from_matrix(cm, labels)
         values = {k: float(m[k]) for k in METRICS}
+        values[COMMISSION] = float(sum(d["share"] for d in m["commission_unvalidated"].values()))
         values.update({f"f1_{c}": float(d["f1"]) for c, d in m["per_class"].items()})
         per_all[arch].append(values)
 
@@ -133,8 +146,9 @@ def summarize(
     groups = [((a, t), v) for (a, t), v in sorted(per_tile.items())] + [((a, ALL_TILES), v) for a, v in sorted(per_all.items())]
     codes = sorted({int(k[3:]) for _, runs in groups for r in runs for k in r if k.startswith("f1_")})
     for (arch, tile), runs in groups:
-        row: dict[str, Any] = {"architecture": arch, "tile": tile, "n_runs": len(runs)}
-        for key in [*METRICS, *(f"f1_{c}" for c in codes)]:
+        row: dict[str, Any] = {"architecture": arch, "tile": tile, "n_runs": len(runs),
+                               "macro_f1_classes": " ".join(str(c) for c in sorted(averaged[arch, tile]))}
+        for key in [*METRICS, COMMISSION, *(f"f1_{c}" for c in codes)]:
             vals = np.array([r.get(key, np.nan) for r in runs], dtype=float)
             vals = vals[~np.isnan(vals)]
             row[f"{key}_mean"] = float(vals.mean()) if vals.size else float("nan")
@@ -158,11 +172,13 @@ def _cell(mean: float, std: float, percent: bool) -> str:
     return s + (f" ± {std:.3f}" if not math.isnan(std) else "")
 
 
-def _table(df: pd.DataFrame, columns: list[tuple[str, str, bool]]) -> str:
-    """HTML table; the best mean per tile and column is bold (class ``best``)."""
+def _table(df: pd.DataFrame, columns: list[tuple[str, str, bool]], unranked: tuple[str, ...] = ()) -> str:
+    """HTML table; the best (highest) mean per tile and column is bold (class ``best``), except in ``unranked`` columns."""
     best: dict[tuple[str, str], float] = {}
     for tile, g in df.groupby("tile"):
         for key, _, _ in columns:
+            if key in unranked:
+                continue
             vals = g[f"{key}_mean"].dropna()
             if len(vals) and g["architecture"].nunique() > 1:
                 best[str(tile), key] = float(vals.max())
@@ -195,18 +211,23 @@ tr.all td { border-top: 2px solid #888; }
 
 
 def _html(df: pd.DataFrame, codes: list[int], class_names: dict[int, str], paths: list[Path]) -> str:
-    metric_cols = [("overall_accuracy", "overall accuracy", True), ("kappa", "kappa", False), ("macro_f1", "macro F-score", True)]
+    metric_cols = [("overall_accuracy", "overall accuracy", True), ("kappa", "kappa", False), ("macro_f1", "macro F-score", True),
+                   (COMMISSION, "predicted as classes without validation samples", True)]
     class_cols = [(f"f1_{c}", f"{class_names.get(c, '')} ({c})".strip(), True) for c in codes]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reports = "\n".join(f"<li>{html.escape(str(p))}</li>" for p in paths)
+    rows = df[df["tile"] != ALL_TILES][["architecture", "tile", "macro_f1_classes"]].itertuples(index=False)
+    sets = {c for _, _, c in df[["architecture", "tile", "macro_f1_classes"]].itertuples(index=False)}
+    averaged = next(iter(sets)) if len(sets) == 1 else "; ".join(f"{a} {t}: {c}" for a, t, c in rows)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>cropchain accuracy summary</title>
 <style>{_CSS}</style></head><body>
 <h1>cropchain accuracy summary</h1>
 <p>Mean ± standard deviation over runs (each run redraws the learning/validation split).
 Rows <em>all</em> pool the tiles of each run (summed confusion matrices). Best architecture per tile and metric in bold.</p>
+<p class="definition">{html.escape(MACRO_F1_DEFINITION[0].upper() + MACRO_F1_DEFINITION[1:])}; classes averaged: {html.escape(averaged)}.</p>
 <h2>Overall accuracy, kappa, macro F-score</h2>
-{_table(df, metric_cols)}
+{_table(df, metric_cols, unranked=(COMMISSION,))}
 <h2>F-score per class</h2>
 {_table(df, class_cols)}
 <h2>Input reports ({len(paths)})</h2>

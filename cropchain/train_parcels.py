@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.evaluate import confusion_metrics, evaluate_map, json_ready, metrics_from_matrix, write_report
+from cropchain.evaluate import confusion_metrics, evaluate_map, json_ready, metrics_from_matrix, name_classes, write_report
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 from cropchain.models.parcel import count_parameters, get_parcel_model
@@ -547,8 +547,12 @@ def parcel_report(
     dict
         DESIGN.md's report keys at parcel level (one sample per validation parcel):
         ``tile``, ``run``, ``architecture``, ``level`` ("parcel"), ``overall_accuracy``,
-        ``kappa``, ``macro_f1``, ``per_class`` (code -> precision, recall, f1, support in
-        parcels, name), ``confusion_matrix`` (rows = reference, counts in parcels),
+        ``kappa``, ``macro_f1`` (mean F-score of the classes with validation parcels,
+        :func:`cropchain.evaluate.macro_f1`), ``macro_f1_classes`` (those codes),
+        ``per_class`` (code -> precision, recall, f1, support in parcels, name, for those
+        codes), ``commission_unvalidated`` (code -> parcels, share of the scored parcels,
+        name, for the classes predicted without a validation parcel of their own),
+        ``confusion_matrix`` (rows = reference, counts in parcels),
         ``n_parcels`` (scored), ``n_pixels`` (pixels of the scored parcels),
         ``n_validation_parcels``, ``n_unclassified_parcels`` (validation parcels without
         a prediction: no clear pixel, or no classified pixel for a vote).
@@ -566,9 +570,8 @@ def parcel_report(
     y_true, y_pred = merged["reference"].to_numpy().astype(np.int64), merged["code"].to_numpy().astype(np.int64)
     present = set(y_true.tolist()) | set(y_pred.tolist())
     labels = [c for c in nomenclature.codes if c in present]
-    m = confusion_metrics(y_true, y_pred, labels)
-    for code, d in m["per_class"].items():
-        d["name"] = nomenclature.name_of(code)
+    m = confusion_metrics(y_true, y_pred, labels, unit="parcels")
+    name_classes(m, nomenclature)
     m.pop("n_pixels")
     n_pixels = int(sum((pixel_counts or {}).get(int(i), 0) for i in merged["polygon_id"]))
     report = {"tile": str(tile), "run": int(run), "architecture": str(architecture), "level": "parcel", **m,
@@ -588,8 +591,8 @@ def _finish(
     write_parcel_map(parcels, grid, nomenclature, outputs["gpkg"], outputs["tif"], description=description)
     report = parcel_report(parcels, split, nomenclature, tile=tile, run=run, architecture=architecture, pixel_counts=pixel_counts)
     pixel = evaluate_map(outputs["tif"], split_path, nomenclature, tile=tile, run=run, architecture=architecture)
-    report["pixel_level"] = {k: pixel[k] for k in ("overall_accuracy", "kappa", "macro_f1", "per_class", "confusion_matrix",
-                                                   "n_pixels", "n_unclassified")}
+    report["pixel_level"] = {k: pixel[k] for k in ("overall_accuracy", "kappa", "macro_f1", "macro_f1_classes", "per_class",
+                                                   "commission_unvalidated", "confusion_matrix", "n_pixels", "n_unclassified")}
     report["parcel_map"] = str(outputs["gpkg"])
     report["split"] = str(split_path)
     write_report(report, outputs["json"], outputs["csv"], outputs["png"], nomenclature)

@@ -15,7 +15,7 @@ from rasterio.transform import from_origin
 from sklearn import metrics as skm
 
 from cropchain.errors import InputError
-from cropchain.evaluate import confusion_metrics, evaluate_map, metrics_from_matrix, write_report
+from cropchain.evaluate import confusion_metrics, evaluate_map, macro_f1, metrics_from_matrix, write_report
 from cropchain.io.raster import geotiff_profile
 from cropchain.nomenclature import Nomenclature
 
@@ -58,16 +58,49 @@ def test_agrees_with_sklearn_including_absent_classes():
     m = confusion_metrics(y_true, y_pred, labels)
     assert m["overall_accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert m["kappa"] == pytest.approx(skm.cohen_kappa_score(y_true, y_pred))
-    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
+    # macro F1 over the reference classes only: 8 (never in the reference) is not averaged
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, labels=[1, 2, 5], average="macro", zero_division=0))
+    assert m["macro_f1"] > skm.f1_score(y_true, y_pred, average="macro", zero_division=0)  # sklearn's default adds 8's F1 = 0
+    assert m["macro_f1_classes"] == [1, 2, 5]
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    for i, c in enumerate(labels):
+    for i, c in enumerate(labels[:3]):
         assert m["per_class"][c] == pytest.approx({"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
-    assert m["per_class"][8]["support"] == 0 and m["per_class"][8]["f1"] == 0
+    assert 8 not in m["per_class"]
+    assert m["commission_unvalidated"] == {8: {"pixels": int((y_pred == 8).sum()), "share": pytest.approx((y_pred == 8).mean())}}
     np.testing.assert_array_equal(m["confusion_matrix"]["matrix"], skm.confusion_matrix(y_true, y_pred, labels=labels))
     with pytest.raises(ValueError, match="not in labels"):
         confusion_metrics(y_true, y_pred, [1, 2, 5])
     with pytest.raises(ValueError, match="no sample"):
         confusion_metrics([], [], [1])
+
+
+def test_macro_f1_averages_the_validated_classes_only():
+    # labels (1, 2, 3, 9); 9 is predicted but has no reference sample, 3 is never predicted
+    cm = np.array([[8, 0, 0, 2],
+                   [0, 5, 0, 0],
+                   [3, 0, 0, 2],
+                   [0, 0, 0, 0]])
+    labels = [1, 2, 3, 9]
+    y_true = np.repeat(labels, cm.sum(axis=1))
+    y_pred = np.concatenate([np.repeat(labels, row) for row in cm])
+    m = confusion_metrics(y_true, y_pred, labels)
+    f1 = {1: 2 * 8 / (10 + 11), 2: 1.0, 3: 0.0}  # F1 = 2 TP / (reference + predicted)
+    assert m["macro_f1_classes"] == [1, 2, 3]  # 3 (F1 0) is in, 9 is out
+    assert m["macro_f1"] == pytest.approx(np.mean(list(f1.values())))
+    assert sorted(m["per_class"]) == [1, 2, 3] and m["per_class"][3]["f1"] == 0.0
+    assert {c: d["f1"] for c, d in m["per_class"].items()} == pytest.approx(f1)
+    assert m["commission_unvalidated"] == {9: {"pixels": 4, "share": pytest.approx(4 / 20)}}
+    assert m["confusion_matrix"]["labels"] == labels  # the matrix keeps every class
+    assert m["overall_accuracy"] == pytest.approx(13 / 20)
+    # the pooling path gives the same, and the parcel unit names the count
+    mm = metrics_from_matrix(cm, labels)
+    assert mm["macro_f1"] == pytest.approx(m["macro_f1"]) and mm["macro_f1_classes"] == [1, 2, 3]
+    assert mm["commission_unvalidated"] == m["commission_unvalidated"]
+    assert confusion_metrics(y_true, y_pred, labels, unit="parcels")["commission_unvalidated"][9]["parcels"] == 4
+    # the one definition: the same value for any pair of label arrays
+    assert macro_f1(y_true, y_pred) == (pytest.approx(m["macro_f1"]), [1, 2, 3])
+    with pytest.raises(ValueError, match="no reference sample"):
+        macro_f1([1, 2], [1, 2], sample_weight=[0, 0])
 
 
 # --- evaluate_map on a synthetic map and split -------------------------------------------
@@ -117,6 +150,27 @@ def test_evaluate_map_uses_validation_polygons_only(scene):
     assert rep["per_class"][2]["name"] == "maize" and rep["per_class"][2]["recall"] == 0.5
     for key in ("kappa", "macro_f1", "per_class", "n_validation_polygons"):
         assert key in rep
+
+
+def test_map_report_separates_classes_without_validation_pixels(scene, tmp_path):
+    path, gpkg, _ = scene
+    with rasterio.open(path, "r+") as dst:
+        m = dst.read(1)
+        m[0:20, 30:50] = 1   # validation maize: never mapped as maize
+        m[40:45, 30:50] = 5  # 100 validation vineyard pixels mapped as sunflower (a learning-only class)
+        dst.write(m, 1)
+    rep = evaluate_map(path, gpkg, NOM, tile="t", run=2, architecture="rf")
+    assert rep["confusion_matrix"]["labels"] == [1, 2, 5, 8]
+    assert rep["confusion_matrix"]["matrix"] == [[400, 0, 0, 0], [400, 0, 0, 0], [0, 0, 0, 0], [0, 0, 100, 280]]
+    assert rep["macro_f1_classes"] == [1, 2, 8]  # maize in (F1 0), sunflower out
+    f1 = {1: 2 * 400 / (400 + 800), 2: 0.0, 8: 2 * 280 / (380 + 280)}
+    assert {c: d["f1"] for c, d in rep["per_class"].items()} == pytest.approx(f1)
+    assert rep["macro_f1"] == pytest.approx(np.mean(list(f1.values())))
+    assert rep["commission_unvalidated"] == {5: {"pixels": 100, "share": pytest.approx(100 / 1180), "name": "sunflower"}}
+    write_report(rep, tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "r.png", NOM)
+    back = json.loads((tmp_path / "r.json").read_text())
+    assert back["macro_f1_classes"] == [1, 2, 8] and back["commission_unvalidated"]["5"]["pixels"] == 100
+    assert sorted(back["per_class"]) == ["1", "2", "8"]
 
 
 def test_learning_pixels_do_not_change_the_score(scene, tmp_path):

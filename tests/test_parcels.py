@@ -372,6 +372,16 @@ def test_majority_vote_on_a_hand_made_map(tmp_path):
     assert report["architecture"] == "vote_rf" and report["run"] == 1
     assert report["n_parcels"] == 2 and report["n_unclassified_parcels"] == 1
     assert report["overall_accuracy"] == 0.5  # A right, B wrong (vineyard voted maize)
+    # macro F1 over the classes of the scored validation parcels: wheat (F1 1) and vineyard
+    # (never predicted, F1 0); maize is only predicted (its parcel C is unscored): apart
+    assert report["macro_f1_classes"] == [1, 3] and report["macro_f1"] == pytest.approx(0.5)
+    assert report["per_class"][3]["f1"] == 0.0 and 2 not in report["per_class"]
+    assert report["commission_unvalidated"] == {2: {"parcels": 1, "share": 0.5, "name": "maize"}}
+    pixel = report["pixel_level"]  # wheat 9 px right, vineyard 4 px mapped maize
+    assert pixel["macro_f1_classes"] == [1, 3] and pixel["macro_f1"] == pytest.approx(0.5)
+    assert pixel["commission_unvalidated"] == {2: {"pixels": 4, "share": pytest.approx(4 / 13), "name": "maize"}}
+    saved = json.loads(out["json"].read_text())
+    assert saved["macro_f1_classes"] == [1, 3] and saved["commission_unvalidated"]["2"]["parcels"] == 1
     with rasterio.open(out["tif"]) as src:
         voted = src.read(1)
     assert (voted[0:3, 0:3] == 1).all() and (voted[5:7, 5:7] == 2).all() and (voted[10:13, 10:13] == 0).all()

@@ -10,21 +10,20 @@ import pytest
 
 import cropchain
 from cropchain.errors import InputError
-from cropchain.evaluate import confusion_metrics, write_report
+from cropchain.evaluate import confusion_metrics, name_classes, write_report
 from cropchain.nomenclature import Nomenclature
 from cropchain.report import summarize
 
 NOM = Nomenclature(codes=(1, 2, 8), names=("wheat", "maize", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3)))
 
 
-def fake_report(tmp_path, arch, tile, run, cm):
-    labels = [1, 2, 8]
+def fake_report(tmp_path, arch, tile, run, cm, labels=(1, 2, 8)):
+    labels = list(labels)
     cm = np.asarray(cm)
     y_true = np.repeat(labels, cm.sum(axis=1))
     y_pred = np.concatenate([np.repeat(labels, row) for row in cm])
     m = confusion_metrics(y_true, y_pred, labels)
-    for c, d in m["per_class"].items():
-        d["name"] = NOM.name_of(c)
+    name_classes(m, NOM)
     rep = {"tile": tile, "run": str(run), "architecture": arch, **m}
     d = tmp_path / f"runs/{run}/reports/{arch}"
     write_report(rep, d / f"{tile}.json", d / f"{tile}.csv", d / f"{tile}.png", NOM)
@@ -94,3 +93,32 @@ def test_single_run_and_duplicates(tmp_path):
     broken.write_text(json.dumps({"tile": "x"}))
     with pytest.raises(InputError, match="missing key"):
         summarize([broken], tmp_path / "s.csv", tmp_path / "s.html")
+
+
+def test_macro_f1_of_validated_classes_and_commission(tmp_path):
+    # run 0 maps 6 pixels as maize (2), which has no validation pixel; run 1 maps none
+    labels = [1, 2, 8]
+    cm0 = [[10, 4, 0], [0, 0, 0], [1, 2, 8]]
+    cm1 = [[14, 0, 0], [0, 0, 0], [3, 0, 8]]
+    p0, m0 = fake_report(tmp_path, "rf", "T31TEJ", 0, cm0, labels)
+    p1, m1 = fake_report(tmp_path, "rf", "T31TEJ", 1, cm1, labels)
+    assert m0["macro_f1_classes"] == m1["macro_f1_classes"] == [1, 8]
+    assert m0["commission_unvalidated"] == {2: {"pixels": 6, "share": pytest.approx(6 / 25), "name": "maize"}}
+    assert m1["commission_unvalidated"] == {}
+    df = summarize([p0, p1], tmp_path / "s.csv", tmp_path / "s.html")
+    row = df[df.tile == "T31TEJ"].iloc[0]
+    assert row["macro_f1_classes"] == "1 8"
+    assert row["macro_f1_mean"] == pytest.approx(np.mean([m0["macro_f1"], m1["macro_f1"]]))
+    assert row["commission_unvalidated_share_mean"] == pytest.approx(np.mean([6 / 25, 0.0]))
+    assert "f1_2_mean" not in df.columns  # maize has no F-score: no validation pixel in any run
+    allrow = df[df.tile == "all"].iloc[0]  # one tile: pooling changes nothing
+    assert allrow["macro_f1_mean"] == pytest.approx(row["macro_f1_mean"]) and allrow["macro_f1_classes"] == "1 8"
+    page = (tmp_path / "s.html").read_text()
+    assert "Macro F-score: unweighted mean of the F-scores of the classes that have validation" in page
+    assert "classes averaged: 1 8." in page
+    # a report of the former definition (no macro_f1_classes) is not mixed in
+    old = json.loads(p0.read_text())
+    del old["macro_f1_classes"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(InputError, match="missing key"):
+        summarize([tmp_path / "old.json"], tmp_path / "s.csv", tmp_path / "s.html")

@@ -57,6 +57,8 @@ def test_parcel_chain_on_t31tej(t31tej, tmp_path):
         assert report["split"].endswith("runs/0/tiles/T31TEJ/split.gpkg")
         assert report["n_validation_parcels"] == rf["n_validation_polygons"]
         assert 0.0 <= report["macro_f1"] <= 1.0 and "pixel_level" in report
+        # class 5 (a single polygon, always learning) is never in the macro F-score
+        assert 5 not in report["macro_f1_classes"] and 5 not in report["pixel_level"]["macro_f1_classes"]
         assert report["pixel_level"]["n_pixels"] > 1000
         gdf = gpd.read_file(folder / "T31TEJ.gpkg", layer="parcels")
         assert len(gdf) >= 100 and gdf.crs.to_epsg() == 32631

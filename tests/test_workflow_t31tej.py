@@ -57,6 +57,15 @@ def test_real_chain_products(t31tej_run: Path):
             assert 0.3 < report["kappa"] <= 1.0
             cm = np.array(report["confusion_matrix"]["matrix"])
             assert cm.sum() == report["n_pixels"]
+            # macro F1 over the classes with validation pixels: class 5 (unspecified cereals,
+            # a single polygon, always learning) is never averaged, even where it is mapped
+            labels = np.array(report["confusion_matrix"]["labels"])
+            validated = labels[cm.sum(axis=1) > 0].tolist()  # rows: reference classes with scored pixels
+            assert report["macro_f1_classes"] == validated and 5 not in validated
+            assert set(validated) <= set(split.loc[split["split"] == "validation", "code"].astype(int))
+            assert "5" not in report["per_class"]
+            assert report["macro_f1"] == pytest.approx(np.mean([report["per_class"][str(c)]["f1"] for c in validated]))
+            assert set(report["commission_unvalidated"]) <= {"5"}
             with rasterio.open(res / f"runs/{run}/maps/{arch}/T31TEJ_classification.tif") as src:
                 assert src.crs.to_epsg() == 32631 and src.colormap(1)
     s0 = gpd.read_file(res / "runs/0/tiles/T31TEJ/split.gpkg").sort_values("polygon_id")

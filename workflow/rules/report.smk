@@ -38,7 +38,7 @@ rule summary:
         csv=f"{RESULTS}/reports/summary.csv",
         html=report(f"{RESULTS}/reports/summary.html", caption="../report/summary.rst", category="Summary"),
     params:
-        code=code_hash("cropchain.report"),
+        code=code_hash("cropchain.report", "cropchain.evaluate"),
     log:
         f"{RESULTS}/logs/summary.log",
     benchmark:
