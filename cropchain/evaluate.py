@@ -197,6 +197,9 @@ def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomencla
     return nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
 
 
+_CODES = 256  # uint8 class codes
+
+
 def _read_validation(split_gpkg: Path, nomenclature: Nomenclature, crs: Any) -> gpd.GeoDataFrame:
     if not split_gpkg.exists():
         raise InputError(split_gpkg, "split file not found", "run the split step of this run first")
@@ -232,7 +235,8 @@ def evaluate_map(
 
     The polygons with ``split == "validation"`` are rasterized on the map grid (a pixel is
     labelled when its centre lies in a polygon; where polygons overlap the last one wins),
-    window by window, so memory is bounded by a window. Learning polygons are ignored.
+    window by window, and counted into a confusion matrix, so memory is bounded by a window,
+    not by the number of validation pixels. Learning polygons are ignored.
     Labelled pixels where the map is nodata are not scored; they are counted in
     ``n_unclassified``.
 
@@ -271,7 +275,7 @@ def evaluate_map(
         codes = gdf["code"].astype(int).to_numpy()
         geoms = gdf.geometry.to_numpy()
         tree = gdf.sindex
-        y_true, y_pred = [], []
+        counts = np.zeros(_CODES * _CODES, dtype=np.int64)  # (reference, predicted) pixel counts
         n_unclassified = 0
         for win in block_windows(src.height, src.width, 1024):
             bounds = rasterio.windows.bounds(win, src.transform)
@@ -289,10 +293,11 @@ def evaluate_map(
             ref = ref[labelled]
             classified = pred != nodata
             n_unclassified += int((~classified).sum())
-            y_true.append(ref[classified])
-            y_pred.append(pred[classified].astype(np.int64))
-    y_true_a = np.concatenate(y_true) if y_true else np.zeros(0, np.int64)
-    y_pred_a = np.concatenate(y_pred) if y_pred else np.zeros(0, np.int64)
+            counts += np.bincount(ref[classified].astype(np.int64) * _CODES + pred[classified], minlength=_CODES * _CODES)
+    # the pairs seen, weighted by their counts: the metrics of every pixel, from a matrix
+    # (memory bounded by the windows, not by the number of validation pixels)
+    pairs = np.flatnonzero(counts)
+    y_true_a, y_pred_a, weights = pairs // _CODES, pairs % _CODES, counts[pairs]
     if y_true_a.size == 0:
         raise InputError(split_gpkg, f"no validation pixel is classified on {classification} ({n_unclassified} fall on nodata)",
                          "check that the split and the map cover the same tile")
@@ -301,7 +306,7 @@ def evaluate_map(
     if unknown:
         raise InputError(classification, f"class codes {unknown} are not in the nomenclature", "evaluate with the nomenclature the map was made with")
     labels = [c for c in nomenclature.codes if c in present]
-    m = confusion_metrics(y_true_a, y_pred_a, labels)
+    m = confusion_metrics(y_true_a, y_pred_a, labels, sample_weight=weights)
     name_classes(m, nomenclature)
     report = {"tile": str(tile), "run": run, "architecture": str(architecture), **m,
               "n_unclassified": n_unclassified, "n_validation_polygons": int(len(gdf)),
