@@ -101,3 +101,26 @@ def test_bands_inconsistent_with_the_file(tmp_path):
     with pytest.raises(InputError, match="band 2 is described '20180123_B04', expected '20180123_B08'"):
         compute_features(path, dates, tmp_path / "f.tif", bands=["B02", "B08", "B04", "B11"])
     assert not (tmp_path / "f.tif").exists()
+
+
+def test_features_computed_per_window_equal_the_stored_stack(tmp_path):
+    """Every way the chain reads features (a whole window, a subset of bands, some pixels)
+    gives the numbers of the exported stack, to the bit: one definition everywhere."""
+    from rasterio.windows import Window
+
+    from cropchain.features import FeatureSpec, open_features, read_feature_pixels
+
+    path, dates, _ = write_gapfilled(tmp_path, BANDS, seed=3)
+    compute_features(path, dates, tmp_path / "features.tif", bands=BANDS, block=7)
+    spec = FeatureSpec(path, dates, tuple(BANDS))
+    rng = np.random.default_rng(0)
+    with open_features(spec) as fr, rasterio.open(tmp_path / "features.tif") as stored:
+        assert fr.descriptions == stored.descriptions and (fr.height, fr.width) == (H, W)
+        for win in (Window(0, 0, W, H), Window(3, 4, 17, 9)):
+            np.testing.assert_array_equal(fr.read(window=win), stored.read(window=win))
+            subset = sorted(rng.choice(fr.count, 7, replace=False) + 1)
+            np.testing.assert_array_equal(fr.read(subset, window=win), stored.read(subset, window=win))
+            rows, cols = rng.integers(0, win.height, 20), rng.integers(0, win.width, 20)
+            np.testing.assert_array_equal(read_feature_pixels(fr, win, rows, cols),
+                                          read_feature_pixels(stored, win, rows, cols))
+        assert (fr.read(window=Window(3, 5, 3, 3)) == FEATURES_NODATA).all()  # no clear date: nodata
