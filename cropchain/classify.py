@@ -13,6 +13,16 @@ is written. As long as the predictor's receptive-field half-width (its *margin*)
 once, and memory is bounded by one extended window, never by the tile (the scheme of
 Orfeo ToolBox's streaming ``ImageClassifier`` and of iota2's tiled inference).
 
+Probabilities, uncertainty, smoothing
+-------------------------------------
+The same pass can write the class probabilities (one uint8 band per nomenclature class,
+percent) and an uncertainty raster (margin and/or entropy, :mod:`cropchain.smoothing`),
+and can smooth the probabilities before labelling (Bayesian smoothing of Camara et al.
+2024, sits' ``sits_smooth``). The smoother needs ``window_size // 2`` px of probabilities
+around each core, which need the predictor's context around them: each core is read with
+``overlap + window_size // 2`` px (clipped at the tile border), so the smoothed map too is
+seamless and equal to the whole-tile smoothing.
+
 Image predictors
 ----------------
 An *image predictor* is a callable ``predictor(model, block) -> proba`` with ``block``
@@ -32,7 +42,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +63,16 @@ from cropchain.io.atomic import scratch_path, write_text_atomic
 from cropchain.io.products import style_paths, write_class_map_cog, write_cog
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
+from cropchain.smoothing import UNCERTAINTY_NODATA, bayes_smooth, entropy_uncertainty, margin_uncertainty, smoothing_margin
 
 log = logging.getLogger(__name__)
 
 CONFIDENCE_NODATA = 255
+PROBABILITY_NODATA = 255
+#: uncertainty measures of ``{tile}_uncertainty.tif`` (cropchain.smoothing)
+UNCERTAINTY_MEASURES = {"margin": margin_uncertainty, "entropy": entropy_uncertainty}
+#: parameters of the Bayesian smoothing (sits_smooth's defaults)
+SMOOTHING_DEFAULTS = {"window_size": 9, "smoothness": 20.0, "neigh_fraction": 0.5}
 FEATURES_NODATA = -9999.0
 
 ImagePredictor = Callable[[Any, np.ndarray], np.ndarray]
@@ -182,8 +199,13 @@ def classify_tile(
     window: int = 512,
     overlap: int = 16,
     predictor: ImagePredictor | None = None,
+    out_probabilities: str | os.PathLike | None = None,
+    out_uncertainty: str | os.PathLike | None = None,
+    uncertainty: Sequence[str] = ("margin",),
+    smoothing: Mapping[str, Any] | None = None,
 ) -> None:
-    """Classify one tile window by window; write the class map and the confidence map.
+    """Classify one tile window by window; write the class map, the confidence map and,
+    optionally, the class probabilities and the uncertainty.
 
     Parameters
     ----------
@@ -191,24 +213,51 @@ def classify_tile(
         window from ``gapfilled.tif``, the chain's way) or a float32 feature GeoTIFF
         ``[F, H, W]`` (band descriptions = feature names, nodata -9999).
     validity : ``validity.tif`` (uint8/uint16 ``[H, W]``, number of clear dates per pixel,
-        same grid); 0 = no clear date -> nodata in both outputs.
+        same grid); 0 = no clear date -> nodata in every output.
     model : fitted classifier with ``classes_`` (nomenclature codes ``[K]``) and
         ``feature_names`` (the ``F`` band descriptions, in band order).
     nomenclature : :class:`~cropchain.nomenclature.Nomenclature` or path of its CSV.
     out_classification : Cloud Optimized GeoTIFF uint8 ``[H, W]``, class codes, nodata 0,
         color table, overviews by mode; with its raster attribute table (``.tif.aux.xml``)
-        and QGIS style (``.qml``) beside it (:mod:`cropchain.io.products`).
+        and QGIS style (``.qml``) beside it (:mod:`cropchain.io.products`). The label of a
+        pixel is the class of highest probability (after smoothing when ``smoothing`` is
+        given), the first in ``model.classes_`` order on an exact tie.
     out_confidence : Cloud Optimized GeoTIFF uint8 ``[H, W]``, ``round(100 * max
         probability)`` in 0-100, nodata 255, overviews by average.
     window : core window size in px. Memory is bounded by about two copies of
-        ``(window + 2 overlap)^2 * F`` float32 values (the block and its pixel-major copy),
-        plus GDAL's block cache (``GDAL_CACHEMAX``, 5 % of RAM by default).
+        ``(window + 2 (overlap + s))^2 * F`` float32 values (the block and its pixel-major
+        copy, ``s`` the smoothing margin, 0 without smoothing) plus the ``K`` probabilities
+        of that block and :func:`~cropchain.smoothing.bayes_smooth`'s chunk buffers, plus
+        GDAL's block cache (``GDAL_CACHEMAX``, 5 % of RAM by default).
     overlap : margin in px read around each core window (clipped at the tile border),
         predicted and then cropped; must be >= the predictor's ``margin``.
     predictor : image predictor ``(model, block [F, h, w]) -> [K, h, w]``; default: the
         model's own (:func:`model_image_predictor`: a CNN's ``predict_proba_image``, margin
         and alignment), else :func:`predict_proba_image` (pixel classifiers: margin 0, so
-        only the core is read and predicted, and pixels with validity 0 are skipped).
+        only the core (plus the smoothing margin) is read and predicted, and pixels with
+        validity 0 are skipped).
+    out_probabilities : optional Cloud Optimized GeoTIFF uint8 ``[N, H, W]``, one band per
+        *nomenclature* class (``N`` = all its classes, in its order; band description = class
+        name, band tag ``CLASS_CODE``), ``round(100 p)`` in 0-100 (a class the model does not
+        know is 0), nodata 255, overviews by average. Per pixel the bands sum to 100 within
+        rounding (at most ``N / 2`` away); the label's band always holds the maximum of the
+        bands (rounding can tie another band with it, never exceed it).
+    out_uncertainty : optional Cloud Optimized GeoTIFF uint8 ``[len(uncertainty), H, W]``,
+        one band per measure of ``uncertainty`` (band description = the measure), 0-100
+        (100 = most uncertain), nodata 255, overviews by average
+        (:func:`~cropchain.smoothing.margin_uncertainty`,
+        :func:`~cropchain.smoothing.entropy_uncertainty`; from the same, possibly smoothed,
+        probabilities as the labels).
+    uncertainty : the measures of ``out_uncertainty``: ``"margin"`` (``1 - (p1 - p2)``)
+        and/or ``"entropy"`` (Shannon entropy / log K).
+    smoothing : optional Bayesian smoothing of the probabilities before labelling
+        (Camara et al. 2024, :func:`cropchain.smoothing.bayes_smooth`): a mapping with
+        ``window_size`` (odd, default 9), ``smoothness`` (default 20; a number, or one
+        value per nomenclature class in its order) and ``neigh_fraction`` (default 0.5).
+        Each core is read with ``overlap + window_size // 2`` px of context, so that the
+        probabilities the smoother sees around the core are the whole-tile ones: the
+        smoothed windowed map equals the whole-tile smoothing. Pixels of validity 0 are
+        left out of the neighbourhoods.
 
     Raises
     ------
@@ -218,7 +267,8 @@ def classify_tile(
         are not nomenclature codes.
     ConfigError
         ``window < 1``, ``overlap < 0``, ``overlap`` smaller than the predictor's margin,
-        ``window`` or ``overlap`` not a multiple of the predictor's alignment.
+        ``window`` or ``overlap`` not a multiple of the predictor's alignment, an unknown
+        uncertainty measure, bad smoothing parameters.
     """
     if window < 1 or overlap < 0:
         raise ConfigError(f"classify: window ({window}) must be >= 1 and overlap ({overlap}) >= 0")
@@ -231,17 +281,24 @@ def classify_tile(
     if window % alignment or overlap % alignment:
         raise ConfigError(f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of {alignment} px "
                           "(the pooling grid of the network); the map would show seams")
+    measures = list(uncertainty)
+    bad = [m for m in measures if m not in UNCERTAINTY_MEASURES]
+    if bad or (out_uncertainty is not None and not measures) or len(set(measures)) != len(measures):
+        raise ConfigError(f"classify.uncertainty: {measures} must be distinct measures among {list(UNCERTAINTY_MEASURES)} (at least one)")
     nomenclature = _as_nomenclature(nomenclature)
     classes = np.asarray(model.classes_).astype(np.int64)
     unknown = sorted(set(classes.tolist()) - set(nomenclature.codes))
     if unknown:
         raise InputError("model", f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
                          "train and classify with the same nomenclature file")
+    smooth = _smoothing_parameters(smoothing, nomenclature, classes)
+    smooth_margin = smoothing_margin(smooth["window_size"]) if smooth else 0
     codes_u8 = classes.astype(np.uint8)
+    bands = np.asarray([list(nomenclature.codes).index(int(c)) for c in classes])  # probability band of each model class
     validity = Path(validity)
     feature_spec, features = features, features_path(features)
 
-    with open_features(feature_spec, "features raster") as fsrc, open_raster(validity, "validity raster") as vsrc:
+    with open_features(feature_spec, "features raster") as fsrc, open_raster(validity, "validity raster") as vsrc, ExitStack() as stack:
         _check_features(fsrc, features, model)
         _check_same_grid(fsrc, vsrc, validity, features)
         height, width = fsrc.height, fsrc.width
@@ -251,43 +308,139 @@ def classify_tile(
         t0 = time.perf_counter()
         n_classified = 0
         # written by window into tiled scratch files, then copied into COGs with overviews
-        with scratch_path(out_classification) as tmp_cls, scratch_path(out_confidence) as tmp_conf:
-            with rasterio.open(tmp_cls, "w", **cls_profile) as dcls, rasterio.open(tmp_conf, "w", **conf_profile) as dconf:
-                # the color table goes in before any pixel is written (libtiff cannot change
-                # PhotometricInterpretation afterwards)
-                _describe_outputs(dcls, dconf, nomenclature, features)
-                for core in tqdm(windows, desc=f"classify {features.parent.name or features.name}", unit="window", disable=None):
-                    # a predictor of margin 0 (pixel classifiers) needs no context: read the core only
-                    ext = core if margin == 0 else _expand(core, overlap, height, width)
-                    r = int(core.row_off - ext.row_off)
-                    c = int(core.col_off - ext.col_off)
-                    h, w = int(core.height), int(core.width)
-                    valid = vsrc.read(1, window=core) > 0
-                    cls = np.zeros((h, w), dtype=np.uint8)
-                    conf = np.full((h, w), CONFIDENCE_NODATA, dtype=np.uint8)
-                    if valid.any():
-                        block = fsrc.read(window=ext, out_dtype=np.float32)
-                        if predictor is None:
-                            proba = predict_proba_image(model, block, valid)
-                        else:
-                            proba = np.asarray(predictor(model, block), dtype=np.float32)
-                            if proba.shape != (len(classes), block.shape[1], block.shape[2]):
-                                raise ValueError(f"predictor returned shape {proba.shape}, expected {(len(classes), *block.shape[1:])}")
-                        proba = proba[:, r : r + h, c : c + w]
-                        best = proba.argmax(axis=0)
-                        top = np.take_along_axis(proba, best[None], axis=0)[0]
-                        cls[valid] = codes_u8[best[valid]]
-                        conf[valid] = np.clip(np.rint(100.0 * top[valid]), 0, 100).astype(np.uint8)
-                        n_classified += int(valid.sum())
-                    dcls.write(cls, 1, window=core)
-                    dconf.write(conf, 1, window=core)
-            write_class_map_cog(tmp_cls, out_classification, nomenclature)
-            write_cog(tmp_conf, out_confidence, overview_resampling="average")
+        tmp_cls = stack.enter_context(scratch_path(out_classification))
+        tmp_conf = stack.enter_context(scratch_path(out_confidence))
+        dcls = stack.enter_context(rasterio.open(tmp_cls, "w", **cls_profile))
+        dconf = stack.enter_context(rasterio.open(tmp_conf, "w", **conf_profile))
+        # the color table goes in before any pixel is written (libtiff cannot change
+        # PhotometricInterpretation afterwards)
+        _describe_outputs(dcls, dconf, nomenclature, features)
+        dprob = dunc = None
+        if out_probabilities is not None:
+            tmp_prob = stack.enter_context(scratch_path(out_probabilities))
+            dprob = stack.enter_context(rasterio.open(tmp_prob, "w", **geotiff_profile(
+                fsrc.profile, count=len(nomenclature.codes), dtype="uint8", nodata=PROBABILITY_NODATA)))
+            _describe_probabilities(dprob, nomenclature, features, smooth)
+        if out_uncertainty is not None:
+            tmp_unc = stack.enter_context(scratch_path(out_uncertainty))
+            dunc = stack.enter_context(rasterio.open(tmp_unc, "w", **geotiff_profile(
+                fsrc.profile, count=len(measures), dtype="uint8", nodata=UNCERTAINTY_NODATA)))
+            _describe_uncertainty(dunc, measures, features, smooth)
+        for core in tqdm(windows, desc=f"classify {features.parent.name or features.name}", unit="window", disable=None):
+            # the smoother needs the probabilities `smooth_margin` px around the core, and the
+            # predictor needs `overlap` px of context around those (clipped at the tile border)
+            region = _expand(core, smooth_margin, height, width)
+            # a predictor of margin 0 (pixel classifiers) needs no context: read the region only
+            ext = region if margin == 0 else _expand(core, smooth_margin + overlap, height, width)
+            h, w = int(core.height), int(core.width)
+            valid_region = vsrc.read(1, window=region) > 0
+            top, left = int(core.row_off - region.row_off), int(core.col_off - region.col_off)
+            valid = valid_region[top : top + h, left : left + w]
+            cls = np.zeros((h, w), dtype=np.uint8)
+            conf = np.full((h, w), CONFIDENCE_NODATA, dtype=np.uint8)
+            prob = np.full((len(nomenclature.codes), h, w), PROBABILITY_NODATA, dtype=np.uint8) if dprob else None
+            unc = np.full((len(measures), h, w), UNCERTAINTY_NODATA, dtype=np.uint8) if dunc else None
+            if valid.any():
+                block = fsrc.read(window=ext, out_dtype=np.float32)
+                if predictor is None:
+                    proba = predict_proba_image(model, block, valid_region)
+                else:
+                    proba = np.asarray(predictor(model, block), dtype=np.float32)
+                    if proba.shape != (len(classes), block.shape[1], block.shape[2]):
+                        raise ValueError(f"predictor returned shape {proba.shape}, expected {(len(classes), *block.shape[1:])}")
+                r, c = int(region.row_off - ext.row_off), int(region.col_off - ext.col_off)
+                proba = proba[:, r : r + int(region.height), c : c + int(region.width)]
+                if smooth:
+                    margins = (top, int(region.height) - top - h, left, int(region.width) - left - w)
+                    proba = bayes_smooth(proba, smooth["window_size"], smooth["smoothness"], smooth["neigh_fraction"],
+                                         valid=valid_region, margins=margins)
+                best = proba.argmax(axis=0)
+                top_p = np.take_along_axis(proba, best[None], axis=0)[0]
+                cls[valid] = codes_u8[best[valid]]
+                conf[valid] = _percent(top_p[valid])
+                if prob is not None:
+                    rows, cols = np.nonzero(valid)
+                    prob[:, rows, cols] = 0
+                    prob[bands[:, None], rows[None], cols[None]] = _percent(proba[:, rows, cols])
+                for i, measure in enumerate(measures if unc is not None else ()):
+                    unc[i] = UNCERTAINTY_MEASURES[measure](proba, valid)
+                n_classified += int(valid.sum())
+            dcls.write(cls, 1, window=core)
+            dconf.write(conf, 1, window=core)
+            if dprob:
+                dprob.write(prob, window=core)
+            if dunc:
+                dunc.write(unc, window=core)
+        for dst in (dcls, dconf, dprob, dunc):
+            if dst is not None:
+                dst.close()
+        write_class_map_cog(tmp_cls, out_classification, nomenclature)
+        write_cog(tmp_conf, out_confidence, overview_resampling="average")
+        if dprob:
+            write_cog(tmp_prob, out_probabilities, overview_resampling="average")
+        if dunc:
+            write_cog(tmp_unc, out_uncertainty, overview_resampling="average")
         elapsed = time.perf_counter() - t0
     log.info(
-        "classified %s: %d x %d px (%d valid) in %.1f s, %.0f px/s, %d windows of %d px + %d px overlap",
-        features, width, height, n_classified, elapsed, height * width / max(elapsed, 1e-9), len(windows), window, overlap if margin else 0,
+        "classified %s: %d x %d px (%d valid) in %.1f s, %.0f px/s, %d windows of %d px + %d px overlap%s",
+        features, width, height, n_classified, elapsed, height * width / max(elapsed, 1e-9), len(windows), window,
+        overlap if margin else 0, f" + {smooth_margin} px smoothing margin" if smooth else "",
     )
+
+
+def _percent(p: np.ndarray) -> np.ndarray:
+    """Probabilities (0-1) as uint8 percents, rounded to the nearest."""
+    return np.clip(np.rint(100.0 * p), 0, 100).astype(np.uint8)
+
+
+def _smoothing_parameters(smoothing: Mapping[str, Any] | None, nomenclature: Nomenclature, classes: np.ndarray) -> dict | None:
+    """Validated smoothing parameters, the smoothness as one value per model class; None: no smoothing."""
+    if not smoothing:
+        return None
+    params = {**SMOOTHING_DEFAULTS, **{k: v for k, v in smoothing.items() if k in SMOOTHING_DEFAULTS}}
+    unknown = sorted(set(smoothing) - set(SMOOTHING_DEFAULTS) - {"architectures"})
+    if unknown:
+        raise ConfigError(f"classify.smoothing: unknown key(s) {unknown}; known: {sorted(SMOOTHING_DEFAULTS)}")
+    ws, frac, sm = params["window_size"], params["neigh_fraction"], params["smoothness"]
+    if not isinstance(ws, int) or ws < 3 or ws % 2 == 0:
+        raise ConfigError(f"classify.smoothing.window_size: {ws!r} must be an odd integer >= 3")
+    if not 0 < frac <= 1:
+        raise ConfigError(f"classify.smoothing.neigh_fraction: {frac!r} must be in (0, 1]")
+    if np.ndim(sm) == 0:
+        sigma = np.full(len(classes), float(sm))
+    else:
+        if len(sm) != len(nomenclature.codes):
+            raise ConfigError(f"classify.smoothing.smoothness: {len(sm)} values, one per nomenclature class "
+                              f"({len(nomenclature.codes)}, in its order) or a single number expected")
+        by_code = dict(zip(nomenclature.codes, (float(v) for v in sm)))
+        sigma = np.asarray([by_code[int(c)] for c in classes])
+    if np.any(sigma <= 0):
+        raise ConfigError(f"classify.smoothing.smoothness: {sm!r} must be > 0")
+    return {"window_size": ws, "smoothness": sigma, "neigh_fraction": float(frac)}
+
+
+def _describe_probabilities(dst: Any, nomenclature: Nomenclature, features: Path, smooth: dict | None) -> None:
+    for i, (code, name) in enumerate(zip(nomenclature.codes, nomenclature.names), start=1):
+        dst.set_band_description(i, name)
+        dst.set_band_unit(i, "%")
+        dst.update_tags(i, CLASS_CODE=str(code))
+    dst.update_tags(SOURCE_FEATURES=str(features), CROPCHAIN_VERSION=cropchain.__version__, NODATA="255 = no clear date",
+                    SMOOTHING=_smoothing_tag(smooth))
+
+
+def _describe_uncertainty(dst: Any, measures: Sequence[str], features: Path, smooth: dict | None) -> None:
+    for i, measure in enumerate(measures, start=1):
+        dst.set_band_description(i, measure)
+        dst.set_band_unit(i, "%")
+    dst.update_tags(SOURCE_FEATURES=str(features), CROPCHAIN_VERSION=cropchain.__version__, NODATA="255 = no clear date",
+                    MEASURES="margin = 100 (1 - (p1 - p2)); entropy = 100 H / log K", SMOOTHING=_smoothing_tag(smooth))
+
+
+def _smoothing_tag(smooth: dict | None) -> str:
+    if not smooth:
+        return "none"
+    return (f"bayes window_size={smooth['window_size']} smoothness={np.round(smooth['smoothness'], 6).tolist()} "
+            f"neigh_fraction={smooth['neigh_fraction']}")
 
 
 def _describe_outputs(dcls: Any, dconf: Any, nomenclature: Nomenclature, features: Path) -> None:

@@ -180,7 +180,28 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         _check_tile_source(tile, spec, config)
     if config["dates"]["start"] > config["dates"]["end"]:
         raise ConfigError(f"dates.start: {config['dates']['start']} is after dates.end {config['dates']['end']}: swap them")
+    _check_smoothing(config)
     return config
+
+
+def _check_smoothing(config: dict[str, Any]) -> None:
+    smoothing = config["classify"]["smoothing"]
+    if smoothing["window_size"] % 2 == 0:
+        raise ConfigError(f"classify.smoothing.window_size: {smoothing['window_size']} must be odd (a window centred on the pixel)")
+    archs = smoothing["architectures"]
+    unknown = [] if archs == "all" else [a for a in archs if a not in config["architectures"]]
+    if unknown:
+        raise ConfigError(f"classify.smoothing.architectures: {unknown} are not in `architectures` {list(config['architectures'])}")
+
+
+def smoothing_of(config: dict[str, Any], architecture: str) -> dict[str, Any] | None:
+    """The smoothing parameters (window_size, smoothness, neigh_fraction) of an architecture's
+    inference, None when its probabilities are not smoothed (config ``classify.smoothing``)."""
+    smoothing = config["classify"]["smoothing"]
+    archs = smoothing["architectures"]
+    if archs != "all" and architecture not in archs:
+        return None
+    return {k: v for k, v in smoothing.items() if k != "architectures"}
 
 
 class _TextDateLoader(yaml.SafeLoader):

@@ -1,4 +1,9 @@
-"""Summary of the map reports across tiles, runs and architectures (iota2's "mean ± std over seeds").
+"""Reports people look at: the summary across tiles, runs and architectures, and one page per map.
+
+The summary (:func:`summarize`) compares the architectures (iota2's "mean ± std over
+seeds"), with a bar chart, and links to the page of each map (:func:`write_map_page`: quicklook
+with legend, confusion matrix, user's/producer's accuracies, F-scores, mapped and estimated
+areas, training curves of a network).
 
 For each architecture and tile, the metrics of the runs (learning/validation splits
 redrawn with their own seed) are averaged; the spread is the sample standard deviation
@@ -14,8 +19,10 @@ classes without validation pixels are summed apart (``commission_unvalidated_sha
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import html
+import io
 import json
 import logging
 import math
@@ -27,11 +34,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rasterio.enums import Resampling
 
 import cropchain
 from cropchain.errors import InputError
 from cropchain.evaluate import MACRO_F1_DEFINITION, metrics_from_matrix
 from cropchain.io.atomic import atomic_output, write_text_atomic
+from cropchain.io.raster import open_raster
+from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,9 @@ def summarize(
     report_jsons: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
     out_html: str | os.PathLike,
+    *,
+    pages: Sequence[str | os.PathLike] | None = None,
+    quicklooks: Sequence[str | os.PathLike] | None = None,
 ) -> pd.DataFrame:
     """Mean and standard deviation over runs of every metric, per architecture and tile.
 
@@ -80,9 +93,15 @@ def summarize(
     ----------
     report_jsons : report JSONs written by :func:`cropchain.evaluate.write_report`.
     out_csv : summary table (one row per architecture and tile, plus tile ``"all"``).
-    out_html : standalone HTML page: metric table (``mean ± std``; overall accuracy and
-        F-scores in %, kappa with 3 decimals; the best architecture per tile and metric in
-        bold), per-class F1 table, list of input reports, generation date, cropchain version.
+    out_html : standalone HTML page: bar chart of the metrics per architecture (tiles pooled,
+        mean ± std over runs; embedded as a ``data:`` URI), metric table (``mean ± std``;
+        overall accuracy and F-scores in %, kappa with 3 decimals; the best architecture per
+        tile and metric in bold), per-class F1 table, the maps (with ``pages``), list of input
+        reports, generation date, cropchain version.
+    pages : the map page of each report (:func:`write_map_page`), in the order of
+        ``report_jsons``: linked (relative links) from a table architecture x tile x run.
+    quicklooks : the quicklook of each report, same order: the first run's of each
+        architecture and tile is shown (embedded) beside the links.
 
     Returns
     -------
@@ -157,7 +176,14 @@ def summarize(
     df = pd.DataFrame(rows)
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
-    write_text_atomic(out_html, _html(df, codes, class_names, paths))
+    maps = ""
+    if pages:
+        if len(pages) != len(paths) or (quicklooks is not None and len(quicklooks) != len(paths)):
+            raise InputError(out_html, f"{len(pages)} map pages and {len(quicklooks or [])} quicklooks for {len(paths)} reports",
+                             "pass one page (and quicklook) per report, in the same order")
+        ids = [next(k for k, v in seen.items() if v == p) for p in paths]
+        maps = _maps_section(ids, [Path(p) for p in pages], None if quicklooks is None else [Path(q) for q in quicklooks], Path(out_html))
+    write_text_atomic(out_html, _html(df, codes, class_names, paths, _chart(df), maps))
     log.info("summary of %d reports (%d architectures) -> %s, %s", len(paths), df["architecture"].nunique(), out_csv, out_html)
     return df
 
@@ -207,10 +233,70 @@ th { background: #eef; } td:nth-child(-n+2) { text-align: left; }
 td.best { font-weight: bold; background: #dfd; }
 tr.all td { border-top: 2px solid #888; }
 .meta { color: #666; font-size: 0.9em; }
+img.chart { max-width: 100%; margin-bottom: 1em; }
+table.maps td { text-align: center; vertical-align: top; }
+img.thumb { width: 260px; border: 1px solid #ddd; }
 """
 
 
-def _html(df: pd.DataFrame, codes: list[int], class_names: dict[int, str], paths: list[Path]) -> str:
+def _chart(df: pd.DataFrame) -> str:
+    """Bar chart (PNG data URI) of overall accuracy, kappa and macro F-score per architecture,
+    tiles pooled (rows ``all``), mean with the standard deviation over runs as error bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = df[df["tile"] == ALL_TILES].sort_values("architecture")
+    archs = rows["architecture"].tolist()
+    metrics = [("overall_accuracy", "overall accuracy"), ("kappa", "kappa"), ("macro_f1", "macro F-score")]
+    fig = Figure(figsize=(max(5.0, 1.2 * len(archs) + 3), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x = np.arange(len(archs))
+    width = 0.8 / len(metrics)
+    for i, (key, label) in enumerate(metrics):
+        mean = rows[f"{key}_mean"].to_numpy(dtype=float)
+        std = np.nan_to_num(rows[f"{key}_std"].to_numpy(dtype=float))
+        ax.bar(x + (i - 1) * width, mean, width, yerr=std, capsize=3, label=label)
+    ax.set_xticks(x, archs)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score (mean ± std over runs)")
+    ax.set_title("All tiles pooled", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _maps_section(ids: list[tuple[str, str, str]], pages: list[Path], quicklooks: list[Path] | None, out_html: Path) -> str:
+    """Table architecture x tile: the first run's quicklook (embedded) and a link to every run's page."""
+    cells: dict[tuple[str, str], list[tuple[str, Path, Path | None]]] = defaultdict(list)
+    for i, (arch, tile, run) in enumerate(ids):
+        cells[arch, tile].append((run, pages[i], None if quicklooks is None else quicklooks[i]))
+    tiles = sorted({t for _, t in cells})
+    out = ['<table class="maps"><thead><tr><th>architecture</th>' + "".join(f"<th>{html.escape(t)}</th>" for t in tiles)
+           + "</tr></thead><tbody>"]
+    for arch in sorted({a for a, _ in cells}):
+        row = [f"<td>{html.escape(arch)}</td>"]
+        for tile in tiles:
+            runs = sorted(cells.get((arch, tile), []), key=lambda r: int(r[0]) if r[0].isdigit() else r[0])
+            if not runs:
+                row.append("<td>–</td>")
+                continue
+            first = runs[0]
+            thumb = ""
+            if first[2] is not None and first[2].is_file():
+                thumb = (f'<a href="{html.escape(os.path.relpath(first[1], out_html.parent))}"><img class="thumb" '
+                         f'alt="{html.escape(arch)} {html.escape(tile)} run {html.escape(first[0])}" src="{_data_uri(first[2])}"></a><br>')
+            links = " · ".join(f'<a href="{html.escape(os.path.relpath(p, out_html.parent))}">run {html.escape(r)}</a>' for r, p, _ in runs)
+            row.append(f"<td>{thumb}{links}</td>")
+        out.append("<tr>" + "".join(row) + "</tr>")
+    out.append("</tbody></table>")
+    return "<h2>Maps</h2>\n<p>Each map's page: quicklook with legend, confusion matrix, user's and producer's accuracies, " \
+           "F-scores, mapped (and, with an assessment, estimated) areas, training curves of the networks.</p>\n" + "\n".join(out)
+
+
+def _html(df: pd.DataFrame, codes: list[int], class_names: dict[int, str], paths: list[Path], chart: str = "", maps: str = "") -> str:
     metric_cols = [("overall_accuracy", "overall accuracy", True), ("kappa", "kappa", False), ("macro_f1", "macro F-score", True),
                    (COMMISSION, "predicted as classes without validation samples", True)]
     class_cols = [(f"f1_{c}", f"{class_names.get(c, '')} ({c})".strip(), True) for c in codes]
@@ -227,13 +313,255 @@ def _html(df: pd.DataFrame, codes: list[int], class_names: dict[int, str], paths
 Rows <em>all</em> pool the tiles of each run (summed confusion matrices). Best architecture per tile and metric in bold.</p>
 <p class="definition">{html.escape(MACRO_F1_DEFINITION[0].upper() + MACRO_F1_DEFINITION[1:])}; classes averaged: {html.escape(averaged)}.</p>
 <h2>Overall accuracy, kappa, macro F-score</h2>
+<img class="chart" alt="metrics per architecture" src="{chart}">
 {_table(df, metric_cols, unranked=(COMMISSION,))}
 <h2>F-score per class</h2>
 {_table(df, class_cols)}
+{maps}
 <h2>Input reports ({len(paths)})</h2>
 <ul>
 {reports}
 </ul>
 <p class="meta">Generated {now} by cropchain {html.escape(cropchain.__version__)}.</p>
 </body></html>
+"""
+
+
+# --------------------------------------------------------------------------------------
+# Map pages: one per run, tile and architecture (quicklook, confusion matrix, accuracies, areas)
+# --------------------------------------------------------------------------------------
+
+#: longest side of a quicklook in px (read from the COG's overviews, nearest neighbour)
+QUICKLOOK_SIZE = 800
+#: products of a tile listed (linked) on its map page when they exist beside the classification
+MAP_PRODUCTS = ("classification", "confidence", "uncertainty", "probabilities", "validity")
+
+
+def _data_uri(png: str | os.PathLike) -> str:
+    """A PNG file as a ``data:`` URI: the page shows it without the file (self-contained)."""
+    return "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode("ascii")
+
+
+def write_quicklook(
+    classification: str | os.PathLike,
+    nomenclature: Nomenclature,
+    out_png: str | os.PathLike,
+    *,
+    counts: dict[int, int] | None = None,
+    title: str = "",
+    max_size: int = QUICKLOOK_SIZE,
+) -> None:
+    """A PNG quicklook of a class map with its legend (class names and colours).
+
+    Parameters
+    ----------
+    classification : uint8 class map (codes, nodata 0); read decimated to at most
+        ``max_size`` px on its longest side (nearest neighbour; GDAL uses the COG's
+        overviews), so memory is bounded by the quicklook, not by the tile.
+    nomenclature : codes, names and RGB colours of the classes.
+    out_png : the figure (written atomically): the map in the nomenclature's colours (nodata
+        white), scale in km on the axes, legend of the classes mapped (those of ``counts``,
+        default: those seen in the quicklook) with their mapped share in %.
+    counts : class code -> mapped pixels of the full-resolution map (the legend's shares).
+    title : figure title.
+
+    Raises
+    ------
+    InputError
+        missing/unreadable map.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    path = Path(classification)
+    with open_raster(path, "classification map") as src:
+        scale = max(src.width, src.height) / max_size
+        shape = (max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1))))
+        img = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+        left, bottom, right, top = src.bounds
+        nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
+    lut = np.full((256, 3), 255, dtype=np.uint8)
+    for code, rgb in zip(nomenclature.codes, nomenclature.colors):
+        lut[code] = rgb
+    rgb_img = lut[img]
+    rgb_img[img == nodata] = 255
+    if counts is None:
+        values, n = np.unique(img[img != nodata], return_counts=True)
+        counts = dict(zip(values.tolist(), n.tolist()))
+    total = sum(counts.values()) or 1
+    handles = [Patch(facecolor=np.asarray(rgb) / 255, edgecolor="#444", label=f"{name} ({100 * counts[code] / total:.1f} %)")
+               for code, name, rgb in zip(nomenclature.codes, nomenclature.names, nomenclature.colors) if counts.get(code)]
+    width_in = 7.5
+    fig = Figure(figsize=(width_in + 2.8, width_in * shape[0] / shape[1] + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(rgb_img, extent=(0, (right - left) / 1000, 0, (top - bottom) / 1000), interpolation="nearest")
+    ax.set_xlabel("km")
+    ax.set_ylabel("km")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="class (mapped share)", title_fontsize=8, frameon=False)
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def _fmt_pct(v: Any, ci: Any = None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    s = f"{100 * v:.1f}"
+    return s + (f" ± {100 * ci:.1f}" if ci is not None and not (isinstance(ci, float) and math.isnan(ci)) else "")
+
+
+def _fmt_ha(v: Any, ci: Any = None) -> str:
+    if v is None:
+        return "–"
+    s = f"{v:,.1f}"
+    return s + (f" ± {ci:,.1f}" if ci is not None else "")
+
+
+def _class_table(report: dict[str, Any], nomenclature: Nomenclature, counts: dict[int, int], pixel_ha: float,
+                 areas: dict[str, Any] | None) -> str:
+    """Per-class rows: colour, name, user's/producer's accuracy and F-score on the validation pixels,
+    mapped area and, with an assessment, the Olofsson estimates with their 95 % intervals."""
+    per_class = {int(k): v for k, v in report["per_class"].items()}
+    est = {} if areas is None else {int(k): v for k, v in areas["areas"].items()}
+    ua = {} if areas is None else {int(k): v for k, v in areas["users_accuracy"].items()}
+    pa = {} if areas is None else {int(k): v for k, v in areas["producers_accuracy"].items()}
+    head = ["", "class", "code", "user's accuracy (%)", "producer's accuracy (%)", "F-score (%)", "validation pixels", "mapped area (ha)"]
+    if areas is not None:
+        head += ["estimated area (ha, ± 95 %)", "user's accuracy, area-weighted (%, ± 95 %)", "producer's accuracy, area-weighted (%, ± 95 %)"]
+    out = ['<table class="classes"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    for code, name, rgb in zip(nomenclature.codes, nomenclature.names, nomenclature.colors):
+        d = per_class.get(code)
+        if d is None and not counts.get(code) and code not in est:
+            continue
+        swatch = f'<td><span class="swatch" style="background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x}"></span></td>'
+        cells = [html.escape(name), str(code),
+                 _fmt_pct(d["precision"]) if d else "–", _fmt_pct(d["recall"]) if d else "–", _fmt_pct(d["f1"]) if d else "–",
+                 f"{d['support']:,}" if d else "0", _fmt_ha(counts.get(code, 0) * pixel_ha)]
+        if areas is not None:
+            a = est.get(code)
+            cells += [_fmt_ha(a["estimated_ha"], a["ci95_ha"]) if a else "–",
+                      _fmt_pct(ua[code]["value"], ua[code]["ci95"]) if code in ua else "–",
+                      _fmt_pct(pa[code]["value"], pa[code]["ci95"]) if code in pa else "–"]
+        out.append("<tr>" + swatch + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def write_map_page(
+    classification: str | os.PathLike,
+    report_json: str | os.PathLike,
+    confusion_png: str | os.PathLike,
+    nomenclature: Nomenclature | str | os.PathLike,
+    out_html: str | os.PathLike,
+    out_quicklook: str | os.PathLike,
+    *,
+    areas_json: str | os.PathLike | None = None,
+    curves_png: str | os.PathLike | None = None,
+    summary_html: str | os.PathLike | None = None,
+) -> None:
+    """The page of one map (run, tile, architecture): what a user looks at first.
+
+    Parameters
+    ----------
+    classification : the tile's class map (``{tile}_classification.tif``); its mapped areas
+        are counted by pixels (:func:`cropchain.assessment.class_pixel_counts`).
+    report_json : its accuracy report (:func:`cropchain.evaluate.write_report`).
+    confusion_png : the confusion-matrix heat map written with the report.
+    nomenclature : :class:`~cropchain.nomenclature.Nomenclature` or path of its CSV.
+    out_html : the page, self-contained (images embedded as ``data:`` URIs, so it can be
+        mailed or gathered by ``snakemake --report``): overall accuracy, kappa and macro
+        F-score; quicklook with legend; per-class user's and producer's accuracies, F-scores
+        and mapped areas (ha), with the estimated areas and area-weighted accuracies and their
+        95 % intervals of Olofsson et al. (2014) when ``areas_json`` is given; the confusion
+        matrix; the training curves of a network; links to the map products beside the
+        classification and to the summary.
+    out_quicklook : the quicklook PNG (:func:`write_quicklook`), also a file of its own.
+    areas_json : the map's assessment (:func:`cropchain.assessment.write_assessment`).
+    curves_png : training curves of a network (``training_curves.png``).
+    summary_html : the summary page, linked (relative link) from this page.
+
+    Raises
+    ------
+    InputError
+        a missing or invalid input (report, images, map, assessment).
+    """
+    from cropchain.assessment import class_pixel_counts
+
+    nomenclature = nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
+    classification, out_html = Path(classification), Path(out_html)
+    report = _read_report(Path(report_json))
+    images = [Path(confusion_png)] + ([Path(curves_png)] if curves_png else [])
+    for png in images:
+        if not png.is_file():
+            raise InputError(png, "image not found", "rerun the step that writes it (evaluate, train_network)")
+    areas = None
+    if areas_json:
+        try:
+            areas = json.loads(Path(areas_json).read_text(encoding="utf-8"))
+            areas["areas"], areas["users_accuracy"], areas["producers_accuracy"]  # noqa: B018  (required keys)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(areas_json, f"not an assessment JSON ({exc!r})", "rerun the assessment_estimate step") from None
+    counts, pixel_ha = class_pixel_counts(classification)
+    arch, tile, run = report["architecture"], report["tile"], report["run"]
+    title = f"{arch} · {tile} · run {run}"
+    write_quicklook(classification, nomenclature, out_quicklook, counts=counts, title=title)
+
+    def fmt(v: Any, pct: bool) -> str:
+        return _fmt_pct(v) + " %" if pct else ("–" if v is None else f"{v:.3f}")
+
+    metrics = "".join(f"<tr><th>{label}</th><td>{fmt(report[key], pct)}</td></tr>" for key, label, pct in
+                      (("overall_accuracy", "overall accuracy", True), ("kappa", "kappa", False), ("macro_f1", "macro F-score", True)))
+    metrics += f"<tr><th>validation pixels</th><td>{report.get('n_pixels', 0):,}</td></tr>"
+    metrics += f"<tr><th>mapped area</th><td>{_fmt_ha(sum(counts.values()) * pixel_ha)} ha</td></tr>"
+    if areas is not None:
+        oa = areas["overall_accuracy"]
+        metrics += (f"<tr><th>overall accuracy, area-weighted (Olofsson)</th><td>{_fmt_pct(oa['value'], oa['ci95'])} % "
+                    f"({areas.get('n', '?')} sample points)</td></tr>")
+    products = []
+    for name in MAP_PRODUCTS:
+        f = classification.with_name(f"{tile}_{name}.tif")
+        if f.is_file():
+            products.append(f'<li><a href="{html.escape(os.path.relpath(f, out_html.parent))}">{html.escape(f.name)}</a></li>')
+    area_note = ("<p>Estimated areas and area-weighted accuracies: Olofsson et al. (2014), stratified estimators with the "
+                 f"map classes as strata, from the labelled sample <code>{html.escape(str(areas.get('samples', '')))}</code>.</p>"
+                 if areas is not None else "<p>Mapped areas count the map's pixels (no assessment sample configured: no "
+                 "error-adjusted estimate).</p>")
+    curves = (f'<h2>Training curves</h2>\n<img class="figure" alt="training curves" src="{_data_uri(curves_png)}">'
+              if curves_png else "")
+    back = (f'<p><a href="{html.escape(os.path.relpath(summary_html, out_html.parent))}">← summary of all maps</a></p>'
+            if summary_html else "")
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}{_MAP_CSS}</style></head><body>
+{back}
+<h1>{html.escape(title)}</h1>
+<table class="metrics"><tbody>{metrics}</tbody></table>
+<h2>Map</h2>
+<img class="figure" alt="quicklook of the map" src="{_data_uri(out_quicklook)}">
+<h2>Accuracy and area per class</h2>
+<p>User's accuracy = precision (share of the pixels mapped as the class that are the class), producer's accuracy =
+recall (share of the class's validation pixels mapped as the class), on the validation polygons' pixels.</p>
+{_class_table(report, nomenclature, counts, pixel_ha, areas)}
+{area_note}
+<h2>Confusion matrix</h2>
+<img class="figure" alt="confusion matrix" src="{_data_uri(confusion_png)}">
+{curves}
+<h2>Products</h2>
+<ul>{''.join(products)}</ul>
+<p class="meta">Generated {now} by cropchain {html.escape(cropchain.__version__)} from {html.escape(str(report_json))}.</p>
+</body></html>
+"""
+    write_text_atomic(out_html, page)
+    log.info("map page %s", out_html)
+
+
+_MAP_CSS = """
+img.figure { max-width: 100%; border: 1px solid #ddd; margin-bottom: 1.5em; }
+span.swatch { display: inline-block; width: 1.2em; height: 1.2em; border: 1px solid #444; vertical-align: middle; }
+table.metrics th { text-align: left; }
+table.classes td:nth-child(2) { text-align: left; }
 """

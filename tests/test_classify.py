@@ -246,3 +246,112 @@ def test_mosaic_rejects_mixed_kinds(tmp_path):
     with pytest.raises(InputError, match="b.tif"):
         mosaic([a, b], tmp_path / "m.tif")
     assert not (tmp_path / "m.tif").exists()
+
+
+# --- probabilities, uncertainty, Bayesian smoothing (issue 13) ---
+
+# a nomenclature with a class the model does not know (code 20, between the model's classes)
+NOMENCLATURE4 = Nomenclature(codes=(3, 20, 7, 12), names=("wheat", "fallow", "maize", "vineyard"),
+                             colors=((230, 200, 30), (200, 200, 200), (250, 120, 10), (120, 30, 120)))
+
+
+def run_products(tmp_path, scene, **kw):
+    """classify_tile with every product; returns the maps read back."""
+    feats, _, rf = scene
+    fpath, vpath, validity = write_inputs(tmp_path, feats)
+    paths = {name: tmp_path / f"{name}.tif" for name in ("map", "conf", "proba", "unc")}
+    classify_tile(fpath, vpath, rf, NOMENCLATURE4, paths["map"], paths["conf"], out_probabilities=paths["proba"],
+                  out_uncertainty=paths["unc"], uncertainty=("margin", "entropy"), **kw)
+    out = {}
+    for name, path in paths.items():
+        with rasterio.open(path) as src:
+            out[name] = src.read() if src.count > 1 else src.read(1)
+    return out, paths, validity
+
+
+def whole_image_proba(model, feats, validity, predictor, smoothing=None):
+    """[K, H, W] probabilities of the whole image at once (smoothed with the whole image when asked)."""
+    from cropchain.smoothing import bayes_smooth
+
+    feats = feats.copy()
+    feats[:, validity == 0] = -9999
+    proba = predictor(model, feats)
+    if smoothing:
+        proba = bayes_smooth(proba, smoothing["window_size"], smoothing["smoothness"], smoothing["neigh_fraction"], valid=validity > 0)
+    return proba
+
+
+def test_probabilities_and_uncertainty_are_cogs_consistent_with_the_labels(tmp_path, scene):
+    from rio_cogeo.cogeo import cog_validate
+
+    from cropchain.smoothing import entropy_uncertainty, margin_uncertainty
+
+    feats, _, rf = scene
+    out, paths, validity = run_products(tmp_path, scene, window=64, overlap=8, predictor=mean3x3_predictor)
+    for path in paths.values():
+        valid_cog, errors, _ = cog_validate(str(path))
+        assert valid_cog, (path.name, errors)
+    with rasterio.open(paths["proba"]) as src:
+        assert src.count == 4 and src.dtypes[0] == "uint8" and src.nodata == 255
+        assert src.descriptions == ("wheat", "fallow", "maize", "vineyard")
+        assert src.tags(2)["CLASS_CODE"] == "20"
+    with rasterio.open(paths["unc"]) as src:
+        assert src.descriptions == ("margin", "entropy") and src.nodata == 255
+    ok = validity > 0
+    proba, cls = out["proba"], out["map"]
+    assert np.all(proba[:, ~ok] == 255) and np.all(out["unc"][:, ~ok] == 255)
+    assert np.all(proba[1][ok] == 0)  # the class the model does not know
+    sums = proba[:, ok].astype(int).sum(axis=0)
+    assert np.all(np.abs(sums - 100) <= 4), (sums.min(), sums.max())  # rounding: +- number of classes
+    # argmax of the probabilities is the label: the label's band is always a maximum, and the
+    # first maximum (numpy's argmax) is the label wherever rounding leaves no tie
+    codes = np.asarray(NOMENCLATURE4.codes)
+    band_of_label = np.searchsorted(codes, cls[ok], sorter=np.argsort(codes))
+    band_of_label = np.argsort(codes)[band_of_label]
+    p_ok = proba[:, ok]
+    assert np.all(p_ok[band_of_label, np.arange(p_ok.shape[1])] == p_ok.max(axis=0))
+    unique = (p_ok == p_ok.max(axis=0)).sum(axis=0) == 1
+    assert unique.mean() > 0.95
+    assert np.all(codes[p_ok.argmax(axis=0)][unique] == cls[ok][unique])
+    assert np.all(out["conf"][ok] == p_ok.max(axis=0))
+    # windowed = whole image, for the probabilities and both uncertainties
+    whole = whole_image_proba(rf, feats, validity, mean3x3_predictor)
+    expected = np.full((4, H, W), 255, np.uint8)
+    expected[:, ok] = 0
+    for i, band in enumerate((0, 2, 3)):  # model classes 3, 7, 12 -> bands of the nomenclature
+        expected[band][ok] = np.rint(100 * whole[i][ok]).astype(np.uint8)
+    np.testing.assert_array_equal(proba, expected)
+    np.testing.assert_array_equal(out["unc"][0], margin_uncertainty(whole, ok))
+    np.testing.assert_array_equal(out["unc"][1], entropy_uncertainty(whole, ok))
+    assert 0 < out["unc"][0][ok].mean() < 100  # the range is exercised
+
+
+def test_windowed_smoothing_equals_whole_image_smoothing_and_cleans_the_map(tmp_path, scene):
+    feats, truth, rf = scene
+    smoothing = {"window_size": 7, "smoothness": 20.0, "neigh_fraction": 0.5}
+    for predictor in (None, mean3x3_predictor):  # pixel classifier (margin 0) and a spatial predictor (margin 1)
+        out, _, validity = run_products(tmp_path, scene, window=32, overlap=4, predictor=predictor, smoothing=smoothing)
+        whole = whole_image_proba(rf, feats, validity, predictor or predict_proba_image, smoothing)
+        ok = validity > 0
+        exp_cls = np.zeros((H, W), np.uint8)
+        exp_cls[ok] = np.asarray(rf.classes_)[whole.argmax(axis=0)][ok]
+        np.testing.assert_array_equal(out["map"], exp_cls)
+        np.testing.assert_array_equal(out["proba"][[0, 2, 3]][:, ok], np.rint(100 * whole[:, ok]).astype(np.uint8))
+    # smoothing changes the pixel classifier's map towards the parcels
+    (tmp_path / "plain").mkdir()
+    plain = run(tmp_path / "plain", scene, window=32, overlap=4)[0]
+    smoothed = run_products(tmp_path, scene, window=32, overlap=4, smoothing=smoothing)[0]["map"]
+    before, after = (plain[ok] == truth[ok]).mean(), (smoothed[ok] == truth[ok]).mean()
+    assert after > before + 0.05, (before, after)  # measured 0.849 -> 0.958
+
+
+def test_bad_smoothing_and_uncertainty_settings_are_refused(tmp_path, scene):
+    with pytest.raises(ConfigError, match="window_size"):
+        run_products(tmp_path, scene, window=64, overlap=8, smoothing={"window_size": 4})
+    with pytest.raises(ConfigError, match="smoothness"):
+        run_products(tmp_path, scene, window=64, overlap=8, smoothing={"smoothness": [1.0, 2.0]})
+    with pytest.raises(ConfigError, match="uncertainty"):
+        feats, _, rf = scene
+        fpath, vpath, _ = write_inputs(tmp_path, feats)
+        classify_tile(fpath, vpath, rf, NOMENCLATURE, tmp_path / "m.tif", tmp_path / "c.tif",
+                      out_uncertainty=tmp_path / "u.tif", uncertainty=("variance",))

@@ -28,7 +28,8 @@ def test_defaults_filled():
     cfg = validate_config(copy.deepcopy(MINIMAL))
     assert cfg["dates"]["step_days"] == 10
     assert cfg["split"] == {"ratio": 0.66, "runs": 2, "seed": 0}
-    assert cfg["classify"] == {"window": 512, "overlap": 16}
+    assert cfg["classify"] == {"window": 512, "overlap": 16, "probabilities": False, "uncertainty": ["margin"],
+                               "smoothing": {"architectures": [], "window_size": 9, "smoothness": 20, "neigh_fraction": 0.5}}
     assert cfg["gapfill"] == {"temporal": "interpolation", "backend": "numpy", "mode": "linear",
                               "scl_kept_classes": [4, 5, 6, 7], "composite_day": 15,
                              "max_gap_days": 60, "max_gap_share": 0.2, "max_unclear_share": 0.5}
@@ -46,6 +47,10 @@ def test_defaults_filled():
         (lambda c: c.update(architectures={"randomforest": {}}), "architectures"),
         (lambda c: c["reference"]["sources"][0].pop("mapping"), "mapping"),
         (lambda c: c.pop("dates"), "'dates' is a required property"),
+        (lambda c: c.update(classify={"uncertainty": ["variance"]}), "classify.uncertainty"),
+        (lambda c: c.update(classify={"smoothing": {"window_size": 8}}), "classify.smoothing.window_size"),
+        (lambda c: c.update(classify={"smoothing": {"architectures": ["fg_unet"]}}), "classify.smoothing.architectures"),
+        (lambda c: c.update(classify={"smoothing": {"smoothness": 0}}), "classify.smoothing.smoothness"),
     ],
 )
 def test_errors_name_the_key(mutate, message):
@@ -54,6 +59,18 @@ def test_errors_name_the_key(mutate, message):
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
     assert message in str(err.value)
+
+
+def test_smoothing_per_architecture():
+    from cropchain.config import smoothing_of
+
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["classify"] = {"smoothing": {"architectures": ["rf"], "smoothness": [10, 30]}}
+    validate_config(cfg)
+    assert smoothing_of(cfg, "rf") == {"window_size": 9, "smoothness": [10, 30], "neigh_fraction": 0.5}
+    assert smoothing_of(cfg, "xgboost") is None
+    cfg["classify"]["smoothing"]["architectures"] = "all"
+    assert smoothing_of(validate_config(cfg), "xgboost")["window_size"] == 9
 
 
 def _tile(**spec):

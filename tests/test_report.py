@@ -122,3 +122,90 @@ def test_macro_f1_of_validated_classes_and_commission(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(old))
     with pytest.raises(InputError, match="missing key"):
         summarize([tmp_path / "old.json"], tmp_path / "s.csv", tmp_path / "s.html")
+
+
+# --- map pages and the summary's links (issue 13) ---
+
+def _class_map(path, values, nom=NOM):
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from cropchain.io.raster import geotiff_profile
+
+    base = {"crs": CRS.from_epsg(32631), "transform": from_origin(500000, 4800000, 10, 10),
+            "width": values.shape[1], "height": values.shape[0]}
+    with rasterio.open(path, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=0)) as dst:
+        dst.write(values, 1)
+        dst.write_colormap(1, nom.color_table())
+    return path
+
+
+NOM_COLORS = Nomenclature(codes=(1, 2, 8), names=("wheat", "maize", "vineyard"), colors=((230, 200, 30), (250, 120, 10), (120, 30, 120)))
+
+
+def _curves_png(path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    FigureCanvasAgg(fig)
+    fig.add_subplot().plot([1.0, 0.6, 0.4])
+    fig.savefig(path, format="png")
+    return path
+
+
+def test_map_page_shows_the_map_legend_accuracies_areas_and_curves(tmp_path):
+    import re
+
+    from matplotlib.image import imread
+
+    from cropchain.assessment import estimate, write_assessment
+    from cropchain.report import write_map_page
+
+    values = np.zeros((300, 400), np.uint8)
+    values[:, :200] = 1
+    values[:, 200:350] = 2
+    values[:100, 350:] = 8  # the rest of the last columns: nodata
+    classification = _class_map(tmp_path / "T31TEJ_classification.tif", values)
+    (tmp_path / "T31TEJ_confidence.tif").write_bytes(b"")  # a product beside the map: linked
+    report_json, m = fake_report(tmp_path, "fg_unet", "T31TEJ", 0, [[50, 5, 0], [4, 40, 1], [0, 2, 20]])
+    areas = estimate([[45, 5, 0], [3, 40, 2], [0, 1, 19]], [60000, 45000, 5000], 0.01, [1, 2, 8], ["wheat", "maize", "vineyard"])
+    write_assessment(areas, tmp_path / "areas.json")
+    page, quicklook = tmp_path / "page.html", tmp_path / "ql.png"
+    write_map_page(classification, report_json, report_json.with_suffix(".png"), NOM_COLORS, page, quicklook,
+                   areas_json=tmp_path / "areas.json", curves_png=_curves_png(tmp_path / "curves.png"),
+                   summary_html=tmp_path / "reports/summary.html")
+    html_text = page.read_text()
+    # three images embedded: quicklook, confusion matrix, training curves
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html_text)) == 3
+    assert "fg_unet · T31TEJ · run 0" in html_text
+    # per class: user's (precision) and producer's (recall) accuracies and F-scores, in %
+    wheat = m["per_class"][1]
+    assert f"<td>{100 * wheat['precision']:.1f}</td><td>{100 * wheat['recall']:.1f}</td><td>{100 * wheat['f1']:.1f}</td>" in html_text
+    # mapped areas by pixel counting (1 px = 0.01 ha) and the Olofsson estimates with their intervals
+    assert "<td>600.0</td>" in html_text and "<td>450.0</td>" in html_text and "<td>50.0</td>" in html_text
+    a = areas["areas"][2]
+    assert f"{a['estimated_ha']:,.1f} ± {a['ci95_ha']:,.1f}" in html_text
+    assert 'href="T31TEJ_confidence.tif"' in html_text and 'href="reports/summary.html"' in html_text
+    # the quicklook shows the classes in their colours
+    rgb = (imread(quicklook)[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    colours = {tuple(c) for c in np.unique(rgb, axis=0).tolist()}
+    assert set(NOM_COLORS.colors) <= colours
+
+
+def test_summary_links_every_map_page_and_shows_a_chart(tmp_path, reports):
+    import re
+
+    paths, _ = reports
+    pages = [p.with_suffix(".html") for p in paths]
+    quicklooks = [_curves_png(p.with_name(p.stem + "_quicklook.png")) for p in paths]
+    out = tmp_path / "reports/summary.html"
+    summarize(paths, tmp_path / "s.csv", out, pages=pages, quicklooks=quicklooks)
+    text = out.read_text()
+    for p in pages:
+        assert f'href="../{p.relative_to(tmp_path)}"' in text
+    # chart + one thumbnail (first run) per architecture and tile
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == 1 + 2 * 2
+    with pytest.raises(InputError, match="map pages"):
+        summarize(paths, tmp_path / "s.csv", out, pages=pages[:-1])

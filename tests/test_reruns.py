@@ -165,10 +165,27 @@ def test_hyperparameter_reruns_one_architecture(copy_of_demo: Path):
     cfg["architectures"]["xgboost"]["max_depth"] = 4
     (copy_of_demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
-    # xgboost of both runs: train, classify x2 tiles, vectorize, evaluate, item; the mosaics; the summary
+    # xgboost of both runs: train, classify x2 tiles, vectorize, evaluate, map page, item; the mosaics; the summary
     # (every STAC Item records the whole config, so all Items are rewritten: metadata only)
-    assert jobs == Counter({"train": 2, "classify": 4, "vectorize": 4, "evaluate": 4, "stac_item": 8,
+    assert jobs == Counter({"train": 2, "classify": 4, "vectorize": 4, "evaluate": 4, "map_page": 4, "stac_item": 8,
                             "mosaic": 2, "summary": 1, "all": 1})
+
+
+def test_smoothing_reruns_the_inference_of_its_architecture_only(copy_of_demo: Path):
+    cfg = yaml.safe_load((copy_of_demo / "config.yaml").read_text())
+    cfg.setdefault("classify", {})["smoothing"] = {"architectures": ["rf"], "smoothness": 10}
+    (copy_of_demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
+    assert jobs["classify"] == 4 and jobs["train"] == 0  # rf: 2 runs x 2 tiles; xgboost and the models kept
+    assert jobs["evaluate"] == 4 and jobs["map_page"] == 4 and jobs["summary"] == 1
+
+
+def test_probabilities_switched_on_rerun_the_inference(copy_of_demo: Path):
+    cfg = yaml.safe_load((copy_of_demo / "config.yaml").read_text())
+    cfg.setdefault("classify", {})["probabilities"] = True
+    (copy_of_demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
+    assert jobs["classify"] == 8 and jobs["train"] == 0 and jobs["samples"] == 0
 
 
 def test_code_change_reruns_the_rules_that_run_it(copy_of_demo: Path, tmp_path: Path):

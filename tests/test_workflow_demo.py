@@ -80,12 +80,14 @@ def test_maps_are_cogs_with_class_names(demo_run: Path):
 
     nomenclature = read_nomenclature(yaml.safe_load((demo_run / "config.yaml").read_text())["nomenclature"])
     maps = sorted((demo_run / "results/runs").glob("*/maps/*/*.tif"))
-    assert len(maps) == 2 * 2 * (3 * 2 + 1)  # runs x archs x (3 maps x 2 tiles + mosaic)
+    assert len(maps) == 2 * 2 * (4 * 2 + 1)  # runs x archs x (4 maps x 2 tiles + mosaic)
     for path in maps:
         valid, errors, _ = cog_validate(str(path))
         assert valid, (path, errors)
         with rasterio.open(path) as src:  # GDAL adds overviews down to one 512 px block
             assert bool(src.overviews(1)) == (max(src.width, src.height) > 512), path
+            if path.name.endswith("_uncertainty.tif"):  # classify.uncertainty's default
+                assert src.descriptions == ("margin",) and src.nodata == 255
         if not path.name.endswith("_classification.tif"):
             continue
         rat = ET.parse(path.with_name(path.name + ".aux.xml")).getroot().find("./PAMRasterBand/GDALRasterAttributeTable")

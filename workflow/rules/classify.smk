@@ -1,4 +1,13 @@
-# Tiled inference (cropchain.classify): classification, confidence and validity per tile; mosaic per run and architecture.
+# Tiled inference (cropchain.classify): classification, confidence, uncertainty and validity per tile (and the
+# class probabilities with `classify.probabilities: true`); mosaic per run and architecture.
+from cropchain.config import smoothing_of
+
+# Probabilities are an output only when asked for (one band per class: large); switching the key
+# changes the rule's outputs and params, so Snakemake reruns the inference that writes them.
+PROBABILITIES = (
+    {"probabilities": f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_probabilities.tif"}
+    if config["classify"]["probabilities"] else {}
+)
 
 
 rule classify:
@@ -11,10 +20,13 @@ rule classify:
         classification=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif",
         confidence=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_confidence.tif",
         validity=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_validity.tif",
+        uncertainty=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_uncertainty.tif",
+        **PROBABILITIES,
     params:
-        classify=config["classify"],
+        classify={k: v for k, v in config["classify"].items() if k != "smoothing"},
+        smoothing=lambda wc: smoothing_of(config, wc.arch),  # per architecture: editing it reruns only those
         features=FEATURES,
-        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.features", "cropchain.io.products"),
+        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.features", "cropchain.io.products", "cropchain.smoothing"),
     log:
         f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:

@@ -26,6 +26,8 @@ rule stac_item:
         classification=rules.classify.output.classification,
         confidence=rules.classify.output.confidence,
         validity=rules.classify.output.validity,
+        uncertainty=rules.classify.output.uncertainty,
+        **PROBABILITIES,  # classify.smk: with classify.probabilities only
         vectors=rules.vectorize.output.vectors,
         report=rules.evaluate.output.json,
         confusion=rules.evaluate.output.csv,
