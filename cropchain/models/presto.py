@@ -52,6 +52,7 @@ from torch import nn
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.gapfill import GAPFILLED_NODATA
+from cropchain.models.device import resolve_device  # noqa: F401 (re-exported)
 
 #: sha256 of the published ``default_model.pt`` (nasaharvest/presto, commit 5afde40, 3,321,716 bytes)
 WEIGHTS_SHA256 = "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe65"
@@ -480,24 +481,3 @@ def embed_series(series: np.ndarray, clear: np.ndarray, latlon: np.ndarray, date
                           months.expand(idx.size, t).to(device), torch.from_numpy(dw).to(device))
             out[idx] = emb.float().cpu().numpy()
     return out
-
-
-def resolve_device(device: str | None = "auto") -> torch.device:
-    """The torch device of a ``device`` setting: ``"auto"`` (a CUDA GPU when one is visible,
-    else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-
-    Raises
-    ------
-    ConfigError
-        an unknown name, or ``cuda`` asked for where PyTorch sees no GPU.
-    """
-    name = "auto" if device is None else str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} asked for, but PyTorch sees no CUDA GPU here: use `auto` or `cpu`")
-        return torch.device(name)
-    raise ConfigError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N")
