@@ -180,6 +180,13 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         _check_tile_source(tile, spec, config)
     if config["dates"]["start"] > config["dates"]["end"]:
         raise ConfigError(f"dates.start: {config['dates']['start']} is after dates.end {config['dates']['end']}: swap them")
+    from cropchain.models import PRESTO_ARCHS
+
+    presto_archs = [a for a in config.get("architectures") or {} if a in PRESTO_ARCHS]
+    if presto_archs and not config.get("presto"):
+        raise ConfigError(f"architectures.{presto_archs[0]}: a Presto architecture needs the encoder's weights; add a section "
+                          "`presto: {weights: <path of default_model.pt>}` (download it from "
+                          "https://github.com/nasaharvest/presto/raw/main/data/default_model.pt, MIT licence; README, 'Presto')")
     _check_smoothing(config)
     return config
 

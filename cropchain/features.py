@@ -344,14 +344,16 @@ def open_features(features: "FeatureSpec | str | os.PathLike", what: str = "feat
     InputError
         missing or unreadable inputs (see :class:`FeatureRaster`).
     """
-    if isinstance(features, FeatureSpec):
-        return features.open()
+    if isinstance(features, FeatureSpec) or not isinstance(features, (str, os.PathLike)):
+        return features.open()  # a spec of features computed on the fly (also cropchain.presto_features.PrestoSpec)
     return open_raster(features, what)
 
 
 def features_path(features: "FeatureSpec | str | os.PathLike") -> Path:
     """The file that names features in messages: the gap-filled series of a spec, else the path."""
-    return Path(features.gapfilled) if isinstance(features, FeatureSpec) else Path(features)
+    if isinstance(features, FeatureSpec):
+        return Path(features.gapfilled)
+    return Path(features) if isinstance(features, (str, os.PathLike)) else Path(features.path)
 
 
 def read_feature_pixels(ds, window: Window, rows: np.ndarray, cols: np.ndarray,
@@ -359,7 +361,7 @@ def read_feature_pixels(ds, window: Window, rows: np.ndarray, cols: np.ndarray,
     """All features at some pixels of ``window``: float32 ``[F, N]``, from either kind of
     :func:`open_features` source (a stored raster is read by chunks of bands of at most
     ``chunk_values`` values)."""
-    if isinstance(ds, FeatureRaster):
+    if isinstance(ds, FeatureRaster) or hasattr(ds, "read_pixels"):  # features computed on the fly
         return ds.read_pixels(window, rows, cols)
     values = np.empty((ds.count, len(rows)), dtype=np.float32)
     step = max(1, chunk_values // max(1, int(window.width) * int(window.height)))

@@ -80,7 +80,7 @@ def _open_tile(spec: dict) -> tuple[_Tile, list[str]]:
     if missing:
         raise ConfigError(f"samples tiles: entry {spec!r} lacks key(s) {missing}")
     tile = str(spec["tile"])
-    features = spec["features"] if isinstance(spec["features"], FeatureSpec) else Path(spec["features"])
+    features = Path(spec["features"]) if isinstance(spec["features"], (str, os.PathLike)) else spec["features"]
     validity, split_path = Path(spec["validity"]), Path(spec["split"])
     with open_features(features, f"feature raster of tile {tile}") as fds, open_raster(validity, f"validity raster of tile {tile}") as vds:
         names = _feature_names(features_path(features), fds)

@@ -110,7 +110,8 @@ def _evaluate(net: torch.nn.Module, pixelwise: bool, sampler: PatchSampler, wind
     with torch.inference_mode():
         for i in range(0, len(windows), batch_size):
             xb, yb = sampler.window_batch(windows[i : i + batch_size])
-            logits, target = _labelled_logits(net, pixelwise, torch.from_numpy(xb), torch.from_numpy(yb))
+            device = next(net.parameters()).device
+            logits, target = _labelled_logits(net, pixelwise, torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device))
             if not pixelwise:
                 logits = logits.permute(0, 2, 3, 1)[target != IGNORE_INDEX]
                 target = target[target != IGNORE_INDEX]
@@ -118,8 +119,8 @@ def _evaluate(net: torch.nn.Module, pixelwise: bool, sampler: PatchSampler, wind
             w = weight[target] if weight is not None else torch.ones_like(nll)
             total += float((w * nll).sum())
             norm += float(w.sum())
-            truth.append(target.numpy())
-            pred.append(logits.argmax(1).numpy())
+            truth.append(target.cpu().numpy())
+            pred.append(logits.argmax(1).cpu().numpy())
     y, p = np.concatenate(truth), np.concatenate(pred)
     return {"loss": total / max(norm, 1e-12), "overall_accuracy": float((y == p).mean()), "macro_f1": macro_f1(y, p)[0]}
 
@@ -213,7 +214,9 @@ def train_network(
         for src in sources:
             src.standardize(mean, std)
         model.initialize(names, classes, mean, std)
-        log.info("%s: %d parameters, receptive margin %d px, alignment %d px", architecture, model.n_parameters, model.margin, model.alignment)
+        model.to_device()  # hyper-parameter device (auto: a CUDA GPU when present, else the CPU)
+        log.info("%s: %d parameters, receptive margin %d px, alignment %d px, on %s", architecture, model.n_parameters, model.margin,
+                 model.alignment, model.device)
         if classify_window is not None and classify_overlap is not None:
             check_tiling(model, classify_window, classify_overlap)
 
@@ -222,7 +225,7 @@ def train_network(
         power = float(hp["class_weight_power"])
         raw = np.where(frequencies > 0, np.maximum(frequencies, 1e-12) ** -power, 0.0)
         weights = raw / max(raw.mean(), 1e-12)
-        weight = torch.as_tensor(weights, dtype=torch.float32) if power else None
+        weight = torch.as_tensor(weights, dtype=torch.float32, device=model.device) if power else None
         windows = sampler.holdout_windows()
         if not windows:
             log.warning("no held-out polygon (too few learning polygons per class): no early stopping, %d epochs", hp["epochs"])
@@ -331,7 +334,7 @@ def _fit(model: NetworkClassifier, sampler: PatchSampler, windows: list, weight:
         losses = []
         for _ in range(steps):
             x, y = sampler.draw(batch)
-            logits, target = _labelled_logits(net, model.pixelwise, torch.from_numpy(x), torch.from_numpy(y))
+            logits, target = _labelled_logits(net, model.pixelwise, torch.from_numpy(x).to(model.device), torch.from_numpy(y).to(model.device))
             loss = masked_cross_entropy(logits, target, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -82,6 +82,8 @@ def absolute_config(name: str, workdir: Path, **overrides) -> Path:
         s["path"] = fix(s["path"])
         if "mapping_csv" in s:
             s["mapping_csv"]["path"] = fix(s["mapping_csv"]["path"])
+    if cfg.get("presto"):
+        cfg["presto"]["weights"] = fix(cfg["presto"]["weights"])
     for key, value in overrides.items():
         section, _, sub = key.partition("__")
         if sub:

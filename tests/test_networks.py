@@ -234,3 +234,28 @@ def test_ltae_encodes_the_dates_in_days():
     assert not torch.allclose(other.net.encoder.position, enc.position)
     with pytest.raises(ValueError, match="built for 3"):
         enc(torch.zeros(2, 4, 4))
+
+
+@pytest.mark.parametrize("arch", NETWORKS)
+def test_device_auto_runs_without_a_gpu_and_a_gpu_maps_like_the_cpu(tmp_path, arch):
+    """`device: auto` (the default) puts a network on a CUDA GPU when PyTorch sees one, else on
+    the CPU, where nothing changes; a GPU map equals the CPU map up to float32 rounding (1e-4
+    on the probabilities). The GPU half runs only where there is a GPU."""
+    from cropchain.models.device import resolve_device
+
+    model = initialized(arch, SMALL_NAMES, seed=4)
+    assert model.hyperparameters["device"] == "auto" and model.device == torch.device("cpu")
+    model.save(tmp_path, meta={"architecture": arch, "kind": "network", "model_file": "model.pt"})
+    block = np.random.default_rng(1).normal(0.2, 0.1, (len(SMALL_NAMES), 24, 28)).astype(np.float32)
+    cpu = model.predict_proba_image(block)
+    on_cpu = load_model(tmp_path, threads=1).to_device("cpu")
+    np.testing.assert_array_equal(on_cpu.predict_proba_image(block), cpu)
+    auto = load_model(tmp_path, threads=1)
+    assert auto.device == resolve_device("auto") and next(auto.net.parameters()).device.type == auto.device.type
+    if not torch.cuda.is_available():
+        assert auto.device == torch.device("cpu")
+        np.testing.assert_array_equal(auto.predict_proba_image(block), cpu)
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            auto.to_device("cuda")
+        return
+    np.testing.assert_allclose(auto.predict_proba_image(block), cpu, atol=1e-4)

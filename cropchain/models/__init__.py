@@ -22,6 +22,9 @@ Two kinds of architectures are registered:
   :func:`cropchain.train_network.train_network` trains on patches of the feature rasters
   (``fg_unet``, ``temporal_unet``, ``dilated_cnn``, ``tempcnn``, ``ltae``).
 
+``presto_rf`` and ``presto_xgboost`` are pixel classifiers whose features are the 128 Presto
+embeddings (:mod:`cropchain.presto_features`) rather than the spectral features.
+
 Built-in modules are imported only when their architecture is asked for, so that a
 random forest never pays PyTorch's import. :func:`cropchain.train.load_model` reloads
 either kind from its folder.
@@ -44,7 +47,13 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "dilated_cnn": ("dilated_cnn", "network"),
     "tempcnn": ("tempcnn", "network"),
     "ltae": ("ltae", "network"),
+    # heads on Presto embeddings (cropchain.presto_features): pixel classifiers whose features
+    # are the 128 embeddings instead of the spectral features
+    "presto_rf": ("presto_heads", "pixel"),
+    "presto_xgboost": ("presto_heads", "pixel"),
 }
+#: architectures whose features are Presto embeddings (need the configuration's `presto` section)
+PRESTO_ARCHS = ("presto_rf", "presto_xgboost")
 KINDS = ("pixel", "network")
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}

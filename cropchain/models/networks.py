@@ -72,6 +72,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "class_weight_power": 0.5,  # loss weight of a class = frequency ** -power (0: unweighted, 1: inverse frequency)
     "augment": True,  # random flips and 90-degree rotations of the patches
     "ema_decay": 0.0,  # exponential moving average of the weights, per step (0: none)
+    "device": "auto",  # training and inference: a CUDA GPU when PyTorch sees one, else the CPU (or cpu, cuda, cuda:N)
 }
 
 _DATED = re.compile(r"^(\d{8})_(.+)$")
@@ -287,8 +288,9 @@ class _OneDNNLinear(nn.Module):
 def inference_linear(linear: nn.Linear) -> nn.Module:
     """``linear`` for inference through oneDNN's inner product where PyTorch has oneDNN:
     about twice the speed of the MKL GEMM behind ``nn.Linear`` on the AVX-512 CPUs
-    measured here; dense float32 ``[N, in]`` in, ``[N, out]`` out, the same function."""
-    if not torch.backends.mkldnn.is_available():
+    measured here; dense float32 ``[N, in]`` in, ``[N, out]`` out, the same function. On a GPU
+    ``linear`` itself."""
+    if not torch.backends.mkldnn.is_available() or linear.weight.device.type != "cpu":
         return linear
     return _OneDNNLinear(linear)
 
@@ -418,6 +420,7 @@ class NetworkClassifier:
         self.margin = 0
         self.alignment = 1
         self.pixelwise = False
+        self.device = torch.device("cpu")  # where the module is (to_device)
 
     # --- hyper-parameters -------------------------------------------------------------
     @property
@@ -469,6 +472,16 @@ class NetworkClassifier:
         self.threads = int(threads)
         torch.set_num_threads(max(1, self.threads))
 
+    def to_device(self, device: str | torch.device | None = None) -> "NetworkClassifier":
+        """Move the module to ``device`` (default: the ``device`` hyper-parameter; ``auto``: a
+        CUDA GPU when PyTorch sees one, else the CPU); inference inputs follow it and outputs
+        come back as NumPy arrays. Raises ConfigError for a GPU asked for where there is none."""
+        from cropchain.models.device import resolve_device
+
+        self.device = resolve_device(self.hyperparameters.get("device", "auto") if device is None else device)
+        self._module().to(self.device)
+        return self
+
     @property
     def n_parameters(self) -> int:
         return count_parameters(self._module())
@@ -518,14 +531,14 @@ class NetworkClassifier:
             return self._predict_pixels(net, np.asarray(block, dtype=np.float32))
         x = self.normalize(block)
         f, h, w = x.shape
-        xt = torch.from_numpy(x)[None]
+        xt = torch.from_numpy(x)[None].to(self.device)
         a = self.alignment
         ph, pw = (-h) % a, (-w) % a
         if ph or pw:
             xt = F.pad(xt, (0, pw, 0, ph))
         with torch.inference_mode():
             proba = torch.softmax(net(xt), dim=1)[0, :, :h, :w]
-        return np.ascontiguousarray(proba.float().numpy(), dtype=np.float32)
+        return np.ascontiguousarray(proba.float().cpu().numpy(), dtype=np.float32)
 
     def _predict_pixels(self, net: nn.Module, block: np.ndarray) -> np.ndarray:
         """Pixel-wise network over ``[F, H, W]``, by strips of rows of about
@@ -543,9 +556,9 @@ class NetworkClassifier:
                 pixels = x.reshape(f, -1)  # [F, n]: an image of 1 x n pixels
                 if not valid.all():
                     pixels = np.ascontiguousarray(pixels[:, valid.reshape(-1)])
-                logits = net(torch.from_numpy(pixels)[None, :, None, :])[0, :, 0, :]
+                logits = net(torch.from_numpy(pixels)[None, :, None, :].to(self.device))[0, :, 0, :]
                 strip = proba[:, r0 : r0 + rows]
-                strip[:, valid] = torch.softmax(logits, dim=0).float().numpy()
+                strip[:, valid] = torch.softmax(logits, dim=0).float().cpu().numpy()
         return proba
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -559,10 +572,10 @@ class NetworkClassifier:
         if not self.pixelwise:
             raise TypeError(f"{self.architecture} is not pixel-wise (margin {self.margin} px): use predict_proba_image")
         net = self._module().eval()
-        x = torch.from_numpy(self.normalize(np.asarray(X, dtype=np.float32).T))  # [F, N]
+        x = torch.from_numpy(self.normalize(np.asarray(X, dtype=np.float32).T)).to(self.device)  # [F, N]
         with torch.inference_mode():
             proba = torch.softmax(net(x[None, :, None, :]), dim=1)[0, :, 0, :].T
-        return np.ascontiguousarray(proba.float().numpy(), dtype=np.float32)
+        return np.ascontiguousarray(proba.float().cpu().numpy(), dtype=np.float32)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Class codes ``[N]`` of pixel features ``[N, F]`` (pixel-wise networks)."""
@@ -598,8 +611,9 @@ class NetworkClassifier:
         return path
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, *, threads: int = 1) -> "NetworkClassifier":
-        """Reload a network written by :meth:`save`.
+    def load(cls, model_dir: str | os.PathLike, *, threads: int = 1, device: str | None = None) -> "NetworkClassifier":
+        """Reload a network written by :meth:`save`, on ``device`` (default: its ``device``
+        hyper-parameter, ``auto`` for models saved without one; see :meth:`to_device`).
 
         Raises
         ------
@@ -622,7 +636,7 @@ class NetworkClassifier:
         model.initialize(state["feature_names"], state["classes"], state["mean"].numpy(), state["std"].numpy(), margin=state["margin"])
         model._module().load_state_dict(state["state_dict"])
         model._module().eval()
-        return model
+        return model.to_device(device)
 
 
 def library_versions() -> dict[str, str]:

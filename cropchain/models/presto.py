@@ -52,6 +52,7 @@ from torch import nn
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.gapfill import GAPFILLED_NODATA
+from cropchain.models.device import resolve_device  # noqa: F401 (re-exported)
 
 #: sha256 of the published ``default_model.pt`` (nasaharvest/presto, commit 5afde40, 3,321,716 bytes)
 WEIGHTS_SHA256 = "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe65"
@@ -441,11 +442,35 @@ def embed_composites(composites: np.ndarray, clear: np.ndarray, bands: Sequence[
                          f"(T <= {MAX_TIMESTEPS})", "rerun the monthly_median temporal step")
     order = [list(bands).index(name) for name in S2_BANDS]
     series = composites[:, order].reshape(t, len(S2_BANDS), h * w).transpose(2, 0, 1)  # [N, T, 10]
-    ok = clear.reshape(t, h * w).T & ~(series == nodata).any(axis=2)  # [N, T]
+    latlon = pixel_latlon(transform, crs, h, w).reshape(2, -1).T  # [N, 2]
+    out = embed_series(series, clear.reshape(t, h * w).T, latlon, dates, encoder, batch_size=batch_size, nodata=nodata)
+    return np.ascontiguousarray(out.T.reshape(EMBEDDING_SIZE, h, w))
+
+
+def embed_series(series: np.ndarray, clear: np.ndarray, latlon: np.ndarray, dates: Sequence[str | dt.date],
+                 encoder: PrestoEncoder, *, batch_size: int = 256, nodata: int = GAPFILLED_NODATA) -> np.ndarray:
+    """Presto embeddings of pixel series (the per-pixel core of :func:`embed_composites`).
+
+    Parameters
+    ----------
+    series : int16 ``[N, T, 10]`` reflectance x10000, bands in the order of :data:`S2_BANDS`.
+    clear : bool ``[N, T]``, True where the timestep holds a clear observation (others masked).
+    latlon : float ``[N, 2]`` latitude, longitude in degrees.
+    dates : the ``T`` dates of the timesteps (``YYYYMMDD`` or dates): their months.
+    encoder : :func:`load_presto`'s encoder; the batches go to its device (CPU or GPU).
+    batch_size : pixels per forward pass.
+    nodata : a timestep where any band equals it is masked.
+
+    Returns
+    -------
+    float32 ``[N, 128]``; NaN for pixels without any clear timestep.
+    """
+    n, t = series.shape[:2]
+    ok = np.asarray(clear, dtype=bool) & ~(series == nodata).any(axis=2)  # [N, T]
     todo = np.flatnonzero(ok.any(axis=1))
-    latlon = pixel_latlon(transform, crs, h, w).reshape(2, -1).T.astype(np.float32)  # [N, 2]
+    latlon = np.asarray(latlon, dtype=np.float32)
     months = torch.from_numpy(month_indices(dates))
-    out = np.full((h * w, EMBEDDING_SIZE), np.nan, dtype=np.float32)
+    out = np.full((n, EMBEDDING_SIZE), np.nan, dtype=np.float32)
     device = next(encoder.parameters()).device
     encoder.eval()
     with torch.inference_mode():
@@ -455,4 +480,4 @@ def embed_composites(composites: np.ndarray, clear: np.ndarray, bands: Sequence[
             emb = encoder(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(latlon[idx]).to(device),
                           months.expand(idx.size, t).to(device), torch.from_numpy(dw).to(device))
             out[idx] = emb.float().cpu().numpy()
-    return np.ascontiguousarray(out.T.reshape(EMBEDDING_SIZE, h, w))
+    return out

@@ -1,0 +1,116 @@
+# Presto architectures (presto_rf, presto_xgboost): heads on the 128-d embeddings of the
+# pre-trained Presto encoder. The embeddings are features computed per window, never stored
+# (cropchain.presto_features): from monthly composites of each tile's raw series (whatever
+# gapfill.temporal the other architectures use), for the learning pixels of a run (rule
+# samples_presto) and for the map (rule classify_presto). The heads are trained by the
+# ordinary pixel trainer (rule train_presto, cropchain.train).
+from cropchain.models import PRESTO_ARCHS
+
+PRESTO = config.get("presto") or {}
+
+
+def presto_weights(wildcards):
+    """`presto.weights` (checked against `presto.sha256` by the job): an input, so that a new
+    file reruns the embeddings."""
+    if not PRESTO:
+        raise WorkflowError(f"architecture {wildcards.arch if hasattr(wildcards, 'arch') else 'presto_*'} needs the `presto` "
+                            "section of the configuration (presto.weights: path of default_model.pt)")
+    return PRESTO["weights"]
+
+
+def raw_series_of(tiles=None):
+    """The raw series of `tiles` (all tiles), or of the `{tile}` wildcard when None."""
+    names = {"raw": "raw.tif", "mask": "raw_mask.tif", "raw_dates": "raw_dates.txt"}
+    if tiles is None:
+        return {k: f"{RESULTS}/tiles/{{tile}}/{v}" for k, v in names.items()}
+    return {k: expand(f"{RESULTS}/tiles/{{tile}}/{v}", tile=tiles) for k, v in names.items()}
+
+
+PRESTO_PARAMS = {k: PRESTO.get(k) for k in ("sha256", "months", "batch_size", "device")}
+PRESTO_CODE = ("cropchain.presto_features", "cropchain.models.presto", "cropchain.composite", "cropchain.features")
+
+
+rule samples_presto:
+    input:
+        **raw_series_of(TILES),
+        weights=presto_weights,
+        validity=expand(f"{RESULTS}/tiles/{{tile}}/validity.tif", tile=TILES),
+        split=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
+    output:
+        pixels=f"{RESULTS}/runs/{{run}}/pixels_presto.parquet",
+    params:
+        tiles=TILES,
+        samples=config["samples"],
+        presto=PRESTO_PARAMS,
+        start=config["dates"]["start"],
+        seed=lambda wc: config["split"]["seed"] + int(wc.run),
+        code=code_hash("cropchain.samples", *PRESTO_CODE),
+    log:
+        f"{RESULTS}/logs/samples_presto/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/samples_presto/{{run}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("samples"),
+        runtime=runtime_min("samples"),
+    script:
+        "../../scripts/samples_presto.py"
+
+
+rule train_presto:
+    input:
+        pixels=rules.samples_presto.output.pixels,
+    output:
+        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.joblib",
+        meta=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
+        metrics=f"{RESULTS}/runs/{{run}}/models/{{arch}}/metrics.json",
+    wildcard_constraints:
+        arch="|".join(PRESTO_ARCHS),
+    params:
+        hyperparameters=lambda wc: config["architectures"][wc.arch],
+        seed=lambda wc: config["split"]["seed"] + int(wc.run),
+        code=code_hash("cropchain.train", "cropchain.models.presto_heads", "cropchain.models.random_forest", "cropchain.models.xgboost"),
+    log:
+        f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{run}}_{{arch}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("train"),
+        runtime=runtime_min("train"),
+    script:
+        "../../scripts/train.py"
+
+
+rule classify_presto:
+    input:
+        **raw_series_of(),
+        weights=presto_weights,
+        validity=rules.gapfill.output.validity,
+        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
+        nomenclature=config["nomenclature"],
+    output:
+        classification=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif",
+        confidence=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_confidence.tif",
+        validity=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_validity.tif",
+    wildcard_constraints:
+        arch="|".join(PRESTO_ARCHS),
+    params:
+        classify=config["classify"],
+        presto=PRESTO_PARAMS,
+        start=config["dates"]["start"],
+        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.io.products", *PRESTO_CODE),
+    log:
+        f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/classify/{{run}}_{{arch}}_{{tile}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("classify"),
+        runtime=runtime_min("classify"),
+    script:
+        "../../scripts/classify_presto.py"
+
+
+ruleorder: train_presto > train
+ruleorder: classify_presto > classify
