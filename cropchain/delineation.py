@@ -147,7 +147,7 @@ def variant_channels(descriptions: Sequence[str], variant: str, date: str | None
         names = [f"{day}_{b}" for b in ("B02", "B03", "B04", last)]
     missing = [n for n in names if n not in index]
     if missing:
-        raise ConfigError(f"delineation: variant {variant} needs feature band(s) {missing[:3]} absent from the features "
+        raise ConfigError(f"delineation: variant {variant} needs feature band(s) {missing[:3]} absent from features of the tile "
                           "(add B02 B03 B04 B08 to ingest.bands and NDVI to features.indices)")
     return [index[n] for n in names], names
 
