@@ -8,7 +8,6 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import rasterio
 from rasterio.windows import Window
