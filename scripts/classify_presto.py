@@ -15,7 +15,9 @@ def main(smk):
     features = presto_spec(smk.input.raw, smk.input.mask, smk.input.raw_dates, smk.input.weights, smk.params.presto, smk.params.start)
     # a pixel classifier: margin 0, only the core windows are embedded
     classify_tile(features, smk.input.validity, model, read_nomenclature(smk.input.nomenclature),
-                  smk.output.classification, smk.output.confidence, window=cfg["window"], overlap=cfg["overlap"])
+                  smk.output.classification, smk.output.confidence, window=cfg["window"], overlap=cfg["overlap"],
+                  out_probabilities=getattr(smk.output, "probabilities", None), out_uncertainty=smk.output.uncertainty,
+                  uncertainty=cfg["uncertainty"], smoothing=smk.params.smoothing)
     write_cog(smk.input.validity, smk.output.validity, overview_resampling="nearest")  # beside the map, as iota2 does
 
 

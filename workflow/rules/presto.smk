@@ -93,10 +93,13 @@ rule classify_presto:
         classification=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif",
         confidence=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_confidence.tif",
         validity=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_validity.tif",
+        uncertainty=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_uncertainty.tif",
+        **PROBABILITIES,  # the products of rule classify, for every architecture
     wildcard_constraints:
         arch="|".join(PRESTO_ARCHS),
     params:
-        classify=config["classify"],
+        classify={k: v for k, v in config["classify"].items() if k != "smoothing"},
+        smoothing=lambda wc: smoothing_of(config, wc.arch),
         presto=PRESTO_PARAMS,
         start=config["dates"]["start"],
         code=code_hash("cropchain.classify", "cropchain.train", "cropchain.io.products", *PRESTO_CODE),
