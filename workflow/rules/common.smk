@@ -235,6 +235,8 @@ def mem_mb(rule):
     window = config["classify"]["window"] + 2 * config["classify"]["overlap"]
     n_bands, n_dates, n_feat = len(config["ingest"]["bands"]), n_output_dates(), n_features()
     base = 300 + GDAL_CACHE_MB
+    n_classes = max(1, sum(1 for line in Path(config["nomenclature"]).read_text().splitlines()[1:] if line.strip())) \
+        if Path(config["nomenclature"]).is_file() else 50
 
     def estimate(wildcards, input, attempt=1):
         hw = tile_shape(wildcards.tile) if hasattr(wildcards, "tile") else FULL_TILE
@@ -247,8 +249,11 @@ def mem_mb(rule):
             need = min(1024 * 1024, px) * (8 + 2 * n_bands) + 2 * (1 << 16) * n_feat * 4
         elif rule == "train":  # the learning pixels (Parquet decompresses ~3x), forests
             need = 1000 + 10 * input.size_mb
-        elif rule == "classify":  # a window's features and series, pixel-major chunks, the model
-            need = min(window * window, px) * (n_feat * 4 + n_dates * n_bands * 2) + 2 * PREDICT_CHUNK * n_feat * 4 \
+        elif rule == "classify":  # a window (+ smoothing margin) of features and series, probabilities,
+            # pixel-major chunks, the model
+            side = window + 2 * (config["classify"]["smoothing"]["window_size"] // 2)
+            need = min(side * side, px) * (n_feat * 4 + n_dates * n_bands * 2 + 3 * 4 * n_classes) \
+                + 2 * PREDICT_CHUNK * n_feat * 4 \
                 + 3 * sum(f.stat().st_size for f in Path(input.model).parent.glob("model.*") if f.exists())
         elif rule == "vectorize":  # the map, its filtered and sieved copies (uint8), strips of votes
             need = px * 6 + 1024 * hw[1] * 20
