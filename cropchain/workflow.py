@@ -89,6 +89,27 @@ def _system_error_line(exc: BaseException, where: str | None) -> str | None:
     return None
 
 
+def classify_job(smk: Any, features: Any) -> None:
+    """Body of the classify rules (``classify``, ``classify_presto``): load the run's model, map the
+    tile's ``features`` (a :class:`~cropchain.features.FeatureSpec` or any spec with ``.open()``)
+    into the rule's outputs (classification, confidence, uncertainty, optional probabilities)
+    and copy the validity raster beside them as a COG, as iota2 does."""
+    from pathlib import Path
+
+    from cropchain.classify import classify_tile
+    from cropchain.io.products import write_cog
+    from cropchain.nomenclature import read_nomenclature
+    from cropchain.train import load_model
+
+    cfg = smk.params.classify
+    model = load_model(Path(smk.input.model).parent, threads=smk.threads)
+    classify_tile(features, smk.input.validity, model, read_nomenclature(smk.input.nomenclature),
+                  smk.output.classification, smk.output.confidence, window=cfg["window"], overlap=cfg["overlap"],
+                  out_probabilities=getattr(smk.output, "probabilities", None), out_uncertainty=smk.output.uncertainty,
+                  uncertainty=cfg["uncertainty"], smoothing=smk.params.smoothing)
+    write_cog(smk.input.validity, smk.output.validity, overview_resampling="nearest")
+
+
 def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
     """Run ``step(snakemake)`` with logging to the rule's log file.
 

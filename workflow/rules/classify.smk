@@ -26,7 +26,7 @@ rule classify:
         classify={k: v for k, v in config["classify"].items() if k != "smoothing"},
         smoothing=lambda wc: smoothing_of(config, wc.arch),  # per architecture: editing it reruns only those
         features=FEATURES,
-        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.features", "cropchain.io.products", "cropchain.smoothing"),
+        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.features", "cropchain.io.products", "cropchain.smoothing", "cropchain.workflow"),
     log:
         f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:

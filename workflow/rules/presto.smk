@@ -102,7 +102,7 @@ rule classify_presto:
         smoothing=lambda wc: smoothing_of(config, wc.arch),
         presto=PRESTO_PARAMS,
         start=config["dates"]["start"],
-        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.io.products", *PRESTO_CODE),
+        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.io.products", "cropchain.workflow", *PRESTO_CODE),
     log:
         f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:
