@@ -9,7 +9,7 @@ cloud mask per date (every band of a date shares it, as ``raw_mask.tif``) with a
 ``--gaps`` of random masked pixels. The same gap filling at the input dates (linear in time,
 first / last valid value copied at the ends, OTB's semantics) is computed by
 
-* ``cropchain.gapfill.gapfill_series(mode="linear")`` on the int16 cube and the mask, and
+* ``cropchain.series.gapfill.gapfill_series(mode="linear")`` on the int16 cube and the mask, and
 * ``xarray.DataArray.interpolate_na(dim="time", method="linear").ffill("time").bfill("time")``
   on a float32 cube with NaN at masked values (xarray's ffill / bfill need ``bottleneck``);
 
@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cropchain.gapfill import gapfill_series
+from cropchain.series.gapfill import gapfill_series
 
 
 def measure(fn: Callable[[], object], repeat: int = 1, memory: bool = True) -> tuple[object, float, float]:

@@ -25,7 +25,7 @@ Networks (no OTB needed; about 2 min with the defaults, one thread)::
 classifies a synthetic ``features.tif`` laid out like T31TEJ's (``--dates`` dates x 10
 bands + NDVI, NDWI, brightness; 338 features by default) with each network of
 :mod:`cropchain.models` at its default size (random weights: the speed does not depend on
-them), by :func:`cropchain.classify.classify_tile` with 512 px windows and the overlap the
+them), by :func:`cropchain.mapping.classify.classify_tile` with 512 px windows and the overlap the
 network needs, and prints pixels per second and per core (wall time of the tiled
 inference, reading and writing included; PyTorch's import and the model load excluded).
 The issue's target for TempCNN is >= 35,000 px/s per core.
@@ -87,7 +87,7 @@ def bench_networks(args: argparse.Namespace) -> None:
     """Pixels per second of the tiled inference of each network (see the module docstring)."""
     import torch
 
-    from cropchain.classify import classify_tile
+    from cropchain.mapping.classify import classify_tile
     from cropchain.models import get_model
     from cropchain.nomenclature import Nomenclature
 
@@ -191,7 +191,7 @@ def main() -> None:
 
     npix = args.size * args.size
     cc_cmd = [sys.executable, "-c", (
-        "import joblib; from cropchain.classify import classify_tile; "
+        "import joblib; from cropchain.mapping.classify import classify_tile; "
         f"m = joblib.load({str(work / 'model.joblib')!r}); m.n_jobs = {args.threads}; "
         f"classify_tile({str(fpath)!r}, {str(vpath)!r}, m, {str(nom)!r}, {str(work / 'cc_map.tif')!r}, "
         f"{str(work / 'cc_conf.tif')!r}, window={args.window})"

@@ -32,9 +32,9 @@ Clouds (scene classification, SCL)
 
 Products are written as real L2A SAFE folders (processing baseline 05.00, BOA_ADD_OFFSET
 -1000, BOA_QUANTIFICATION_VALUE 10000, lossless JPEG 2000) that
-:func:`cropchain.io.sentinel2.ingest_safe` reads like any other;
+:func:`cropchain.sources.sentinel2.ingest_safe` reads like any other;
 :func:`generate_demo_theia_products` writes the same scene as Theia (MAJA) L2A products
-(FRE bands, CLM / EDG / SAT masks) for :func:`cropchain.io.theia.ingest_theia`.
+(FRE bands, CLM / EDG / SAT masks) for :func:`cropchain.sources.theia.ingest_theia`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from scipy.spatial import cKDTree
 from shapely.geometry import Polygon, shape
 
 from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.io.sentinel2 import ESA_BAND_IDS, NATIVE_RESOLUTION, SENTINEL2_BANDS
+from cropchain.sources.sentinel2 import ESA_BAND_IDS, NATIVE_RESOLUTION, SENTINEL2_BANDS
 
 log = logging.getLogger(__name__)
 
@@ -633,7 +633,7 @@ def generate_demo_products(
 
 
 #: CLM bits the Theia writer sets for each SCL class of the scene (Theia L2A format, see
-#: :data:`cropchain.io.theia.CLM_BITS`): clouds -> bits 0, 1, 2; shadows -> bits 0, 5;
+#: :data:`cropchain.sources.theia.CLM_BITS`): clouds -> bits 0, 1, 2; shadows -> bits 0, 5;
 #: cirrus -> bits 4 (thinnest clouds), 7 (high clouds).
 _THEIA_CLM_OF_SCL = {8: 0b00000111, 9: 0b00000111, 3: 0b00100001, 10: 0b10010000}
 
@@ -703,7 +703,7 @@ def generate_demo_theia_products(
         swath), ``_SAT_R1`` / ``_R2`` (0: nothing saturated) and ``<name>_MTD_ALL.xml``. No
         ``_SRE_`` files.
     """
-    from cropchain.io.theia import THEIA_BAND_NAMES, THEIA_NODATA
+    from cropchain.sources.theia import THEIA_BAND_NAMES, THEIA_NODATA
 
     tile = _tile_name(tile)
     out_dir = Path(out_dir)

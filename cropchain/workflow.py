@@ -18,7 +18,7 @@ from typing import Any
 
 import cropchain
 from cropchain.errors import CropchainError
-from cropchain.features import FeatureSpec
+from cropchain.series.features import FeatureSpec
 from cropchain.log import configure
 
 log = logging.getLogger("cropchain.workflow")
@@ -57,7 +57,7 @@ def pin_threads(threads: int) -> Any:
 
 
 def feature_specs(gapfilled: Any, dates: Any, features: dict) -> list[FeatureSpec]:
-    """The :class:`~cropchain.features.FeatureSpec` of each tile from a rule's inputs
+    """The :class:`~cropchain.series.features.FeatureSpec` of each tile from a rule's inputs
     (``gapfilled``, ``dates``: one path or a list, same tile order) and its ``features`` param
     (``bands`` of one date, spectral ``indices``)."""
     gapfilled = [gapfilled] if isinstance(gapfilled, (str, os.PathLike)) else list(gapfilled)
@@ -91,15 +91,15 @@ def _system_error_line(exc: BaseException, where: str | None) -> str | None:
 
 def classify_job(smk: Any, features: Any) -> None:
     """Body of the classify rules (``classify``, ``classify_presto``): load the run's model, map the
-    tile's ``features`` (a :class:`~cropchain.features.FeatureSpec` or any spec with ``.open()``)
+    tile's ``features`` (a :class:`~cropchain.series.features.FeatureSpec` or any spec with ``.open()``)
     into the rule's outputs (classification, confidence, uncertainty, optional probabilities)
     and copy the validity raster beside them as a COG, as iota2 does."""
     from pathlib import Path
 
-    from cropchain.classify import classify_tile
+    from cropchain.mapping.classify import classify_tile
     from cropchain.io.products import write_cog
     from cropchain.nomenclature import read_nomenclature
-    from cropchain.train import load_model
+    from cropchain.learning.train import load_model
 
     cfg = smk.params.classify
     model = load_model(Path(smk.input.model).parent, threads=smk.threads)

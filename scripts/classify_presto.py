@@ -1,5 +1,5 @@
 """Rule classify_presto: tiled inference of a head on Presto embeddings, computed per window."""
-from cropchain.presto_features import presto_spec
+from cropchain.learning.presto_features import presto_spec
 from cropchain.workflow import classify_job, run_step
 
 

@@ -1,7 +1,7 @@
 """Rule delineation_predict: field polygons of one tile with a run's Mask R-CNN (tiled inference)."""
 from pathlib import Path
 
-from cropchain.delineation import predict_delineation
+from cropchain.delineation.fields import predict_delineation
 from cropchain.workflow import feature_specs, run_step
 
 

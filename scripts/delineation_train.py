@@ -1,7 +1,7 @@
 """Rule delineation_train: a Mask R-CNN of one input variant on the learning parcels of one run."""
 from pathlib import Path
 
-from cropchain.delineation import train_delineation
+from cropchain.delineation.fields import train_delineation
 from cropchain.workflow import feature_specs, run_step
 
 

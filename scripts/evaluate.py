@@ -1,5 +1,5 @@
 """Rule evaluate: accuracy report of one map on the validation polygons of its run."""
-from cropchain.evaluate import evaluate_map, write_report
+from cropchain.assessment.evaluate import evaluate_map, write_report
 from cropchain.nomenclature import read_nomenclature
 from cropchain.workflow import run_step
 

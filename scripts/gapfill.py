@@ -1,6 +1,6 @@
 """Rule gapfill: gap filling onto the regular date grid, or monthly median composites, + validity raster."""
-from cropchain.composite import monthly_composite_tile
-from cropchain.gapfill import gapfill_tile
+from cropchain.series.composite import monthly_composite_tile
+from cropchain.series.gapfill import gapfill_tile
 from cropchain.workflow import run_step
 
 

@@ -1,8 +1,8 @@
 """Rule ingest: the images of a tile (SAFE, Theia, GeoTIFF stacks) -> raw.tif, raw_mask.tif, raw_dates.txt."""
-from cropchain.io.sentinel2 import find_safe_products, ingest_safe, tile_id_of_name
-from cropchain.io.stack import DEFAULT_DATE_FORMAT, DEFAULT_DATE_PATTERN, DEFAULT_FILES, find_stack_files, ingest_stack, \
+from cropchain.sources.sentinel2 import find_safe_products, ingest_safe, tile_id_of_name
+from cropchain.sources.stack import DEFAULT_DATE_FORMAT, DEFAULT_DATE_PATTERN, DEFAULT_FILES, find_stack_files, ingest_stack, \
     ingest_stack_file
-from cropchain.io.theia import DEFAULT_CLM_BITS, find_theia_products, ingest_theia
+from cropchain.sources.theia import DEFAULT_CLM_BITS, find_theia_products, ingest_theia
 from cropchain.workflow import run_step
 
 

@@ -1,5 +1,5 @@
 """Rule map_page: the page of one map (quicklook with legend, confusion matrix, accuracies, areas, training curves)."""
-from cropchain.report import write_map_page
+from cropchain.assessment.report import write_map_page
 from cropchain.workflow import run_step
 
 

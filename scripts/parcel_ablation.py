@@ -1,5 +1,5 @@
 """Rule parcel_ablation: F-score change of each parcel model when the dates are randomly permuted."""
-from cropchain.train_parcels import ablation_table
+from cropchain.parcels.train import ablation_table
 from cropchain.workflow import run_step
 
 

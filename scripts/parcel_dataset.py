@@ -1,5 +1,5 @@
 """Rule parcel_dataset: the parcel patch series of one tile (32 x 32 px per reference parcel and date)."""
-from cropchain.parcels import build_parcel_dataset
+from cropchain.parcels.dataset import build_parcel_dataset
 from cropchain.workflow import run_step
 
 

@@ -1,7 +1,7 @@
 """Rules predict_parcel / predict_parcel_permuted: parcel map and reports of one model, run and tile."""
 from pathlib import Path
 
-from cropchain.train_parcels import predict_parcel_tile
+from cropchain.parcels.train import predict_parcel_tile
 from cropchain.workflow import run_step
 
 

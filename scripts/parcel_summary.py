@@ -1,6 +1,6 @@
 """Rule parcel_summary: parcel-level and pixel-level summaries of the parcel models and votes, training times."""
-from cropchain.report import summarize
-from cropchain.train_parcels import training_table
+from cropchain.assessment.report import summarize
+from cropchain.parcels.train import training_table
 from cropchain.workflow import run_step
 
 

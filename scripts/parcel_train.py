@@ -1,7 +1,7 @@
 """Rules train_parcel / train_parcel_permuted: one parcel model on the learning parcels of one run."""
 from pathlib import Path
 
-from cropchain.train_parcels import train_parcel_model
+from cropchain.parcels.train import train_parcel_model
 from cropchain.workflow import run_step
 
 

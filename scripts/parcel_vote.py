@@ -1,5 +1,5 @@
 """Rule majority_vote: a pixel architecture's map aggregated to one label per parcel, with its reports."""
-from cropchain.train_parcels import majority_vote_tile
+from cropchain.parcels.train import majority_vote_tile
 from cropchain.workflow import run_step
 
 

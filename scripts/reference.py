@@ -1,6 +1,6 @@
 """Rule reference: fusion of the reference sources on one tile."""
 from cropchain.nomenclature import read_nomenclature
-from cropchain.reference import ReferenceSource, fuse_reference, read_mapping_csv
+from cropchain.reference.fusion import ReferenceSource, fuse_reference, read_mapping_csv
 from cropchain.workflow import run_step
 
 

@@ -1,5 +1,5 @@
 """Rule samples: pixel table (Parquet) of a run over all tiles."""
-from cropchain.samples import extract_pixels
+from cropchain.learning.samples import extract_pixels
 from cropchain.workflow import feature_specs, run_step
 
 

@@ -1,6 +1,6 @@
 """Rule samples_presto: pixel table of a run whose features are the Presto embeddings."""
-from cropchain.presto_features import presto_spec
-from cropchain.samples import extract_pixels
+from cropchain.learning.presto_features import presto_spec
+from cropchain.learning.samples import extract_pixels
 from cropchain.workflow import run_step
 
 

@@ -1,5 +1,5 @@
 """Rule split: learning/validation split of a tile's reference polygons for one run."""
-from cropchain.split import split_polygons
+from cropchain.reference.split import split_polygons
 from cropchain.workflow import run_step
 
 

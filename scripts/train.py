@@ -1,7 +1,7 @@
 """Rule train: one architecture on the learning pixels of one run."""
 from pathlib import Path
 
-from cropchain.train import train_model
+from cropchain.learning.train import train_model
 from cropchain.workflow import run_step
 
 

@@ -1,7 +1,7 @@
 """Rule train_network: one convolutional network on patches of the features of one run."""
 from pathlib import Path
 
-from cropchain.train_network import train_network
+from cropchain.learning.train_network import train_network
 from cropchain.workflow import feature_specs, run_step
 
 

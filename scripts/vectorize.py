@@ -1,6 +1,6 @@
 """Rule vectorize: regularised classification polygons with a minimum mapping unit."""
 from cropchain.nomenclature import read_nomenclature
-from cropchain.vectorize import vectorize_map
+from cropchain.mapping.vectorize import vectorize_map
 from cropchain.workflow import run_step
 
 

@@ -14,7 +14,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from cropchain.assessment import (
+from cropchain.assessment.olofsson import (
     STRIPE_ROWS,
     allocate,
     assess_map,

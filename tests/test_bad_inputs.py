@@ -32,7 +32,7 @@ from shapely.geometry import LineString, Point
 
 from cropchain.config import load_config
 from cropchain.nomenclature import read_nomenclature
-from cropchain.reference import ReferenceSource, fuse_reference
+from cropchain.reference.fusion import ReferenceSource, fuse_reference
 from cropchain.workflow import run_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,7 +289,7 @@ def test_yaml_dates_are_accepted_as_text(tmp_path):
 
 # --------------------------------------------------------------------------- GeoTIFF stacks
 def _stack(tmp, cube, bands=ts.BANDS, **kw):
-    from cropchain.io.stack import find_stack_files, ingest_stack
+    from cropchain.sources.stack import find_stack_files, ingest_stack
 
     ts.write_stack(tmp / "stack", cube, None, [f"{d:%Y%m%d}" for d in ts.DATES])
     out = tmp / "out"
@@ -301,7 +301,7 @@ def _cube():
 
 
 def _stack_non_utf8(tmp):
-    from cropchain.io.stack import find_stack_files
+    from cropchain.sources.stack import find_stack_files
 
     folder = Path(os.fsdecode(os.fsencode(tmp) + b"/s\xe9ries"))
     ts.write_stack(tmp / "series", _cube(), None, [f"{d:%Y%m%d}" for d in ts.DATES])
@@ -335,7 +335,7 @@ def test_bad_stack(case, tmp_path, job):
 
 # --------------------------------------------------------------------------- time series coverage
 def _gapfill(tmp, start, end, mask_fn=None):
-    from cropchain.gapfill import gapfill_tile
+    from cropchain.series.gapfill import gapfill_tile
 
     tile = tmp / "tiles" / "T31TEJ"
     tile.mkdir(parents=True)
@@ -419,7 +419,7 @@ def test_products_of_another_tile_than_the_config(source, demo_safe, tmp_path, j
 
 
 def test_products_folder_not_utf8(demo_safe, tmp_path, job):
-    from cropchain.io.sentinel2 import find_safe_products
+    from cropchain.sources.sentinel2 import find_safe_products
 
     folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/produits_\xe9t\xe9"))
     shutil.copytree(demo_safe / "safe", folder)
@@ -438,7 +438,7 @@ def _zip_product(product: Path, name: str | None = None) -> Path:
 def test_zipped_safe_beside_folders_is_read_in_place(given, demo_safe, tmp_path, job):
     """A *.SAFE.zip (as the Copernicus Data Space delivers it) is read through GDAL's /vsizip/:
     the same raw.tif as the unzipped folder, no date lost."""
-    from cropchain.io.sentinel2 import find_safe_products, ingest_safe
+    from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 
     folder = tmp_path / "products"
     shutil.copytree(demo_safe / "safe", folder)
@@ -458,7 +458,7 @@ def test_zipped_safe_beside_folders_is_read_in_place(given, demo_safe, tmp_path,
 
 
 def test_damaged_or_incomplete_zipped_safe_is_named(demo_safe, tmp_path, job):
-    from cropchain.io.sentinel2 import find_safe_products, ingest_safe
+    from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 
     folder = tmp_path / "products"
     shutil.copytree(demo_safe / "safe", folder)
@@ -487,7 +487,7 @@ def test_damaged_or_incomplete_zipped_safe_is_named(demo_safe, tmp_path, job):
 
 
 def test_zipped_safe_with_its_unzipped_twin_is_ignored(demo_safe, tmp_path):
-    from cropchain.io.sentinel2 import find_safe_products
+    from cropchain.sources.sentinel2 import find_safe_products
 
     folder = tmp_path / "products"
     shutil.copytree(demo_safe / "safe", folder)
@@ -497,7 +497,7 @@ def test_zipped_safe_with_its_unzipped_twin_is_ignored(demo_safe, tmp_path):
 
 
 def test_zipped_theia_read_in_place(demo_safe, tmp_path, job):
-    from cropchain.io.theia import find_theia_products, ingest_theia
+    from cropchain.sources.theia import find_theia_products, ingest_theia
 
     folder = tmp_path / "theia"
     shutil.copytree(demo_safe / "theia", folder)
@@ -608,7 +608,7 @@ def test_semicolon_nomenclature_is_read(tmp_path):
 
 
 def test_same_date_products_stop_naming_both_and_the_merge_option(demo_safe, tmp_path, job):
-    from cropchain.io.sentinel2 import find_safe_products, ingest_safe
+    from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 
     folder = tmp_path / "products"
     shutil.copytree(demo_safe / "safe", folder)

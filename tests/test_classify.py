@@ -11,7 +11,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from sklearn.ensemble import RandomForestClassifier
 
-from cropchain.classify import classify_tile, mosaic, predict_proba_image
+from cropchain.mapping.classify import classify_tile, mosaic, predict_proba_image
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.raster import geotiff_profile
 from cropchain.nomenclature import Nomenclature
@@ -271,7 +271,7 @@ def run_products(tmp_path, scene, **kw):
 
 def whole_image_proba(model, feats, validity, predictor, smoothing=None):
     """[K, H, W] probabilities of the whole image at once (smoothed with the whole image when asked)."""
-    from cropchain.smoothing import bayes_smooth
+    from cropchain.mapping.smoothing import bayes_smooth
 
     feats = feats.copy()
     feats[:, validity == 0] = -9999
@@ -284,7 +284,7 @@ def whole_image_proba(model, feats, validity, predictor, smoothing=None):
 def test_probabilities_and_uncertainty_are_cogs_consistent_with_the_labels(tmp_path, scene):
     from rio_cogeo.cogeo import cog_validate
 
-    from cropchain.smoothing import entropy_uncertainty, margin_uncertainty
+    from cropchain.mapping.smoothing import entropy_uncertainty, margin_uncertainty
 
     feats, _, rf = scene
     out, paths, validity = run_products(tmp_path, scene, window=64, overlap=8, predictor=mean3x3_predictor)

@@ -1,4 +1,4 @@
-"""Monthly median composites (cropchain.composite) against an independent per-pixel computation."""
+"""Monthly median composites (cropchain.series.composite) against an independent per-pixel computation."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import rasterio
 from affine import Affine
 
-from cropchain.composite import clear_months, composite_series, month_grid, monthly_composite_tile, scl_masked_for_kept
+from cropchain.series.composite import clear_months, composite_series, month_grid, monthly_composite_tile, scl_masked_for_kept
 from cropchain.demo import generate_demo_products
 from cropchain.errors import ConfigError, InputError
-from cropchain.gapfill import GAPFILLED_NODATA
+from cropchain.series.gapfill import GAPFILLED_NODATA
 from cropchain.io.raster import read_dates
-from cropchain.io.sentinel2 import find_safe_products, ingest_safe
+from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 
 
 def reference_composites(values: np.ndarray, valid: np.ndarray, dates: list[dt.date],

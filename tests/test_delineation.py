@@ -1,5 +1,5 @@
 """Field delineation: RC matching, fragmentation / agglomeration, window merging, the Mask R-CNN
-and a tiny train -> predict -> evaluate round trip (cropchain.delineation, cropchain.instance_metrics)."""
+and a tiny train -> predict -> evaluate round trip (cropchain.delineation.fields, cropchain.delineation.metrics)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from cropchain.delineation import (
+from cropchain.delineation.fields import (
     Detection,
     merge_detections,
     patch_targets,
@@ -27,7 +27,7 @@ from cropchain.delineation import (
     window_origins,
 )
 from cropchain.errors import ConfigError
-from cropchain.instance_metrics import InstanceScores, evaluate_instances, match, rc_matrix, summarize_delineation
+from cropchain.delineation.metrics import InstanceScores, evaluate_instances, match, rc_matrix, summarize_delineation
 from cropchain.models.mask_rcnn import IgnoringRPN, build_mask_rcnn, labelled_share
 
 torch.set_num_threads(1)

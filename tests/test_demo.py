@@ -26,7 +26,7 @@ from cropchain.demo import (
     write_demo_nomenclature,
 )
 from cropchain.io.raster import read_dates
-from cropchain.io.sentinel2 import DEFAULT_SCL_MASKED, SENTINEL2_BANDS, find_safe_products, ingest_safe, read_safe_product
+from cropchain.sources.sentinel2 import DEFAULT_SCL_MASKED, SENTINEL2_BANDS, find_safe_products, ingest_safe, read_safe_product
 from cropchain.nomenclature import read_nomenclature
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from rasterio.transform import from_origin
 from sklearn import metrics as skm
 
 from cropchain.errors import InputError
-from cropchain.evaluate import confusion_metrics, evaluate_map, macro_f1, metrics_from_matrix, write_report
+from cropchain.assessment.evaluate import evaluate_map, write_report
+from cropchain.metrics import confusion_metrics, macro_f1, metrics_from_matrix
 from cropchain.io.raster import geotiff_profile
 from cropchain.nomenclature import Nomenclature
 

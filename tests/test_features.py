@@ -12,7 +12,7 @@ import rasterio
 from affine import Affine
 
 from cropchain.errors import CropchainError, InputError
-from cropchain.features import FEATURES_NODATA, compute_features, feature_names
+from cropchain.series.features import FEATURES_NODATA, compute_features, feature_names
 
 DATES = ["20180123", "20180202", "20180212"]
 BANDS = ["B02", "B04", "B08", "B11"]
@@ -81,7 +81,7 @@ def test_feature_values_by_hand(tmp_path):
 def test_ndwi_skipped_without_b11(tmp_path, caplog):
     bands = ["B02", "B03", "B04", "B08"]
     path, dates, data = write_gapfilled(tmp_path, bands, seed=1)
-    with caplog.at_level(logging.WARNING, logger="cropchain.features"):
+    with caplog.at_level(logging.WARNING, logger="cropchain.series.features"):
         names = compute_features(path, dates, tmp_path / "f.tif", bands=bands, block=32)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "NDWI" in warnings[0].getMessage() and "B11" in warnings[0].getMessage()
@@ -108,7 +108,7 @@ def test_features_computed_per_window_equal_the_stored_stack(tmp_path):
     gives the numbers of the exported stack, to the bit: one definition everywhere."""
     from rasterio.windows import Window
 
-    from cropchain.features import FeatureSpec, open_features, read_feature_pixels
+    from cropchain.series.features import FeatureSpec, open_features, read_feature_pixels
 
     path, dates, _ = write_gapfilled(tmp_path, BANDS, seed=3)
     compute_features(path, dates, tmp_path / "features.tif", bands=BANDS, block=7)

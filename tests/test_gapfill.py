@@ -14,7 +14,7 @@ from affine import Affine
 from scipy.interpolate import Akima1DInterpolator, CubicSpline
 
 from cropchain.errors import ConfigError, CropchainError, InputError
-from cropchain.gapfill import GAPFILLED_NODATA, gapfill_series, gapfill_tile, output_date_grid
+from cropchain.series.gapfill import GAPFILLED_NODATA, gapfill_series, gapfill_tile, output_date_grid
 
 # ----------------------------------------------------------------------------- references
 IN_DAYS = np.array([0, 5, 12, 20, 25, 33, 41, 50, 55, 63, 70, 81], dtype=float)
@@ -266,7 +266,7 @@ def test_grid_outside_the_acquisitions_stops(tmp_path):
     with pytest.raises(ConfigError, match="dates.start / dates.end"):
         gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2018-01-23", end="2019-06-30", step_days=10)
     assert not out.exists() or not any(out.iterdir())
-    from cropchain.composite import monthly_composite_tile
+    from cropchain.series.composite import monthly_composite_tile
 
     with pytest.raises((ConfigError, InputError), match="dates.start / dates.end"):
         monthly_composite_tile(raw_p, mask_p, dates_p, *outs, start="2019-01-01", end="2019-12-31")
@@ -277,13 +277,13 @@ def test_grid_dates_far_from_clear_acquisitions_warn(tmp_path, caplog):
     raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path)
     outs = (tmp_path / "g.tif", tmp_path / "d.txt", tmp_path / "v.tif")
     # Two months past the last acquisition (2018-05-xx): extrapolated, warned about; the grid is kept.
-    with caplog.at_level("WARNING", logger="cropchain.gapfill"):
+    with caplog.at_level("WARNING", logger="cropchain.series.gapfill"):
         gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2018-01-23", end="2018-09-30", step_days=10)
     assert "more than 60 days from any clear acquisition" in caplog.text
     assert "2018-07-12 (100%)" in caplog.text and "2018-02-02" not in caplog.text.split("clear acquisition")[1]
     assert len((tmp_path / "d.txt").read_text().split()) == 26
     caplog.clear()
-    with caplog.at_level("WARNING", logger="cropchain.gapfill"):
+    with caplog.at_level("WARNING", logger="cropchain.series.gapfill"):
         gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2018-01-23", end="2018-05-20", step_days=10)
     assert "clear acquisition" not in caplog.text
 
@@ -302,7 +302,7 @@ def test_single_clear_date_warns_and_no_clear_date_stops(tmp_path, caplog):
     raw_t = single.with_name("raw.tif")
     shutil.copy(raw_p, raw_t)
     outs = (tmp_path / "o" / "g.tif", tmp_path / "o" / "d.txt", tmp_path / "o" / "v.tif")
-    with caplog.at_level("WARNING", logger="cropchain.gapfill"):
+    with caplog.at_level("WARNING", logger="cropchain.series.gapfill"):
         gapfill_tile(raw_t, single, dates_p, *outs, start=None, end=None, max_gap_days=400)
     assert f"tile T31XYZ: a single date with clear pixels ({DATES[4]})" in caplog.text
 
@@ -367,8 +367,8 @@ def test_otb_backend_missing_is_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- real data
 @pytest.mark.realdata
 def test_real_t31tej_gapfill_and_features(t31tej_safe_products, tmp_path):
-    sentinel2 = pytest.importorskip("cropchain.io.sentinel2")
-    from cropchain.features import compute_features
+    sentinel2 = pytest.importorskip("cropchain.sources.sentinel2")
+    from cropchain.series.features import compute_features
 
     bands = ["B04", "B08", "B11"]
     raw_p, mask_p, dates_p = tmp_path / "raw.tif", tmp_path / "raw_mask.tif", tmp_path / "raw_dates.txt"

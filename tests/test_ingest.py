@@ -1,4 +1,4 @@
-"""Ingest of Sentinel-2 L2A SAFE products (cropchain.io.sentinel2) on the real T31TEJ products."""
+"""Ingest of Sentinel-2 L2A SAFE products (cropchain.sources.sentinel2) on the real T31TEJ products."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import rasterio
 from cropchain.demo import generate_demo_products
 from cropchain.errors import InputError
 from cropchain.io.raster import read_dates
-from cropchain.io.sentinel2 import (
+from cropchain.sources.sentinel2 import (
     DEFAULT_SCL_MASKED,
     RAW_NODATA,
     SENTINEL2_BANDS,
@@ -274,7 +274,7 @@ def test_two_products_of_one_date_merged_per_pixel(tmp_path, caplog):
     with pytest.raises(InputError, match="ingest.same_date: merge"):
         ingest_safe([a, b, other], *_outputs(out))
     _assert_nothing_written(out)
-    with caplog.at_level(logging.WARNING, logger="cropchain.io.sentinel2"):
+    with caplog.at_level(logging.WARNING, logger="cropchain.sources.sentinel2"):
         ingest_safe([a, b, other], *_outputs(out), same_date="merge", bands=["B04", "B08", "B11"])
     assert "2 products of the same date merged per pixel" in caplog.text and b.name in caplog.text
     assert read_dates(out / "raw_dates.txt") == ["20210601", "20210801"]

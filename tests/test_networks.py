@@ -11,14 +11,14 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from cropchain.classify import classify_tile, model_image_predictor
+from cropchain.mapping.classify import classify_tile, model_image_predictor
 from cropchain.config import load_schema
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.raster import geotiff_profile
 from cropchain.models import available, get_model, is_network, kind
 from cropchain.models.networks import TRAINING_DEFAULTS, count_parameters, feature_layout, receptive_margin
 from cropchain.nomenclature import Nomenclature
-from cropchain.train import load_model
+from cropchain.learning.train import load_model
 
 NETWORKS = ["fg_unet", "temporal_unet", "dilated_cnn", "tempcnn", "ltae"]
 BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]

@@ -1,5 +1,5 @@
-"""Parcel dataset (cropchain.parcels), parcel training / prediction / majority vote / ablation
-(cropchain.train_parcels) on small synthetic tiles with hand-made parcels."""
+"""Parcel dataset (cropchain.parcels.dataset), parcel training / prediction / majority vote / ablation
+(cropchain.parcels.train) on small synthetic tiles with hand-made parcels."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import torch
 from rasterio.transform import from_origin
 
 from cropchain.errors import InputError
-from cropchain.parcels import build_parcel_dataset, load_parcel_dataset, normalization_stats, normalize, permute_dates
-from cropchain.split import split_polygons
-from cropchain.train_parcels import (
+from cropchain.parcels.dataset import build_parcel_dataset, load_parcel_dataset, normalization_stats, normalize, permute_dates
+from cropchain.reference.split import split_polygons
+from cropchain.parcels.train import (
     ablation_table,
     holdout_mask,
     load_parcel_model,

@@ -17,7 +17,7 @@ from shapely.geometry import box
 from cropchain.errors import InputError
 from cropchain.io.raster import geotiff_profile
 from cropchain.models.networks import channel_groups
-from cropchain.patches import (IGNORE_INDEX, PatchSampler, TileSource, read_learning_polygons, select_holdout,
+from cropchain.learning.patches import (IGNORE_INDEX, PatchSampler, TileSource, read_learning_polygons, select_holdout,
                                standardization)
 
 CRS_UTM = CRS.from_epsg(32631)

@@ -1,4 +1,4 @@
-"""Presto embeddings as features computed per window (cropchain.presto_features), the presto_*
+"""Presto embeddings as features computed per window (cropchain.learning.presto_features), the presto_*
 architectures in the registry and the configuration; on a synthetic SAFE series ingested like a tile."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from cropchain.composite import clear_months, month_grid, monthly_composite_tile, scl_masked_for_kept
+from cropchain.series.composite import clear_months, month_grid, monthly_composite_tile, scl_masked_for_kept
 from cropchain.config import validate_config
 from cropchain.demo import generate_demo_products
 from cropchain.errors import ConfigError, InputError
-from cropchain.features import FEATURES_NODATA, open_features
+from cropchain.series.features import FEATURES_NODATA, open_features
 from cropchain.io.raster import read_dates
-from cropchain.io.sentinel2 import find_safe_products, ingest_safe
+from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 from cropchain.models import PRESTO_ARCHS, get_model, kind
-from cropchain.presto_features import EMBEDDING_NAMES, PrestoSpec
+from cropchain.learning.presto_features import EMBEDDING_NAMES, PrestoSpec
 
 from conftest import SHARED
 from test_config import MINIMAL

@@ -16,7 +16,7 @@ from shapely.geometry import Polygon, box
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.nomenclature import read_nomenclature
-from cropchain.reference import ReferenceSource, fuse_reference, read_mapping_csv
+from cropchain.reference.fusion import ReferenceSource, fuse_reference, read_mapping_csv
 
 # Synthetic grid: 100 x 120 px at 10 m in UTM 31N (1000 m wide, 1200 m high).
 X0, Y0 = 500000.0, 4800000.0
@@ -180,7 +180,7 @@ def test_contested_overlap_within_source_dropped(tmp_path, grid, nomenclature, c
     # the same source: nobody wins by drawing order; the contested area leaves both classes.
     geoms = [rect(0, 0, 400, 400), rect(200, 0, 600, 400), rect(450, 100, 550, 200), rect(700, 700, 900, 900), rect(800, 800, 1000, 1000)]
     src = write_source(tmp_path / "s.gpkg", ["W", "V", "M", "W", "W"], geoms)
-    with caplog.at_level(logging.WARNING, logger="cropchain.reference"):
+    with caplog.at_level(logging.WARNING, logger="cropchain.reference.fusion"):
         fused = fuse_reference([ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg")
     # The maize field lies entirely inside the vineyard: nothing left of it.
     assert fused["code"].tolist() == [1, 3, 1, 1]
@@ -231,7 +231,7 @@ def test_min_area_and_null_mapping(tmp_path, grid, nomenclature, caplog):
         [rect(0, 0, 100, 100), rect(200, 200, 205, 210), rect(400, 400, 420, 420), rect(600, 600, 700, 700)],
     )
     mapping = {**MAPPING, "hedge": None}
-    with caplog.at_level(logging.INFO, logger="cropchain.reference"):
+    with caplog.at_level(logging.INFO, logger="cropchain.reference.fusion"):
         fused = fuse_reference([ReferenceSource("s", src, "crop", mapping)], nomenclature, grid, tmp_path / "r.gpkg", min_area_m2=100.0)
     # 50 m2 dropped, 400 m2 kept, hedge dropped on purpose.
     assert fused["area_m2"].tolist() == pytest.approx([10000.0, 400.0])

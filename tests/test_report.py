@@ -10,9 +10,10 @@ import pytest
 
 import cropchain
 from cropchain.errors import InputError
-from cropchain.evaluate import confusion_metrics, name_classes, write_report
+from cropchain.assessment.evaluate import write_report
+from cropchain.metrics import confusion_metrics, name_classes
 from cropchain.nomenclature import Nomenclature
-from cropchain.report import summarize
+from cropchain.assessment.report import summarize
 
 NOM = Nomenclature(codes=(1, 2, 8), names=("wheat", "maize", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3)))
 
@@ -160,8 +161,8 @@ def test_map_page_shows_the_map_legend_accuracies_areas_and_curves(tmp_path):
 
     from matplotlib.image import imread
 
-    from cropchain.assessment import estimate, write_assessment
-    from cropchain.report import write_map_page
+    from cropchain.assessment.olofsson import estimate, write_assessment
+    from cropchain.assessment.report import write_map_page
 
     values = np.zeros((300, 400), np.uint8)
     values[:, :200] = 1

@@ -191,7 +191,7 @@ def test_probabilities_switched_on_rerun_the_inference(copy_of_demo: Path):
 def test_code_change_reruns_the_rules_that_run_it(copy_of_demo: Path, tmp_path: Path):
     """A new version of cropchain's vectorization code reruns vectorization and what follows.
 
-    The new version is a copy of this checkout with `cropchain/vectorize.py` edited: Snakemake
+    The new version is a copy of this checkout with `cropchain/mapping/vectorize.py` edited: Snakemake
     puts the Snakefile's folder first on `sys.path`, so the workflow of the copy hashes the
     copy's modules (each rule's `code` param, workflow/rules/common.smk).
     """
@@ -207,12 +207,12 @@ def test_code_change_reruns_the_rules_that_run_it(copy_of_demo: Path, tmp_path: 
     config = copy_of_demo / "config.yaml"
     assert planned_jobs(copy_of_demo, config, snakefile=snakefile) == Counter()  # same code elsewhere: nothing
 
-    module = checkout / "cropchain/vectorize.py"
+    module = checkout / "cropchain/mapping/vectorize.py"
     module.write_text(module.read_text() + "\n# a new version of the vectorization\n")
     jobs = planned_jobs(copy_of_demo, config, snakefile=snakefile)
     assert jobs["vectorize"] == 8  # 2 runs x 2 architectures x 2 tiles
     for rule in ("ingest", "gapfill", "reference", "split", "samples", "train", "classify", "evaluate"):
-        assert jobs[rule] == 0, f"{rule} does not run cropchain.vectorize: {jobs}"
+        assert jobs[rule] == 0, f"{rule} does not run cropchain.mapping.vectorize: {jobs}"
 
 
 def test_one_more_run_leaves_the_others(copy_of_demo: Path):

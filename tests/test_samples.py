@@ -18,7 +18,7 @@ from shapely.geometry import Polygon, box
 
 from cropchain.errors import InputError
 from cropchain.io.raster import geotiff_profile
-from cropchain.samples import extract_pixels
+from cropchain.learning.samples import extract_pixels
 
 H, W = 150, 130  # pixels; block=48 below gives 4 x 3 windows
 X0, Y0 = 600000.0, 4700000.0
@@ -71,7 +71,7 @@ def make_tile(folder: Path, tile: str, features=FEATURES, seed=0):
 def test_every_pixel_once_with_values(tmp_path, caplog):
     spec, labels, validity, data, gdf = make_tile(tmp_path / "A", "T31TAA")
     out = tmp_path / "run" / "pixels.parquet"
-    with caplog.at_level(logging.INFO, logger="cropchain.samples"):
+    with caplog.at_level(logging.INFO, logger="cropchain.learning.samples"):
         summary = extract_pixels([spec], out, block=48)
     df = pd.read_parquet(out)
 

@@ -9,7 +9,7 @@ import pytest
 from rasterio.windows import Window
 
 from cropchain.io.raster import block_windows
-from cropchain.smoothing import (
+from cropchain.mapping.smoothing import (
     UNCERTAINTY_NODATA,
     bayes_smooth,
     entropy_uncertainty,

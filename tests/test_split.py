@@ -12,8 +12,8 @@ import pytest
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.nomenclature import read_nomenclature
-from cropchain.reference import ReferenceSource, fuse_reference, read_mapping_csv
-from cropchain.split import n_learning, split_polygons
+from cropchain.reference.fusion import ReferenceSource, fuse_reference, read_mapping_csv
+from cropchain.reference.split import n_learning, split_polygons
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_reproducible_and_differs_by_run_and_tile(tmp_path, reference_gpkg):
 
 
 def test_single_polygon_class_warned(tmp_path, reference_gpkg, caplog):
-    with caplog.at_level(logging.INFO, logger="cropchain.split"):
+    with caplog.at_level(logging.INFO, logger="cropchain.reference.split"):
         split = split_polygons(reference_gpkg, tmp_path / "s.gpkg", seed=1, run=0, tile="T31TEJ")
     cereals = split[split["name"] == "unspecified_season_unspecified_cereals"]
     assert len(cereals) == 1 and cereals["split"].iloc[0] == "learn"

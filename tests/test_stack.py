@@ -1,4 +1,4 @@
-"""GeoTIFF stacks as a tile source (cropchain.io.stack): per-date files and OTB's single multi-band file."""
+"""GeoTIFF stacks as a tile source (cropchain.sources.stack): per-date files and OTB's single multi-band file."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import rasterio
 from affine import Affine
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.features import compute_features
-from cropchain.gapfill import gapfill_tile
+from cropchain.series.features import compute_features
+from cropchain.series.gapfill import gapfill_tile
 from cropchain.io.raster import read_dates
-from cropchain.io.sentinel2 import RAW_NODATA, ingest_safe
-from cropchain.io.stack import StackDate, find_stack_files, ingest_stack, ingest_stack_file, parse_file_date
+from cropchain.sources.sentinel2 import RAW_NODATA, ingest_safe
+from cropchain.sources.stack import StackDate, find_stack_files, ingest_stack, ingest_stack_file, parse_file_date
 
 CRS = "EPSG:32631"
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 4800000.0)
@@ -121,7 +121,7 @@ def test_single_ndvi_band_through_gapfill_and_features(tmp_path, caplog):
     out = tmp_path / "gf"
     gapfill_tile(*_outputs(tmp_path / "raw"), out / "gapfilled.tif", out / "dates.txt", out / "validity.tif",
                  start="2021-03-04", end="2021-07-12", step_days=10)
-    with caplog.at_level(logging.WARNING, logger="cropchain.features"):
+    with caplog.at_level(logging.WARNING, logger="cropchain.series.features"):
         names = compute_features(out / "gapfilled.tif", out / "dates.txt", out / "features.tif", bands=["NDVI"],
                                  indices=("NDVI", "NDWI", "brightness"))
     skipped = [r.getMessage() for r in caplog.records if "skipping index" in r.getMessage()]

@@ -1,4 +1,4 @@
-"""Theia / MAJA L2A ingest (cropchain.io.theia) on products the demo generator writes in Theia's layout."""
+"""Theia / MAJA L2A ingest (cropchain.sources.theia) on products the demo generator writes in Theia's layout."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import rasterio
 from cropchain.demo import generate_demo_products, generate_demo_theia_products
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.raster import read_dates
-from cropchain.io.sentinel2 import RAW_NODATA, SENTINEL2_BANDS, find_safe_products, ingest_safe
-from cropchain.io.theia import THEIA_NODATA, find_theia_products, ingest_theia, read_theia_product
+from cropchain.sources.sentinel2 import RAW_NODATA, SENTINEL2_BANDS, find_safe_products, ingest_safe
+from cropchain.sources.theia import THEIA_NODATA, find_theia_products, ingest_theia, read_theia_product
 
 TILE = "T31TXA"
 W, H = 48, 38          # odd 20 m sizes on purpose: 24 x 19

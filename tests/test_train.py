@@ -10,7 +10,7 @@ import pytest
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.models import available, get_model
-from cropchain.train import load_model, train_model
+from cropchain.learning.train import load_model, train_model
 
 
 def _pixels(tmp_path, n=600, seed=0):

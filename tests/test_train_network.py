@@ -10,11 +10,11 @@ import rasterio
 import rasterio.features
 import torch
 
-from cropchain.classify import classify_tile
+from cropchain.mapping.classify import classify_tile
 from cropchain.errors import ConfigError, InputError
-from cropchain.patches import IGNORE_INDEX
-from cropchain.train import load_model, train_model
-from cropchain.train_network import masked_cross_entropy, train_network
+from cropchain.learning.patches import IGNORE_INDEX
+from cropchain.learning.train import load_model, train_model
+from cropchain.learning.train_network import masked_cross_entropy, train_network
 from test_patches import parcel_layout, write_tile
 
 from cropchain.nomenclature import Nomenclature

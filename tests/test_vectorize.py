@@ -16,7 +16,7 @@ from scipy import ndimage
 from cropchain.errors import InputError
 from cropchain.io.raster import geotiff_profile
 from cropchain.nomenclature import Nomenclature
-from cropchain.vectorize import majority_filter, vectorize_map
+from cropchain.mapping.vectorize import majority_filter, vectorize_map
 
 CODES = (1, 4, 9)
 NOM = Nomenclature(codes=CODES, names=("wheat", "rapeseed", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3)))

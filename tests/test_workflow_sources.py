@@ -11,10 +11,10 @@ import rasterio
 import yaml
 
 from conftest import absolute_config, snakemake, write_config
-from cropchain.composite import scl_masked_for_kept
+from cropchain.series.composite import scl_masked_for_kept
 from cropchain.demo import demo_origin, generate_demo_products, generate_demo_theia_products
 from cropchain.io.raster import read_dates
-from cropchain.io.sentinel2 import find_safe_products, ingest_safe
+from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 
 pytestmark = pytest.mark.e2e
 

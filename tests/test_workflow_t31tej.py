@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 from conftest import absolute_config, snakemake
-from cropchain.features import FeatureSpec
+from cropchain.series.features import FeatureSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 

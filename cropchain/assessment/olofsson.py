@@ -24,7 +24,7 @@ Two steps, each a rule of ``workflow/rules/assessment.smk``:
    ``1.96 x SE``, eq. 11) beside the mapped (pixel-counting) area.
 
 Conventions: error matrices here have **rows = map class, columns = reference class**, as in
-the paper (the evaluation reports of :mod:`cropchain.evaluate` use the transpose). Areas are in
+the paper (the evaluation reports of :mod:`cropchain.assessment.evaluate` use the transpose). Areas are in
 hectares; accuracies are fractions 0-1; every ``ci95`` is the half-width of the 95% interval
 (estimate +- ci95).
 """
@@ -50,7 +50,7 @@ from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, open_raster
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
-from cropchain.split import VALIDATION, read_split
+from cropchain.reference.split import VALIDATION, read_split
 
 log = logging.getLogger(__name__)
 
@@ -659,10 +659,10 @@ def validation_sample(
 
 
 def write_assessment(result: Mapping[str, Any], out_json: str | os.PathLike, out_csv: str | os.PathLike | None = None) -> None:
-    """Write an assessment as JSON (:func:`cropchain.evaluate.json_ready`) and, optionally, a CSV
+    """Write an assessment as JSON (:func:`cropchain.metrics.json_ready`) and, optionally, a CSV
     table with one row per class: mapped_ha, estimated_ha, ci95_ha, user's and producer's
     accuracies with their ci95. Both written atomically."""
-    from cropchain.evaluate import json_ready
+    from cropchain.metrics import json_ready
 
     write_text_atomic(out_json, json.dumps(json_ready(dict(result)), indent=2) + "\n")
     if out_csv is not None:

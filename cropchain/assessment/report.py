@@ -12,7 +12,7 @@ architecture pools its tiles run by run: the confusion matrices of the tiles of 
 summed and the metrics recomputed (pixel-weighted, as if the tiles were one map), then
 averaged over runs.
 
-Every macro F-score is :func:`cropchain.evaluate.macro_f1`'s: the mean F-score of the classes
+Every macro F-score is :func:`cropchain.metrics.macro_f1`'s: the mean F-score of the classes
 that have validation pixels (``macro_f1_classes`` of each report); the pixels mapped to
 classes without validation pixels are summed apart (``commission_unvalidated_share``).
 """
@@ -38,7 +38,7 @@ from rasterio.enums import Resampling
 
 import cropchain
 from cropchain.errors import InputError
-from cropchain.evaluate import MACRO_F1_DEFINITION, metrics_from_matrix
+from cropchain.metrics import MACRO_F1_DEFINITION, metrics_from_matrix
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import open_raster
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
@@ -91,7 +91,7 @@ def summarize(
 
     Parameters
     ----------
-    report_jsons : report JSONs written by :func:`cropchain.evaluate.write_report`.
+    report_jsons : report JSONs written by :func:`cropchain.assessment.evaluate.write_report`.
     out_csv : summary table (one row per architecture and tile, plus tile ``"all"``).
     out_html : standalone HTML page: bar chart of the metrics per architecture (tiles pooled,
         mean ± std over runs; embedded as a ``data:`` URI), metric table (``mean ± std``;
@@ -467,8 +467,8 @@ def write_map_page(
     Parameters
     ----------
     classification : the tile's class map (``{tile}_classification.tif``); its mapped areas
-        are counted by pixels (:func:`cropchain.assessment.class_pixel_counts`).
-    report_json : its accuracy report (:func:`cropchain.evaluate.write_report`).
+        are counted by pixels (:func:`cropchain.assessment.olofsson.class_pixel_counts`).
+    report_json : its accuracy report (:func:`cropchain.assessment.evaluate.write_report`).
     confusion_png : the confusion-matrix heat map written with the report.
     nomenclature : :class:`~cropchain.nomenclature.Nomenclature` or path of its CSV.
     out_html : the page, self-contained (images embedded as ``data:`` URIs, so it can be
@@ -479,7 +479,7 @@ def write_map_page(
         matrix; the training curves of a network; links to the map products beside the
         classification and to the summary.
     out_quicklook : the quicklook PNG (:func:`write_quicklook`), also a file of its own.
-    areas_json : the map's assessment (:func:`cropchain.assessment.write_assessment`).
+    areas_json : the map's assessment (:func:`cropchain.assessment.olofsson.write_assessment`).
     curves_png : training curves of a network (``training_curves.png``).
     summary_html : the summary page, linked (relative link) from this page.
 
@@ -488,7 +488,7 @@ def write_map_page(
     InputError
         a missing or invalid input (report, images, map, assessment).
     """
-    from cropchain.assessment import class_pixel_counts
+    from cropchain.assessment.olofsson import class_pixel_counts
 
     nomenclature = nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
     classification, out_html = Path(classification), Path(out_html)

@@ -53,10 +53,10 @@ from affine import Affine
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.features import FeatureSpec, features_path, open_features
+from cropchain.series.features import FeatureSpec, features_path, open_features
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.models.mask_rcnn import MODEL_DEFAULTS, build_mask_rcnn, count_parameters, set_input_size
-from cropchain.split import read_split
+from cropchain.reference.split import read_split
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class TileImage:
 
 def read_variant(features: FeatureSpec | str | os.PathLike, variant: str, date: str | None) -> TileImage:
     """Read the channels of ``variant`` from the tile's features (whole tile, float32
-    ``C x H x W x 4`` bytes): a :class:`~cropchain.features.FeatureSpec` (computed from the
+    ``C x H x W x 4`` bytes): a :class:`~cropchain.series.features.FeatureSpec` (computed from the
     gap-filled series) or a feature GeoTIFF.
 
     Raises
@@ -320,7 +320,7 @@ def train_delineation(
 
     Parameters
     ----------
-    features : the features of each tile (:class:`~cropchain.features.FeatureSpec`, or a feature GeoTIFF).
+    features : the features of each tile (:class:`~cropchain.series.features.FeatureSpec`, or a feature GeoTIFF).
     splits : the run's ``split.gpkg`` of each tile, same order.
     variant : input variant (:data:`VARIANTS`).
     settings : the variant's config section (``date``, training and model overrides).
@@ -616,7 +616,7 @@ def predict_delineation(
     Parameters
     ----------
     model_dir : folder with ``model.pt`` and ``model.json`` (:func:`train_delineation`).
-    features : the tile's features (:class:`~cropchain.features.FeatureSpec`, or a feature GeoTIFF).
+    features : the tile's features (:class:`~cropchain.series.features.FeatureSpec`, or a feature GeoTIFF).
     out_gpkg : output GeoPackage, layer ``fields`` (``score``, ``area_ha``, ``n_pieces``),
         sorted by decreasing score; written atomically.
     settings : ``delineation.inference`` (over :data:`INFERENCE_DEFAULTS`).

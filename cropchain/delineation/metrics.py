@@ -270,8 +270,8 @@ def evaluate_instances(
     name : the delineation variant or baseline name (report key ``architecture``).
     kind : ``mask_rcnn`` or ``vectorized_map`` (the baseline).
     """
-    from cropchain.delineation import VALIDATION
-    from cropchain.split import read_split
+    from cropchain.delineation.fields import VALIDATION
+    from cropchain.reference.split import read_split
 
     pred = read_predictions(predictions)
     targets = read_split(split, VALIDATION)
@@ -345,7 +345,7 @@ def summarize_delineation(reports: Sequence[str | os.PathLike], metrics: Sequenc
         out.to_csv(tmp, index=False, float_format="%.4f")
     html = ["<html><head><meta charset='utf-8'><title>Field delineation</title></head><body>",
             "<h1>Field delineation: Mask R-CNN and vectorized pixel maps</h1>",
-            "<p>Instance scores against the validation parcels (RC matching, cropchain.instance_metrics); "
+            "<p>Instance scores against the validation parcels (RC matching, cropchain.delineation.metrics); "
             "mean &plusmn; standard deviation over runs.</p><table border='1' cellspacing='0' cellpadding='3'>",
             "<tr><th>architecture</th><th>tile</th><th>thresholds</th>"
             + "".join(f"<th>{m.replace('_', ' ')}</th>" for m in SUMMARY_METRICS) + "<th>runs</th><th>training time (s)</th></tr>"]

@@ -1,1 +1,1 @@
-"""Input/output: Sentinel-2 readers, GeoTIFF writing, atomic outputs."""
+"""Low-level input/output shared by every stage: windowed raster reading (``raster``), atomic outputs (``atomic``) and the published map products (``products``: COG, raster attribute table, QGIS style)."""

@@ -34,15 +34,15 @@ from rasterio.features import rasterize
 from rasterio.windows import Window, from_bounds
 
 from cropchain.errors import InputError
-from cropchain.features import FeatureSpec, features_path, open_features
+from cropchain.series.features import FeatureSpec, features_path, open_features
 from cropchain.io.raster import block_windows, open_raster
-from cropchain.split import LEARN, VALIDATION
+from cropchain.reference.split import LEARN, VALIDATION
 
 log = logging.getLogger(__name__)
 
 #: label of pixels the loss ignores (PyTorch's default ``ignore_index``)
 IGNORE_INDEX = -100
-#: nodata of the features (:data:`cropchain.features.FEATURES_NODATA`)
+#: nodata of the features (:data:`cropchain.series.features.FEATURES_NODATA`)
 FEATURES_NODATA = -9999.0
 _READ_BLOCK = 256
 
@@ -154,12 +154,12 @@ class TileSource:
         """Rasterize the learning polygons on the feature grid and cache the labelled area.
 
         Polygons are burnt like the pixel samples (pixel centre inside,
-        :mod:`cropchain.samples`); pixels without any clear date (``validity == 0``) carry
+        :mod:`cropchain.learning.samples`); pixels without any clear date (``validity == 0``) carry
         no label.
 
         Parameters
         ----------
-        features, validity : the tile's features (a :class:`~cropchain.features.FeatureSpec`
+        features, validity : the tile's features (a :class:`~cropchain.series.features.FeatureSpec`
             computed from the gap-filled series, or a float32 ``[F, H, W]`` GeoTIFF with band
             descriptions = feature names) and ``validity.tif`` of the tile, same grid.
         polygons : learning polygons of the tile (:func:`read_learning_polygons`, in the

@@ -3,9 +3,9 @@
 The Presto architectures (``presto_rf``, ``presto_xgboost``: a forest or gradient boosting
 head on the 128-d embeddings, the WorldCereal recipe) read their features through
 :class:`PrestoFeatures`, a source with the interface of
-:class:`cropchain.features.FeatureRaster` (``descriptions``, grid attributes, ``read(window)``,
-``read_pixels``): :mod:`cropchain.samples` extracts the learning pixels' embeddings and
-:func:`cropchain.classify.classify_tile` maps the tile (margin 0) unchanged. Embeddings are
+:class:`cropchain.series.features.FeatureRaster` (``descriptions``, grid attributes, ``read(window)``,
+``read_pixels``): :mod:`cropchain.learning.samples` extracts the learning pixels' embeddings and
+:func:`cropchain.mapping.classify.classify_tile` maps the tile (margin 0) unchanged. Embeddings are
 not written for a tile (128 float32 per pixel: 61 GB for a 10980 x 10980 tile).
 
 For a window the features are computed from the tile's *raw* series (``raw.tif``,
@@ -13,14 +13,14 @@ For a window the features are computed from the tile's *raw* series (``raw.tif``
 other architectures:
 
 1. monthly median composites of the clear observations
-   (:func:`cropchain.composite.composite_series`, the ``monthly_median`` step's function) over
+   (:func:`cropchain.series.composite.composite_series`, the ``monthly_median`` step's function) over
    ``months`` months (12 by default, as in Presto's pre-training) starting with the month of
    ``start``;
 2. months without a clear observation at a pixel are masked
-   (:func:`cropchain.composite.clear_months`): Presto does not see the filled values;
+   (:func:`cropchain.series.composite.clear_months`): Presto does not see the filled values;
 3. latitude / longitude of each pixel centre from the tile's geotransform;
 4. :func:`cropchain.models.presto.embed_series` -> float32 ``[128]`` per pixel, named
-   ``presto_000`` ... ``presto_127``; :data:`cropchain.features.FEATURES_NODATA` (-9999) where
+   ``presto_000`` ... ``presto_127``; :data:`cropchain.series.features.FEATURES_NODATA` (-9999) where
    the pixel has no clear observation in the months.
 """
 
@@ -37,10 +37,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from cropchain.composite import clear_months, composite_series, month_grid
+from cropchain.series.composite import clear_months, composite_series, month_grid
 from cropchain.errors import ConfigError, InputError
-from cropchain.features import FEATURES_NODATA
-from cropchain.gapfill import GAPFILLED_NODATA, check_inputs, parse_date, to_int16
+from cropchain.series.features import FEATURES_NODATA
+from cropchain.series.gapfill import GAPFILLED_NODATA, check_inputs, parse_date, to_int16
 from cropchain.io.raster import geotiff_profile, open_raster
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ EMBEDDING_NAMES = tuple(f"presto_{i:03d}" for i in range(128))
 @dataclass(frozen=True)
 class PrestoSpec:
     """What defines the Presto features of a tile (the counterpart of
-    :class:`cropchain.features.FeatureSpec`); :meth:`open` gives a :class:`PrestoFeatures`.
+    :class:`cropchain.series.features.FeatureSpec`); :meth:`open` gives a :class:`PrestoFeatures`.
 
     Parameters
     ----------
@@ -97,7 +97,7 @@ class PrestoFeatures:
     """The 128 Presto embeddings of a tile, computed window by window from its raw series.
 
     A read-only, rasterio-like view with the interface of
-    :class:`cropchain.features.FeatureRaster` (``descriptions`` = :data:`EMBEDDING_NAMES`,
+    :class:`cropchain.series.features.FeatureRaster` (``descriptions`` = :data:`EMBEDDING_NAMES`,
     ``count``, ``height``, ``width``, ``transform``, ``crs``, ``profile``, :meth:`read`,
     :meth:`read_pixels`, context manager). The encoder is loaded once (weights checked against
     their sha256) on the device of ``spec.device``.
@@ -105,7 +105,7 @@ class PrestoFeatures:
     Raises
     ------
     InputError
-        raw series, mask or dates inconsistent (:func:`cropchain.gapfill.check_inputs`), a band
+        raw series, mask or dates inconsistent (:func:`cropchain.series.gapfill.check_inputs`), a band
         Presto reads missing from the series, no raw date in the months, weights missing or
         with another sha256 (:func:`cropchain.models.presto.load_presto`).
     ConfigError

@@ -5,13 +5,13 @@ iota2's sample extraction (``PolygonClassStatistics`` / ``SampleSelection`` /
 inside the polygon, i.e. ``all_touched=False``), and the feature vector of every
 learning pixel that has at least one clear date (after the per-class cap) is written to a
 table. Features are computed from the gap-filled series at those pixels only
-(:class:`cropchain.features.FeatureRaster`); validation pixels are not stored, since the
-maps are evaluated against the validation polygons themselves (:mod:`cropchain.evaluate`).
+(:class:`cropchain.series.features.FeatureRaster`); validation pixels are not stored, since the
+maps are evaluated against the validation polygons themselves (:mod:`cropchain.assessment.evaluate`).
 Work is streamed by windows: memory is bounded by the window size, not the tile.
 
 Output: a Parquet table (pyarrow) with columns ``tile``, ``polygon_id``, ``code``,
 ``split``, ``row``, ``col``, ``validity`` and one float32 column per feature (named by
-the feature names, :func:`cropchain.features.feature_names`).
+the feature names, :func:`cropchain.series.features.feature_names`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from shapely import box
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.features import FeatureSpec, features_path, open_features, read_feature_pixels
+from cropchain.series.features import FeatureSpec, features_path, open_features, read_feature_pixels
 from cropchain.io.atomic import atomic_output
 from cropchain.io.raster import block_windows, open_raster
-from cropchain.split import LEARN, VALIDATION
+from cropchain.reference.split import LEARN, VALIDATION
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +203,15 @@ def extract_pixels(
     source overlap); pixels with validity 0 (no clear date) are dropped. The learning
     pixels (after the cap) are written with their features, computed at those pixels
     only; validation pixels are counted in the summary but not written (the maps are
-    evaluated against the validation polygons, :mod:`cropchain.evaluate`).
+    evaluated against the validation polygons, :mod:`cropchain.assessment.evaluate`).
 
     Parameters
     ----------
     tiles : one dict per tile with keys ``tile`` (name), ``features`` (a
-        :class:`~cropchain.features.FeatureSpec`, the chain's way, or a float32 feature
+        :class:`~cropchain.series.features.FeatureSpec`, the chain's way, or a float32 feature
         GeoTIFF with band descriptions = feature names; same names and order on every tile),
         ``validity`` (number of clear dates per pixel, same grid) and ``split``
-        (GeoPackage layer ``split`` of :func:`cropchain.split.split_polygons`).
+        (GeoPackage layer ``split`` of :func:`cropchain.reference.split.split_polygons`).
     out_parquet : output Parquet file, written atomically.
     max_learn_pixels_per_class : keep at most this many learning pixels per class over
         all tiles, drawn at random (seeded); validation pixels are never capped.

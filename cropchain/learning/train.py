@@ -1,6 +1,6 @@
 """Training of pixel classifiers on the learning pixels of a run.
 
-Reads ``runs/{run}/pixels.parquet`` (see :mod:`cropchain.samples`), keeps the rows of
+Reads ``runs/{run}/pixels.parquet`` (see :mod:`cropchain.learning.samples`), keeps the rows of
 the learning split only (validation polygons never reach a model), fits the
 architecture built by :func:`cropchain.models.get_model`, and saves beside the
 weights the metadata needed to reload and explain the model (BreizhCrops/utae-paps
@@ -90,7 +90,7 @@ def train_model(
     """
     out_dir = Path(out_dir)
     if is_network(architecture):
-        raise ConfigError(f"architectures.{architecture}: a network is trained on patches by cropchain.train_network.train_network")
+        raise ConfigError(f"architectures.{architecture}: a network is trained on patches by cropchain.learning.train_network.train_network")
     X, y, names = load_learning_pixels(pixels)
     codes, counts = np.unique(y, return_counts=True)
     log.info("training %s on %d learning pixels, %d features, classes %s", architecture, len(y), len(names),
@@ -125,7 +125,7 @@ def train_model(
 
 
 def load_model(model_dir: str | os.PathLike, *, threads: int = 1) -> Any:
-    """Reload a model saved by :func:`train_model` or :func:`cropchain.train_network.train_network`,
+    """Reload a model saved by :func:`train_model` or :func:`cropchain.learning.train_network.train_network`,
     with ``threads`` CPU threads for prediction.
 
     Dispatches on ``model.json``: a network (``"kind": "network"``) is read from

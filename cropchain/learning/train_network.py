@@ -3,7 +3,7 @@
 As in Stoian et al. (Remote Sensing 2019) and Poulain et al. (ESA Phi-week 2018):
 
 - 64 x 64 patches are drawn on the fly from the gap-filled features of every tile, the
-  class of each patch first, so that rare classes are seen (:mod:`cropchain.patches`);
+  class of each patch first, so that rare classes are seen (:mod:`cropchain.learning.patches`);
 - labels are sparse: only the pixels of the run's learning polygons carry a class; every
   other pixel, the validation polygons included, is ignored by the loss;
 - the loss is the categorical cross-entropy weighted by class, weight = (frequency of
@@ -42,13 +42,13 @@ from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.evaluate import macro_f1
-from cropchain.features import FeatureSpec, features_path, open_features
+from cropchain.metrics import macro_f1
+from cropchain.series.features import FeatureSpec, features_path, open_features
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import open_raster
 from cropchain.models import get_model, is_network
 from cropchain.models.networks import WEIGHTS_FILE, NetworkClassifier, channel_groups, library_versions
-from cropchain.patches import IGNORE_INDEX, PatchSampler, TileSource, read_learning_polygons, select_holdout, standardization
+from cropchain.learning.patches import IGNORE_INDEX, PatchSampler, TileSource, read_learning_polygons, select_holdout, standardization
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: tor
     Parameters
     ----------
     logits : float32 ``[B, K, H, W]`` (or ``[N, K]``).
-    target : int64 ``[B, H, W]`` (or ``[N]``) class indices; :data:`~cropchain.patches.IGNORE_INDEX`
+    target : int64 ``[B, H, W]`` (or ``[N]``) class indices; :data:`~cropchain.learning.patches.IGNORE_INDEX`
         pixels contribute nothing, neither to the loss nor to its gradient.
     weight : float32 ``[K]`` class weights, or None.
 
@@ -143,7 +143,7 @@ def train_network(
 
     Parameters
     ----------
-    features, validity, splits : per tile (same order): the features (:class:`~cropchain.features.FeatureSpec`, float32
+    features, validity, splits : per tile (same order): the features (:class:`~cropchain.series.features.FeatureSpec`, float32
         ``[F, H, W]``, reflectance 0-1 and indices, nodata -9999, band descriptions =
         feature names, identical for all tiles), ``validity.tif`` (clear dates per pixel;
         0 = nodata) and the run's ``split.gpkg`` (columns ``code``, ``split``).
@@ -172,7 +172,7 @@ def train_network(
         unreadable inputs, features that differ between tiles, no learning pixel.
     """
     if not is_network(architecture):
-        raise ConfigError(f"architectures.{architecture}: not a network; train it with cropchain.train.train_model")
+        raise ConfigError(f"architectures.{architecture}: not a network; train it with cropchain.learning.train.train_model")
     if not (len(features) == len(validity) == len(splits)) or not features:
         raise ValueError("features, validity and splits must list the same tiles (at least one)")
     tiles = list(tiles) if tiles is not None else [f"tile{i}" for i in range(len(features))]

@@ -1,7 +1,7 @@
 """Tiled inference: a fitted model + the tile's features -> classification and confidence maps.
 
 Features are computed window by window from the gap-filled series
-(:class:`cropchain.features.FeatureRaster`), never stored.
+(:class:`cropchain.series.features.FeatureRaster`), never stored.
 
 The tile is processed as a grid of *core* windows (``window`` x ``window`` px). Each core
 is read extended by ``overlap`` px on every side, **clipped at the tile border** (no
@@ -16,7 +16,7 @@ Orfeo ToolBox's streaming ``ImageClassifier`` and of iota2's tiled inference).
 Probabilities, uncertainty, smoothing
 -------------------------------------
 The same pass can write the class probabilities (one uint8 band per nomenclature class,
-percent) and an uncertainty raster (margin and/or entropy, :mod:`cropchain.smoothing`),
+percent) and an uncertainty raster (margin and/or entropy, :mod:`cropchain.mapping.smoothing`),
 and can smooth the probabilities before labelling (Bayesian smoothing of Camara et al.
 2024, sits' ``sits_smooth``). The smoother needs ``window_size // 2`` px of probabilities
 around each core, which need the predictor's context around them: each core is read with
@@ -58,18 +58,18 @@ from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.features import FeatureSpec, features_path, open_features
+from cropchain.series.features import FeatureSpec, features_path, open_features
 from cropchain.io.atomic import scratch_path, write_text_atomic
 from cropchain.io.products import style_paths, write_class_map_cog, write_cog
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
-from cropchain.smoothing import UNCERTAINTY_NODATA, bayes_smooth, entropy_uncertainty, margin_uncertainty, smoothing_margin
+from cropchain.mapping.smoothing import UNCERTAINTY_NODATA, bayes_smooth, entropy_uncertainty, margin_uncertainty, smoothing_margin
 
 log = logging.getLogger(__name__)
 
 CONFIDENCE_NODATA = 255
 PROBABILITY_NODATA = 255
-#: uncertainty measures of ``{tile}_uncertainty.tif`` (cropchain.smoothing)
+#: uncertainty measures of ``{tile}_uncertainty.tif`` (cropchain.mapping.smoothing)
 UNCERTAINTY_MEASURES = {"margin": margin_uncertainty, "entropy": entropy_uncertainty}
 #: parameters of the Bayesian smoothing (sits_smooth's defaults)
 SMOOTHING_DEFAULTS = {"window_size": 9, "smoothness": 20.0, "neigh_fraction": 0.5}
@@ -146,7 +146,7 @@ def _check_features(src: Any, path: Path, model: Any) -> None:
     """Feature names of the tile (band descriptions) must be the model's feature names, in order."""
     names = list(getattr(model, "feature_names", None) or [])
     if not names:
-        raise InputError("model", "the model has no `feature_names`", "retrain it with cropchain.train, which records them")
+        raise InputError("model", "the model has no `feature_names`", "retrain it with cropchain.learning.train, which records them")
     bands = [d or "" for d in src.descriptions]
     if bands == names:
         return
@@ -209,7 +209,7 @@ def classify_tile(
 
     Parameters
     ----------
-    features : the tile's features: a :class:`~cropchain.features.FeatureSpec` (computed per
+    features : the tile's features: a :class:`~cropchain.series.features.FeatureSpec` (computed per
         window from ``gapfilled.tif``, the chain's way) or a float32 feature GeoTIFF
         ``[F, H, W]`` (band descriptions = feature names, nodata -9999).
     validity : ``validity.tif`` (uint8/uint16 ``[H, W]``, number of clear dates per pixel,
@@ -227,7 +227,7 @@ def classify_tile(
     window : core window size in px. Memory is bounded by about two copies of
         ``(window + 2 (overlap + s))^2 * F`` float32 values (the block and its pixel-major
         copy, ``s`` the smoothing margin, 0 without smoothing) plus the ``K`` probabilities
-        of that block and :func:`~cropchain.smoothing.bayes_smooth`'s chunk buffers, plus
+        of that block and :func:`~cropchain.mapping.smoothing.bayes_smooth`'s chunk buffers, plus
         GDAL's block cache (``GDAL_CACHEMAX``, 5 % of RAM by default).
     overlap : margin in px read around each core window (clipped at the tile border),
         predicted and then cropped; must be >= the predictor's ``margin``.
@@ -245,13 +245,13 @@ def classify_tile(
     out_uncertainty : optional Cloud Optimized GeoTIFF uint8 ``[len(uncertainty), H, W]``,
         one band per measure of ``uncertainty`` (band description = the measure), 0-100
         (100 = most uncertain), nodata 255, overviews by average
-        (:func:`~cropchain.smoothing.margin_uncertainty`,
-        :func:`~cropchain.smoothing.entropy_uncertainty`; from the same, possibly smoothed,
+        (:func:`~cropchain.mapping.smoothing.margin_uncertainty`,
+        :func:`~cropchain.mapping.smoothing.entropy_uncertainty`; from the same, possibly smoothed,
         probabilities as the labels).
     uncertainty : the measures of ``out_uncertainty``: ``"margin"`` (``1 - (p1 - p2)``)
         and/or ``"entropy"`` (Shannon entropy / log K).
     smoothing : optional Bayesian smoothing of the probabilities before labelling
-        (Camara et al. 2024, :func:`cropchain.smoothing.bayes_smooth`): a mapping with
+        (Camara et al. 2024, :func:`cropchain.mapping.smoothing.bayes_smooth`): a mapping with
         ``window_size`` (odd, default 9), ``smoothness`` (default 20; a number, or one
         value per nomenclature class in its order) and ``neigh_fraction`` (default 0.5).
         Each core is read with ``overlap + window_size // 2`` px of context, so that the

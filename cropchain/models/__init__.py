@@ -4,29 +4,29 @@ A *pixel classifier* is any object with
 
 - ``classes_``: ``np.ndarray`` of int class codes (nomenclature codes), shape ``[K]``;
 - ``feature_names``: list of the ``F`` feature names it was trained on (the band
-  names of the tile's features (:func:`cropchain.features.feature_names`), e.g. ``"20180123_B02"``, ``"20180123_NDVI"``);
+  names of the tile's features (:func:`cropchain.series.features.feature_names`), e.g. ``"20180123_B02"``, ``"20180123_NDVI"``);
 - ``predict_proba(X)``: ``X`` float32 ``[N, F]`` -> float32 ``[N, K]`` class probabilities,
   columns in the order of ``classes_``.
 
 A *spatial* model (a CNN looking at neighbours) has instead
 ``predict_proba_image(block)``: float32 ``[F, H, W]`` -> float32 ``[K, H, W]``, and an
 integer ``margin`` (receptive-field half-width, px) and ``alignment`` (px multiple that
-window offsets must keep); :func:`cropchain.classify.classify_tile` uses them.
+window offsets must keep); :func:`cropchain.mapping.classify.classify_tile` uses them.
 
 Two kinds of architectures are registered:
 
 - ``"pixel"``: :func:`get_model` returns an untrained scikit-learn-like classifier that
-  :func:`cropchain.train.train_model` fits on the pixel table (``rf``, ``xgboost``);
+  :func:`cropchain.learning.train.train_model` fits on the pixel table (``rf``, ``xgboost``);
 - ``"network"``: :func:`get_model` returns an untrained
   :class:`~cropchain.models.networks.NetworkClassifier` that
-  :func:`cropchain.train_network.train_network` trains on patches of the feature rasters
+  :func:`cropchain.learning.train_network.train_network` trains on patches of the feature rasters
   (``fg_unet``, ``temporal_unet``, ``dilated_cnn``, ``tempcnn``, ``ltae``).
 
 ``presto_rf`` and ``presto_xgboost`` are pixel classifiers whose features are the 128 Presto
-embeddings (:mod:`cropchain.presto_features`) rather than the spectral features.
+embeddings (:mod:`cropchain.learning.presto_features`) rather than the spectral features.
 
 Built-in modules are imported only when their architecture is asked for, so that a
-random forest never pays PyTorch's import. :func:`cropchain.train.load_model` reloads
+random forest never pays PyTorch's import. :func:`cropchain.learning.train.load_model` reloads
 either kind from its folder.
 """
 
@@ -47,7 +47,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "dilated_cnn": ("dilated_cnn", "network"),
     "tempcnn": ("tempcnn", "network"),
     "ltae": ("ltae", "network"),
-    # heads on Presto embeddings (cropchain.presto_features): pixel classifiers whose features
+    # heads on Presto embeddings (cropchain.learning.presto_features): pixel classifiers whose features
     # are the 128 embeddings instead of the spectral features
     "presto_rf": ("presto_heads", "pixel"),
     "presto_xgboost": ("presto_heads", "pixel"),

@@ -20,7 +20,7 @@ Inputs are standardized per channel: the mean and standard deviation of a band o
 are pooled over its dates (the features ``YYYYMMDD_<channel>``), so that a time series
 keeps its shape; nodata (-9999) becomes 0, the mean of the learning set.
 
-Training is in :mod:`cropchain.train_network`; this module only builds, runs, saves and
+Training is in :mod:`cropchain.learning.train_network`; this module only builds, runs, saves and
 reloads networks.
 """
 
@@ -48,7 +48,7 @@ from cropchain.io.atomic import atomic_output, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-#: nodata of the features (:data:`cropchain.features.FEATURES_NODATA`)
+#: nodata of the features (:data:`cropchain.series.features.FEATURES_NODATA`)
 FEATURES_NODATA = -9999.0
 #: file of the weights, normalization and metadata of a saved network
 WEIGHTS_FILE = "model.pt"
@@ -57,7 +57,7 @@ FORMAT = "cropchain-network/1"
 #: pixels per strip of a pixel-wise network's image prediction
 STRIP_PIXELS = 8192
 
-#: Training hyper-parameters shared by every network (:mod:`cropchain.train_network`);
+#: Training hyper-parameters shared by every network (:mod:`cropchain.learning.train_network`);
 #: an architecture file may override them (``TRAIN_DEFAULTS``).
 TRAINING_DEFAULTS: dict[str, Any] = {
     "epochs": 30,  # maximum number of epochs
@@ -124,7 +124,7 @@ def feature_layout(feature_names: Sequence[str]) -> TemporalLayout:
         m = _DATED.match(name)
         if not m:
             raise InputError("features", f"feature {name!r} is not named YYYYMMDD_<band or index>",
-                             "use the features computed by cropchain.features (a temporal network needs dated features)")
+                             "use the features computed by cropchain.series.features (a temporal network needs dated features)")
         date, channel = m.groups()
         cells[(date, channel)] = i
         if channel not in channels:
@@ -387,7 +387,7 @@ class NetworkClassifier:
 
     Built untrained by :func:`cropchain.models.get_model`; :meth:`initialize` creates the
     module once the features, classes and normalization are known
-    (:func:`cropchain.train_network.train_network` does it), :meth:`save` /
+    (:func:`cropchain.learning.train_network.train_network` does it), :meth:`save` /
     :meth:`load` write and read ``model.pt``.
 
     Attributes
@@ -395,7 +395,7 @@ class NetworkClassifier:
     architecture : registry name.
     hyperparameters : every hyper-parameter (architecture and training), defaults filled.
     classes_ : int64 ``[K]`` nomenclature codes, in the order of the outputs.
-    feature_names : ``F`` feature names (:func:`cropchain.features.feature_names`).
+    feature_names : ``F`` feature names (:func:`cropchain.series.features.feature_names`).
     mean, std : float32 ``[F]`` standardization of each feature (pooled per channel).
     net : the ``torch.nn.Module``.
     margin, alignment : see the module docstring.

@@ -51,7 +51,7 @@ from affine import Affine
 from torch import nn
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.gapfill import GAPFILLED_NODATA
+from cropchain.series.gapfill import GAPFILLED_NODATA
 from cropchain.models.device import resolve_device  # noqa: F401 (re-exported)
 
 #: sha256 of the published ``default_model.pt`` (nasaharvest/presto, commit 5afde40, 3,321,716 bytes)
@@ -409,7 +409,7 @@ def embed_composites(composites: np.ndarray, clear: np.ndarray, bands: Sequence[
         ``monthly_median`` temporal step, read as dates x bands; ``T`` <= 24, 12 in
         pre-training); must hold the bands of :data:`S2_BANDS`, in any order.
     clear : bool ``[T, H, W]``, True where the month had at least one clear observation at the
-        pixel (:func:`cropchain.composite.clear_months`); the other months' tokens are masked
+        pixel (:func:`cropchain.series.composite.clear_months`); the other months' tokens are masked
         (the composite filled them from the neighbouring months: Presto does not see them).
     bands : the ``B`` band names of ``composites`` (``"B02"`` ...).
     dates : the ``T`` dates of the composites (``YYYYMMDD`` or dates): their months.

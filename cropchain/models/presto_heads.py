@@ -4,8 +4,8 @@
 WorldCereal's recipe (a gradient-boosting head on frozen Presto embeddings, Tseng et al.
 2023, arXiv 2304.14065, section 5): the encoder is not trained; its embeddings are computed
 per window from monthly composites of the tile's raw series
-(:class:`cropchain.presto_features.PrestoFeatures`) for the samples and for the map, and the
-head is an ordinary pixel classifier fitted by :func:`cropchain.train.train_model` on the
+(:class:`cropchain.learning.presto_features.PrestoFeatures`) for the samples and for the map, and the
+head is an ordinary pixel classifier fitted by :func:`cropchain.learning.train.train_model` on the
 pixel table whose feature columns are ``presto_000`` ... ``presto_127``. The heads are the
 ``rf`` and ``xgboost`` models with the same defaults (this module imports no PyTorch).
 """

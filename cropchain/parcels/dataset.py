@@ -153,7 +153,7 @@ def _read_parcels(reference_gpkg: Path, crs: Any) -> Any:
         raise InputError(reference_gpkg, f"cannot be read as a vector file ({exc})", "rerun the reference fusion step") from None
     missing = [c for c in ("polygon_id", "code", "name") if c not in ref.columns]
     if missing:
-        raise InputError(reference_gpkg, f"missing column(s) {missing}", "rerun the reference fusion step (cropchain.reference)")
+        raise InputError(reference_gpkg, f"missing column(s) {missing}", "rerun the reference fusion step (cropchain.reference.fusion)")
     if ref.empty:
         raise InputError(reference_gpkg, "no reference polygon: the parcel dataset would be empty",
                          "check the reference sources of this tile")

@@ -1,12 +1,12 @@
 """Parcel classification: training, prediction, parcel maps, reports, majority vote, ablation.
 
 The parcel models of :mod:`cropchain.models.parcel` (Sainte Fare Garnot et al., IGARSS
-2019) are trained on the parcel datasets of :mod:`cropchain.parcels` with the learning
+2019) are trained on the parcel datasets of :mod:`cropchain.parcels.dataset` with the learning
 parcels of a run's split (``runs/{run}/tiles/{tile}/split.gpkg``: the same polygons,
 runs and seeds as the pixel chain), and predict one class per parcel. The predictions
 become a parcel map (GeoPackage and its raster on the tile grid) evaluated at parcel
 level on the validation parcels, and at pixel level with
-:func:`cropchain.evaluate.evaluate_map`, so that they compare with the pixel
+:func:`cropchain.assessment.evaluate.evaluate_map`, so that they compare with the pixel
 architectures. :func:`majority_vote_tile` gives the usual post-processing of a pixel map
 (one label per parcel, the most frequent class of its pixels) in the same form.
 
@@ -48,12 +48,13 @@ from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.evaluate import confusion_metrics, evaluate_map, json_ready, metrics_from_matrix, name_classes, write_report
+from cropchain.assessment.evaluate import evaluate_map, write_report
+from cropchain.metrics import confusion_metrics, json_ready, metrics_from_matrix, name_classes
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 from cropchain.models.parcel import count_parameters, get_parcel_model
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
-from cropchain.parcels import (
+from cropchain.parcels.dataset import (
     ParcelDataset,
     check_compatible,
     load_parcel_dataset,
@@ -62,7 +63,7 @@ from cropchain.parcels import (
     parcel_window_mask,
     permute_dates,
 )
-from cropchain.split import read_split
+from cropchain.reference.split import read_split
 
 log = logging.getLogger(__name__)
 
@@ -548,7 +549,7 @@ def parcel_report(
         DESIGN.md's report keys at parcel level (one sample per validation parcel):
         ``tile``, ``run``, ``architecture``, ``level`` ("parcel"), ``overall_accuracy``,
         ``kappa``, ``macro_f1`` (mean F-score of the classes with validation parcels,
-        :func:`cropchain.evaluate.macro_f1`), ``macro_f1_classes`` (those codes),
+        :func:`cropchain.metrics.macro_f1`), ``macro_f1_classes`` (those codes),
         ``per_class`` (code -> precision, recall, f1, support in parcels, name, for those
         codes), ``commission_unvalidated`` (code -> parcels, share of the scored parcels,
         name, for the classes predicted without a validation parcel of their own),
@@ -625,7 +626,7 @@ def predict_parcel_tile(
     nomenclature : nomenclature or its CSV.
     outputs : paths ``gpkg``, ``tif`` (parcel map), ``json`` (parcel-level report with its
         ``pixel_level`` part), ``csv``, ``png`` (parcel confusion matrix), ``pixel_json``
-        (pixel-level report of the parcel raster, as :func:`cropchain.evaluate.evaluate_map`).
+        (pixel-level report of the parcel raster, as :func:`cropchain.assessment.evaluate.evaluate_map`).
     tile, run : identifiers.
     threads : PyTorch CPU threads.
     permute : the ablation's test: dates randomly permuted per parcel.
@@ -708,7 +709,7 @@ def majority_vote_tile(
 
     Each reference parcel of the split takes the most frequent class of its pixels on the
     map (:func:`majority_vote`; the parcel's pixels as in the parcel dataset,
-    :func:`cropchain.parcels.parcel_window_mask`); its confidence is the share of its
+    :func:`cropchain.parcels.dataset.parcel_window_mask`); its confidence is the share of its
     classified pixels that voted for it (%). A parcel without any classified pixel gets no
     label. Each parcel's window is read on its own: memory is bounded by the largest parcel.
 

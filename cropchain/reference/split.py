@@ -67,7 +67,7 @@ def split_polygons(
 
     Parameters
     ----------
-    reference_gpkg : output of :func:`cropchain.reference.fuse_reference` (layer ``reference``).
+    reference_gpkg : output of :func:`cropchain.reference.fusion.fuse_reference` (layer ``reference``).
     out_gpkg : output GeoPackage, written atomically, layer ``split``.
     ratio : fraction of each class's polygons used for learning, in (0, 1).
     seed : base seed of the chain (>= 0).
@@ -101,7 +101,7 @@ def split_polygons(
         raise InputError(reference_gpkg, f"layer 'reference' cannot be read ({exc})", "rerun the reference fusion step") from None
     missing = [c for c in _REQUIRED if c not in ref.columns]
     if missing:
-        raise InputError(reference_gpkg, f"missing column(s) {missing}", "rerun the reference fusion step (cropchain.reference)")
+        raise InputError(reference_gpkg, f"missing column(s) {missing}", "rerun the reference fusion step (cropchain.reference.fusion)")
     if ref.empty:
         raise InputError(reference_gpkg, "no reference polygon", "check the reference sources of this tile")
     if ref["polygon_id"].duplicated().any():
@@ -153,7 +153,7 @@ def read_split(split_gpkg: str | os.PathLike, which: str | None = None) -> gpd.G
         raise InputError(split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step") from None
     missing = sorted({"polygon_id", "code", "split"} - set(gdf.columns))
     if missing:
-        raise InputError(split_gpkg, f"missing column(s) {missing}", "rerun the split step (cropchain.split)")
+        raise InputError(split_gpkg, f"missing column(s) {missing}", "rerun the split step (cropchain.reference.split)")
     if which is not None:
         gdf = gdf[gdf["split"] == which]
     return gdf.reset_index(drop=True)

@@ -33,7 +33,7 @@ import rasterio
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.gapfill import (
+from cropchain.series.gapfill import (
     GAPFILLED_NODATA,
     MAX_GAP_DAYS,
     MAX_GAP_SHARE,
@@ -267,12 +267,12 @@ def monthly_composite_tile(
     day : 15 (default) or 1, the day of the month that dates each composite.
     block : window size in pixels; memory is bounded by one window.
     max_gap_days, max_gap_share, max_unclear_share : coverage checks of the months by clear
-        acquisitions (see :func:`cropchain.gapfill.check_coverage`).
+        acquisitions (see :func:`cropchain.series.gapfill.check_coverage`).
 
     Raises
     ------
     InputError
-        inconsistent inputs (as :func:`cropchain.gapfill.gapfill_tile`), no input date within
+        inconsistent inputs (as :func:`cropchain.series.gapfill.gapfill_tile`), no input date within
         the months (``raw_dates`` named), or most pixels without any clear date.
     ConfigError
         bad period or ``day``; months mostly outside the acquisitions.

@@ -345,7 +345,7 @@ def open_features(features: "FeatureSpec | str | os.PathLike", what: str = "feat
         missing or unreadable inputs (see :class:`FeatureRaster`).
     """
     if isinstance(features, FeatureSpec) or not isinstance(features, (str, os.PathLike)):
-        return features.open()  # a spec of features computed on the fly (also cropchain.presto_features.PrestoSpec)
+        return features.open()  # a spec of features computed on the fly (also cropchain.learning.presto_features.PrestoSpec)
     return open_raster(features, what)
 
 

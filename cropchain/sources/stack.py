@@ -37,7 +37,7 @@ from tqdm import tqdm
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import block_windows, geotiff_profile, read_dates
-from cropchain.io.sentinel2 import RAW_NODATA
+from cropchain.sources.sentinel2 import RAW_NODATA
 
 log = logging.getLogger(__name__)
 

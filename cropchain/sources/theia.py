@@ -18,7 +18,7 @@ theias-sentinel-2-l2a-product-format/):
 * ``MASKS/<name>_SAT_R1.tif`` / ``_R2`` : saturation, one bit per band in resolution order
   (R1: B2 B3 B4 B8 = bits 0-3; R2: B5 B6 B7 B8A B11 B12 = bits 0-5).
 
-:func:`ingest_theia` writes the same three files as :func:`cropchain.io.sentinel2.ingest_safe`
+:func:`ingest_theia` writes the same three files as :func:`cropchain.sources.sentinel2.ingest_safe`
 (DESIGN.md section 1): ``raw.tif`` (int16 reflectance x10000 date-major, bands named with
 the chain's names ``B02`` ... ``B8A`` ... , so that ``B2`` is written ``YYYYMMDD_B02``),
 ``raw_mask.tif`` (uint8, 1 = masked) and ``raw_dates.txt``. A pixel of a date is masked where
@@ -46,7 +46,7 @@ from tqdm import tqdm
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import GridReader, block_windows, geotiff_profile
-from cropchain.io.sentinel2 import RAW_NODATA, REFLECTANCE_SCALE, SENTINEL2_BANDS, ZippedFolder, normalize_tile
+from cropchain.sources.sentinel2 import RAW_NODATA, REFLECTANCE_SCALE, SENTINEL2_BANDS, ZippedFolder, normalize_tile
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def ingest_theia(
     ----------
     products : product folders of one tile (any order; see :func:`find_theia_products`).
     out_raw : ``raw.tif``: int16 reflectance x10000 (Theia's FRE values as they are),
-        :data:`~cropchain.io.sentinel2.RAW_NODATA` (-32768) where FRE is nodata (-10000);
+        :data:`~cropchain.sources.sentinel2.RAW_NODATA` (-32768) where FRE is nodata (-10000);
         ``n_dates * len(bands)`` bands, date-major, described ``YYYYMMDD_<band>`` with the
         chain's band names (``B02`` for Theia's ``B2``), on the 10 m grid.
     out_mask : ``raw_mask.tif``: uint8 [n_dates, H, W], 1 = masked (a bit of ``clm_bits`` set in

@@ -1,6 +1,6 @@
 # Accuracy assessment and area estimation (config `assessment`, absent = off), Olofsson et al. (2014):
 # a stratified random sampling design of each map (points to photo-interpret) and, given a labelled
-# sample (`assessment.samples`), the error-adjusted areas with 95% intervals (cropchain.assessment).
+# sample (`assessment.samples`), the error-adjusted areas with 95% intervals (cropchain.assessment.olofsson).
 
 ASSESSMENT = config.get("assessment") or {}
 if not ASSESSMENT.get("enabled", True):
@@ -30,7 +30,7 @@ rule assessment_design:
         design=f"{ASSESSMENT_DIR}/{{tile}}_design.json",
     params:
         assessment={k: v for k, v in ASSESSMENT.items() if k not in ("samples", "enabled")},
-        code=code_hash("cropchain.assessment"),
+        code=code_hash("cropchain.assessment.olofsson"),
     log:
         f"{RESULTS}/logs/assessment_design/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:
@@ -52,7 +52,7 @@ rule assessment_estimate:
         csv=f"{ASSESSMENT_DIR}/{{tile}}_areas.csv",
     params:
         reference_field=ASSESSMENT.get("reference_field", "reference"),
-        code=code_hash("cropchain.assessment"),
+        code=code_hash("cropchain.assessment.olofsson"),
     log:
         f"{RESULTS}/logs/assessment_estimate/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:
@@ -72,7 +72,7 @@ rule assessment_validation_sample:
         points=VALIDATION_POINTS,
     params:
         reference_field=ASSESSMENT.get("reference_field", "reference"),
-        code=code_hash("cropchain.assessment"),
+        code=code_hash("cropchain.assessment.olofsson"),
     log:
         f"{RESULTS}/logs/assessment_validation_sample/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:

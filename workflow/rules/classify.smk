@@ -1,4 +1,4 @@
-# Tiled inference (cropchain.classify): classification, confidence, uncertainty and validity per tile (and the
+# Tiled inference (cropchain.mapping.classify): classification, confidence, uncertainty and validity per tile (and the
 # class probabilities with `classify.probabilities: true`); mosaic per run and architecture.
 from cropchain.config import smoothing_of
 
@@ -26,7 +26,7 @@ rule classify:
         classify={k: v for k, v in config["classify"].items() if k != "smoothing"},
         smoothing=lambda wc: smoothing_of(config, wc.arch),  # per architecture: editing it reruns only those
         features=FEATURES,
-        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.features", "cropchain.io.products", "cropchain.smoothing", "cropchain.workflow"),
+        code=code_hash("cropchain.mapping.classify", "cropchain.learning.train", "cropchain.series.features", "cropchain.io.products", "cropchain.mapping.smoothing", "cropchain.workflow"),
     log:
         f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:
@@ -47,7 +47,7 @@ rule mosaic:
     output:
         mosaic=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/mosaic_classification.tif",
     params:
-        code=code_hash("cropchain.classify", "cropchain.io.products"),
+        code=code_hash("cropchain.mapping.classify", "cropchain.io.products"),
     log:
         f"{RESULTS}/logs/mosaic/{{run}}_{{arch}}.log",
     benchmark:

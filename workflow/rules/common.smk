@@ -229,7 +229,7 @@ def n_features():
 
 def mem_mb(rule):
     """Callable giving the memory (MB) of a job of `rule` from its wildcards and inputs."""
-    from cropchain.classify import PREDICT_CHUNK
+    from cropchain.mapping.classify import PREDICT_CHUNK
     from cropchain.workflow import GDAL_CACHE_MB
 
     window = config["classify"]["window"] + 2 * config["classify"]["overlap"]

@@ -1,7 +1,7 @@
 # Field delineation (config `delineation`, absent = off): Mask R-CNN cropland instances per run and
-# input variant (cropchain.delineation, cropchain.models.mask_rcnn), tiled inference to one polygon
+# input variant (cropchain.delineation.fields, cropchain.models.mask_rcnn), tiled inference to one polygon
 # per field, RC-matching scores of the instances and of the vectorized pixel maps as baseline
-# (cropchain.instance_metrics), summary over runs.
+# (cropchain.delineation.metrics), summary over runs.
 
 DELINEATION = config.get("delineation") or {}
 if not DELINEATION.get("enabled", True):
@@ -16,9 +16,9 @@ if DELINEATION:
         raise WorkflowError(f"delineation.baseline_architectures: {_unknown_baselines} are not in `architectures` "
                             f"({', '.join(ARCHS)})")
 
-# read without importing: importing cropchain.delineation would load PyTorch at every parse
-DELINEATION_CODE = parcel_code_hash("delineation.py", "models/mask_rcnn.py", "features.py")
-INSTANCE_CODE = parcel_code_hash("instance_metrics.py", "delineation.py")
+# read without importing: importing cropchain.delineation.fields would load PyTorch at every parse
+DELINEATION_CODE = parcel_code_hash("delineation/fields.py", "models/mask_rcnn.py", "series/features.py")
+INSTANCE_CODE = parcel_code_hash("delineation/metrics.py", "delineation/fields.py")
 
 
 def delineation_mem_mb(rule):

@@ -1,5 +1,5 @@
-# Temporal step onto the output dates: gap filling (cropchain.gapfill, OTB ImageTimeSeriesGapFilling
-# semantics) or monthly median composites (cropchain.composite), chosen by gapfill.temporal.
+# Temporal step onto the output dates: gap filling (cropchain.series.gapfill, OTB ImageTimeSeriesGapFilling
+# semantics) or monthly median composites (cropchain.series.composite), chosen by gapfill.temporal.
 
 
 rule gapfill:
@@ -14,7 +14,7 @@ rule gapfill:
     params:
         dates=config["dates"],
         gapfill=config["gapfill"],
-        code=code_hash("cropchain.gapfill", "cropchain.composite"),
+        code=code_hash("cropchain.series.gapfill", "cropchain.series.composite"),
     log:
         f"{RESULTS}/logs/gapfill/{{tile}}.log",
     benchmark:

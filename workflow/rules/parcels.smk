@@ -1,5 +1,5 @@
-# Parcel classification (config `parcels`, absent = off): parcel datasets per tile (cropchain.parcels),
-# parcel models per run (cropchain.models.parcel, cropchain.train_parcels), parcel maps and reports,
+# Parcel classification (config `parcels`, absent = off): parcel datasets per tile (cropchain.parcels.dataset),
+# parcel models per run (cropchain.models.parcel, cropchain.parcels.train), parcel maps and reports,
 # majority vote of the pixel maps per parcel, summaries and the permuted-dates ablation.
 import hashlib as _hashlib
 
@@ -27,12 +27,12 @@ def parcel_code_hash(*files):
     return h.hexdigest()[:16]
 
 
-PARCEL_CODE = parcel_code_hash("parcels.py", "train_parcels.py", "models/parcel/*.py", "evaluate.py")
+PARCEL_CODE = parcel_code_hash("parcels/dataset.py", "parcels/train.py", "models/parcel/*.py", "assessment/evaluate.py", "metrics.py")
 
 
 def parcel_mem_mb(rule):
     """Memory (MB) of a parcel job: PyTorch (~1 GB), the arrays each step holds (docstrings of
-    cropchain.parcels / cropchain.train_parcels), the whole-tile rasters of the evaluation."""
+    cropchain.parcels.dataset / cropchain.parcels.train), the whole-tile rasters of the evaluation."""
     n_dates, n_bands = n_output_dates(), len(config["ingest"]["bands"])
     size = PARCELS.get("patch_size", 32)
     batch = PARCELS.get("training", {}).get("batch_size", 32)
@@ -91,7 +91,7 @@ rule parcel_dataset:
         masks=f"{RESULTS}/tiles/{{tile}}/parcels_mask.npy",
     params:
         patch_size=PARCELS.get("patch_size", 32),
-        code=parcel_code_hash("parcels.py"),
+        code=parcel_code_hash("parcels/dataset.py"),
     log:
         f"{RESULTS}/logs/parcel_dataset/{{tile}}.log",
     benchmark:
@@ -262,7 +262,7 @@ rule parcel_summary:
                           category="Parcels"),
         training=f"{RESULTS}/reports/parcels_training.csv",
     params:
-        code=PARCEL_CODE + code_hash("cropchain.report"),
+        code=PARCEL_CODE + code_hash("cropchain.assessment.report"),
     log:
         f"{RESULTS}/logs/parcel_summary.log",
     benchmark:

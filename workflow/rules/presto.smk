@@ -1,9 +1,9 @@
 # Presto architectures (presto_rf, presto_xgboost): heads on the 128-d embeddings of the
 # pre-trained Presto encoder. The embeddings are features computed per window, never stored
-# (cropchain.presto_features): from monthly composites of each tile's raw series (whatever
+# (cropchain.learning.presto_features): from monthly composites of each tile's raw series (whatever
 # gapfill.temporal the other architectures use), for the learning pixels of a run (rule
 # samples_presto) and for the map (rule classify_presto). The heads are trained by the
-# ordinary pixel trainer (rule train_presto, cropchain.train).
+# ordinary pixel trainer (rule train_presto, cropchain.learning.train).
 from cropchain.models import PRESTO_ARCHS
 
 PRESTO = config.get("presto") or {}
@@ -27,7 +27,7 @@ def raw_series_of(tiles=None):
 
 
 PRESTO_PARAMS = {k: PRESTO.get(k) for k in ("sha256", "months", "batch_size", "device")}
-PRESTO_CODE = ("cropchain.presto_features", "cropchain.models.presto", "cropchain.composite", "cropchain.features")
+PRESTO_CODE = ("cropchain.learning.presto_features", "cropchain.models.presto", "cropchain.series.composite", "cropchain.series.features")
 
 
 rule samples_presto:
@@ -44,7 +44,7 @@ rule samples_presto:
         presto=PRESTO_PARAMS,
         start=config["dates"]["start"],
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=code_hash("cropchain.samples", *PRESTO_CODE),
+        code=code_hash("cropchain.learning.samples", *PRESTO_CODE),
     log:
         f"{RESULTS}/logs/samples_presto/{{run}}.log",
     benchmark:
@@ -69,7 +69,7 @@ rule train_presto:
     params:
         hyperparameters=lambda wc: config["architectures"][wc.arch],
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=code_hash("cropchain.train", "cropchain.models.presto_heads", "cropchain.models.random_forest", "cropchain.models.xgboost"),
+        code=code_hash("cropchain.learning.train", "cropchain.models.presto_heads", "cropchain.models.random_forest", "cropchain.models.xgboost"),
     log:
         f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
     benchmark:
@@ -102,7 +102,7 @@ rule classify_presto:
         smoothing=lambda wc: smoothing_of(config, wc.arch),
         presto=PRESTO_PARAMS,
         start=config["dates"]["start"],
-        code=code_hash("cropchain.classify", "cropchain.train", "cropchain.io.products", "cropchain.workflow", *PRESTO_CODE),
+        code=code_hash("cropchain.mapping.classify", "cropchain.learning.train", "cropchain.io.products", "cropchain.workflow", *PRESTO_CODE),
     log:
         f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:

@@ -1,4 +1,4 @@
-# Reference fusion per tile (cropchain.reference) and learning/validation split per run (cropchain.split).
+# Reference fusion per tile (cropchain.reference.fusion) and learning/validation split per run (cropchain.reference.split).
 
 
 rule reference:
@@ -10,7 +10,7 @@ rule reference:
         reference=f"{RESULTS}/tiles/{{tile}}/reference.gpkg",
     params:
         reference=config["reference"],
-        code=code_hash("cropchain.reference"),
+        code=code_hash("cropchain.reference.fusion"),
     log:
         f"{RESULTS}/logs/reference/{{tile}}.log",
     benchmark:
@@ -30,7 +30,7 @@ rule split:
     params:
         # the ratio and seed, not the number of runs: adding a run leaves the others as they are
         split={"ratio": config["split"]["ratio"], "seed": config["split"]["seed"]},
-        code=code_hash("cropchain.split"),
+        code=code_hash("cropchain.reference.split"),
     log:
         f"{RESULTS}/logs/split/{{run}}_{{tile}}.log",
     benchmark:

@@ -1,5 +1,5 @@
-# Reports: per tile/run/architecture on the validation polygons (cropchain.evaluate), a page per map
-# (quicklook, confusion matrix, accuracies, areas, training curves) and the summary (cropchain.report).
+# Reports: per tile/run/architecture on the validation polygons (cropchain.assessment.evaluate), a page per map
+# (quicklook, confusion matrix, accuracies, areas, training curves) and the summary (cropchain.assessment.report).
 
 
 rule evaluate:
@@ -18,7 +18,7 @@ rule evaluate:
             labels={"tile": "{tile}", "run": "{run}", "architecture": "{arch}"},
         ),
     params:
-        code=code_hash("cropchain.evaluate"),
+        code=code_hash("cropchain.assessment.evaluate"),
     log:
         f"{RESULTS}/logs/evaluate/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:
@@ -64,7 +64,7 @@ rule map_page:
         ),
     params:
         summary=f"{RESULTS}/reports/summary.html",
-        code=code_hash("cropchain.report"),
+        code=code_hash("cropchain.assessment.report"),
     log:
         f"{RESULTS}/logs/map_page/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:
@@ -89,7 +89,7 @@ rule summary:
         csv=f"{RESULTS}/reports/summary.csv",
         html=report(f"{RESULTS}/reports/summary.html", caption="../report/summary.rst", category="Summary"),
     params:
-        code=code_hash("cropchain.report", "cropchain.evaluate"),
+        code=code_hash("cropchain.assessment.report", "cropchain.assessment.evaluate"),
     log:
         f"{RESULTS}/logs/summary.log",
     benchmark:

@@ -1,4 +1,4 @@
-# Pixel samples of a run, all tiles, in Parquet (cropchain.samples).
+# Pixel samples of a run, all tiles, in Parquet (cropchain.learning.samples).
 
 
 rule samples:
@@ -13,7 +13,7 @@ rule samples:
         samples=config["samples"],
         features=FEATURES,
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=code_hash("cropchain.samples", "cropchain.features"),
+        code=code_hash("cropchain.learning.samples", "cropchain.series.features"),
     log:
         f"{RESULTS}/logs/samples/{{run}}.log",
     benchmark:

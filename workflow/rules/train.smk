@@ -1,5 +1,5 @@
-# Training of one architecture per run: pixel classifiers on the learning pixels (cropchain.train),
-# convolutional networks on patches of the feature rasters (cropchain.train_network).
+# Training of one architecture per run: pixel classifiers on the learning pixels (cropchain.learning.train),
+# convolutional networks on patches of the feature rasters (cropchain.learning.train_network).
 # Both write runs/{run}/models/{arch}/model.json, the input of the inference and provenance rules.
 from cropchain.models import BUILTIN as MODEL_BUILTIN
 
@@ -25,7 +25,7 @@ rule train:
     params:
         hyperparameters=lambda wc: config["architectures"][wc.arch],
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=lambda wc: code_hash("cropchain.train", f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
+        code=lambda wc: code_hash("cropchain.learning.train", f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
     log:
         f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
     benchmark:
@@ -61,7 +61,7 @@ rule train_network:
         hyperparameters=lambda wc: config["architectures"][wc.arch],
         features=FEATURES,
         seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=lambda wc: code_hash("cropchain.train_network", "cropchain.features", "cropchain.patches", "cropchain.models.networks",
+        code=lambda wc: code_hash("cropchain.learning.train_network", "cropchain.series.features", "cropchain.learning.patches", "cropchain.models.networks",
                                   f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
     log:
         f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",

@@ -1,4 +1,4 @@
-# Vectorization: regularisation, minimum mapping unit, polygons in GeoPackage (cropchain.vectorize).
+# Vectorization: regularisation, minimum mapping unit, polygons in GeoPackage (cropchain.mapping.vectorize).
 
 
 rule vectorize:
@@ -9,7 +9,7 @@ rule vectorize:
         vectors=f"{RESULTS}/runs/{{run}}/vectors/{{arch}}/{{tile}}.gpkg",
     params:
         vectorize=config["vectorize"],
-        code=code_hash("cropchain.vectorize"),
+        code=code_hash("cropchain.mapping.vectorize"),
     log:
         f"{RESULTS}/logs/vectorize/{{run}}_{{arch}}_{{tile}}.log",
     benchmark:
