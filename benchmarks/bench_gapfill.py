@@ -84,12 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dates", type=int, default=30, help="number of dates (default 30)")
     parser.add_argument("--bands", type=int, default=10, help="bands per date (default 10)")
     parser.add_argument("--size", type=int, default=500, help="image side in pixels (default 500)")
-    parser.add_argument("--gaps", type=float, default=0.3, help="fraction of masked pixel-dates (default 0.3)")
-    parser.add_argument("--spline-pixels", type=int, default=20000,
-                        help="pixels timed in spline mode with random gaps (default 20000; one scipy "
-                             "spline per distinct validity pattern, nearly one per pixel there)")
+    parser.add_argument(
+        "--gaps", type=float, default=0.3, help="fraction of masked pixel-dates (default 0.3)"
+    )
+    parser.add_argument(
+        "--spline-pixels",
+        type=int,
+        default=20000,
+        help="pixels timed in spline mode with random gaps (default 20000; one scipy "
+        "spline per distinct validity pattern, nearly one per pixel there)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=3, help="best of N timings for the fast rows (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="best of N timings for the fast rows (default 3)"
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the traced memory runs")
     parser.add_argument("--skip-xarray", action="store_true", help="time cropchain only")
     args = parser.parse_args(argv)
@@ -100,16 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     valid2 = valid.reshape(n_dates, n_pix)
     work = n_pix * n_bands * n_dates  # pixel-dates (one series per pixel and band)
     grid = np.arange(days[0], days[-1] + 1, 10.0)
-    print(f"cube: {n_dates} dates x {n_bands} bands x {args.size}x{args.size} px "
-          f"({cube.nbytes / 2**20:.0f} MiB int16), {100 * (1 - valid.mean()):.1f}% masked, "
-          f"{int((~valid2.any(axis=0)).sum())} pixels never clear")
+    print(
+        f"cube: {n_dates} dates x {n_bands} bands x {args.size}x{args.size} px "
+        f"({cube.nbytes / 2**20:.0f} MiB int16), {100 * (1 - valid.mean()):.1f}% masked, "
+        f"{int((~valid2.any(axis=0)).sum())} pixels never clear"
+    )
 
     rows: list[tuple[str, float, float, float]] = []
     mem = not args.no_memory
-    ours, sec, peak = measure(lambda: gapfill_series(values, valid2, days, days, mode="linear"), args.repeat, mem)
+    ours, sec, peak = measure(
+        lambda: gapfill_series(values, valid2, days, days, mode="linear"), args.repeat, mem
+    )
     rows.append(("cropchain linear (input dates)", sec, work / sec, peak))
-    _, sec, peak = measure(lambda: gapfill_series(values, valid2, days, grid, mode="linear"), args.repeat, mem)
-    rows.append((f"cropchain linear -> {grid.size}-date 10-day grid", sec, n_pix * n_bands * grid.size / sec, peak))
+    _, sec, peak = measure(
+        lambda: gapfill_series(values, valid2, days, grid, mode="linear"), args.repeat, mem
+    )
+    rows.append(
+        (f"cropchain linear -> {grid.size}-date 10-day grid", sec, n_pix * n_bands * grid.size / sec, peak)
+    )
 
     ratio = None
     if not args.skip_xarray:
@@ -124,27 +140,42 @@ def main(argv: list[str] | None = None) -> int:
             times = pd.Timestamp("2018-01-01") + pd.to_timedelta(days, unit="D")
             da = xr.DataArray(data, dims=("time", "band", "y", "x"), coords={"time": times})
             filled, sec, peak = measure(
-                lambda: da.interpolate_na(dim="time", method="linear").ffill("time").bfill("time").values, 1, mem)
+                lambda: da.interpolate_na(dim="time", method="linear").ffill("time").bfill("time").values,
+                1,
+                mem,
+            )
             rows.append(("xarray interpolate_na+ffill+bfill", sec, work / sec, peak))
             ratio = rows[0][2] / rows[-1][2]
             theirs = filled.reshape(n_dates, n_bands, n_pix)
             same_nan = np.array_equal(np.isnan(theirs), np.isnan(ours))
             diff = float(np.nanmax(np.abs(theirs - ours)))
-            print(f"agreement: max |cropchain - xarray| = {diff:.2e} (reflectance x10000), "
-                  f"NaN at the same places: {same_nan}")
+            print(
+                f"agreement: max |cropchain - xarray| = {diff:.2e} (reflectance x10000), "
+                f"NaN at the same places: {same_nan}"
+            )
             del data, da, filled, theirs
 
     m = min(args.spline_pixels, n_pix)
     sub_v, sub_m = np.ascontiguousarray(values[:, :, :m]), np.ascontiguousarray(valid2[:, :m])
     patterns = len(np.unique(np.packbits(sub_m, axis=0), axis=1)[0]) if m else 0
     _, sec, peak = measure(lambda: gapfill_series(sub_v, sub_m, days, days, mode="spline"), 1, mem)
-    rows.append((f"cropchain spline, random gaps ({m} px, {patterns} patterns)", sec,
-                 m * n_bands * n_dates / sec, peak))
+    rows.append(
+        (
+            f"cropchain spline, random gaps ({m} px, {patterns} patterns)",
+            sec,
+            m * n_bands * n_dates / sec,
+            peak,
+        )
+    )
     clouds = cloud_mask(n_dates, args.size, args.gaps, args.seed).reshape(n_dates, n_pix)
     patterns = len(np.unique(np.packbits(clouds, axis=0), axis=1)[0])
     _, sec, peak = measure(lambda: gapfill_series(values, clouds, days, days, mode="spline"), 1, mem)
-    rows.append((f"cropchain spline, cloud-like gaps ({n_pix} px, {patterns} patterns)", sec, work / sec, peak))
-    _, sec, peak = measure(lambda: gapfill_series(values, clouds, days, days, mode="linear"), args.repeat, mem)
+    rows.append(
+        (f"cropchain spline, cloud-like gaps ({n_pix} px, {patterns} patterns)", sec, work / sec, peak)
+    )
+    _, sec, peak = measure(
+        lambda: gapfill_series(values, clouds, days, days, mode="linear"), args.repeat, mem
+    )
     rows.append(("cropchain linear, cloud-like gaps", sec, work / sec, peak))
 
     width = max(len(r[0]) for r in rows)

@@ -95,10 +95,17 @@ def bench_networks(args: argparse.Namespace) -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_networks_"))
     work.mkdir(parents=True, exist_ok=True)
     dates = [f"2018{1 + i // 3:02d}{1 + 10 * (i % 3):02d}" for i in range(args.dates)]
-    names = [f"{d}_{b}" for d in dates for b in BANDS] + [f"{d}_{i}" for i in ("NDVI", "NDWI", "brightness") for d in dates]
+    names = [f"{d}_{b}" for d in dates for b in BANDS] + [
+        f"{d}_{i}" for i in ("NDVI", "NDWI", "brightness") for d in dates
+    ]
     size, n = args.size, len(names)
     rng = np.random.default_rng(0)
-    base = {"crs": CRS.from_epsg(32631), "transform": from_origin(500000, 4800000, 10, 10), "width": size, "height": size}
+    base = {
+        "crs": CRS.from_epsg(32631),
+        "transform": from_origin(500000, 4800000, 10, 10),
+        "width": size,
+        "height": size,
+    }
     fpath, vpath = work / "features.tif", work / "validity.tif"
     with rasterio.open(fpath, "w", **geotiff_profile(base, count=n, dtype="float32", nodata=-9999)) as dst:
         for b in range(n):
@@ -106,20 +113,37 @@ def bench_networks(args: argparse.Namespace) -> None:
         dst.descriptions = tuple(names)
     with rasterio.open(vpath, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=None)) as dst:
         dst.write(np.full((size, size), 9, np.uint8), 1)
-    nomenclature = Nomenclature(codes=tuple(int(c) for c in CODES), names=tuple(f"class{c}" for c in CODES),
-                                colors=tuple((30 * int(c), 80, 80) for c in CODES))
-    print(f"workdir {work}: {size}x{size} px, {n} features ({args.dates} dates x 13), {args.threads} thread(s), window {args.window}")
-    print(f"{'network':15s} {'params':>9s} {'margin':>6s} {'overlap':>7s} {'wall s':>8s} {'px/s':>9s} {'px/s/core':>10s}")
+    nomenclature = Nomenclature(
+        codes=tuple(int(c) for c in CODES),
+        names=tuple(f"class{c}" for c in CODES),
+        colors=tuple((30 * int(c), 80, 80) for c in CODES),
+    )
+    print(
+        f"workdir {work}: {size}x{size} px, {n} features ({args.dates} dates x 13), {args.threads} thread(s), window {args.window}"
+    )
+    print(
+        f"{'network':15s} {'params':>9s} {'margin':>6s} {'overlap':>7s} {'wall s':>8s} {'px/s':>9s} {'px/s/core':>10s}"
+    )
     for arch in args.archs.split(","):
         model = get_model(arch, seed=0, threads=args.threads)
         model.initialize(names, CODES, np.full(n, 0.25), np.full(n, 0.15))
         overlap = -(-model.margin // model.alignment) * model.alignment
         t0 = time.perf_counter()
-        classify_tile(fpath, vpath, model, nomenclature, work / f"{arch}_map.tif", work / f"{arch}_conf.tif",
-                      window=args.window, overlap=overlap)
+        classify_tile(
+            fpath,
+            vpath,
+            model,
+            nomenclature,
+            work / f"{arch}_map.tif",
+            work / f"{arch}_conf.tif",
+            window=args.window,
+            overlap=overlap,
+        )
         wall = time.perf_counter() - t0
         rate = size * size / wall
-        print(f"{arch:15s} {model.n_parameters:9d} {model.margin:6d} {overlap:7d} {wall:8.2f} {rate:9.0f} {rate / args.threads:10.0f}")
+        print(
+            f"{arch:15s} {model.n_parameters:9d} {model.margin:6d} {overlap:7d} {wall:8.2f} {rate:9.0f} {rate / args.threads:10.0f}"
+        )
     if args.workdir is None:
         shutil.rmtree(work)
 
@@ -134,9 +158,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads of both classifiers")
     ap.add_argument("--window", type=int, default=512, help="cropchain window (px)")
     ap.add_argument("--ram", type=int, default=256, help="OTB -ram (MB)")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep files here (default: a temporary folder)")
-    ap.add_argument("--networks", action="store_true", help="benchmark the networks' inference instead of RF vs OTB")
-    ap.add_argument("--archs", default="tempcnn,dilated_cnn,fg_unet,temporal_unet", help="networks to time (--networks)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="keep files here (default: a temporary folder)"
+    )
+    ap.add_argument(
+        "--networks", action="store_true", help="benchmark the networks' inference instead of RF vs OTB"
+    )
+    ap.add_argument(
+        "--archs", default="tempcnn,dilated_cnn,fg_unet,temporal_unet", help="networks to time (--networks)"
+    )
     ap.add_argument("--dates", type=int, default=26, help="dates of the synthetic features (--networks)")
     args = ap.parse_args()
     if args.networks:
@@ -148,12 +178,21 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_inference_"))
     work.mkdir(parents=True, exist_ok=True)
     names = [f"f{i:03d}" for i in range(args.features)]
-    print(f"workdir {work}: {args.size}x{args.size} px, {args.features} features, RF {args.trees} trees depth {args.depth}, {args.threads} thread(s)")
+    print(
+        f"workdir {work}: {args.size}x{args.size} px, {args.features} features, RF {args.trees} trees depth {args.depth}, {args.threads} thread(s)"
+    )
 
     feats, truth = synthetic_stack(args.size, args.features)
-    base = {"crs": CRS.from_epsg(32631), "transform": from_origin(500000, 4800000, 10, 10), "width": args.size, "height": args.size}
+    base = {
+        "crs": CRS.from_epsg(32631),
+        "transform": from_origin(500000, 4800000, 10, 10),
+        "width": args.size,
+        "height": args.size,
+    }
     fpath, vpath = work / "features.tif", work / "validity.tif"
-    with rasterio.open(fpath, "w", **geotiff_profile(base, count=args.features, dtype="float32", nodata=-9999)) as dst:
+    with rasterio.open(
+        fpath, "w", **geotiff_profile(base, count=args.features, dtype="float32", nodata=-9999)
+    ) as dst:
         dst.write(feats)
         dst.descriptions = tuple(names)
     with rasterio.open(vpath, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=None)) as dst:
@@ -170,37 +209,95 @@ def main() -> None:
 
     # same samples for both: a points layer with one field per feature for OTB
     xs, ys = rasterio.transform.xy(base["transform"], rows, cols)
-    samples = gpd.GeoDataFrame({n: X[:, i].astype(np.float64) for i, n in enumerate(names)} | {"class": y.astype(np.int32)},
-                               geometry=gpd.points_from_xy(xs, ys), crs=base["crs"])
+    samples = gpd.GeoDataFrame(
+        {n: X[:, i].astype(np.float64) for i, n in enumerate(names)} | {"class": y.astype(np.int32)},
+        geometry=gpd.points_from_xy(xs, ys),
+        crs=base["crs"],
+    )
     samples.to_file(work / "samples.gpkg", layer="samples")
 
     t0 = time.perf_counter()
-    rf = RandomForestClassifier(n_estimators=args.trees, max_depth=args.depth, min_samples_split=10, max_features="sqrt",
-                                random_state=0, n_jobs=args.threads).fit(X, y)
+    rf = RandomForestClassifier(
+        n_estimators=args.trees,
+        max_depth=args.depth,
+        min_samples_split=10,
+        max_features="sqrt",
+        random_state=0,
+        n_jobs=args.threads,
+    ).fit(X, y)
     rf.feature_names = names
     joblib.dump(rf, work / "model.joblib")
-    print(f"sklearn training {time.perf_counter() - t0:.1f} s, mean depth {np.mean([e.get_depth() for e in rf.estimators_]):.1f}")
+    print(
+        f"sklearn training {time.perf_counter() - t0:.1f} s, mean depth {np.mean([e.get_depth() for e in rf.estimators_]):.1f}"
+    )
 
-    env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=str(args.threads), OTB_MAX_RAM_HINT=str(args.ram),
-               OMP_NUM_THREADS=str(args.threads), OTB_LOGGER_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=str(args.threads),
+        OTB_MAX_RAM_HINT=str(args.ram),
+        OMP_NUM_THREADS=str(args.threads),
+        OTB_LOGGER_LEVEL="WARNING",
+    )
     t0 = time.perf_counter()
-    timed(["otbcli_TrainVectorClassifier", "-io.vd", str(work / "samples.gpkg"), "-io.out", str(work / "model.rf"),
-           "-feat", *names, "-cfield", "class", "-classifier", "rf", "-classifier.rf.nbtrees", str(args.trees),
-           "-classifier.rf.max", str(args.depth), "-classifier.rf.min", "10", "-classifier.rf.acc", "0", "-rand", "0"], env)
+    timed(
+        [
+            "otbcli_TrainVectorClassifier",
+            "-io.vd",
+            str(work / "samples.gpkg"),
+            "-io.out",
+            str(work / "model.rf"),
+            "-feat",
+            *names,
+            "-cfield",
+            "class",
+            "-classifier",
+            "rf",
+            "-classifier.rf.nbtrees",
+            str(args.trees),
+            "-classifier.rf.max",
+            str(args.depth),
+            "-classifier.rf.min",
+            "10",
+            "-classifier.rf.acc",
+            "0",
+            "-rand",
+            "0",
+        ],
+        env,
+    )
     print(f"OTB training {time.perf_counter() - t0:.1f} s")
 
     npix = args.size * args.size
-    cc_cmd = [sys.executable, "-c", (
-        "import joblib; from cropchain.mapping.classify import classify_tile; "
-        f"m = joblib.load({str(work / 'model.joblib')!r}); m.n_jobs = {args.threads}; "
-        f"classify_tile({str(fpath)!r}, {str(vpath)!r}, m, {str(nom)!r}, {str(work / 'cc_map.tif')!r}, "
-        f"{str(work / 'cc_conf.tif')!r}, window={args.window})"
-    )]
+    cc_cmd = [
+        sys.executable,
+        "-c",
+        (
+            "import joblib; from cropchain.mapping.classify import classify_tile; "
+            f"m = joblib.load({str(work / 'model.joblib')!r}); m.n_jobs = {args.threads}; "
+            f"classify_tile({str(fpath)!r}, {str(vpath)!r}, m, {str(nom)!r}, {str(work / 'cc_map.tif')!r}, "
+            f"{str(work / 'cc_conf.tif')!r}, window={args.window})"
+        ),
+    ]
     cc_wall, cc_rss, _ = timed(cc_cmd, env)
     co = "?&gdal:co:TILED=YES&gdal:co:COMPRESS=DEFLATE"
-    otb_wall, otb_rss, _ = timed(["otbcli_ImageClassifier", "-in", str(fpath), "-model", str(work / "model.rf"),
-                                  "-out", f"{work / 'otb_map.tif'}{co}", "uint8", "-confmap", f"{work / 'otb_conf.tif'}{co}", "float",
-                                  "-ram", str(args.ram)], env)
+    otb_wall, otb_rss, _ = timed(
+        [
+            "otbcli_ImageClassifier",
+            "-in",
+            str(fpath),
+            "-model",
+            str(work / "model.rf"),
+            "-out",
+            f"{work / 'otb_map.tif'}{co}",
+            "uint8",
+            "-confmap",
+            f"{work / 'otb_conf.tif'}{co}",
+            "float",
+            "-ram",
+            str(args.ram),
+        ],
+        env,
+    )
 
     acc = {}
     for key, path in (("cropchain", work / "cc_map.tif"), ("otb", work / "otb_map.tif")):

@@ -74,7 +74,9 @@ def _reflectance_tables(days: np.ndarray, rng: np.random.Generator) -> np.ndarra
         ndvi = 0.15 + (peak - 0.15) * np.exp(-0.5 * ((days - peak_day) / width) ** 2)
         red = 0.12 * (1 - ndvi) / 0.85 + 0.02
         nir = red * (1 + ndvi) / (1 - ndvi)
-        base = np.array([0.05, 0.08, red.mean(), 0, 0.15, 0.2, 0.25, 0, 0.25, 0.18]) * (1 + 0.1 * rng.standard_normal(10))
+        base = np.array([0.05, 0.08, red.mean(), 0, 0.15, 0.2, 0.25, 0, 0.25, 0.18]) * (
+            1 + 0.1 * rng.standard_normal(10)
+        )
         out[:, k, :] = base
         out[:, k, 2] = red
         out[:, k, 3] = nir
@@ -97,38 +99,62 @@ def write_tile(folder: Path, size: int, n_dates: int, seed: int = 0) -> dict:
     table = _reflectance_tables(days, rng)
     noise = rng.normal(0, 250, size=(len(BANDS), 512, 512)).astype(np.int16)  # pixel texture, tiled
     transform = from_origin(*ORIGIN, 10, 10)
-    profile = dict(driver="GTiff", width=size, height=size, count=len(BANDS), dtype="int16", crs="EPSG:32631",
-                   transform=transform, tiled=True, blockxsize=256, blockysize=256, interleave="band",
-                   compress="zstd", zstd_level=1, predictor=2, nodata=-32768, BIGTIFF="IF_SAFER")
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=len(BANDS),
+        dtype="int16",
+        crs="EPSG:32631",
+        transform=transform,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        interleave="band",
+        compress="zstd",
+        zstd_level=1,
+        predictor=2,
+        nodata=-32768,
+        BIGTIFF="IF_SAFER",
+    )
     mask_profile = dict(profile, count=1, dtype="uint8", nodata=None, interleave="pixel")
     strip = 512
     for t, d in enumerate(dates):
         texture = np.roll(noise, tuple(rng.integers(0, 512, 2)), axis=(1, 2))  # another texture every date
-        clouds = [(rng.uniform(0, size), rng.uniform(0, size), rng.uniform(50, 400)) for _ in range(rng.poisson(6))]
+        clouds = [
+            (rng.uniform(0, size), rng.uniform(0, size), rng.uniform(50, 400)) for _ in range(rng.poisson(6))
+        ]
         name = d.strftime("%Y%m%d")
-        with rasterio.open(folder / f"S2_{name}.tif", "w", **profile) as img, \
-                rasterio.open(folder / f"MASK_{name}.tif", "w", **mask_profile) as msk:
+        with (
+            rasterio.open(folder / f"S2_{name}.tif", "w", **profile) as img,
+            rasterio.open(folder / f"MASK_{name}.tif", "w", **mask_profile) as msk,
+        ):
             for r0 in range(0, size, strip):
                 h = min(strip, size - r0)
-                idx = index[r0:r0 + h]
+                idx = index[r0 : r0 + h]
                 values = table[t][field_class[idx]] + field_offset[idx]  # [h, size, B]
                 values = np.moveaxis(values, -1, 0)
                 values += np.tile(texture, (1, (h + 511) // 512, (size + 511) // 512))[:, :h, :size]
-                rows, cols = np.mgrid[r0:r0 + h, 0:size]
+                rows, cols = np.mgrid[r0 : r0 + h, 0:size]
                 cloud = np.zeros((h, size), dtype=bool)
                 for cy, cx, rad in clouds:
                     if abs(cy - (r0 + h / 2)) < rad + h:
-                        cloud |= (rows - cy) ** 2 + (cols - cx) ** 2 < rad ** 2
+                        cloud |= (rows - cy) ** 2 + (cols - cx) ** 2 < rad**2
                 values[:, cloud] = 9000  # bright clouds, masked
                 img.write(values, window=rasterio.windows.Window(0, r0, size, h))
                 msk.write(cloud.astype(np.uint8), 1, window=rasterio.windows.Window(0, r0, size, h))
     # the reference: 30% of the fields, as a parcel register declares them
     keep = rng.random(len(fields)) < 0.3
     x0, y0 = ORIGIN
-    geoms = [box(x0 + 10 * c0 + 5, y0 - 10 * r1 + 5, x0 + 10 * c1 - 5, y0 - 10 * r0 - 5)
-             for (r0, c0, r1, c1, _), k in zip(fields, keep) if k]
+    geoms = [
+        box(x0 + 10 * c0 + 5, y0 - 10 * r1 + 5, x0 + 10 * c1 - 5, y0 - 10 * r0 - 5)
+        for (r0, c0, r1, c1, _), k in zip(fields, keep)
+        if k
+    ]
     labels = [CLASSES[f[4]][1] for f, k in zip(fields, keep) if k]
-    gpd.GeoDataFrame({"crop": labels}, geometry=geoms, crs="EPSG:32631").to_file(folder / "parcels.gpkg", driver="GPKG")
+    gpd.GeoDataFrame({"crop": labels}, geometry=geoms, crs="EPSG:32631").to_file(
+        folder / "parcels.gpkg", driver="GPKG"
+    )
     with open(folder / "nomenclature.csv", "w") as f:
         f.write("code,name,color\n" + "".join(f"{c},{n},{col}\n" for c, n, col, *_ in CLASSES))
     return {"dates": dates, "n_fields": len(fields), "n_parcels": int(keep.sum())}
@@ -137,15 +163,31 @@ def write_tile(folder: Path, size: int, n_dates: int, seed: int = 0) -> dict:
 def write_config(work: Path, data: Path, dates: list[dt.date], threads: int) -> Path:
     cfg = {
         "nomenclature": str(data / "nomenclature.csv"),
-        "tiles": {"T31TBM": {"source": "stack", "products": str(data), "files": "S2_*.tif", "masks": "MASK_*.tif",
-                             "bands": BANDS}},
+        "tiles": {
+            "T31TBM": {
+                "source": "stack",
+                "products": str(data),
+                "files": "S2_*.tif",
+                "masks": "MASK_*.tif",
+                "bands": BANDS,
+            }
+        },
         "ingest": {"bands": BANDS},
         "dates": {"start": dates[0].isoformat(), "end": dates[-1].isoformat(), "step_days": 10},
         "gapfill": {"backend": "numpy", "mode": "linear"},
         "features": {"indices": ["NDVI", "NDWI", "brightness"]},
-        "reference": {"min_area_m2": 200, "sources": [{"name": "parcels", "path": str(data / "parcels.gpkg"),
-                                                        "field": "crop", "priority": 1,
-                                                        "mapping": {c[1]: c[0] for c in CLASSES}}]},
+        "reference": {
+            "min_area_m2": 200,
+            "sources": [
+                {
+                    "name": "parcels",
+                    "path": str(data / "parcels.gpkg"),
+                    "field": "crop",
+                    "priority": 1,
+                    "mapping": {c[1]: c[0] for c in CLASSES},
+                }
+            ],
+        },
         "split": {"ratio": 0.66, "runs": 1, "seed": 0},
         "samples": {"max_learn_pixels_per_class": 5000},
         "architectures": {"rf": {"n_estimators": 100, "max_depth": 25}},
@@ -159,7 +201,11 @@ def write_config(work: Path, data: Path, dates: list[dt.date], threads: int) -> 
 
 
 def _du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else (path.stat().st_size if path.exists() else 0)
+    return (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else (path.stat().st_size if path.exists() else 0)
+    )
 
 
 #: files each rule writes (glob under results/), for the bytes written per job
@@ -171,8 +217,12 @@ OUTPUTS = {
     "split": ["runs/*/tiles/*/split.gpkg"],
     "samples": ["runs/*/pixels.parquet"],
     "train": ["runs/*/models/*/*"],
-    "classify": ["runs/*/maps/*/*_classification.tif*", "runs/*/maps/*/*_classification.qml",
-                 "runs/*/maps/*/*_confidence.tif", "runs/*/maps/*/*_validity.tif"],
+    "classify": [
+        "runs/*/maps/*/*_classification.tif*",
+        "runs/*/maps/*/*_classification.qml",
+        "runs/*/maps/*/*_confidence.tif",
+        "runs/*/maps/*/*_validity.tif",
+    ],
     "mosaic": ["runs/*/maps/*/mosaic_*"],
     "vectorize": ["runs/*/vectors/*/*.gpkg"],
     "evaluate": ["runs/*/reports/*/*"],
@@ -187,16 +237,30 @@ def collect(work: Path, size: int, n_dates: int) -> dict:
             row = next(csv.DictReader(f, delimiter="\t"))
         s = float(row["s"])
         rule = tsv.stem if tsv.parent.name == "benchmarks" else tsv.parent.name
-        written = sum(f.stat().st_size for pattern in OUTPUTS.get(rule, []) for f in (work / "results").glob(pattern))
-        jobs.append({"rule": rule, "job": tsv.stem, "wall_s": s, "max_rss_mb": float(row["max_rss"] or 0),
-                     "written_mb": written / 1e6, "cpu_s": float(row["cpu_time"] or 0),
-                     "mpx_per_s": size * size / 1e6 / s if s > 0 else None})
+        written = sum(
+            f.stat().st_size for pattern in OUTPUTS.get(rule, []) for f in (work / "results").glob(pattern)
+        )
+        jobs.append(
+            {
+                "rule": rule,
+                "job": tsv.stem,
+                "wall_s": s,
+                "max_rss_mb": float(row["max_rss"] or 0),
+                "written_mb": written / 1e6,
+                "cpu_s": float(row["cpu_time"] or 0),
+                "mpx_per_s": size * size / 1e6 / s if s > 0 else None,
+            }
+        )
     tiles = work / "results/tiles/T31TBM"
     inter = {p.name: p.stat().st_size for p in tiles.iterdir() if p.is_file()}
     samples = _du(work / "results/runs/0/pixels.parquet")
-    return {"jobs": jobs, "intermediates_bytes": inter, "intermediates_total": sum(inter.values()),
-            "bytes_per_px_band_date": sum(inter.values()) / (size * size * len(BANDS) * n_dates),
-            "samples_bytes": samples}
+    return {
+        "jobs": jobs,
+        "intermediates_bytes": inter,
+        "intermediates_total": sum(inter.values()),
+        "bytes_per_px_band_date": sum(inter.values()) / (size * size * len(BANDS) * n_dates),
+        "samples_bytes": samples,
+    }
 
 
 PER_RUN = {"train", "split", "summary", "stac_item", "reference"}  # not proportional to the tile's pixels
@@ -209,14 +273,21 @@ def projection(jobs: list[dict], size: int) -> float:
 
 def table(result: dict) -> str:
     size = result["size"]
-    lines = [f"| job | wall s | peak RSS MB | written MB | Mpx/s | projected s at {FULL_TILE} px |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"| job | wall s | peak RSS MB | written MB | Mpx/s | projected s at {FULL_TILE} px |",
+        "|---|---|---|---|---|---|",
+    ]
     factor = FULL_TILE**2 / size**2
     for j in result["jobs"]:
         proj = j["wall_s"] * (1 if j["rule"] in PER_RUN else factor)
         mpx = f"{j['mpx_per_s']:.3f}" if j["mpx_per_s"] and j["rule"] not in PER_RUN else "-"
-        lines.append(f"| {j['rule']} | {j['wall_s']:.1f} | {j['max_rss_mb']:.0f} | {j['written_mb']:.0f} | {mpx} | {proj:.0f} |")
-    lines.append(f"| **total** | {result['chain_wall_s']:.0f} (chain) | {max(j['max_rss_mb'] for j in result['jobs']):.0f} (max) | "
-                 f"| | **{result['projected_full_tile_s'] / 60:.1f} min** |")
+        lines.append(
+            f"| {j['rule']} | {j['wall_s']:.1f} | {j['max_rss_mb']:.0f} | {j['written_mb']:.0f} | {mpx} | {proj:.0f} |"
+        )
+    lines.append(
+        f"| **total** | {result['chain_wall_s']:.0f} (chain) | {max(j['max_rss_mb'] for j in result['jobs']):.0f} (max) | "
+        f"| | **{result['projected_full_tile_s'] / 60:.1f} min** |"
+    )
     return "\n".join(lines)
 
 
@@ -242,24 +313,47 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
         t0 = time.perf_counter()
         info = write_tile(data, args.size, args.dates)
-        print(f"synthetic tile {args.size} px x {args.dates} dates x {len(BANDS)} bands, {info['n_fields']} fields, "
-              f"{info['n_parcels']} reference parcels, written in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"synthetic tile {args.size} px x {args.dates} dates x {len(BANDS)} bands, {info['n_fields']} fields, "
+            f"{info['n_parcels']} reference parcels, written in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
     dates = sorted(dt.datetime.strptime(p.stem[3:], "%Y%m%d").date() for p in data.glob("S2_*.tif"))
     shutil.rmtree(work / "results", ignore_errors=True)
     shutil.rmtree(work / ".snakemake", ignore_errors=True)
     config = write_config(work, data, dates, args.cores)
     t0 = time.perf_counter()
-    proc = subprocess.run(["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(config),
-                           "--cores", str(args.cores)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(config),
+            "--cores",
+            str(args.cores),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     (work / "snakemake.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         print(proc.stderr[-4000:], file=sys.stderr)
         return proc.returncode
-    result = {"size": args.size, "dates": len(dates), "bands": len(BANDS), "cores": args.cores, "chain_wall_s": wall,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
-              **collect(work, args.size, len(dates))}
+    result = {
+        "size": args.size,
+        "dates": len(dates),
+        "bands": len(BANDS),
+        "cores": args.cores,
+        "chain_wall_s": wall,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+        **collect(work, args.size, len(dates)),
+    }
     result["projected_full_tile_s"] = projection(result["jobs"], args.size)
     (work / "bench_tile.json").write_text(json.dumps(result, indent=2))
     _print(result)
@@ -267,12 +361,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(result: dict) -> None:
-    print(f"machine: {result['machine']}; tile {result['size']} x {result['size']} px, {result['dates']} dates x "
-          f"{result['bands']} bands, {result['cores']} cores")
+    print(
+        f"machine: {result['machine']}; tile {result['size']} x {result['size']} px, {result['dates']} dates x "
+        f"{result['bands']} bands, {result['cores']} cores"
+    )
     print(table(result))
-    print(f"intermediates under results/tiles/T31TBM: {result['intermediates_total'] / 1e9:.2f} GB "
-          f"({result['bytes_per_px_band_date']:.2f} bytes per pixel per band and date): "
-          + ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in result["intermediates_bytes"].items()))
+    print(
+        f"intermediates under results/tiles/T31TBM: {result['intermediates_total'] / 1e9:.2f} GB "
+        f"({result['bytes_per_px_band_date']:.2f} bytes per pixel per band and date): "
+        + ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in result["intermediates_bytes"].items())
+    )
     print(f"learning samples (runs/0/pixels.parquet): {result['samples_bytes'] / 1e6:.1f} MB")
 
 

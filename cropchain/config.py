@@ -54,8 +54,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         hints = []
         for key in extra:
             close = difflib.get_close_matches(key, allowed, n=1)
-            hints.append(f"unknown key '{path + '.' if path != '<top level>' else ''}{key}'"
-                         + (f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(allowed)})"))
+            hints.append(
+                f"unknown key '{path + '.' if path != '<top level>' else ''}{key}'"
+                + (f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(allowed)})")
+            )
         return "; ".join(hints)
     if error.validator == "required":
         return f"{path}: {error.message}"
@@ -72,7 +74,9 @@ TILE_SOURCE_KEYS: dict[str, frozenset[str]] = {
     "safe": frozenset({"products"}),
     "demo": frozenset(),
     "theia": frozenset({"products", "clm_bits"}),
-    "stack": frozenset({"products", "files", "masks", "date_pattern", "date_format", "bands", "nodata", "scale", "offset"}),
+    "stack": frozenset(
+        {"products", "files", "masks", "date_pattern", "date_format", "bands", "nodata", "scale", "offset"}
+    ),
     "stack_file": frozenset({"file", "dates_file", "mask_file", "bands", "nodata", "scale", "offset"}),
 }
 TILE_SOURCE_REQUIRED: dict[str, tuple[str, ...]] = {
@@ -82,8 +86,11 @@ TILE_SOURCE_REQUIRED: dict[str, tuple[str, ...]] = {
     "stack_file": ("file", "dates_file"),
 }
 _REQUIRED_HINT = {
-    "products": {"safe": "a folder holding the *.SAFE products", "theia": "a folder holding the Theia product folders",
-                 "stack": "the folder of the per-date GeoTIFFs"},
+    "products": {
+        "safe": "a folder holding the *.SAFE products",
+        "theia": "a folder holding the Theia product folders",
+        "stack": "the folder of the per-date GeoTIFFs",
+    },
     "file": {"stack_file": "the multi-band GeoTIFF"},
     "dates_file": {"stack_file": "one YYYYMMDD per line, in band order"},
 }
@@ -96,25 +103,33 @@ def _check_tile_source(tile: str, spec: dict[str, Any], config: dict[str, Any]) 
     for key in spec:
         if key != "source" and key not in allowed:
             users = [s for s, keys in TILE_SOURCE_KEYS.items() if key in keys]
-            raise ConfigError(f"tiles.{tile}.{key}: not used by source '{source}' (only by {', '.join(users)}); "
-                              f"keys of source '{source}': {', '.join(sorted(allowed)) or 'none'}")
+            raise ConfigError(
+                f"tiles.{tile}.{key}: not used by source '{source}' (only by {', '.join(users)}); "
+                f"keys of source '{source}': {', '.join(sorted(allowed)) or 'none'}"
+            )
     for key in TILE_SOURCE_REQUIRED.get(source, ()):
         if key not in spec:
-            raise ConfigError(f"tiles.{tile}.{key}: required for source '{source}' ({_REQUIRED_HINT[key][source]})")
+            raise ConfigError(
+                f"tiles.{tile}.{key}: required for source '{source}' ({_REQUIRED_HINT[key][source]})"
+            )
     if source == "demo" and not config.get("demo"):
         raise ConfigError(f"tiles.{tile}.source: 'demo' needs a top-level 'demo:' section")
     bands = list(config["ingest"]["bands"])
     if source in ("safe", "demo", "theia"):
         wrong = [b for b in bands if b not in SENTINEL2_BANDS]
         if wrong:
-            raise ConfigError(f"ingest.bands: {wrong} not Sentinel-2 L2A band(s), which tile {tile} (source "
-                              f"'{source}') needs: choose among {', '.join(SENTINEL2_BANDS)}")
+            raise ConfigError(
+                f"ingest.bands: {wrong} not Sentinel-2 L2A band(s), which tile {tile} (source "
+                f"'{source}') needs: choose among {', '.join(SENTINEL2_BANDS)}"
+            )
     else:
         file_bands = spec.get("bands", bands)
         missing = [b for b in bands if b not in file_bands]
         if missing:
-            raise ConfigError(f"ingest.bands: {missing} not among the bands of tile {tile} "
-                              f"(tiles.{tile}.bands: {list(file_bands)}); name the files' bands there, in order")
+            raise ConfigError(
+                f"ingest.bands: {missing} not among the bands of tile {tile} "
+                f"(tiles.{tile}.bands: {list(file_bands)}); name the files' bands there, in order"
+            )
     if "date_pattern" in spec:
         try:
             re.compile(spec["date_pattern"])
@@ -130,10 +145,15 @@ def _calendar_date(value: Any, key: str) -> str:
         return value.isoformat()
     text = str(value).strip()
     try:
-        return dt.date.fromisoformat(text).isoformat() if len(text) == 10 else \
-            dt.datetime.strptime(text, "%Y%m%d").date().isoformat()
+        return (
+            dt.date.fromisoformat(text).isoformat()
+            if len(text) == 10
+            else dt.datetime.strptime(text, "%Y%m%d").date().isoformat()
+        )
     except ValueError as exc:
-        raise ConfigError(f"{key}: {value!r} is not a calendar date ({exc}): write a real date as YYYY-MM-DD") from None
+        raise ConfigError(
+            f"{key}: {value!r} is not a calendar date ({exc}): write a real date as YYYY-MM-DD"
+        ) from None
 
 
 def _normalise_dates(config: dict[str, Any]) -> None:
@@ -144,7 +164,11 @@ def _normalise_dates(config: dict[str, Any]) -> None:
             if key in dates and dates[key] is not None and isinstance(dates[key], (str, dt.date)):
                 if isinstance(dates[key], dt.date) or re.fullmatch(r"\s*\d{4}-?\d{2}-?\d{2}\s*", dates[key]):
                     dates[key] = _calendar_date(dates[key], f"dates.{key}")
-    variants = ((config.get("delineation") or {}).get("variants") or {}) if isinstance(config.get("delineation"), dict) else {}
+    variants = (
+        ((config.get("delineation") or {}).get("variants") or {})
+        if isinstance(config.get("delineation"), dict)
+        else {}
+    )
     if isinstance(variants, dict):
         for name, spec in variants.items():
             if isinstance(spec, dict) and isinstance(spec.get("date"), (str, dt.date)):
@@ -168,7 +192,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         with its key.
     """
     if not isinstance(config, dict):
-        raise ConfigError(f"<top level>: the configuration must be a mapping of keys, got {type(config).__name__}")
+        raise ConfigError(
+            f"<top level>: the configuration must be a mapping of keys, got {type(config).__name__}"
+        )
     _normalise_dates(config)
     validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
@@ -179,14 +205,18 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     for tile, spec in config["tiles"].items():
         _check_tile_source(tile, spec, config)
     if config["dates"]["start"] > config["dates"]["end"]:
-        raise ConfigError(f"dates.start: {config['dates']['start']} is after dates.end {config['dates']['end']}: swap them")
+        raise ConfigError(
+            f"dates.start: {config['dates']['start']} is after dates.end {config['dates']['end']}: swap them"
+        )
     from cropchain.models import PRESTO_ARCHS
 
     presto_archs = [a for a in config.get("architectures") or {} if a in PRESTO_ARCHS]
     if presto_archs and not config.get("presto"):
-        raise ConfigError(f"architectures.{presto_archs[0]}: a Presto architecture needs the encoder's weights; add a section "
-                          "`presto: {weights: <path of default_model.pt>}` (download it from "
-                          "https://github.com/nasaharvest/presto/raw/main/data/default_model.pt, MIT licence; README, 'Presto')")
+        raise ConfigError(
+            f"architectures.{presto_archs[0]}: a Presto architecture needs the encoder's weights; add a section "
+            "`presto: {weights: <path of default_model.pt>}` (download it from "
+            "https://github.com/nasaharvest/presto/raw/main/data/default_model.pt, MIT licence; README, 'Presto')"
+        )
     _check_smoothing(config)
     return config
 
@@ -194,11 +224,15 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 def _check_smoothing(config: dict[str, Any]) -> None:
     smoothing = config["classify"]["smoothing"]
     if smoothing["window_size"] % 2 == 0:
-        raise ConfigError(f"classify.smoothing.window_size: {smoothing['window_size']} must be odd (a window centred on the pixel)")
+        raise ConfigError(
+            f"classify.smoothing.window_size: {smoothing['window_size']} must be odd (a window centred on the pixel)"
+        )
     archs = smoothing["architectures"]
     unknown = [] if archs == "all" else [a for a in archs if a not in config["architectures"]]
     if unknown:
-        raise ConfigError(f"classify.smoothing.architectures: {unknown} are not in `architectures` {list(config['architectures'])}")
+        raise ConfigError(
+            f"classify.smoothing.architectures: {unknown} are not in `architectures` {list(config['architectures'])}"
+        )
 
 
 def smoothing_of(config: dict[str, Any], architecture: str) -> dict[str, Any] | None:
@@ -233,8 +267,10 @@ def read_yaml(path: str | os.PathLike, what: str = "configuration file") -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = " ".join(str(x) for x in (exc.context, exc.problem) if x)
-        raise ConfigError(f"{path}{where}: YAML syntax error ({problem}): fix the indentation / quoting there "
-                          "(no tabs; quote values holding ': ' or '#')") from None
+        raise ConfigError(
+            f"{path}{where}: YAML syntax error ({problem}): fix the indentation / quoting there "
+            "(no tabs; quote values holding ': ' or '#')"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
 

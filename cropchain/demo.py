@@ -54,8 +54,8 @@ import numpy as np
 import pandas as pd
 import rasterio
 import shapely
-from rasterio.features import shapes
 from affine import Affine
+from rasterio.features import shapes
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 from shapely.geometry import Polygon, shape
@@ -89,8 +89,24 @@ CORINE_CODES = {FOREST: 311, URBAN: 112, WATER: 512}
 CORINE_ARABLE = 211
 REFERENCE_CRS = "EPSG:2154"
 
-_MONTH_DAYS = ((1, 15), (2, 4), (3, 1), (3, 21), (4, 10), (4, 30), (5, 20), (6, 9), (6, 29), (7, 19),
-               (8, 8), (8, 28), (9, 17), (10, 12), (11, 6), (12, 16))
+_MONTH_DAYS = (
+    (1, 15),
+    (2, 4),
+    (3, 1),
+    (3, 21),
+    (4, 10),
+    (4, 30),
+    (5, 20),
+    (6, 9),
+    (6, 29),
+    (7, 19),
+    (8, 8),
+    (8, 28),
+    (9, 17),
+    (10, 12),
+    (11, 6),
+    (12, 16),
+)
 
 # Endmember reflectances (0-1) in the order of SENTINEL2_BANDS: B02 B03 B04 B08 B05 B06 B07 B8A B11 B12.
 assert SENTINEL2_BANDS == ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
@@ -113,8 +129,12 @@ _RED, _NIR = SENTINEL2_BANDS.index("B04"), SENTINEL2_BANDS.index("B08")
 
 # Vegetation and background endmember of each class (water and urban are handled apart).
 _CLASS_EM = {
-    WHEAT: ("crop", "soil"), MAIZE: ("crop", "soil"), GRASSLAND: ("grass", "soil"),
-    VINEYARD: ("vine", "limestone"), FOREST: ("forest", "litter"), URBAN: ("grass", "urban"),
+    WHEAT: ("crop", "soil"),
+    MAIZE: ("crop", "soil"),
+    GRASSLAND: ("grass", "soil"),
+    VINEYARD: ("vine", "limestone"),
+    FOREST: ("forest", "litter"),
+    URBAN: ("grass", "urban"),
     WATER: ("grass", "water"),
 }
 
@@ -122,7 +142,10 @@ _CLASS_EM = {
 _PHENOLOGY: dict[int, tuple[float, tuple[tuple[float, float | str, float], ...]]] = {
     WHEAT: (0.30, ((0.55, 75, 9), (-0.65, 168, 7), (0.15, 310, 10))),
     MAIZE: (0.15, ((0.70, 175, 8), (-0.62, 265, 8))),
-    GRASSLAND: (0.50, ((0.25, 75, 12), (-0.28, "mow", 3), (0.23, "mow+", 8), (-0.15, 205, 10), (0.15, 275, 12))),
+    GRASSLAND: (
+        0.50,
+        ((0.25, 75, 12), (-0.28, "mow", 3), (0.23, "mow+", 8), (-0.15, 205, 10), (0.15, 275, 12)),
+    ),
     VINEYARD: (0.22, ((0.33, 120, 10), (-0.30, 290, 10))),
     FOREST: (0.72, ((0.12, 105, 10), (-0.12, 300, 12))),
     URBAN: (0.14, ()),
@@ -197,7 +220,9 @@ def _layout(tile: str, seed: int, width: int, height: int):
     cy = np.bincount(pid.ravel(), weights=yy.ravel(), minlength=n) / area
     cx = np.bincount(pid.ravel(), weights=xx.ravel(), minlength=n) / area
 
-    pcls = rng.choice([WHEAT, MAIZE, GRASSLAND, VINEYARD], size=n, p=[0.28, 0.24, 0.26, 0.22]).astype(np.uint8)
+    pcls = rng.choice([WHEAT, MAIZE, GRASSLAND, VINEYARD], size=n, p=[0.28, 0.24, 0.26, 0.22]).astype(
+        np.uint8
+    )
     # Forest: the cells under the highest values of a smooth random field, about 12% of the tile.
     field = gaussian_filter(rng.standard_normal((H, W)), sigma=max(H, W) / 8.0, mode="reflect")
     pfield = np.bincount(pid.ravel(), weights=field.ravel(), minlength=n) / area
@@ -225,7 +250,8 @@ def _layout(tile: str, seed: int, width: int, height: int):
     L, Wd = (H, W) if vertical else (W, H)
     t = np.arange(L) + 0.5
     center = rng.uniform(0.3, 0.7) * Wd + rng.uniform(0.04, 0.1) * Wd * np.sin(
-        2 * np.pi * t / (rng.uniform(0.6, 1.2) * L) + rng.uniform(0, 2 * np.pi))
+        2 * np.pi * t / (rng.uniform(0.6, 1.2) * L) + rng.uniform(0, 2 * np.pi)
+    )
     half = rng.uniform(1.5, 2.5)
     across = (xx if vertical else yy) + 0.5
     along_idx = yy if vertical else xx
@@ -354,15 +380,15 @@ class _Scene:
         n = len(self.pcls)
         rng = _rng(seed, tile, 1)
         self.params = {
-            "shift": rng.normal(0.0, 14.0, n),      # days, sowing / green-up date of the parcel
+            "shift": rng.normal(0.0, 14.0, n),  # days, sowing / green-up date of the parcel
             "jitter": rng.normal(0.0, 5.0, n),
-            "amp": rng.normal(1.0, 0.12, n),        # vigour
+            "amp": rng.normal(1.0, 0.12, n),  # vigour
             "v0": rng.normal(0.0, 0.05, n),
-            "mow": rng.uniform(135.0, 180.0, n),    # grassland mowing day
+            "mow": rng.uniform(135.0, 180.0, n),  # grassland mowing day
             "regrow": rng.uniform(15.0, 30.0, n),
         }
-        self.soil = rng.uniform(0.75, 1.25, n)     # background brightness
-        self.vigour = rng.normal(1.0, 0.08, n)     # vegetation endmember brightness
+        self.soil = rng.uniform(0.75, 1.25, n)  # background brightness
+        self.vigour = rng.normal(1.0, 0.08, n)  # vegetation endmember brightness
         # Grassed inter-rows in some vineyards (greener in winter), and about 5% of crop parcels
         # whose declared crop does not match what grows (as in real parcel registers).
         vine = self.pcls == VINEYARD
@@ -378,15 +404,15 @@ class _Scene:
         self.urban_texture = np.clip(rng.normal(1.0, 0.18, (H, W)), 0.5, 1.8)
         veg = np.stack([_EM[_CLASS_EM[c][0]] for c in range(1, 8)])
         bg = np.stack([_EM[_CLASS_EM[c][1]] for c in range(1, 8)])
-        self.veg_p = veg[self.pheno - 1] * self.vigour[:, None]      # [n, 10]
-        self.bg_p = bg[self.pheno - 1] * self.soil[:, None]          # [n, 10]
+        self.veg_p = veg[self.pheno - 1] * self.vigour[:, None]  # [n, 10]
+        self.bg_p = bg[self.pheno - 1] * self.soil[:, None]  # [n, 10]
 
     def surface(self, date: dt.date, rng: np.random.Generator) -> np.ndarray:
         """Cloud-free surface reflectance (0-1), float64 [10, H, W]."""
         doy = date.timetuple().tm_yday
         ndvi_p = _phenology_ndvi(doy, self.pheno, self.params)
         ndvi = np.clip(ndvi_p[self.pid] + self.ndvi_jitter, -0.2, 0.95)
-        veg, bg = self.veg_p[self.pid], self.bg_p[self.pid]               # [H, W, 10]
+        veg, bg = self.veg_p[self.pid], self.bg_p[self.pid]  # [H, W, 10]
         f = _cover_for_ndvi(ndvi, veg, bg)[..., None]
         refl = f * veg + (1.0 - f) * bg
         urban = self.cls == URBAN
@@ -395,15 +421,23 @@ class _Scene:
         turb = rng.uniform(0.0, 0.6)
         refl[water] = _EM["water"] + turb * _EM["turbid"] + rng.normal(0.0, 0.002, (int(water.sum()), 10))
         refl = np.moveaxis(refl, -1, 0)
-        refl *= rng.normal(1.0, 0.015, 10)[:, None, None]                 # atmospheric residual
-        refl *= rng.normal(1.0, 0.04, refl.shape)                        # sensor + sub-pixel noise
+        refl *= rng.normal(1.0, 0.015, 10)[:, None, None]  # atmospheric residual
+        refl *= rng.normal(1.0, 0.04, refl.shape)  # sensor + sub-pixel noise
         return np.clip(refl, 0.0, 1.2)
 
 
 def _jp2(path: Path, array: np.ndarray, transform, crs: str) -> None:
-    profile = {"driver": "JP2OpenJPEG", "width": array.shape[1], "height": array.shape[0], "count": 1,
-               "dtype": array.dtype.name, "crs": crs, "transform": transform,
-               "QUALITY": 100, "REVERSIBLE": "YES"}
+    profile = {
+        "driver": "JP2OpenJPEG",
+        "width": array.shape[1],
+        "height": array.shape[0],
+        "count": 1,
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "QUALITY": 100,
+        "REVERSIBLE": "YES",
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(array, 1)
 
@@ -415,12 +449,25 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
     return el
 
 
-def _write_mtd(path: Path, *, name: str, sensing: dt.datetime, generation: dt.datetime, spacecraft: str,
-               baseline: str, image_files: Sequence[str], granule_id: str) -> None:
+def _write_mtd(
+    path: Path,
+    *,
+    name: str,
+    sensing: dt.datetime,
+    generation: dt.datetime,
+    spacecraft: str,
+    baseline: str,
+    image_files: Sequence[str],
+    granule_id: str,
+) -> None:
     """MTD_MSIL2A.xml with the fields of ESA's L2A product specification that readers use."""
-    root = ET.Element("n1:Level-2A_User_Product", {
-        "xmlns:n1": "https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd",
-        "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance"})
+    root = ET.Element(
+        "n1:Level-2A_User_Product",
+        {
+            "xmlns:n1": "https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd",
+            "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+        },
+    )
     gi = _sub(root, "n1:General_Info")
     pi = _sub(gi, "Product_Info")
     t = sensing.strftime("%Y-%m-%dT%H:%M:%S.024Z")
@@ -432,7 +479,9 @@ def _write_mtd(path: Path, *, name: str, sensing: dt.datetime, generation: dt.da
     _sub(pi, "PROCESSING_BASELINE", baseline)
     _sub(pi, "PRODUCT_DOI", "cropchain synthetic demo product (not Copernicus data)")
     _sub(pi, "GENERATION_TIME", generation.strftime("%Y-%m-%dT%H:%M:%S.000000Z"))
-    dtk = _sub(pi, "Datatake", datatakeIdentifier=f"G{spacecraft[-2:].replace('-', 'S')}_{sensing:%Y%m%dT%H%M%S}")
+    dtk = _sub(
+        pi, "Datatake", datatakeIdentifier=f"G{spacecraft[-2:].replace('-', 'S')}_{sensing:%Y%m%dT%H%M%S}"
+    )
     _sub(dtk, "SPACECRAFT_NAME", spacecraft)
     _sub(dtk, "DATATAKE_TYPE", "INS-NOBS")
     _sub(dtk, "SENSING_ORBIT_NUMBER", "8")
@@ -460,9 +509,22 @@ def _write_mtd(path: Path, *, name: str, sensing: dt.datetime, generation: dt.da
         s = _sub(si, "Spectral_Information", bandId=str(i), physicalBand=phys)
         _sub(s, "RESOLUTION", str(NATIVE_RESOLUTION.get(b, 60)))
     scl = _sub(ic, "Scene_Classification_List")
-    for idx, text in enumerate(("SC_NODATA", "SC_SATURATED_DEFECTIVE", "SC_DARK_FEATURE_SHADOW", "SC_CLOUD_SHADOW",
-                                "SC_VEGETATION", "SC_NOT_VEGETATED", "SC_WATER", "SC_UNCLASSIFIED",
-                                "SC_CLOUD_MEDIUM_PROBA", "SC_CLOUD_HIGH_PROBA", "SC_THIN_CIRRUS", "SC_SNOW_ICE")):
+    for idx, text in enumerate(
+        (
+            "SC_NODATA",
+            "SC_SATURATED_DEFECTIVE",
+            "SC_DARK_FEATURE_SHADOW",
+            "SC_CLOUD_SHADOW",
+            "SC_VEGETATION",
+            "SC_NOT_VEGETATED",
+            "SC_WATER",
+            "SC_UNCLASSIFIED",
+            "SC_CLOUD_MEDIUM_PROBA",
+            "SC_CLOUD_HIGH_PROBA",
+            "SC_THIN_CIRRUS",
+            "SC_SNOW_ICE",
+        )
+    ):
         e = _sub(scl, "Scene_Classification_ID")
         _sub(e, "SCENE_CLASSIFICATION_TEXT", text)
         _sub(e, "SCENE_CLASSIFICATION_INDEX", str(idx))
@@ -483,15 +545,17 @@ def _check_dates(dates: Sequence[dt.date | str] | None, year: int) -> list[dt.da
 class _Observation(NamedTuple):
     """One synthetic acquisition: what every product writer of the demo encodes."""
 
-    index: int              # position of the date in the sorted dates
+    index: int  # position of the date in the sorted dates
     date: dt.date
-    refl: np.ndarray        # float64 [10, H, W] top-of-canopy reflectance 0-1 with clouds, SENTINEL2_BANDS order
-    scl: np.ndarray         # uint8 [ceil(H/2), ceil(W/2)] scene classification at 20 m
-    cloud: np.ndarray       # bool, same shape: cloud (SCL 8 or 9 before the nodata corner)
-    nodata20: np.ndarray    # bool, same shape: outside the swath (DN 0, SCL 0)
+    refl: np.ndarray  # float64 [10, H, W] top-of-canopy reflectance 0-1 with clouds, SENTINEL2_BANDS order
+    scl: np.ndarray  # uint8 [ceil(H/2), ceil(W/2)] scene classification at 20 m
+    cloud: np.ndarray  # bool, same shape: cloud (SCL 8 or 9 before the nodata corner)
+    nodata20: np.ndarray  # bool, same shape: outside the swath (DN 0, SCL 0)
 
 
-def _observations(tile: str, seed: int, width: int, height: int, dates: Sequence[dt.date]) -> Iterator[_Observation]:
+def _observations(
+    tile: str, seed: int, width: int, height: int, dates: Sequence[dt.date]
+) -> Iterator[_Observation]:
     """The demo's acquisitions of one tile, date by date (reflectance model, clouds, shadows, cirrus, swath edge).
 
     Shared by the SAFE and Theia writers, so that both formats carry the same scene.
@@ -503,7 +567,7 @@ def _observations(tile: str, seed: int, width: int, height: int, dates: Sequence
     n = len(dates)
     covers = np.where(plan.random(n) < 0.35, 0.0, np.minimum(plan.beta(0.8, 4.0, n) * 0.4, 0.3))
     cloudy = nodata_date = None
-    if n >= 4:                      # one fully cloudy date and one swath-edge date, never the first or last
+    if n >= 4:  # one fully cloudy date and one swath-edge date, never the first or last
         cloudy, nodata_date = (int(i) for i in plan.choice(np.arange(1, n - 1), size=2, replace=False))
         covers[cloudy] = 1.0
     others = [i for i in range(n) if i != cloudy]
@@ -512,7 +576,7 @@ def _observations(tile: str, seed: int, width: int, height: int, dates: Sequence
     margin = 8
     for i, date in enumerate(dates):
         rng = _rng(seed, tile, 3, date.toordinal())
-        refl = scene.surface(date, rng)                                      # [10, H, W]
+        refl = scene.surface(date, rng)  # [10, H, W]
         ndvi20 = _block_mean(refl[_NIR]) - _block_mean(refl[_RED])
         ndvi20 /= np.maximum(_block_mean(refl[_NIR]) + _block_mean(refl[_RED]), 1e-6)
         scl = np.where(ndvi20 >= 0.4, 4, 5).astype(np.uint8)
@@ -520,11 +584,11 @@ def _observations(tile: str, seed: int, width: int, height: int, dates: Sequence
         # Clouds and their shadows (20 m), thin cirrus.
         if covers[i] > 0:
             field, thr = _blobs(rng, h2, w2, covers[i], sigma=rng.uniform(3.0, 7.0), margin=margin)
-            core = field[margin:margin + h2, margin:margin + w2]
+            core = field[margin : margin + h2, margin : margin + w2]
             cloud = core > thr
             alpha = np.where(cloud, 0.35 + 0.65 * np.clip((core - thr) / 0.8, 0, 1), 0.0)
             dy, dx = int(rng.integers(3, margin + 1)), int(rng.integers(2, margin - 1))
-            shadow = (field[margin + dy:margin + dy + h2, margin + dx:margin + dx + w2] > thr) & ~cloud
+            shadow = (field[margin + dy : margin + dy + h2, margin + dx : margin + dx + w2] > thr) & ~cloud
             scl[shadow] = 3
             scl[cloud] = np.where(alpha[cloud] > 0.6, 9, 8)
             a10 = _up(alpha, H, W)[None]
@@ -539,7 +603,7 @@ def _observations(tile: str, seed: int, width: int, height: int, dates: Sequence
             refl = refl + _up(np.where(cirrus, 1.0, 0.0), H, W)[None] * _EM["cirrus"][:, None, None]
         nodata20 = np.zeros((h2, w2), bool)
         if i == nodata_date:
-            nodata20 = (rr + 0.5) / h2 + (cc + 0.5) / w2 > 1.6                # swath edge
+            nodata20 = (rr + 0.5) / h2 + (cc + 0.5) / w2 > 1.6  # swath edge
             scl[nodata20] = 0
         yield _Observation(i, date, refl, scl, cloud, nodata20)
 
@@ -623,10 +687,16 @@ def generate_demo_products(
             for b in bands20:
                 _jp2(tmp / (files[b] + ".jp2"), dn20[SENTINEL2_BANDS.index(b)], t20, crs)
             _jp2(tmp / (files["SCL"] + ".jp2"), scl, t20, crs)
-            _write_mtd(tmp / "MTD_MSIL2A.xml", name=name, sensing=sensing,
-                       generation=dt.datetime.combine(date, dt.time(12, 0, 0)), spacecraft=spacecraft,
-                       baseline="05.00", image_files=list(files.values()),
-                       granule_id=f"S2{spacecraft[-1]}_OPER_MSI_L2A_TL_2BPS_{date:%Y%m%d}T120000_A{abs_orbit:06d}_{tile}_N05.00")
+            _write_mtd(
+                tmp / "MTD_MSIL2A.xml",
+                name=name,
+                sensing=sensing,
+                generation=dt.datetime.combine(date, dt.time(12, 0, 0)),
+                spacecraft=spacecraft,
+                baseline="05.00",
+                image_files=list(files.values()),
+                granule_id=f"S2{spacecraft[-1]}_OPER_MSI_L2A_TL_2BPS_{date:%Y%m%d}T120000_A{abs_orbit:06d}_{tile}_N05.00",
+            )
         log.info("%s %s: %.0f%% cloud", tile, date, 100 * cloud.mean())
         written.append(final)
     return written
@@ -639,9 +709,17 @@ _THEIA_CLM_OF_SCL = {8: 0b00000111, 9: 0b00000111, 3: 0b00100001, 10: 0b10010000
 
 
 def _theia_tif(path: Path, array: np.ndarray, transform, crs: str, nodata: int | None) -> None:
-    profile = {"driver": "GTiff", "width": array.shape[1], "height": array.shape[0], "count": 1,
-               "dtype": array.dtype.name, "crs": crs, "transform": transform, "nodata": nodata,
-               "compress": "deflate"}
+    profile = {
+        "driver": "GTiff",
+        "width": array.shape[1],
+        "height": array.shape[0],
+        "count": 1,
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "compress": "deflate",
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(array, 1)
 
@@ -737,11 +815,18 @@ def generate_demo_theia_products(
                     _theia_tif(tmp / f"{name}_FRE_{theia_b}.tif", fre10[k], t10, crs, THEIA_NODATA)
                 else:
                     _theia_tif(tmp / f"{name}_FRE_{theia_b}.tif", fre20[k], t20, crs, THEIA_NODATA)
-            for res, transform, clm, edg in (("R1", t10, _up(clm20, H, W), nodata10), ("R2", t20, clm20, nodata20)):
+            for res, transform, clm, edg in (
+                ("R1", t10, _up(clm20, H, W), nodata10),
+                ("R2", t20, clm20, nodata20),
+            ):
                 _theia_tif(tmp / "MASKS" / f"{name}_CLM_{res}.tif", clm, transform, crs, None)
-                _theia_tif(tmp / "MASKS" / f"{name}_EDG_{res}.tif", edg.astype(np.uint8), transform, crs, None)
+                _theia_tif(
+                    tmp / "MASKS" / f"{name}_EDG_{res}.tif", edg.astype(np.uint8), transform, crs, None
+                )
                 _theia_tif(tmp / "MASKS" / f"{name}_SAT_{res}.tif", np.zeros_like(clm), transform, crs, None)
-            _write_theia_mtd(tmp / f"{name}_MTD_ALL.xml", name=name, sensing=sensing, platform=platform, tile=tile)
+            _write_theia_mtd(
+                tmp / f"{name}_MTD_ALL.xml", name=name, sensing=sensing, platform=platform, tile=tile
+            )
         log.info("%s %s (Theia): %.0f%% cloud", tile, obs.date, 100 * obs.cloud.mean())
         written.append(final)
     return written
@@ -752,7 +837,7 @@ def _self_intersecting(poly: Polygon) -> Polygon | None:
     ring = list(poly.exterior.coords)[:-1]
     n = len(ring)
     for i in range(1, n - 2):
-        swapped = ring[:i] + [ring[i + 1], ring[i]] + ring[i + 2:]
+        swapped = ring[:i] + [ring[i + 1], ring[i]] + ring[i + 2 :]
         cand = Polygon(swapped + [swapped[0]])
         if not cand.is_valid and "Self-intersection" in shapely.is_valid_reason(cand):
             return cand
@@ -791,8 +876,14 @@ def generate_demo_references(
     rpg, clc = [], []
     for k, (tile, spec) in enumerate(tiles.items()):
         tile_n = _tile_name(tile)
-        _, gdf = demo_layout(tile_n, seed=seed, width=int(spec["width"]), height=int(spec["height"]),
-                             origin=tuple(spec["origin"]), crs=DEMO_CRS)
+        _, gdf = demo_layout(
+            tile_n,
+            seed=seed,
+            width=int(spec["width"]),
+            height=int(spec["height"]),
+            origin=tuple(spec["origin"]),
+            crs=DEMO_CRS,
+        )
         rng = _rng(seed, tile_n, 4)
         crops = gdf[gdf["code"].isin(list(RPG_CODES))].copy()
         crops["ID_PARCEL"] = [f"{tile_n}-{i:05d}" for i in crops["parcel_id"]]
@@ -823,9 +914,15 @@ def generate_demo_references(
             arable = arable.convex_hull
         if k == 0:
             arable = _self_intersecting(arable) or arable
-        clc.append(pd.concat([cover[["code_18", "geometry"]],
-                              gpd.GeoDataFrame({"code_18": [CORINE_ARABLE]}, geometry=[arable], crs=DEMO_CRS)],
-                             ignore_index=True))
+        clc.append(
+            pd.concat(
+                [
+                    cover[["code_18", "geometry"]],
+                    gpd.GeoDataFrame({"code_18": [CORINE_ARABLE]}, geometry=[arable], crs=DEMO_CRS),
+                ],
+                ignore_index=True,
+            )
+        )
     parcels = gpd.GeoDataFrame(pd.concat(rpg, ignore_index=True), crs=DEMO_CRS).to_crs(REFERENCE_CRS)
     landcover = gpd.GeoDataFrame(pd.concat(clc, ignore_index=True), crs=DEMO_CRS).to_crs(REFERENCE_CRS)
     landcover["code_18"] = landcover["code_18"].astype(np.int32)

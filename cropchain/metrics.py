@@ -21,9 +21,11 @@ from sklearn import metrics as skm
 
 from cropchain.nomenclature import Nomenclature
 
-MACRO_F1_DEFINITION = ("macro F-score: unweighted mean of the F-scores of the classes that have validation "
-                       "(reference) samples on the tile and run (macro_f1_classes); predictions of classes "
-                       "without validation samples are reported apart (commission_unvalidated)")
+MACRO_F1_DEFINITION = (
+    "macro F-score: unweighted mean of the F-scores of the classes that have validation "
+    "(reference) samples on the tile and run (macro_f1_classes); predictions of classes "
+    "without validation samples are reported apart (commission_unvalidated)"
+)
 
 
 def macro_f1(
@@ -136,18 +138,22 @@ def confusion_metrics(
         "macro_f1_classes": validated,
         "per_class": {
             code: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(round(s))}
-            for code, p, r, f, s in zip(labels, precision, recall, f1, cm.sum(axis=1)) if code in validated
+            for code, p, r, f, s in zip(labels, precision, recall, f1, cm.sum(axis=1))
+            if code in validated
         },
         "commission_unvalidated": {
             code: {unit: int(round(c)), "share": float(c / n)}
-            for code, c in zip(labels, cm.sum(axis=0)) if code not in validated and c > 0
+            for code, c in zip(labels, cm.sum(axis=0))
+            if code not in validated and c > 0
         },
         "confusion_matrix": {"labels": labels, "matrix": np.rint(cm).astype(np.int64).tolist()},
         "n_pixels": int(round(cm.sum())),
     }
 
 
-def metrics_from_matrix(matrix: np.ndarray | Sequence[Sequence[int]], labels: Sequence[int]) -> dict[str, Any]:
+def metrics_from_matrix(
+    matrix: np.ndarray | Sequence[Sequence[int]], labels: Sequence[int]
+) -> dict[str, Any]:
     """:func:`confusion_metrics` of a confusion matrix (rows = reference, columns = predicted).
 
     Used to pool several tiles: summing their matrices and recomputing gives the metrics

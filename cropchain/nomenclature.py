@@ -58,8 +58,11 @@ def _parse_color(value: object, path: Path, line: int) -> tuple[int, int, int]:
         except ValueError:
             continue
         return tuple(int(round(255 * x)) for x in rgb)  # type: ignore[return-value]
-    raise InputError(path, f"line {line}: color {value!r} is neither #RRGGBB nor a known colour name",
-                     "write colors as #RRGGBB (e.g. #1f77b4) or a named colour (e.g. purple)")
+    raise InputError(
+        path,
+        f"line {line}: color {value!r} is neither #RRGGBB nor a known colour name",
+        "write colors as #RRGGBB (e.g. #1f77b4) or a named colour (e.g. purple)",
+    )
 
 
 def read_nomenclature(path: str | os.PathLike) -> Nomenclature:
@@ -74,23 +77,37 @@ def read_nomenclature(path: str | os.PathLike) -> Nomenclature:
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "nomenclature file not found", "set `nomenclature` in the config to a CSV with code,name,color")
+        raise InputError(
+            path,
+            "nomenclature file not found",
+            "set `nomenclature` in the config to a CSV with code,name,color",
+        )
     try:
         # separator sniffed: ',' as documented, ';' or tab as spreadsheets write them
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, sep=None, engine="python")
+            df = pd.read_csv(
+                path, dtype=str, keep_default_na=False, skipinitialspace=True, sep=None, engine="python"
+            )
         except csv.Error:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the CSV as UTF-8") from None
+        raise InputError(
+            path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the CSV as UTF-8"
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(path, f"cannot be read as CSV ({str(exc).strip()})",
-                         "write a comma-separated file with a header line code,name,color") from None
+        raise InputError(
+            path,
+            f"cannot be read as CSV ({str(exc).strip()})",
+            "write a comma-separated file with a header line code,name,color",
+        ) from None
     df.columns = [str(c).strip() for c in df.columns]
     missing = {"code", "name", "color"} - set(df.columns)
     if missing:
-        raise InputError(path, f"missing column(s) {sorted(missing)}; found {list(df.columns)}",
-                         "the nomenclature CSV needs a header line code,name,color")
+        raise InputError(
+            path,
+            f"missing column(s) {sorted(missing)}; found {list(df.columns)}",
+            "the nomenclature CSV needs a header line code,name,color",
+        )
     if df.empty:
         raise InputError(path, "no class", "write one line per class: code,name,color")
     codes: list[int] = []
@@ -100,25 +117,46 @@ def read_nomenclature(path: str | os.PathLike) -> Nomenclature:
         except (TypeError, ValueError):
             f = float("nan")
         if not f.is_integer():
-            raise InputError(path, f"line {line}: code {c!r} is not an integer", "write integer class codes 1..254")
+            raise InputError(
+                path, f"line {line}: code {c!r} is not an integer", "write integer class codes 1..254"
+            )
         codes.append(int(f))
     seen: dict[int, int] = {}
     for line, c in enumerate(codes, start=2):
         if c in seen:
-            raise InputError(path, f"code {c} is given twice (lines {seen[c]} and {line})", "give each class a unique code")
+            raise InputError(
+                path, f"code {c} is given twice (lines {seen[c]} and {line})", "give each class a unique code"
+            )
         seen[c] = line
     bad = [c for c in codes if c < 1 or c > 254]
     if bad:
-        raise InputError(path, f"class code(s) {bad} outside 1..254", "use codes 1..254: 0 and 255 are reserved for nodata")
+        raise InputError(
+            path, f"class code(s) {bad} outside 1..254", "use codes 1..254: 0 and 255 are reserved for nodata"
+        )
     names = [str(n).strip() for n in df["name"]]
     for line, n in enumerate(names, start=2):
         if not n:
-            raise InputError(path, f"line {line}: class {codes[line - 2]} has no name", "give every class a name")
+            raise InputError(
+                path, f"line {line}: class {codes[line - 2]} has no name", "give every class a name"
+            )
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        log.warning("%s: class name(s) %s given to several codes: the map legend cannot tell them apart", path, dup)
+        log.warning(
+            "%s: class name(s) %s given to several codes: the map legend cannot tell them apart", path, dup
+        )
     return Nomenclature(
         codes=tuple(codes),
         names=tuple(names),
         colors=tuple(_parse_color(c, path, line) for line, c in enumerate(df["color"], start=2)),
     )
+
+
+def as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
+    """``nomenclature`` itself, or the nomenclature CSV it names read by :func:`read_nomenclature`.
+
+    Raises
+    ------
+    InputError
+        as :func:`read_nomenclature`, for a path.
+    """
+    return nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)

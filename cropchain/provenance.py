@@ -27,8 +27,19 @@ from cropchain.io.atomic import write_text_atomic
 from cropchain.io.raster import read_dates
 
 #: Libraries whose versions are recorded (distribution names).
-KEY_LIBRARIES = ("numpy", "scipy", "rasterio", "geopandas", "shapely", "pyogrio", "pyproj", "pyarrow",
-                 "scikit-learn", "xgboost-cpu", "snakemake")
+KEY_LIBRARIES = (
+    "numpy",
+    "scipy",
+    "rasterio",
+    "geopandas",
+    "shapely",
+    "pyogrio",
+    "pyproj",
+    "pyarrow",
+    "scikit-learn",
+    "xgboost-cpu",
+    "snakemake",
+)
 
 STAC_VERSION = "1.0.0"
 
@@ -66,8 +77,12 @@ def checksum(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
         lines = "".join(f"{p.relative_to(path).as_posix()} {sha256_file(p)}\n" for p in files)
-        return {"path": str(path), "sha256": hashlib.sha256(lines.encode()).hexdigest(),
-                "bytes": sum(p.stat().st_size for p in files), "files": len(files)}
+        return {
+            "path": str(path),
+            "sha256": hashlib.sha256(lines.encode()).hexdigest(),
+            "bytes": sum(p.stat().st_size for p in files),
+            "files": len(files),
+        }
     raise InputError(path, "not found while recording provenance", "rerun the step that writes it")
 
 
@@ -92,14 +107,22 @@ def content_stamp(paths: Iterable[str | os.PathLike]) -> str:
     lines = []
     for root in paths:
         root = Path(root)
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        files = (
+            [root]
+            if root.is_file()
+            else sorted(p for p in root.rglob("*") if p.is_file())
+            if root.is_dir()
+            else []
+        )
         for f in files:
             st = f.stat()
             lines.append(f"{os.fsencode(f).hex()} {st.st_size} {st.st_mtime_ns}\n")
     return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()[:16]
 
 
-def input_manifest(products: Iterable[str | os.PathLike], out_json: str | os.PathLike) -> list[dict[str, Any]]:
+def input_manifest(
+    products: Iterable[str | os.PathLike], out_json: str | os.PathLike
+) -> list[dict[str, Any]]:
     """Write the checksums of a tile's input products (files or folders) to ``out_json``.
 
     Computed once per tile (hashing every band of every product), then copied into each Item.
@@ -111,7 +134,11 @@ def input_manifest(products: Iterable[str | os.PathLike], out_json: str | os.Pat
 
 def library_versions() -> dict[str, str]:
     """Versions of Python, GDAL (as rasterio sees it), cropchain and :data:`KEY_LIBRARIES`."""
-    versions = {"python": platform.python_version(), "gdal": rasterio.__gdal_version__, "cropchain": cropchain.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "gdal": rasterio.__gdal_version__,
+        "cropchain": cropchain.__version__,
+    }
     for name in KEY_LIBRARIES:
         try:
             versions[name] = metadata.version(name)
@@ -158,18 +185,31 @@ def write_stac_item(
     with rasterio.open(raster) as src:
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
         epsg = src.crs.to_epsg()
-        proj = {"proj:epsg": epsg, "proj:shape": [src.height, src.width], "proj:transform": list(src.transform)[:6]}
+        proj = {
+            "proj:epsg": epsg,
+            "proj:shape": [src.height, src.width],
+            "proj:transform": list(src.transform)[:6],
+        }
     dates = read_dates(dates_file)
     manifest = json.loads(Path(input_products).read_text())
     item = {
         "type": "Feature",
         "stac_version": STAC_VERSION,
-        "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-                            "https://stac-extensions.github.io/file/v2.1.0/schema.json"],
+        "stac_extensions": [
+            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+        ],
         "id": item_id,
         "bbox": [round(v, 7) for v in (west, south, east, north)],
-        "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in
-                     ((west, south), (east, south), (east, north), (west, north), (west, south))]]},
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [round(x, 7), round(y, 7)]
+                    for x, y in ((west, south), (east, south), (east, north), (west, north), (west, south))
+                ]
+            ],
+        },
         "properties": {
             "datetime": None,
             "start_datetime": f"{dates[0][:4]}-{dates[0][4:6]}-{dates[0][6:]}T00:00:00Z",
@@ -186,8 +226,13 @@ def write_stac_item(
             "cropchain:model_files": [checksum(p) for p in model_files],
         },
         "assets": {
-            role: {"href": os.path.relpath(path, base), "file:checksum": MULTIHASH_SHA256 + sha256_file(path),
-                   "file:size": Path(path).stat().st_size, "roles": ["data"], "type": _media_type(path)}
+            role: {
+                "href": os.path.relpath(path, base),
+                "file:checksum": MULTIHASH_SHA256 + sha256_file(path),
+                "file:size": Path(path).stat().st_size,
+                "roles": ["data"],
+                "type": _media_type(path),
+            }
             for role, path in assets.items()
         },
         "links": [],
@@ -198,5 +243,10 @@ def write_stac_item(
 
 def _media_type(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
-    return {".tif": "image/tiff; application=geotiff", ".gpkg": "application/geopackage+sqlite3",
-            ".json": "application/json", ".csv": "text/csv", ".png": "image/png"}.get(suffix, "application/octet-stream")
+    return {
+        ".tif": "image/tiff; application=geotiff",
+        ".gpkg": "application/geopackage+sqlite3",
+        ".json": "application/json",
+        ".csv": "text/csv",
+        ".png": "image/png",
+    }.get(suffix, "application/octet-stream")

@@ -18,8 +18,8 @@ from typing import Any
 
 import cropchain
 from cropchain.errors import CropchainError
-from cropchain.series.features import FeatureSpec
 from cropchain.log import configure
+from cropchain.series.features import FeatureSpec
 
 log = logging.getLogger("cropchain.workflow")
 
@@ -28,8 +28,15 @@ log = logging.getLogger("cropchain.workflow")
 GDAL_CACHE_MB = 256
 
 #: environment variables naming the thread count of the libraries a job may load
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "GDAL_NUM_THREADS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "GDAL_NUM_THREADS",
+)
 
 
 def pin_threads(threads: int) -> Any:
@@ -62,7 +69,10 @@ def feature_specs(gapfilled: Any, dates: Any, features: dict) -> list[FeatureSpe
     (``bands`` of one date, spectral ``indices``)."""
     gapfilled = [gapfilled] if isinstance(gapfilled, (str, os.PathLike)) else list(gapfilled)
     dates = [dates] if isinstance(dates, (str, os.PathLike)) else list(dates)
-    return [FeatureSpec(g, d, tuple(features["bands"]), tuple(features["indices"])) for g, d in zip(gapfilled, dates, strict=True)]
+    return [
+        FeatureSpec(g, d, tuple(features["bands"]), tuple(features["indices"]))
+        for g, d in zip(gapfilled, dates, strict=True)
+    ]
 
 
 def _first_output(snakemake: Any) -> str | None:
@@ -79,13 +89,17 @@ def _system_error_line(exc: BaseException, where: str | None) -> str | None:
 
     name = printable_path(getattr(exc, "filename", None) or where or ".")
     if isinstance(exc, PermissionError):
-        return f"{name}: permission denied ({exc.strerror}) -> give the user running the chain read access to the inputs " \
-               "and write access to the working directory"
+        return (
+            f"{name}: permission denied ({exc.strerror}) -> give the user running the chain read access to the inputs "
+            "and write access to the working directory"
+        )
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return f"{name}: read-only file system -> run the chain in a writable working directory"
     if isinstance(exc, MemoryError):
-        return f"{name}: out of memory while writing this output -> run on a node with more memory (snakemake " \
-               "--set-resources RULE:mem_mb=N on a cluster), or lower classify.window in the config"
+        return (
+            f"{name}: out of memory while writing this output -> run on a node with more memory (snakemake "
+            "--set-resources RULE:mem_mb=N on a cluster), or lower classify.window in the config"
+        )
     return None
 
 
@@ -96,17 +110,27 @@ def classify_job(smk: Any, features: Any) -> None:
     and copy the validity raster beside them as a COG, as iota2 does."""
     from pathlib import Path
 
-    from cropchain.mapping.classify import classify_tile
     from cropchain.io.products import write_cog
-    from cropchain.nomenclature import read_nomenclature
     from cropchain.learning.train import load_model
+    from cropchain.mapping.classify import classify_tile
+    from cropchain.nomenclature import read_nomenclature
 
     cfg = smk.params.classify
     model = load_model(Path(smk.input.model).parent, threads=smk.threads)
-    classify_tile(features, smk.input.validity, model, read_nomenclature(smk.input.nomenclature),
-                  smk.output.classification, smk.output.confidence, window=cfg["window"], overlap=cfg["overlap"],
-                  out_probabilities=getattr(smk.output, "probabilities", None), out_uncertainty=smk.output.uncertainty,
-                  uncertainty=cfg["uncertainty"], smoothing=smk.params.smoothing)
+    classify_tile(
+        features,
+        smk.input.validity,
+        model,
+        read_nomenclature(smk.input.nomenclature),
+        smk.output.classification,
+        smk.output.confidence,
+        window=cfg["window"],
+        overlap=cfg["overlap"],
+        out_probabilities=getattr(smk.output, "probabilities", None),
+        out_uncertainty=smk.output.uncertainty,
+        uncertainty=cfg["uncertainty"],
+        smoothing=smk.params.smoothing,
+    )
     write_cog(smk.input.validity, smk.output.validity, overview_resampling="nearest")
 
 
@@ -125,10 +149,17 @@ def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     logfile = snakemake.log[0] if len(snakemake.log) else None
     configure(logfile)
-    threads = int(getattr(snakemake, "threads", 1) or 1)  # a stand-in object (a script run by hand) may lack it
+    threads = int(
+        getattr(snakemake, "threads", 1) or 1
+    )  # a stand-in object (a script run by hand) may lack it
     limiter = pin_threads(threads)  # noqa: F841 (kept alive for the step)
-    log.info("cropchain %s, rule %s, wildcards %s, %d thread(s)", cropchain.__version__, snakemake.rule,
-             dict(snakemake.wildcards), threads)
+    log.info(
+        "cropchain %s, rule %s, wildcards %s, %d thread(s)",
+        cropchain.__version__,
+        snakemake.rule,
+        dict(snakemake.wildcards),
+        threads,
+    )
     start = time.perf_counter()
     try:
         step(snakemake)

@@ -1,4 +1,5 @@
 """Rule classify: tiled inference of one model on one tile."""
+
 from cropchain.workflow import classify_job, feature_specs, run_step
 
 

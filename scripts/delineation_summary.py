@@ -1,4 +1,5 @@
 """Rule delineation_summary: mean and spread over runs of the delineation scores, training times."""
+
 from cropchain.delineation.metrics import summarize_delineation
 from cropchain.workflow import run_step
 

@@ -1,4 +1,5 @@
 """Rule manifest: checksums of a tile's input products."""
+
 from cropchain.provenance import input_manifest
 from cropchain.workflow import run_step
 

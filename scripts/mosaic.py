@@ -1,4 +1,5 @@
 """Rule mosaic: the classification rasters of all tiles of a run and architecture, mosaicked."""
+
 from cropchain.mapping.classify import mosaic
 from cropchain.workflow import run_step
 

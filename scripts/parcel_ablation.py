@@ -1,4 +1,5 @@
 """Rule parcel_ablation: F-score change of each parcel model when the dates are randomly permuted."""
+
 from cropchain.parcels.train import ablation_table
 from cropchain.workflow import run_step
 

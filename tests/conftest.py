@@ -36,8 +36,15 @@ def t31tej_safe_products(t31tej: Path) -> list[Path]:
     return sorted(t31tej.glob("eodata/Sentinel-2/L2A/*/*/*/*.SAFE"), key=lambda p: p.name.split("_")[2])
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 1500, check: bool = True, env: dict | None = None,
-              snakefile: Path | None = None):
+def snakemake(
+    workdir: Path,
+    configfile: Path,
+    *args: str,
+    timeout: int = 1500,
+    check: bool = True,
+    env: dict | None = None,
+    snakefile: Path | None = None,
+):
     """Run the cropchain workflow with ``workdir`` as working directory; returns the CompletedProcess.
 
     Uses the ``snakemake`` of the running interpreter's environment and this checkout's
@@ -47,11 +54,23 @@ def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 1500, 
     import sys
 
     exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe), "--snakefile", str(snakefile or ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", *args]
+    cmd = [
+        str(exe),
+        "--snakefile",
+        str(snakefile or ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 

@@ -34,10 +34,7 @@ from cropchain.nomenclature import Nomenclature
 # Mapped areas in 30 m Landsat pixels: deforestation, forest gain, stable forest, stable non-forest.
 PAPER_PIXELS = [200_000, 150_000, 3_200_000, 6_450_000]
 # Sample counts (their Table 8), rows = map class, columns = reference class.
-PAPER_COUNTS = [[66, 0, 5, 4],
-                [0, 55, 8, 12],
-                [1, 0, 153, 11],
-                [2, 1, 9, 313]]
+PAPER_COUNTS = [[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]]
 PIXEL_HA_30M = 0.09
 
 
@@ -69,10 +66,12 @@ def test_olofsson_2014_example_internal_consistency():
     r = estimate(PAPER_COUNTS, PAPER_PIXELS, pixel_area_ha=PIXEL_HA_30M)
     p = np.array(r["error_matrix_proportions"])
     w = np.array(PAPER_PIXELS) / sum(PAPER_PIXELS)
-    np.testing.assert_allclose(p.sum(axis=1), w)                        # rows sum to the mapped proportions
+    np.testing.assert_allclose(p.sum(axis=1), w)  # rows sum to the mapped proportions
     assert p.sum() == pytest.approx(1.0)
     est = np.array([r["areas"][c]["estimated_ha"] for c in r["codes"]])
-    assert est.sum() == pytest.approx(sum(PAPER_PIXELS) * PIXEL_HA_30M)  # the areas are re-distributed, not created
+    assert est.sum() == pytest.approx(
+        sum(PAPER_PIXELS) * PIXEL_HA_30M
+    )  # the areas are re-distributed, not created
     # user's accuracy is the row's share on the diagonal, producer's the column's
     assert r["users_accuracy"][3]["value"] == pytest.approx(153 / 165)
     assert r["producers_accuracy"][2]["value"] == pytest.approx(p[1, 1] / p[:, 1].sum())
@@ -111,13 +110,19 @@ def test_sample_size_eq13_and_allocations_on_the_paper_design():
 
 # --- streaming on rasters -----------------------------------------------------------------
 CODES = (1, 4, 9)
-NOM = Nomenclature(codes=CODES, names=("wheat", "rapeseed", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+NOM = Nomenclature(
+    codes=CODES, names=("wheat", "rapeseed", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3))
+)
 ORIGIN = (700_000.0, 4_800_000.0)
 
 
 def write_map(path: Path, labels: np.ndarray, pixel_m: float = 10.0) -> Path:
-    base = {"crs": CRS.from_epsg(32631), "transform": from_origin(*ORIGIN, pixel_m, pixel_m),
-            "width": labels.shape[1], "height": labels.shape[0]}
+    base = {
+        "crs": CRS.from_epsg(32631),
+        "transform": from_origin(*ORIGIN, pixel_m, pixel_m),
+        "width": labels.shape[1],
+        "height": labels.shape[0],
+    }
     with rasterio.open(path, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=0)) as dst:
         dst.write(labels.astype(np.uint8), 1)
     return path
@@ -175,8 +180,17 @@ def test_design_sample_writes_points_with_an_empty_reference_column(tmp_path):
     labels = parcel_map()
     path = write_map(tmp_path / "map.tif", labels)
     out, js = tmp_path / "design" / "sample.gpkg", tmp_path / "design" / "design.json"
-    design = design_sample(path, NOM, out, js, users_accuracy={1: 0.9, 4: 0.8, 9: 0.7}, target_se=0.02,
-                           allocation="recommended", min_per_class=30, seed=1)
+    design = design_sample(
+        path,
+        NOM,
+        out,
+        js,
+        users_accuracy={1: 0.9, 4: 0.8, 9: 0.7},
+        target_se=0.02,
+        allocation="recommended",
+        min_per_class=30,
+        seed=1,
+    )
     gdf = gpd.read_file(out)
     assert gdf.crs.to_epsg() == 32631
     assert len(gdf) == design["n"] == math.ceil(design["n_eq13"])
@@ -208,7 +222,7 @@ def test_assess_map_recovers_the_true_areas_of_a_biased_map(tmp_path):
         assert abs(a["estimated_ha"] - true_ha) <= a["ci95_ha"] + 1e-9, (code, a, true_ha)
     rape_true = (truth == 4).sum() * 0.01
     assert abs(r["areas"][4]["estimated_ha"] - rape_true) < abs(r["areas"][4]["mapped_ha"] - rape_true) / 3
-    assert r["users_accuracy"][4]["value"] == 1.0          # rapeseed on the map is rapeseed
+    assert r["users_accuracy"][4]["value"] == 1.0  # rapeseed on the map is rapeseed
     assert r["producers_accuracy"][4]["value"] == pytest.approx(0.7, abs=0.08)
     # same answer from the sample in the map's CRS
     gdf.to_file(tmp_path / "labelled_utm.gpkg")
@@ -224,8 +238,12 @@ def test_assess_map_reports_unsampled_strata_and_points_off_the_map(tmp_path):
     labels = parcel_map()
     path = write_map(tmp_path / "map.tif", labels)
     pts = stratified_sample(path, {1: 10, 4: 10}, seed=0)  # vineyard (9) is mapped but not sampled
-    gdf = gpd.GeoDataFrame({"reference": pts["stratum"]}, geometry=gpd.points_from_xy(pts["x"], pts["y"]), crs=32631)
-    off = gpd.GeoDataFrame({"reference": [1]}, geometry=gpd.points_from_xy([ORIGIN[0] - 500], [ORIGIN[1]]), crs=32631)
+    gdf = gpd.GeoDataFrame(
+        {"reference": pts["stratum"]}, geometry=gpd.points_from_xy(pts["x"], pts["y"]), crs=32631
+    )
+    off = gpd.GeoDataFrame(
+        {"reference": [1]}, geometry=gpd.points_from_xy([ORIGIN[0] - 500], [ORIGIN[1]]), crs=32631
+    )
     pd.concat([gdf, off], ignore_index=True).to_file(tmp_path / "s.gpkg")
     r = assess_map(path, tmp_path / "s.gpkg", NOM)
     assert r["n_outside"] == 1
@@ -240,7 +258,9 @@ def test_assess_map_rejects_bad_samples(tmp_path):
     gdf.to_file(tmp_path / "nolabel.gpkg")
     with pytest.raises(InputError, match="no column 'reference'"):
         assess_map(path, tmp_path / "nolabel.gpkg", NOM)
-    gdf.rename(columns={"label": "reference"}).assign(reference=[1, 1, 1, 1, 77]).to_file(tmp_path / "unknown.gpkg")
+    gdf.rename(columns={"label": "reference"}).assign(reference=[1, 1, 1, 1, 77]).to_file(
+        tmp_path / "unknown.gpkg"
+    )
     with pytest.raises(InputError, match=r"reference codes \[77\]"):
         assess_map(path, tmp_path / "unknown.gpkg", NOM)
     with pytest.raises(InputError, match="not found"):
@@ -254,11 +274,16 @@ def test_validation_sample_labels_the_pixels_of_the_validation_parcels(tmp_path)
     labels = parcel_map()
     path = write_map(tmp_path / "map.tif", labels)
     x0, y0 = ORIGIN
-    boxes = [shapely.box(x0 + 100, y0 - 300, x0 + 200, y0 - 200),   # 10 x 10 px
-             shapely.box(x0 + 400, y0 - 150, x0 + 450, y0 - 100),   # 5 x 5 px
-             shapely.box(x0 + 600, y0 - 600, x0 + 700, y0 - 500)]   # learn: not used
-    split = gpd.GeoDataFrame({"polygon_id": [1, 2, 3], "code": [4, 9, 1], "split": ["validation", "validation", "learn"]},
-                             geometry=boxes, crs=32631).to_crs(2154)  # the split in another CRS
+    boxes = [
+        shapely.box(x0 + 100, y0 - 300, x0 + 200, y0 - 200),  # 10 x 10 px
+        shapely.box(x0 + 400, y0 - 150, x0 + 450, y0 - 100),  # 5 x 5 px
+        shapely.box(x0 + 600, y0 - 600, x0 + 700, y0 - 500),
+    ]  # learn: not used
+    split = gpd.GeoDataFrame(
+        {"polygon_id": [1, 2, 3], "code": [4, 9, 1], "split": ["validation", "validation", "learn"]},
+        geometry=boxes,
+        crs=32631,
+    ).to_crs(2154)  # the split in another CRS
     split.to_file(tmp_path / "split.gpkg")
     n = validation_sample(tmp_path / "split.gpkg", path, tmp_path / "points.gpkg")
     pts = gpd.read_file(tmp_path / "points.gpkg")
@@ -272,9 +297,11 @@ def test_validation_sample_labels_the_pixels_of_the_validation_parcels(tmp_path)
 
 def test_estimate_degenerate_strata():
     """A class only in the reference (omitted by the map) and a stratum with one point: defined values only."""
-    counts = [[20, 0, 2],   # map class 1
-              [1, 0, 0],    # map class 2: one point, variance undefined
-              [3, 4, 30]]   # map class 3; class 2 of the reference is never mapped as 2
+    counts = [
+        [20, 0, 2],  # map class 1
+        [1, 0, 0],  # map class 2: one point, variance undefined
+        [3, 4, 30],
+    ]  # map class 3; class 2 of the reference is never mapped as 2
     r = estimate(counts, [500, 10, 1000], pixel_area_ha=0.01, codes=[1, 2, 3])
     assert r["strata_below_2"] == [2]
     assert r["users_accuracy"][2]["value"] == 0.0 and r["users_accuracy"][2]["ci95"] is None

@@ -116,14 +116,23 @@ def _fuse(tmp: Path, path: Path, **kw):
     grid = tr.write_grid(tmp / "grid.tif")
     nom = read_nomenclature(tr.write_nomenclature(tmp / "nomenclature.csv", ["wheat", "maize", "vineyard"]))
     out = tmp / "out"
-    return (lambda: fuse_reference([ReferenceSource("parcels", path, "crop", MAPPING, **kw)], nom, grid,
-                                   out / "reference.gpkg")), out
+    return (
+        lambda: fuse_reference(
+            [ReferenceSource("parcels", path, "crop", MAPPING, **kw)], nom, grid, out / "reference.gpkg"
+        )
+    ), out
 
 
 def _lines(tmp):
     a, b = tr.X0 + 100, tr.Y0 - 500
-    return _fuse(tmp, tr.write_source(tmp / "lines.gpkg", ["W", "M"], [LineString([(a, b), (a + 200, b)]),
-                                                                          LineString([(a, b + 9), (a + 9, b + 300)])]))
+    return _fuse(
+        tmp,
+        tr.write_source(
+            tmp / "lines.gpkg",
+            ["W", "M"],
+            [LineString([(a, b), (a + 200, b)]), LineString([(a, b + 9), (a + 9, b + 300)])],
+        ),
+    )
 
 
 def _points(tmp):
@@ -131,8 +140,11 @@ def _points(tmp):
 
 
 def _shp(tmp, name="parcels.shp", labels=("W", "M"), encoding=None):
-    gdf = gpd.GeoDataFrame({"crop": list(labels)}, geometry=[tr.rect(0, 0, 100, 100), tr.rect(200, 200, 300, 300)],
-                           crs="EPSG:32631")
+    gdf = gpd.GeoDataFrame(
+        {"crop": list(labels)},
+        geometry=[tr.rect(0, 0, 100, 100), tr.rect(200, 200, 300, 300)],
+        crs="EPSG:32631",
+    )
     path = tmp / name
     pyogrio.write_dataframe(gdf, path, **({"encoding": encoding} if encoding else {}))
     return path
@@ -177,7 +189,12 @@ def _no_crs(tmp):
 
 
 def _unmapped_value(tmp):
-    return _fuse(tmp, tr.write_source(tmp / "unmapped.gpkg", ["W", "rice"], [tr.rect(0, 0, 100, 100), tr.rect(200, 200, 300, 300)]))
+    return _fuse(
+        tmp,
+        tr.write_source(
+            tmp / "unmapped.gpkg", ["W", "rice"], [tr.rect(0, 0, 100, 100), tr.rect(200, 200, 300, 300)]
+        ),
+    )
 
 
 def _missing_source(tmp):
@@ -189,8 +206,12 @@ REFERENCE_CASES = {
     "points instead of polygons": Case(_points, "points.shp", "Point geometries, not polygons"),
     "shapefile without .dbf": Case(_no_dbf, "nodbf.shp", "has no nodbf.dbf"),
     "shapefile without .shx": Case(_no_shx, "noshx.shp", "has no noshx.shx"),
-    "latin-1 attributes, .cpg says UTF-8": Case(_latin1_declared_utf8, "latin1.shp", "latin1.cpg says 'UTF-8'"),
-    "UTF-8 attributes, .cpg says LATIN1": Case(_utf8_declared_latin1, "utf8.shp", "look like UTF-8 text read in another encoding"),
+    "latin-1 attributes, .cpg says UTF-8": Case(
+        _latin1_declared_utf8, "latin1.shp", "latin1.cpg says 'UTF-8'"
+    ),
+    "UTF-8 attributes, .cpg says LATIN1": Case(
+        _utf8_declared_latin1, "utf8.shp", "look like UTF-8 text read in another encoding"
+    ),
     "folder name not UTF-8": Case(_non_utf8_folder, "donn\\xe9es", "is not valid UTF-8"),
     "no CRS": Case(_no_crs, "nocrs.shp", "has no CRS"),
     "class value absent from the mapping": Case(_unmapped_value, "unmapped.gpkg", "'rice'"),
@@ -218,15 +239,32 @@ def _nomenclature(tmp, text: str):
 
 
 NOMENCLATURE_CASES = {
-    "duplicate code": Case(lambda t: _nomenclature(t, "code,name,color\n1,wheat,#ff0000\n2,maize,#00ff00\n1,rape,#0000ff\n"),
-                           "nomenclature.csv", "code 1 is given twice (lines 2 and 4)"),
-    "unknown colour name": Case(lambda t: _nomenclature(t, "code,name,color\n1,wheat,purpel\n"),
-                                "nomenclature.csv", "line 2: color 'purpel'"),
-    "code not an integer": Case(lambda t: _nomenclature(t, "code,name,color\n1,wheat,red\nx,maize,blue\n"),
-                                "nomenclature.csv", "line 3: code 'x' is not an integer"),
-    "code out of range": Case(lambda t: _nomenclature(t, "code,name,color\n0,wheat,red\n"), "nomenclature.csv", "[0] outside 1..254"),
-    "missing column": Case(lambda t: _nomenclature(t, "code,name\n1,wheat\n"), "nomenclature.csv", "missing column(s) ['color']"),
-    "class without name": Case(lambda t: _nomenclature(t, "code,name,color\n1,,red\n"), "nomenclature.csv", "line 2: class 1 has no name"),
+    "duplicate code": Case(
+        lambda t: _nomenclature(t, "code,name,color\n1,wheat,#ff0000\n2,maize,#00ff00\n1,rape,#0000ff\n"),
+        "nomenclature.csv",
+        "code 1 is given twice (lines 2 and 4)",
+    ),
+    "unknown colour name": Case(
+        lambda t: _nomenclature(t, "code,name,color\n1,wheat,purpel\n"),
+        "nomenclature.csv",
+        "line 2: color 'purpel'",
+    ),
+    "code not an integer": Case(
+        lambda t: _nomenclature(t, "code,name,color\n1,wheat,red\nx,maize,blue\n"),
+        "nomenclature.csv",
+        "line 3: code 'x' is not an integer",
+    ),
+    "code out of range": Case(
+        lambda t: _nomenclature(t, "code,name,color\n0,wheat,red\n"), "nomenclature.csv", "[0] outside 1..254"
+    ),
+    "missing column": Case(
+        lambda t: _nomenclature(t, "code,name\n1,wheat\n"), "nomenclature.csv", "missing column(s) ['color']"
+    ),
+    "class without name": Case(
+        lambda t: _nomenclature(t, "code,name,color\n1,,red\n"),
+        "nomenclature.csv",
+        "line 2: class 1 has no name",
+    ),
 }
 
 
@@ -258,17 +296,34 @@ def _config(tmp, text: str):
 
 
 CONFIG_CASES = {
-    "impossible date (quoted)": Case(lambda t: _config(t, GOOD_CONFIG.replace('start: "2018-01-23"', 'start: "2018-02-30"')),
-                                     "dates.start", "'2018-02-30' is not a calendar date"),
-    "impossible date (YAML date)": Case(lambda t: _config(t, GOOD_CONFIG.replace('end: "2018-10-05"', "end: 2018-09-31")),
-                                        "dates.end", "'2018-09-31' is not a calendar date"),
-    "YAML syntax error": Case(lambda t: _config(t, GOOD_CONFIG.replace("dates:\n", "dates: {\n", 1)),
-                              "config.yaml, line", "YAML syntax error"),
-    "tab indentation": Case(lambda t: _config(t, GOOD_CONFIG.replace("\n  start:", "\n\tstart:", 1)),
-                            "config.yaml, line 18", "YAML syntax error"),
-    "misspelled key": Case(lambda t: _config(t, GOOD_CONFIG.replace("dates:", "datse:", 1)), "datse", "did you mean 'dates'"),
-    "start after end": Case(lambda t: _config(t, GOOD_CONFIG.replace('start: "2018-01-23"', 'start: "2018-12-23"')),
-                            "dates.start", "after dates.end"),
+    "impossible date (quoted)": Case(
+        lambda t: _config(t, GOOD_CONFIG.replace('start: "2018-01-23"', 'start: "2018-02-30"')),
+        "dates.start",
+        "'2018-02-30' is not a calendar date",
+    ),
+    "impossible date (YAML date)": Case(
+        lambda t: _config(t, GOOD_CONFIG.replace('end: "2018-10-05"', "end: 2018-09-31")),
+        "dates.end",
+        "'2018-09-31' is not a calendar date",
+    ),
+    "YAML syntax error": Case(
+        lambda t: _config(t, GOOD_CONFIG.replace("dates:\n", "dates: {\n", 1)),
+        "config.yaml, line",
+        "YAML syntax error",
+    ),
+    "tab indentation": Case(
+        lambda t: _config(t, GOOD_CONFIG.replace("\n  start:", "\n\tstart:", 1)),
+        "config.yaml, line 18",
+        "YAML syntax error",
+    ),
+    "misspelled key": Case(
+        lambda t: _config(t, GOOD_CONFIG.replace("dates:", "datse:", 1)), "datse", "did you mean 'dates'"
+    ),
+    "start after end": Case(
+        lambda t: _config(t, GOOD_CONFIG.replace('start: "2018-01-23"', 'start: "2018-12-23"')),
+        "dates.start",
+        "after dates.end",
+    ),
 }
 
 
@@ -293,11 +348,19 @@ def _stack(tmp, cube, bands=ts.BANDS, **kw):
 
     ts.write_stack(tmp / "stack", cube, None, [f"{d:%Y%m%d}" for d in ts.DATES])
     out = tmp / "out"
-    return (lambda: ingest_stack(find_stack_files(tmp / "stack"), *ts._outputs(out), bands=bands, tile="T31TXA", **kw)), out
+    return (
+        lambda: ingest_stack(
+            find_stack_files(tmp / "stack"), *ts._outputs(out), bands=bands, tile="T31TXA", **kw
+        )
+    ), out
 
 
 def _cube():
-    return np.random.default_rng(4).integers(50, 9000, (len(ts.DATES), len(ts.BANDS), ts.H, ts.W)).astype(np.int16)
+    return (
+        np.random.default_rng(4)
+        .integers(50, 9000, (len(ts.DATES), len(ts.BANDS), ts.H, ts.W))
+        .astype(np.int16)
+    )
 
 
 def _stack_non_utf8(tmp):
@@ -310,15 +373,26 @@ def _stack_non_utf8(tmp):
 
 
 STACK_CASES = {
-    "float reflectance 0-1 without scale": Case(lambda t: _stack(t, _cube().astype(np.float32) / 10000), "S2_20210304.tif",
-                                                "set tiles.T31TXA.scale to 10000"),
-    "reflectance x10000 with scale 10000": Case(lambda t: _stack(t, _cube(), scale=10000), "S2_20210304.tif",
-                                                "set tiles.T31TXA.scale to 1 "),
-    "float NDVI without scale": Case(lambda t: _stack(t, np.random.default_rng(1).uniform(-0.2, 0.9, (len(ts.DATES), 1, ts.H, ts.W))
-                                                      .astype(np.float32), bands=["NDVI"]), "S2_20210304.tif",
-                                     "band NDVI (index)"),
-    "percent reflectance without scale": Case(lambda t: _stack(t, _cube().astype(np.float32) / 100), "stack",
-                                              "set tiles.T31TXA.scale to 100"),
+    "float reflectance 0-1 without scale": Case(
+        lambda t: _stack(t, _cube().astype(np.float32) / 10000),
+        "S2_20210304.tif",
+        "set tiles.T31TXA.scale to 10000",
+    ),
+    "reflectance x10000 with scale 10000": Case(
+        lambda t: _stack(t, _cube(), scale=10000), "S2_20210304.tif", "set tiles.T31TXA.scale to 1 "
+    ),
+    "float NDVI without scale": Case(
+        lambda t: _stack(
+            t,
+            np.random.default_rng(1).uniform(-0.2, 0.9, (len(ts.DATES), 1, ts.H, ts.W)).astype(np.float32),
+            bands=["NDVI"],
+        ),
+        "S2_20210304.tif",
+        "band NDVI (index)",
+    ),
+    "percent reflectance without scale": Case(
+        lambda t: _stack(t, _cube().astype(np.float32) / 100), "stack", "set tiles.T31TXA.scale to 100"
+    ),
     "folder name not UTF-8": Case(_stack_non_utf8, "s\\xe9ries", "is not valid UTF-8"),
 }
 
@@ -346,8 +420,18 @@ def _gapfill(tmp, start, end, mask_fn=None):
         with rasterio.open(mask, "w", **profile) as dst:
             dst.write(mask_fn(m))
     out = tmp / "out"
-    return (lambda: gapfill_tile(raw, mask, dates, out / "gapfilled.tif", out / "dates.txt", out / "validity.tif",
-                                 start=start, end=end)), out
+    return (
+        lambda: gapfill_tile(
+            raw,
+            mask,
+            dates,
+            out / "gapfilled.tif",
+            out / "dates.txt",
+            out / "validity.tif",
+            start=start,
+            end=end,
+        )
+    ), out
 
 
 def _mostly_cloudy(m):
@@ -357,12 +441,21 @@ def _mostly_cloudy(m):
 
 
 COVERAGE_CASES = {
-    "date grid of another year": Case(lambda t: _gapfill(t, "2019-01-01", "2019-12-31"), "dates.start / dates.end",
-                                      "(2018-01-23 to 2018-05-03"),
-    "date grid mostly after the products": Case(lambda t: _gapfill(t, "2018-01-01", "2019-06-30"), "dates.start / dates.end",
-                                                "acquisitions of tile T31TEJ"),
-    "no clear date for most pixels": Case(lambda t: _gapfill(t, None, None, _mostly_cloudy), "raw_mask.tif",
-                                          "tile T31TEJ: 100% of the observed pixels have no clear observation"),
+    "date grid of another year": Case(
+        lambda t: _gapfill(t, "2019-01-01", "2019-12-31"),
+        "dates.start / dates.end",
+        "(2018-01-23 to 2018-05-03",
+    ),
+    "date grid mostly after the products": Case(
+        lambda t: _gapfill(t, "2018-01-01", "2019-06-30"),
+        "dates.start / dates.end",
+        "acquisitions of tile T31TEJ",
+    ),
+    "no clear date for most pixels": Case(
+        lambda t: _gapfill(t, None, None, _mostly_cloudy),
+        "raw_mask.tif",
+        "tile T31TEJ: 100% of the observed pixels have no clear observation",
+    ),
 }
 
 
@@ -395,10 +488,19 @@ def _ingest_script(tmp, products: Path, tile: str, source: str = "safe"):
     found = sorted(str(p) for p in products.iterdir())
     out = tmp / "out"
     smk = fake_snakemake(
-        tmp, "ingest", input={"products": found},
-        output={"raw": str(out / "raw.tif"), "mask": str(out / "raw_mask.tif"), "dates": str(out / "raw_dates.txt")},
-        params={"ingest": {"bands": ["B02", "B04", "B08", "B11"], "resampling": "bilinear"},
-                "source": {"source": source, "products": str(products)}, "scl_masked": [0, 1, 3, 8, 9, 10]},
+        tmp,
+        "ingest",
+        input={"products": found},
+        output={
+            "raw": str(out / "raw.tif"),
+            "mask": str(out / "raw_mask.tif"),
+            "dates": str(out / "raw_dates.txt"),
+        },
+        params={
+            "ingest": {"bands": ["B02", "B04", "B08", "B11"], "resampling": "bilinear"},
+            "source": {"source": source, "products": str(products)},
+            "scl_masked": [0, 1, 3, 8, 9, 10],
+        },
         wildcards={"tile": tile},
     )
     return smk, out
@@ -409,7 +511,9 @@ def test_products_of_another_tile_than_the_config(source, demo_safe, tmp_path, j
     smk, out = _ingest_script(tmp_path, demo_safe / source, "T31TEJ", source)
     status, first, err = job(ROOT / "scripts" / "ingest.py", smk)
     assert status == 1, err
-    assert "product of tile T31TXA, expected T31TEJ (the tile named in the configuration, tiles.T31TEJ)" in first, first
+    assert (
+        "product of tile T31TXA, expected T31TEJ (the tile named in the configuration, tiles.T31TEJ)" in first
+    ), first
     assert "Traceback" not in err and no_file_under(out)
     # A tile name that is no MGRS id is free (products of any one tile).
     smk, out = _ingest_script(tmp_path / "free", demo_safe / source, "herault", source)
@@ -430,7 +534,9 @@ def test_products_folder_not_utf8(demo_safe, tmp_path, job):
 
 def _zip_product(product: Path, name: str | None = None) -> Path:
     """Zip a product folder the way the Copernicus Data Space delivers it (``<name>.SAFE.zip``)."""
-    archive = shutil.make_archive(str(product.parent / (name or product.name)), "zip", product.parent, product.name)
+    archive = shutil.make_archive(
+        str(product.parent / (name or product.name)), "zip", product.parent, product.name
+    )
     return Path(archive)
 
 
@@ -453,7 +559,9 @@ def test_zipped_safe_beside_folders_is_read_in_place(given, demo_safe, tmp_path,
     assert status == 0, err
     ingest_safe(find_safe_products(demo_safe / "safe"), *ts._outputs(tmp_path / "folders"), bands=bands)
     for name in ("raw.tif", "raw_mask.tif"):
-        np.testing.assert_array_equal(ts._read(tmp_path / "zip" / name), ts._read(tmp_path / "folders" / name))
+        np.testing.assert_array_equal(
+            ts._read(tmp_path / "zip" / name), ts._read(tmp_path / "folders" / name)
+        )
     assert (tmp_path / "zip/raw_dates.txt").read_text() == (tmp_path / "folders/raw_dates.txt").read_text()
 
 
@@ -467,8 +575,14 @@ def test_damaged_or_incomplete_zipped_safe_is_named(demo_safe, tmp_path, job):
     shutil.rmtree(products[0])
     zipped.write_bytes(zipped.read_bytes()[:2000])  # an interrupted download
     out = tmp_path / "out"
-    status, first, err = job(lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04"]))
-    assert status == 1 and first.startswith(f"cropchain error: {zipped}") and "download the product again" in first, err
+    status, first, err = job(
+        lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04"])
+    )
+    assert (
+        status == 1
+        and first.startswith(f"cropchain error: {zipped}")
+        and "download the product again" in first
+    ), err
     assert no_file_under(out)
     # A zip of a folder without its band files: the band and the archive named.
     part = _zip_product(products[1])  # whole product
@@ -481,7 +595,9 @@ def test_damaged_or_incomplete_zipped_safe_is_named(demo_safe, tmp_path, job):
             zf.writestr(n, b)
     shutil.rmtree(products[1])
     zipped.unlink()
-    status, first, err = job(lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04"]))
+    status, first, err = job(
+        lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04"])
+    )
     assert status == 1 and "band B04 (10 m) not found" in first and part.name in first, err
     assert no_file_under(out)
 
@@ -508,11 +624,15 @@ def test_zipped_theia_read_in_place(demo_safe, tmp_path, job):
     for given in (folder, [*products[1:], zipped]):
         found = find_theia_products(given)
         assert zipped.resolve() in found and len(found) == 3
-    status, first, err = job(lambda: ingest_theia(find_theia_products(folder), *ts._outputs(tmp_path / "zip"), bands=bands))
+    status, first, err = job(
+        lambda: ingest_theia(find_theia_products(folder), *ts._outputs(tmp_path / "zip"), bands=bands)
+    )
     assert status == 0, err
     ingest_theia(find_theia_products(demo_safe / "theia"), *ts._outputs(tmp_path / "folders"), bands=bands)
     for name in ("raw.tif", "raw_mask.tif"):
-        np.testing.assert_array_equal(ts._read(tmp_path / "zip" / name), ts._read(tmp_path / "folders" / name))
+        np.testing.assert_array_equal(
+            ts._read(tmp_path / "zip" / name), ts._read(tmp_path / "folders" / name)
+        )
 
 
 # --------------------------------------------------------------------------- disk and process faults
@@ -546,7 +666,9 @@ def test_disk_full_outside_atomic_outputs(tmp_path, job):
 
 def test_contested_reference_overlap_is_a_warning_with_a_correct_result(tmp_path, job):
     """Overlapping polygons of different classes: exit 0, the contested area dropped, a WARNING line."""
-    src = tr.write_source(tmp_path / "s.gpkg", ["W", "V"], [tr.rect(0, 0, 400, 400), tr.rect(200, 0, 600, 400)])
+    src = tr.write_source(
+        tmp_path / "s.gpkg", ["W", "V"], [tr.rect(0, 0, 400, 400), tr.rect(200, 0, 600, 400)]
+    )
     step, out = _fuse(tmp_path, src)
     status, first, err = job(step)
     assert status == 0 and first == ""
@@ -559,7 +681,6 @@ def test_contested_reference_overlap_is_a_warning_with_a_correct_result(tmp_path
 def test_non_utf8_product_folder_in_the_workflow(demo_safe, tmp_path):
     """Snakemake cannot even write a non-UTF-8 input path in its locks: the input function names it."""
     import yaml
-
     from conftest import snakemake
 
     folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/products/donn\xe9es"))
@@ -573,15 +694,28 @@ def test_non_utf8_product_folder_in_the_workflow(demo_safe, tmp_path):
     configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = snakemake(tmp_path, configfile, "--dry-run", "results/tiles/T31TXA/raw.tif", check=False)
     assert proc.returncode == 1
-    assert "products/donn\\xe9es/S2" in proc.stderr + proc.stdout and "is not valid UTF-8" in proc.stderr + proc.stdout
+    assert (
+        "products/donn\\xe9es/S2" in proc.stderr + proc.stdout
+        and "is not valid UTF-8" in proc.stderr + proc.stdout
+    )
     assert "UnicodeEncodeError" not in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize("fault, says", [
-    (PermissionError(errno.EACCES, "Permission denied", "/data/ro/raw.tif"), "/data/ro/raw.tif: permission denied"),
-    (OSError(errno.EROFS, "Read-only file system", "/mnt/cd/raw.tif"), "/mnt/cd/raw.tif: read-only file system"),
-    (MemoryError(), "x.tif: out of memory"),
-], ids=["permission denied", "read-only disk", "out of memory"])
+@pytest.mark.parametrize(
+    "fault, says",
+    [
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/data/ro/raw.tif"),
+            "/data/ro/raw.tif: permission denied",
+        ),
+        (
+            OSError(errno.EROFS, "Read-only file system", "/mnt/cd/raw.tif"),
+            "/mnt/cd/raw.tif: read-only file system",
+        ),
+        (MemoryError(), "x.tif: out of memory"),
+    ],
+    ids=["permission denied", "read-only disk", "out of memory"],
+)
 def test_machine_faults_are_one_line(fault, says, tmp_path, job):
     smk = fake_snakemake(tmp_path, "case", output={"x": str(tmp_path / "out" / "x.tif")})
 
@@ -598,7 +732,9 @@ def test_empty_reference_source_is_named(tmp_path, job):
     pyogrio.write_dataframe(gpd.GeoDataFrame({"crop": []}, geometry=[], crs="EPSG:32631"), path)
     step, out = _fuse(tmp_path, path)
     status, first, err = job(step)
-    assert status == 1 and first.startswith(f"cropchain error: {path}: reference source 'parcels' has no feature"), first
+    assert status == 1 and first.startswith(
+        f"cropchain error: {path}: reference source 'parcels' has no feature"
+    ), first
 
 
 def test_semicolon_nomenclature_is_read(tmp_path):
@@ -613,14 +749,21 @@ def test_same_date_products_stop_naming_both_and_the_merge_option(demo_safe, tmp
     folder = tmp_path / "products"
     shutil.copytree(demo_safe / "safe", folder)
     first = sorted(folder.iterdir())[0]
-    twin = folder / first.name.replace("T120000.SAFE", "T180000.SAFE")  # a reprocessing of the same acquisition
+    twin = folder / first.name.replace(
+        "T120000.SAFE", "T180000.SAFE"
+    )  # a reprocessing of the same acquisition
     shutil.copytree(first, twin)
     out = tmp_path / "out"
-    status, line, err = job(lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04", "B08"]))
+    status, line, err = job(
+        lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04", "B08"])
+    )
     assert status == 1 and twin.name in line and first.name in line and "ingest.same_date: merge" in line, err
     assert no_file_under(out)
-    status, line, err = job(lambda: ingest_safe(find_safe_products(folder), *ts._outputs(out), bands=["B04", "B08"],
-                                                same_date="merge"))
+    status, line, err = job(
+        lambda: ingest_safe(
+            find_safe_products(folder), *ts._outputs(out), bands=["B04", "B08"], same_date="merge"
+        )
+    )
     assert status == 0 and "2 products of the same date merged per pixel" in err, err
     assert len((out / "raw_dates.txt").read_text().split()) == len(DEMO_DATES)
 

@@ -11,17 +11,23 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from sklearn.ensemble import RandomForestClassifier
 
-from cropchain.mapping.classify import classify_tile, mosaic, predict_proba_image
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.raster import geotiff_profile
+from cropchain.mapping.classify import classify_tile, mosaic, predict_proba_image
 from cropchain.nomenclature import Nomenclature
 
 H, W, F = 130, 150, 6
 CODES = (3, 7, 12)
-NOMENCLATURE = Nomenclature(codes=CODES, names=("wheat", "maize", "vineyard"),
-                            colors=((230, 200, 30), (250, 120, 10), (120, 30, 120)))
+NOMENCLATURE = Nomenclature(
+    codes=CODES, names=("wheat", "maize", "vineyard"), colors=((230, 200, 30), (250, 120, 10), (120, 30, 120))
+)
 NAMES = [f"20180{m}01_{b}" for m in (3, 6) for b in ("B04", "B08", "NDVI")]
-BASE = {"crs": CRS.from_epsg(32631), "transform": from_origin(500000, 4800000, 10, 10), "width": W, "height": H}
+BASE = {
+    "crs": CRS.from_epsg(32631),
+    "transform": from_origin(500000, 4800000, 10, 10),
+    "width": W,
+    "height": H,
+}
 
 
 def synthetic_scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -38,14 +44,18 @@ def fit_forest(feats: np.ndarray, truth: np.ndarray, seed: int = 0) -> RandomFor
     rng = np.random.default_rng(seed)
     idx = rng.choice(H * W, 3000, replace=False)
     X = feats.reshape(F, -1).T[idx]
-    rf = RandomForestClassifier(n_estimators=15, max_depth=10, random_state=seed, n_jobs=1).fit(X, truth.ravel()[idx])
+    rf = RandomForestClassifier(n_estimators=15, max_depth=10, random_state=seed, n_jobs=1).fit(
+        X, truth.ravel()[idx]
+    )
     rf.feature_names = list(NAMES)
     return rf
 
 
-def write_inputs(tmp_path: Path, feats: np.ndarray, names: list[str] = NAMES, *, base: dict = BASE) -> tuple[Path, Path, np.ndarray]:
+def write_inputs(
+    tmp_path: Path, feats: np.ndarray, names: list[str] = NAMES, *, base: dict = BASE
+) -> tuple[Path, Path, np.ndarray]:
     validity = np.full((H, W), 5, dtype=np.uint8)
-    validity[:12, :20] = 0      # a corner without clear date
+    validity[:12, :20] = 0  # a corner without clear date
     validity[70:75, 60:140] = 0  # a cloud band crossing window seams
     feats = feats.copy()
     feats[:, validity == 0] = -9999
@@ -194,7 +204,12 @@ def test_validity_on_another_grid(tmp_path, scene):
 
 
 def _tile_map(path: Path, values: np.ndarray, x0: float, crs: int = 32631) -> Path:
-    base = {"crs": CRS.from_epsg(crs), "transform": from_origin(x0, 4800000, 10, 10), "width": values.shape[1], "height": values.shape[0]}
+    base = {
+        "crs": CRS.from_epsg(crs),
+        "transform": from_origin(x0, 4800000, 10, 10),
+        "width": values.shape[1],
+        "height": values.shape[0],
+    }
     with rasterio.open(path, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=0)) as dst:
         dst.write(values, 1)
         dst.write_colormap(1, NOMENCLATURE.color_table())
@@ -224,8 +239,14 @@ def test_mosaic_reprojects_other_crs(tmp_path):
     a = _tile_map(tmp_path / "a.tif", np.full((20, 20), 3, np.uint8), 500000)
     # the same area in EPSG:32632 is another grid: it is warped to 32631
     from rasterio.warp import transform as warp_xy
+
     xs, ys = warp_xy("EPSG:32631", "EPSG:32632", [500200], [4800000])
-    base = {"crs": CRS.from_epsg(32632), "transform": from_origin(xs[0], ys[0], 10, 10), "width": 20, "height": 20}
+    base = {
+        "crs": CRS.from_epsg(32632),
+        "transform": from_origin(xs[0], ys[0], 10, 10),
+        "width": 20,
+        "height": 20,
+    }
     pb = tmp_path / "b.tif"
     with rasterio.open(pb, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=0)) as dst:
         dst.write(np.full((20, 20), 7, np.uint8), 1)
@@ -251,8 +272,11 @@ def test_mosaic_rejects_mixed_kinds(tmp_path):
 # --- probabilities, uncertainty, Bayesian smoothing (issue 13) ---
 
 # a nomenclature with a class the model does not know (code 20, between the model's classes)
-NOMENCLATURE4 = Nomenclature(codes=(3, 20, 7, 12), names=("wheat", "fallow", "maize", "vineyard"),
-                             colors=((230, 200, 30), (200, 200, 200), (250, 120, 10), (120, 30, 120)))
+NOMENCLATURE4 = Nomenclature(
+    codes=(3, 20, 7, 12),
+    names=("wheat", "fallow", "maize", "vineyard"),
+    colors=((230, 200, 30), (200, 200, 200), (250, 120, 10), (120, 30, 120)),
+)
 
 
 def run_products(tmp_path, scene, **kw):
@@ -260,8 +284,18 @@ def run_products(tmp_path, scene, **kw):
     feats, _, rf = scene
     fpath, vpath, validity = write_inputs(tmp_path, feats)
     paths = {name: tmp_path / f"{name}.tif" for name in ("map", "conf", "proba", "unc")}
-    classify_tile(fpath, vpath, rf, NOMENCLATURE4, paths["map"], paths["conf"], out_probabilities=paths["proba"],
-                  out_uncertainty=paths["unc"], uncertainty=("margin", "entropy"), **kw)
+    classify_tile(
+        fpath,
+        vpath,
+        rf,
+        NOMENCLATURE4,
+        paths["map"],
+        paths["conf"],
+        out_probabilities=paths["proba"],
+        out_uncertainty=paths["unc"],
+        uncertainty=("margin", "entropy"),
+        **kw,
+    )
     out = {}
     for name, path in paths.items():
         with rasterio.open(path) as src:
@@ -277,7 +311,13 @@ def whole_image_proba(model, feats, validity, predictor, smoothing=None):
     feats[:, validity == 0] = -9999
     proba = predictor(model, feats)
     if smoothing:
-        proba = bayes_smooth(proba, smoothing["window_size"], smoothing["smoothness"], smoothing["neigh_fraction"], valid=validity > 0)
+        proba = bayes_smooth(
+            proba,
+            smoothing["window_size"],
+            smoothing["smoothness"],
+            smoothing["neigh_fraction"],
+            valid=validity > 0,
+        )
     return proba
 
 
@@ -329,14 +369,21 @@ def test_probabilities_and_uncertainty_are_cogs_consistent_with_the_labels(tmp_p
 def test_windowed_smoothing_equals_whole_image_smoothing_and_cleans_the_map(tmp_path, scene):
     feats, truth, rf = scene
     smoothing = {"window_size": 7, "smoothness": 20.0, "neigh_fraction": 0.5}
-    for predictor in (None, mean3x3_predictor):  # pixel classifier (margin 0) and a spatial predictor (margin 1)
-        out, _, validity = run_products(tmp_path, scene, window=32, overlap=4, predictor=predictor, smoothing=smoothing)
+    for predictor in (
+        None,
+        mean3x3_predictor,
+    ):  # pixel classifier (margin 0) and a spatial predictor (margin 1)
+        out, _, validity = run_products(
+            tmp_path, scene, window=32, overlap=4, predictor=predictor, smoothing=smoothing
+        )
         whole = whole_image_proba(rf, feats, validity, predictor or predict_proba_image, smoothing)
         ok = validity > 0
         exp_cls = np.zeros((H, W), np.uint8)
         exp_cls[ok] = np.asarray(rf.classes_)[whole.argmax(axis=0)][ok]
         np.testing.assert_array_equal(out["map"], exp_cls)
-        np.testing.assert_array_equal(out["proba"][[0, 2, 3]][:, ok], np.rint(100 * whole[:, ok]).astype(np.uint8))
+        np.testing.assert_array_equal(
+            out["proba"][[0, 2, 3]][:, ok], np.rint(100 * whole[:, ok]).astype(np.uint8)
+        )
     # smoothing changes the pixel classifier's map towards the parcels
     (tmp_path / "plain").mkdir()
     plain = run(tmp_path / "plain", scene, window=32, overlap=4)[0]
@@ -353,5 +400,13 @@ def test_bad_smoothing_and_uncertainty_settings_are_refused(tmp_path, scene):
     with pytest.raises(ConfigError, match="uncertainty"):
         feats, _, rf = scene
         fpath, vpath, _ = write_inputs(tmp_path, feats)
-        classify_tile(fpath, vpath, rf, NOMENCLATURE, tmp_path / "m.tif", tmp_path / "c.tif",
-                      out_uncertainty=tmp_path / "u.tif", uncertainty=("variance",))
+        classify_tile(
+            fpath,
+            vpath,
+            rf,
+            NOMENCLATURE,
+            tmp_path / "m.tif",
+            tmp_path / "c.tif",
+            out_uncertainty=tmp_path / "u.tif",
+            uncertainty=("variance",),
+        )

@@ -26,8 +26,14 @@ from cropchain.delineation.fields import (
     variant_channels,
     window_origins,
 )
+from cropchain.delineation.metrics import (
+    InstanceScores,
+    evaluate_instances,
+    match,
+    rc_matrix,
+    summarize_delineation,
+)
 from cropchain.errors import ConfigError
-from cropchain.delineation.metrics import InstanceScores, evaluate_instances, match, rc_matrix, summarize_delineation
 from cropchain.models.mask_rcnn import IgnoringRPN, build_mask_rcnn, labelled_share
 
 torch.set_num_threads(1)
@@ -51,11 +57,14 @@ def test_matches_are_one_to_one():
 
 # Five validation parcels (10 m x 10 m units) and six predictions with known answers
 T = [box(0, 0, 10, 10), box(20, 0, 30, 10), box(40, 0, 50, 10), box(0, 20, 10, 30), box(12, 20, 22, 30)]
-P = [box(0, 0, 10, 9),  # T1 almost exactly: RC 0.9
-     box(20, 0, 23, 10), box(23, 0, 27, 10),  # two fragments of T2 (30% and 40% of it)
-     box(38, 0, 62, 10),  # T3 plus unlabelled land: covers T3, 42% of it inside targets
-     box(100, 100, 110, 110),  # unlabelled land only: not counted
-     box(0, 20, 22, 30)]  # T4 and T5 together: agglomeration
+P = [
+    box(0, 0, 10, 9),  # T1 almost exactly: RC 0.9
+    box(20, 0, 23, 10),
+    box(23, 0, 27, 10),  # two fragments of T2 (30% and 40% of it)
+    box(38, 0, 62, 10),  # T3 plus unlabelled land: covers T3, 42% of it inside targets
+    box(100, 100, 110, 110),  # unlabelled land only: not counted
+    box(0, 20, 22, 30),
+]  # T4 and T5 together: agglomeration
 S = [0.9, 0.75, 0.75, 0.95, 0.99, 0.85]
 
 
@@ -64,7 +73,11 @@ def test_scores_at_the_study_threshold_pairs():
     assert sc.counted.tolist() == [True, True, True, True, False, True]
     low = sc.at(0.7, 0.5)
     assert (low["n_predictions"], low["n_matches"], low["n_targets"]) == (5, 1, 5)
-    assert low["precision"] == pytest.approx(0.2) and low["recall"] == pytest.approx(0.2) and low["f1"] == pytest.approx(0.2)
+    assert (
+        low["precision"] == pytest.approx(0.2)
+        and low["recall"] == pytest.approx(0.2)
+        and low["f1"] == pytest.approx(0.2)
+    )
     high = sc.at(0.8, 0.8)  # the fragments (0.75) drop out
     assert (high["n_predictions"], high["n_matches"]) == (3, 1)
     assert high["precision"] == pytest.approx(1 / 3) and high["recall"] == pytest.approx(0.2)
@@ -105,7 +118,9 @@ def _det(r, c, h, w, score, cut=False):
 
 
 def test_a_field_found_whole_in_two_windows_is_kept_once_with_the_higher_score():
-    kept = merge_detections([_det(10, 100, 12, 12, 0.7), _det(10, 100, 12, 11, 0.9), _det(10, 130, 12, 12, 0.8)])
+    kept = merge_detections(
+        [_det(10, 100, 12, 12, 0.7), _det(10, 100, 12, 11, 0.9), _det(10, 130, 12, 12, 0.8)]
+    )
     assert len(kept) == 2
     assert sorted(d.score for d in kept) == [0.8, 0.9]
 
@@ -128,15 +143,18 @@ def test_pieces_of_a_field_larger_than_the_overlap_are_merged():
 
 
 def test_neighbouring_fields_stay_separate():
-    kept = merge_detections([_det(0, 0, 10, 10, 0.9), _det(0, 10, 10, 10, 0.8), _det(0, 5, 10, 10, 0.7, cut=True)])
+    kept = merge_detections(
+        [_det(0, 0, 10, 10, 0.9), _det(0, 10, 10, 10, 0.8), _det(0, 5, 10, 10, 0.7, cut=True)]
+    )
     assert len(kept) == 2  # the cut piece straddles both and is half inside the first
 
 
 # ----------------------------------------------------------------------------- inputs
 
 
-DESCRIPTIONS = [f"{d}_{b}" for d in ("20180602", "20180702", "20180801") for b in ("B02", "B03", "B04", "B08")] + [
-    f"{d}_NDVI" for d in ("20180602", "20180702", "20180801")]
+DESCRIPTIONS = [
+    f"{d}_{b}" for d in ("20180602", "20180702", "20180801") for b in ("B02", "B03", "B04", "B08")
+] + [f"{d}_NDVI" for d in ("20180602", "20180702", "20180801")]
 
 
 def test_variant_channels():
@@ -179,7 +197,9 @@ def test_model_forward_backward_and_eval(channels):
     inst = np.zeros((32, 32), dtype=np.int32)
     inst[4:14, 4:12], inst[18:28, 16:30] = 1, 2
     losses = net([torch.rand(channels, 32, 32)], [patch_targets(inst, 4)])
-    assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"} == set(losses)
+    assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"} == set(
+        losses
+    )
     sum(losses.values()).backward()
     assert net.backbone.body.conv1.weight.grad.abs().sum() > 0
     net.eval()
@@ -197,7 +217,14 @@ def tiny_tile(tmp_path):
     h, w = 48, 40
     transform = from_origin(500000, 4800000, 10, 10)
     rng = np.random.default_rng(0)
-    fields = [(2, 2, 10, 12), (2, 16, 12, 26), (16, 4, 26, 14), (30, 2, 44, 12), (18, 20, 30, 36), (34, 20, 44, 34)]
+    fields = [
+        (2, 2, 10, 12),
+        (2, 16, 12, 26),
+        (16, 4, 26, 14),
+        (30, 2, 44, 12),
+        (18, 20, 30, 36),
+        (34, 20, 44, 34),
+    ]
     ndvi = np.full((h, w), 0.1, dtype=np.float32)
     for r0, c0, r1, c1 in fields:
         ndvi[r0:r1, c0:c1] = 0.8
@@ -210,13 +237,29 @@ def tiny_tile(tmp_path):
         bands.append(ndvi.copy())
         names.append(f"{d}_NDVI")
     feat = tmp_path / "features.tif"
-    with rasterio.open(feat, "w", driver="GTiff", height=h, width=w, count=len(bands), dtype="float32",
-                       crs="EPSG:32631", transform=transform, nodata=-9999.0) as dst:
+    with rasterio.open(
+        feat,
+        "w",
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=len(bands),
+        dtype="float32",
+        crs="EPSG:32631",
+        transform=transform,
+        nodata=-9999.0,
+    ) as dst:
         dst.write(np.stack(bands))
         dst.descriptions = tuple(names)
-    geoms = [box(500000 + c0 * 10, 4800000 - r1 * 10, 500000 + c1 * 10, 4800000 - r0 * 10) for r0, c0, r1, c1 in fields]
-    split = gpd.GeoDataFrame({"polygon_id": range(1, 7), "code": 1, "split": ["learn"] * 4 + ["validation"] * 2},
-                             geometry=geoms, crs="EPSG:32631")
+    geoms = [
+        box(500000 + c0 * 10, 4800000 - r1 * 10, 500000 + c1 * 10, 4800000 - r0 * 10)
+        for r0, c0, r1, c1 in fields
+    ]
+    split = gpd.GeoDataFrame(
+        {"polygon_id": range(1, 7), "code": 1, "split": ["learn"] * 4 + ["validation"] * 2},
+        geometry=geoms,
+        crs="EPSG:32631",
+    )
     split_path = tmp_path / "split.gpkg"
     pyogrio.write_dataframe(split, split_path)
     return feat, split_path
@@ -243,15 +286,22 @@ def test_train_predict_evaluate_round_trip(tiny_tile, tmp_path):
     curves = pd.read_csv(files[1])
     assert len(curves) == 19 * 9 and curves["f1"].between(0, 1).all()
     assert len(pd.read_csv(files[3])) == 2
-    summary = summarize_delineation([files[0]], [tmp_path / "model" / "metrics.json"], tmp_path / "s.csv", tmp_path / "s.html")
-    assert set(summary["pair"]) == {"conf0.8_rc0.8", "conf0.7_rc0.5"} and (summary["training_time_s_mean"] > 0).all()
+    summary = summarize_delineation(
+        [files[0]], [tmp_path / "model" / "metrics.json"], tmp_path / "s.csv", tmp_path / "s.html"
+    )
+    assert (
+        set(summary["pair"]) == {"conf0.8_rc0.8", "conf0.7_rc0.5"}
+        and (summary["training_time_s_mean"] > 0).all()
+    )
 
 
 def test_baseline_polygons_without_score_count_as_confident(tiny_tile, tmp_path):
     _, split = tiny_tile
     val = gpd.read_file(split)
     val = val[val["split"] == "validation"]
-    pred = gpd.GeoDataFrame({"code": [1]}, geometry=[shapely.union_all(list(val.geometry))], crs=val.crs)  # one merged polygon
+    pred = gpd.GeoDataFrame(
+        {"code": [1]}, geometry=[shapely.union_all(list(val.geometry))], crs=val.crs
+    )  # one merged polygon
     path = tmp_path / "v.gpkg"
     pyogrio.write_dataframe(pred, path)
     files = [tmp_path / f"r.{ext}" for ext in ("json", "csv", "png")] + [tmp_path / "t.csv"]
@@ -266,7 +316,9 @@ def test_baseline_polygons_without_score_count_as_confident(tiny_tile, tmp_path)
 def test_labelled_share_of_boxes():
     lab = torch.zeros(8, 8, dtype=torch.bool)
     lab[:4, :4] = True
-    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0], [0.0, 0.0, 4.0, 4.0], [8.0, 8.0, 16.0, 16.0], [20.0, 20.0, 30.0, 30.0]])
+    boxes = torch.tensor(
+        [[0.0, 0.0, 16.0, 16.0], [0.0, 0.0, 4.0, 4.0], [8.0, 8.0, 16.0, 16.0], [20.0, 20.0, 30.0, 30.0]]
+    )
     share = labelled_share(boxes, lab, scale=2.0)  # boxes in model px = 2 x patch px
     assert share.tolist() == pytest.approx([0.25, 1.0, 0.0, 0.0])
 

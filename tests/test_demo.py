@@ -26,8 +26,14 @@ from cropchain.demo import (
     write_demo_nomenclature,
 )
 from cropchain.io.raster import read_dates
-from cropchain.sources.sentinel2 import DEFAULT_SCL_MASKED, SENTINEL2_BANDS, find_safe_products, ingest_safe, read_safe_product
 from cropchain.nomenclature import read_nomenclature
+from cropchain.sources.sentinel2 import (
+    DEFAULT_SCL_MASKED,
+    SENTINEL2_BANDS,
+    find_safe_products,
+    ingest_safe,
+    read_safe_product,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 200
@@ -47,7 +53,9 @@ def _layer(safe: Path, band: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    products = generate_demo_products(root / TILE, TILE, seed=42, width=SIZE, height=SIZE, origin=demo_origin(0))
+    products = generate_demo_products(
+        root / TILE, TILE, seed=42, width=SIZE, height=SIZE, origin=demo_origin(0)
+    )
     out = root / "ingest"
     ingest_safe(find_safe_products(root / TILE), out / "raw.tif", out / "raw_mask.tif", out / "raw_dates.txt")
     with rasterio.open(out / "raw.tif") as src:
@@ -55,15 +63,22 @@ def demo(tmp_path_factory):
     with rasterio.open(out / "raw_mask.tif") as src:
         mask = src.read()
     cls, parcels = demo_layout(TILE, seed=42, width=SIZE, height=SIZE, origin=demo_origin(0))
-    return {"products": products, "cube": cube, "profile": profile, "mask": mask,
-            "dates": read_dates(out / "raw_dates.txt"), "cls": cls, "parcels": parcels}
+    return {
+        "products": products,
+        "cube": cube,
+        "profile": profile,
+        "mask": mask,
+        "dates": read_dates(out / "raw_dates.txt"),
+        "cls": cls,
+        "parcels": parcels,
+    }
 
 
 def test_layout_landscape():
     cls, parcels = demo_layout(TILE, seed=7, width=SIZE, height=SIZE, origin=demo_origin(0))
     assert cls.shape == (SIZE, SIZE) and cls.dtype == np.uint8
     frac = np.bincount(cls.ravel(), minlength=8) / cls.size
-    assert frac[0] == 0 and (frac[1:] > 0.005).all()                  # every class, no hole
+    assert frac[0] == 0 and (frac[1:] > 0.005).all()  # every class, no hole
     assert 0.08 < frac[5] < 0.2 and 0.03 < frac[6] < 0.1 and frac[7] < 0.08
     crops = parcels[parcels["code"] <= 4]
     assert len(crops) > 100
@@ -71,8 +86,12 @@ def test_layout_landscape():
     assert ((crops["area_ha"] >= 0.4) & (crops["area_ha"] <= 5)).mean() > 0.85
     assert parcels["parcel_id"].is_unique and parcels.crs.to_epsg() == 32631
     with rasterio.Env():
-        burnt = rasterize(zip(parcels.geometry, parcels["code"]), out_shape=cls.shape,
-                          transform=_transform(demo_origin(0)), dtype="uint8")
+        burnt = rasterize(
+            zip(parcels.geometry, parcels["code"]),
+            out_shape=cls.shape,
+            transform=_transform(demo_origin(0)),
+            dtype="uint8",
+        )
     assert (burnt == cls).all()
     # Same seed and tile: same landscape; another tile: another landscape, next to the first.
     again, _ = demo_layout(TILE, seed=7, width=SIZE, height=SIZE, origin=demo_origin(0))
@@ -99,14 +118,17 @@ def test_products_named_and_described_like_l2a(demo):
 
 def test_reingested_dates_and_masks_match_scl(demo):
     assert demo["dates"] == [d.strftime("%Y%m%d") for d in demo_dates(2021)]
-    assert demo["profile"]["count"] == 16 * NB and (demo["profile"]["height"], demo["profile"]["width"]) == (SIZE, SIZE)
+    assert demo["profile"]["count"] == 16 * NB and (demo["profile"]["height"], demo["profile"]["width"]) == (
+        SIZE,
+        SIZE,
+    )
     mask = demo["mask"]
     for d, safe in enumerate(demo["products"]):
         scl = np.repeat(np.repeat(_layer(safe, "SCL"), 2, axis=0), 2, axis=1)
         assert (mask[d] == np.isin(scl, DEFAULT_SCL_MASKED)).all(), demo["dates"][d]
     frac = mask.mean(axis=(1, 2))
-    assert (frac == 1).sum() == 1                                      # one fully cloudy date
-    assert (frac == 0).sum() >= 2 and 0.05 < frac.mean() < 0.4        # clear dates, and clouds
+    assert (frac == 1).sum() == 1  # one fully cloudy date
+    assert (frac == 0).sum() >= 2 and 0.05 < frac.mean() < 0.4  # clear dates, and clouds
     scl_values = set()
     for safe in demo["products"]:
         scl_values |= set(np.unique(_layer(safe, "SCL")).tolist())
@@ -146,11 +168,11 @@ def test_phenology_per_class(demo):
     wheat, maize = _clear_ndvi(demo, 1), _clear_ndvi(demo, 2)
     assert months[np.nanargmax(wheat)] in (4, 5)
     assert months[np.nanargmax(maize)] in (7, 8)
-    assert np.nanmax(wheat) > 0.7 and np.nanmin(wheat[months >= 7]) < 0.35   # harvested in summer
-    assert np.nanmax(maize) > 0.7 and np.nanmax(maize[months <= 5]) < 0.3    # bare soil in spring
-    assert np.nanmin(_clear_ndvi(demo, 5)) > 0.6                              # forest
-    assert np.nanmax(_clear_ndvi(demo, 6)) < 0.3                              # urban
-    assert np.nanmax(_clear_ndvi(demo, 7)) < 0                                # water
+    assert np.nanmax(wheat) > 0.7 and np.nanmin(wheat[months >= 7]) < 0.35  # harvested in summer
+    assert np.nanmax(maize) > 0.7 and np.nanmax(maize[months <= 5]) < 0.3  # bare soil in spring
+    assert np.nanmin(_clear_ndvi(demo, 5)) > 0.6  # forest
+    assert np.nanmax(_clear_ndvi(demo, 6)) < 0.3  # urban
+    assert np.nanmax(_clear_ndvi(demo, 7)) < 0  # water
     vine = _clear_ndvi(demo, 4)
     assert np.nanmax(vine[(months >= 6) & (months <= 8)]) > np.nanmax(vine[months <= 2]) + 0.15
 
@@ -162,13 +184,17 @@ def test_learnable_but_not_trivial(demo):
     x[np.broadcast_to(mask.reshape(len(demo["dates"]), 1, -1).astype(bool), x.shape)] = np.nan
     x = x.reshape(-1, cls.size).T
     y = cls.ravel()
-    unit = rasterize(zip(parcels.geometry, parcels["parcel_id"]), out_shape=cls.shape,
-                     transform=demo["profile"]["transform"], dtype="int32").ravel()
+    unit = rasterize(
+        zip(parcels.geometry, parcels["parcel_id"]),
+        out_shape=cls.shape,
+        transform=demo["profile"]["transform"],
+        dtype="int32",
+    ).ravel()
     rng = np.random.default_rng(0)
     learn_units = rng.random(unit.max() + 1) < 0.5
     learn = learn_units[unit]
     rows, cols = np.divmod(np.arange(cls.size), SIZE)
-    merged = y >= 5                                   # forest, urban, water: split by 40-pixel blocks
+    merged = y >= 5  # forest, urban, water: split by 40-pixel blocks
     learn[merged] = ((rows[merged] // 40 + cols[merged] // 40) % 2) == 0
     tr = rng.choice(np.flatnonzero(learn), 6000, replace=False)
     te = np.flatnonzero(~learn)
@@ -194,7 +220,10 @@ def test_same_seed_same_bytes(tmp_path):
 
 
 def test_references(tmp_path):
-    specs = {t: {"origin": demo_origin(i, 120), "width": 120, "height": 100} for i, t in enumerate(["T31TXA", "T31TXB"])}
+    specs = {
+        t: {"origin": demo_origin(i, 120), "width": 120, "height": 100}
+        for i, t in enumerate(["T31TXA", "T31TXB"])
+    }
     paths = generate_demo_references(tmp_path, specs, seed=5)
     assert set(paths) == {"parcels", "landcover"}
     rpg, clc = gpd.read_file(paths["parcels"]), gpd.read_file(paths["landcover"])
@@ -212,11 +241,17 @@ def test_references(tmp_path):
     for i, tile in enumerate(specs):
         cls, _ = demo_layout(tile, seed=5, width=120, height=100, origin=demo_origin(i, 120))
         transform = _transform(demo_origin(i, 120))
-        burnt = rasterize(zip(rpg_utm.geometry, rpg_utm["CODE_CULTU"].map(to_code)), out_shape=cls.shape,
-                          transform=transform, dtype="uint8")
+        burnt = rasterize(
+            zip(rpg_utm.geometry, rpg_utm["CODE_CULTU"].map(to_code)),
+            out_shape=cls.shape,
+            transform=transform,
+            dtype="uint8",
+        )
         crop = cls <= 4
         assert (burnt[crop] == cls[crop]).mean() > 0.97 and (burnt[~crop] == 0).mean() > 0.97
-        forest = rasterize(clc_utm.geometry[clc_utm["code_18"] == 311], out_shape=cls.shape, transform=transform)
+        forest = rasterize(
+            clc_utm.geometry[clc_utm["code_18"] == 311], out_shape=cls.shape, transform=transform
+        )
         assert (forest[cls == 5] == 1).mean() > 0.9
     # The coarse 'arable' polygons overlap crop parcels of several classes: priorities matter.
     arable = clc_utm[clc_utm["code_18"] == 211].union_all()
@@ -234,7 +269,8 @@ def test_demo_nomenclature(tmp_path):
 
 
 def test_dates_parameter(tmp_path):
-    prods = generate_demo_products(tmp_path, "31TXA", seed=1, width=32, height=32,
-                                   dates=[dt.date(2022, 8, 1), "2022-03-01"])
+    prods = generate_demo_products(
+        tmp_path, "31TXA", seed=1, width=32, height=32, dates=[dt.date(2022, 8, 1), "2022-03-01"]
+    )
     assert [read_safe_product(p).date for p in prods] == [dt.date(2022, 3, 1), dt.date(2022, 8, 1)]
     assert all("_T31TXA_" in p.name for p in prods)

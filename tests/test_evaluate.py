@@ -14,27 +14,28 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from sklearn import metrics as skm
 
-from cropchain.errors import InputError
 from cropchain.assessment.evaluate import evaluate_map, write_report
-from cropchain.metrics import confusion_metrics, macro_f1, metrics_from_matrix
+from cropchain.errors import InputError
 from cropchain.io.raster import geotiff_profile
+from cropchain.metrics import confusion_metrics, macro_f1, metrics_from_matrix
 from cropchain.nomenclature import Nomenclature
 
-NOM = Nomenclature(codes=(1, 2, 5, 8), names=("wheat", "maize", "sunflower", "vineyard"),
-                   colors=((1, 1, 1), (2, 2, 2), (3, 3, 3), (4, 4, 4)))
+NOM = Nomenclature(
+    codes=(1, 2, 5, 8),
+    names=("wheat", "maize", "sunflower", "vineyard"),
+    colors=((1, 1, 1), (2, 2, 2), (3, 3, 3), (4, 4, 4)),
+)
 
 
 def test_hand_computed_3x3():
     # rows = reference, columns = predicted, labels (1, 2, 5)
-    cm = np.array([[5, 2, 0],
-                   [1, 3, 1],
-                   [0, 1, 7]])
+    cm = np.array([[5, 2, 0], [1, 3, 1], [0, 1, 7]])
     y_true = np.repeat([1, 2, 5], cm.sum(axis=1))
     y_pred = np.concatenate([np.repeat([1, 2, 5], row) for row in cm])
     m = confusion_metrics(y_true, y_pred, [1, 2, 5])
     n = 20
-    po = (5 + 3 + 7) / n                                      # 0.75
-    pe = (7 * 6 + 5 * 6 + 8 * 8) / n**2                      # row sums 7,5,8; column sums 6,6,8 -> 0.34
+    po = (5 + 3 + 7) / n  # 0.75
+    pe = (7 * 6 + 5 * 6 + 8 * 8) / n**2  # row sums 7,5,8; column sums 6,6,8 -> 0.34
     assert m["overall_accuracy"] == pytest.approx(0.75)
     assert m["kappa"] == pytest.approx((po - pe) / (1 - pe))  # 0.41/0.66 = 0.62121...
     assert m["kappa"] == pytest.approx(0.6212121212)
@@ -54,21 +55,33 @@ def test_hand_computed_3x3():
 def test_agrees_with_sklearn_including_absent_classes():
     rng = np.random.default_rng(4)
     y_true = rng.choice([1, 2, 5], 500, p=[0.6, 0.3, 0.1])
-    y_pred = np.where(rng.random(500) < 0.7, y_true, rng.choice([1, 2, 5, 8], 500))  # 8: predicted, never in reference
+    y_pred = np.where(
+        rng.random(500) < 0.7, y_true, rng.choice([1, 2, 5, 8], 500)
+    )  # 8: predicted, never in reference
     labels = [1, 2, 5, 8]
     m = confusion_metrics(y_true, y_pred, labels)
     assert m["overall_accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert m["kappa"] == pytest.approx(skm.cohen_kappa_score(y_true, y_pred))
     # macro F1 over the reference classes only: 8 (never in the reference) is not averaged
-    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, labels=[1, 2, 5], average="macro", zero_division=0))
-    assert m["macro_f1"] > skm.f1_score(y_true, y_pred, average="macro", zero_division=0)  # sklearn's default adds 8's F1 = 0
+    assert m["macro_f1"] == pytest.approx(
+        skm.f1_score(y_true, y_pred, labels=[1, 2, 5], average="macro", zero_division=0)
+    )
+    assert m["macro_f1"] > skm.f1_score(
+        y_true, y_pred, average="macro", zero_division=0
+    )  # sklearn's default adds 8's F1 = 0
     assert m["macro_f1_classes"] == [1, 2, 5]
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     for i, c in enumerate(labels[:3]):
-        assert m["per_class"][c] == pytest.approx({"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
+        assert m["per_class"][c] == pytest.approx(
+            {"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]}
+        )
     assert 8 not in m["per_class"]
-    assert m["commission_unvalidated"] == {8: {"pixels": int((y_pred == 8).sum()), "share": pytest.approx((y_pred == 8).mean())}}
-    np.testing.assert_array_equal(m["confusion_matrix"]["matrix"], skm.confusion_matrix(y_true, y_pred, labels=labels))
+    assert m["commission_unvalidated"] == {
+        8: {"pixels": int((y_pred == 8).sum()), "share": pytest.approx((y_pred == 8).mean())}
+    }
+    np.testing.assert_array_equal(
+        m["confusion_matrix"]["matrix"], skm.confusion_matrix(y_true, y_pred, labels=labels)
+    )
     with pytest.raises(ValueError, match="not in labels"):
         confusion_metrics(y_true, y_pred, [1, 2, 5])
     with pytest.raises(ValueError, match="no sample"):
@@ -77,10 +90,7 @@ def test_agrees_with_sklearn_including_absent_classes():
 
 def test_macro_f1_averages_the_validated_classes_only():
     # labels (1, 2, 3, 9); 9 is predicted but has no reference sample, 3 is never predicted
-    cm = np.array([[8, 0, 0, 2],
-                   [0, 5, 0, 0],
-                   [3, 0, 0, 2],
-                   [0, 0, 0, 0]])
+    cm = np.array([[8, 0, 0, 2], [0, 5, 0, 0], [3, 0, 0, 2], [0, 0, 0, 0]])
     labels = [1, 2, 3, 9]
     y_true = np.repeat(labels, cm.sum(axis=1))
     y_pred = np.concatenate([np.repeat(labels, row) for row in cm])
@@ -97,7 +107,9 @@ def test_macro_f1_averages_the_validated_classes_only():
     mm = metrics_from_matrix(cm, labels)
     assert mm["macro_f1"] == pytest.approx(m["macro_f1"]) and mm["macro_f1_classes"] == [1, 2, 3]
     assert mm["commission_unvalidated"] == m["commission_unvalidated"]
-    assert confusion_metrics(y_true, y_pred, labels, unit="parcels")["commission_unvalidated"][9]["parcels"] == 4
+    assert (
+        confusion_metrics(y_true, y_pred, labels, unit="parcels")["commission_unvalidated"][9]["parcels"] == 4
+    )
     # the one definition: the same value for any pair of label arrays
     assert macro_f1(y_true, y_pred) == (pytest.approx(m["macro_f1"]), [1, 2, 3])
     with pytest.raises(ValueError, match="no reference sample"):
@@ -118,10 +130,10 @@ def pix_box(row0, col0, row1, col1):
 @pytest.fixture
 def scene(tmp_path):
     m = np.zeros((60, 60), np.uint8)
-    m[0:20, 0:20] = 1    # validation wheat, correct
-    m[0:20, 30:50] = 2   # validation maize, half wrong below
+    m[0:20, 0:20] = 1  # validation wheat, correct
+    m[0:20, 30:50] = 2  # validation maize, half wrong below
     m[10:20, 30:50] = 1
-    m[30:50, 0:20] = 2   # learning polygon of sunflower, all wrong: must not count
+    m[30:50, 0:20] = 2  # learning polygon of sunflower, all wrong: must not count
     m[30:50, 30:50] = 8  # validation vineyard, 1 row unclassified
     m[30, 30:50] = 0
     path = tmp_path / "map.tif"
@@ -130,7 +142,12 @@ def scene(tmp_path):
         dst.write(m, 1)
     split = gpd.GeoDataFrame(
         {"code": [1, 2, 5, 8], "split": ["validation", "validation", "learn", "validation"]},
-        geometry=[pix_box(0, 0, 20, 20), pix_box(0, 30, 20, 50), pix_box(30, 0, 50, 20), pix_box(30, 30, 50, 50)],
+        geometry=[
+            pix_box(0, 0, 20, 20),
+            pix_box(0, 30, 20, 50),
+            pix_box(30, 0, 50, 20),
+            pix_box(30, 30, 50, 50),
+        ],
         crs="EPSG:32631",
     ).to_crs(2154)  # the split is in Lambert-93, the map in UTM: reprojected on the fly
     gpkg = tmp_path / "split.gpkg"
@@ -157,17 +174,24 @@ def test_map_report_separates_classes_without_validation_pixels(scene, tmp_path)
     path, gpkg, _ = scene
     with rasterio.open(path, "r+") as dst:
         m = dst.read(1)
-        m[0:20, 30:50] = 1   # validation maize: never mapped as maize
+        m[0:20, 30:50] = 1  # validation maize: never mapped as maize
         m[40:45, 30:50] = 5  # 100 validation vineyard pixels mapped as sunflower (a learning-only class)
         dst.write(m, 1)
     rep = evaluate_map(path, gpkg, NOM, tile="t", run=2, architecture="rf")
     assert rep["confusion_matrix"]["labels"] == [1, 2, 5, 8]
-    assert rep["confusion_matrix"]["matrix"] == [[400, 0, 0, 0], [400, 0, 0, 0], [0, 0, 0, 0], [0, 0, 100, 280]]
+    assert rep["confusion_matrix"]["matrix"] == [
+        [400, 0, 0, 0],
+        [400, 0, 0, 0],
+        [0, 0, 0, 0],
+        [0, 0, 100, 280],
+    ]
     assert rep["macro_f1_classes"] == [1, 2, 8]  # maize in (F1 0), sunflower out
     f1 = {1: 2 * 400 / (400 + 800), 2: 0.0, 8: 2 * 280 / (380 + 280)}
     assert {c: d["f1"] for c, d in rep["per_class"].items()} == pytest.approx(f1)
     assert rep["macro_f1"] == pytest.approx(np.mean(list(f1.values())))
-    assert rep["commission_unvalidated"] == {5: {"pixels": 100, "share": pytest.approx(100 / 1180), "name": "sunflower"}}
+    assert rep["commission_unvalidated"] == {
+        5: {"pixels": 100, "share": pytest.approx(100 / 1180), "name": "sunflower"}
+    }
     write_report(rep, tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "r.png", NOM)
     back = json.loads((tmp_path / "r.json").read_text())
     assert back["macro_f1_classes"] == [1, 2, 8] and back["commission_unvalidated"]["5"]["pixels"] == 100
@@ -214,7 +238,11 @@ def test_write_report_files(scene, tmp_path):
     assert back["overall_accuracy"] == pytest.approx(rep["overall_accuracy"])
     assert back["per_class"]["8"]["name"] == "vineyard"
     cm = pd.read_csv(out / "r.csv", index_col=0)
-    assert list(cm.index) == ["wheat", "maize", "vineyard"] and list(cm.columns) == ["wheat", "maize", "vineyard"]
+    assert list(cm.index) == ["wheat", "maize", "vineyard"] and list(cm.columns) == [
+        "wheat",
+        "maize",
+        "vineyard",
+    ]
     assert cm.loc["maize", "wheat"] == 200
     png = (out / "r.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

@@ -19,15 +19,27 @@ BANDS = ["B02", "B04", "B08", "B11"]
 H, W = 45, 40
 
 
-def write_gapfilled(folder: Path, bands: list[str], seed: int = 0, describe: bool = True) -> tuple[Path, Path, np.ndarray]:
+def write_gapfilled(
+    folder: Path, bands: list[str], seed: int = 0, describe: bool = True
+) -> tuple[Path, Path, np.ndarray]:
     """A gapfilled.tif (int16 reflectance x10000, nodata -32768) and its dates.txt."""
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 10000, size=(len(DATES), len(bands), H, W)).astype(np.int16)
     data[:, :, 0, 0] = 0  # 0/0 ratios
     data[:, :, 5:8, 3:6] = -32768  # pixels without any clear date
     path, dates = folder / "gapfilled.tif", folder / "dates.txt"
-    with rasterio.open(path, "w", driver="GTiff", width=W, height=H, count=len(DATES) * len(bands), dtype="int16",
-                       nodata=-32768, crs="EPSG:32631", transform=Affine(10, 0, 500000, 0, -10, 4800000)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=W,
+        height=H,
+        count=len(DATES) * len(bands),
+        dtype="int16",
+        nodata=-32768,
+        crs="EPSG:32631",
+        transform=Affine(10, 0, 500000, 0, -10, 4800000),
+    ) as dst:
         dst.write(data.reshape(-1, H, W))
         if describe:
             for i in range(len(DATES) * len(bands)):
@@ -38,10 +50,22 @@ def write_gapfilled(folder: Path, bands: list[str], seed: int = 0, describe: boo
 
 def test_feature_names_follow_iota2_layout():
     names = feature_names(["20180123", "20180202"], ["B02", "B04", "B08", "B11"])
-    assert names == ["20180123_B02", "20180123_B04", "20180123_B08", "20180123_B11",
-                     "20180202_B02", "20180202_B04", "20180202_B08", "20180202_B11",
-                     "20180123_NDVI", "20180202_NDVI", "20180123_NDWI", "20180202_NDWI",
-                     "20180123_brightness", "20180202_brightness"]
+    assert names == [
+        "20180123_B02",
+        "20180123_B04",
+        "20180123_B08",
+        "20180123_B11",
+        "20180202_B02",
+        "20180202_B04",
+        "20180202_B08",
+        "20180202_B11",
+        "20180123_NDVI",
+        "20180202_NDVI",
+        "20180123_NDWI",
+        "20180202_NDWI",
+        "20180123_brightness",
+        "20180202_brightness",
+    ]
     assert feature_names(["20180123"], ["B02"], indices=()) == ["20180123_B02"]
 
 
@@ -61,7 +85,7 @@ def test_feature_values_by_hand(tmp_path):
         assert list(src.descriptions) == names and src.count == 3 * 4 + 3 * 3
         feats = src.read()
     col = {n: i for i, n in enumerate(names)}
-    for (r, c) in [(1, 2), (17, 33), (44, 39), (30, 0)]:
+    for r, c in [(1, 2), (17, 33), (44, 39), (30, 0)]:
         for t, d in enumerate(DATES):
             b02, b04, b08, b11 = (int(v) / 10000 for v in data[t, :, r, c])
             assert feats[col[f"{d}_B08"], r, c] == pytest.approx(b08, rel=1e-6)
@@ -108,7 +132,11 @@ def test_features_computed_per_window_equal_the_stored_stack(tmp_path):
     gives the numbers of the exported stack, to the bit: one definition everywhere."""
     from rasterio.windows import Window
 
-    from cropchain.series.features import FeatureSpec, open_features, read_feature_pixels
+    from cropchain.series.features import (
+        FeatureSpec,
+        open_features,
+        read_feature_pixels,
+    )
 
     path, dates, _ = write_gapfilled(tmp_path, BANDS, seed=3)
     compute_features(path, dates, tmp_path / "features.tif", bands=BANDS, block=7)
@@ -121,6 +149,7 @@ def test_features_computed_per_window_equal_the_stored_stack(tmp_path):
             subset = sorted(rng.choice(fr.count, 7, replace=False) + 1)
             np.testing.assert_array_equal(fr.read(subset, window=win), stored.read(subset, window=win))
             rows, cols = rng.integers(0, win.height, 20), rng.integers(0, win.width, 20)
-            np.testing.assert_array_equal(read_feature_pixels(fr, win, rows, cols),
-                                          read_feature_pixels(stored, win, rows, cols))
+            np.testing.assert_array_equal(
+                read_feature_pixels(fr, win, rows, cols), read_feature_pixels(stored, win, rows, cols)
+            )
         assert (fr.read(window=Window(3, 5, 3, 3)) == FEATURES_NODATA).all()  # no clear date: nodata

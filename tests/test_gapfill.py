@@ -14,7 +14,12 @@ from affine import Affine
 from scipy.interpolate import Akima1DInterpolator, CubicSpline
 
 from cropchain.errors import ConfigError, CropchainError, InputError
-from cropchain.series.gapfill import GAPFILLED_NODATA, gapfill_series, gapfill_tile, output_date_grid
+from cropchain.series.gapfill import (
+    GAPFILLED_NODATA,
+    gapfill_series,
+    gapfill_tile,
+    output_date_grid,
+)
 
 # ----------------------------------------------------------------------------- references
 IN_DAYS = np.array([0, 5, 12, 20, 25, 33, 41, 50, 55, 63, 70, 81], dtype=float)
@@ -22,8 +27,9 @@ IN_DAYS = np.array([0, 5, 12, 20, 25, 33, 41, 50, 55, 63, 70, 81], dtype=float)
 OUT_DAYS = np.union1d(np.arange(-14, 96, 7.0), IN_DAYS[::3])
 
 
-def reference_pixel(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days: np.ndarray,
-                    mode: str) -> np.ndarray:
+def reference_pixel(
+    values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, out_days: np.ndarray, mode: str
+) -> np.ndarray:
     """One pixel, written independently: np.interp / scipy splines, constant ends."""
     x, y = in_days[valid], values[valid].astype(np.float64)
     if x.size == 0:
@@ -58,7 +64,9 @@ def test_series_matches_per_pixel_reference(mode):
     assert set(counts) == set(range(IN_DAYS.size + 1))
     for j in range(values.shape[1]):
         want = reference_pixel(values[:, j], valid[:, j], IN_DAYS, OUT_DAYS, mode)
-        np.testing.assert_allclose(got[:, j], want, rtol=1e-5, atol=2e-3, err_msg=f"pixel {j}, {counts[j]} valid")
+        np.testing.assert_allclose(
+            got[:, j], want, rtol=1e-5, atol=2e-3, err_msg=f"pixel {j}, {counts[j]} valid"
+        )
     assert np.isnan(got[:, counts == 0]).all()
     assert not np.isnan(got[:, counts > 0]).any()
 
@@ -104,18 +112,50 @@ def test_spline_thresholds_linear_cubic_akima():
 @pytest.mark.parametrize(
     ("mask", "pixel", "days", "out_days", "expected"),
     [  # worked examples of OTBTemporalGapFilling's own linear tests (mask 1 = invalid)
-        ([0, 0, 0, 1, 0, 0, 0], [1, 1, 1, 0, 4, 1, 1], [0, 1, 2, 2.5, 4, 5, 6], None, [1, 1, 1, 7 / 4, 4, 1, 1]),
-        ([0, 0, 0, 1, 0, 0, 0], [1, 1, 1, 0, 4, 1, 1], [0, 1, 2, 3.7, 4, 5, 6], None, [1, 1, 1, 1.5 * 3.7 - 2, 4, 1, 1]),
-        ([0, 0, 0, 1, 0, 0, 0], [1, 1, 1, 0, 4, 1, 1], [0, 1, 2.5, 3.7, 4, 5, 6], None, [1, 1, 1, 2 * 3.7 - 4, 4, 1, 1]),
+        (
+            [0, 0, 0, 1, 0, 0, 0],
+            [1, 1, 1, 0, 4, 1, 1],
+            [0, 1, 2, 2.5, 4, 5, 6],
+            None,
+            [1, 1, 1, 7 / 4, 4, 1, 1],
+        ),
+        (
+            [0, 0, 0, 1, 0, 0, 0],
+            [1, 1, 1, 0, 4, 1, 1],
+            [0, 1, 2, 3.7, 4, 5, 6],
+            None,
+            [1, 1, 1, 1.5 * 3.7 - 2, 4, 1, 1],
+        ),
+        (
+            [0, 0, 0, 1, 0, 0, 0],
+            [1, 1, 1, 0, 4, 1, 1],
+            [0, 1, 2.5, 3.7, 4, 5, 6],
+            None,
+            [1, 1, 1, 2 * 3.7 - 4, 4, 1, 1],
+        ),
         ([1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1], [0, 1, 2, 3, 4, 5, 6], None, [1, 1, 1, 1, 1, 1, 1]),
         ([0, 0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 1, 20, 0], [0, 1, 2, 3, 4, 5, 6], None, [1, 1, 1, 1, 1, 1, 1]),
-        ([0, 0, 0, 1, 0, 0, 0], [1, 1, 1, 0, 4, 1, 1], [0, 1, 2, 2.5, 4, 5, 6], [0, 1, 2, 4, 5, 6], [1, 1, 1, 4, 1, 1]),
-        ([0, 0, 0, 0, 0, 0], [0, 1, 2, 4, 5, 6], [0, 1, 2, 4, 5, 6], [0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5, 6]),
+        (
+            [0, 0, 0, 1, 0, 0, 0],
+            [1, 1, 1, 0, 4, 1, 1],
+            [0, 1, 2, 2.5, 4, 5, 6],
+            [0, 1, 2, 4, 5, 6],
+            [1, 1, 1, 4, 1, 1],
+        ),
+        (
+            [0, 0, 0, 0, 0, 0],
+            [0, 1, 2, 4, 5, 6],
+            [0, 1, 2, 4, 5, 6],
+            [0, 1, 2, 3, 4, 5, 6],
+            [0, 1, 2, 3, 4, 5, 6],
+        ),
     ],
 )
 def test_linear_matches_otb_worked_examples(mask, pixel, days, out_days, expected):
     valid = np.array(mask)[:, None] == 0
-    got = gapfill_series(np.array(pixel, dtype=float)[:, None], valid, days, days if out_days is None else out_days)
+    got = gapfill_series(
+        np.array(pixel, dtype=float)[:, None], valid, days, days if out_days is None else out_days
+    )
     np.testing.assert_allclose(got[:, 0], expected, rtol=1e-6)
 
 
@@ -127,7 +167,9 @@ def test_bands_share_the_date_mask():
         got = gapfill_series(cube, valid, IN_DAYS, OUT_DAYS, mode=mode)
         assert got.shape == (OUT_DAYS.size, 2, 200)
         for b in range(2):
-            np.testing.assert_array_equal(got[:, b], gapfill_series(cube[:, b], valid, IN_DAYS, OUT_DAYS, mode=mode))
+            np.testing.assert_array_equal(
+                got[:, b], gapfill_series(cube[:, b], valid, IN_DAYS, OUT_DAYS, mode=mode)
+            )
 
 
 def test_series_rejects_bad_arguments():
@@ -143,7 +185,10 @@ def test_series_rejects_bad_arguments():
 def test_output_date_grid():
     grid = output_date_grid(dt.date(2018, 1, 23), dt.date(2018, 2, 22), 10)
     assert grid == [dt.date(2018, 1, 23), dt.date(2018, 2, 2), dt.date(2018, 2, 12), dt.date(2018, 2, 22)]
-    assert output_date_grid(dt.date(2018, 1, 1), dt.date(2018, 1, 9), 5) == [dt.date(2018, 1, 1), dt.date(2018, 1, 6)]
+    assert output_date_grid(dt.date(2018, 1, 1), dt.date(2018, 1, 9), 5) == [
+        dt.date(2018, 1, 1),
+        dt.date(2018, 1, 6),
+    ]
     with pytest.raises(ConfigError):
         output_date_grid(dt.date(2018, 2, 1), dt.date(2018, 1, 1), 10)
     with pytest.raises(ConfigError):
@@ -151,8 +196,15 @@ def test_output_date_grid():
 
 
 # ----------------------------------------------------------------------------- tiles
-DATES = [dt.date(2018, 1, 23), dt.date(2018, 2, 2), dt.date(2018, 2, 12), dt.date(2018, 3, 4),
-         dt.date(2018, 3, 29), dt.date(2018, 4, 8), dt.date(2018, 5, 3)]
+DATES = [
+    dt.date(2018, 1, 23),
+    dt.date(2018, 2, 2),
+    dt.date(2018, 2, 12),
+    dt.date(2018, 3, 4),
+    dt.date(2018, 3, 29),
+    dt.date(2018, 4, 8),
+    dt.date(2018, 5, 3),
+]
 BANDS = ["B02", "B04", "B08"]
 H, W = 70, 50
 
@@ -168,8 +220,13 @@ def write_inputs(folder: Path, seed: int = 0) -> tuple[Path, Path, Path, np.ndar
     mask[3, 20:22, 30:33] = 0  # exactly one clear date
     mask[2] = 1  # one empty date (as 2018-02-12 on T31TEJ)
     raw[np.broadcast_to(mask[:, None] == 1, raw.shape)] = -32768
-    profile = {"driver": "GTiff", "width": W, "height": H, "crs": "EPSG:32631",
-               "transform": Affine(10, 0, 500000, 0, -10, 4800000)}
+    profile = {
+        "driver": "GTiff",
+        "width": W,
+        "height": H,
+        "crs": "EPSG:32631",
+        "transform": Affine(10, 0, 500000, 0, -10, 4800000),
+    }
     paths = folder / "raw.tif", folder / "raw_mask.tif", folder / "raw_dates.txt"
     with rasterio.open(paths[0], "w", count=t * b, dtype="int16", nodata=-32768, **profile) as dst:
         dst.write(raw.reshape(t * b, H, W))
@@ -185,8 +242,19 @@ def write_inputs(folder: Path, seed: int = 0) -> tuple[Path, Path, Path, np.ndar
 def test_tile_streams_windows_like_the_whole_array(tmp_path, mode):
     raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path)
     out = tmp_path / "out"
-    gapfill_tile(raw_p, mask_p, dates_p, out / "gapfilled.tif", out / "dates.txt", out / "validity.tif",
-                 start="2018-01-15", end=dt.date(2018, 5, 20), step_days=10, mode=mode, block=32)
+    gapfill_tile(
+        raw_p,
+        mask_p,
+        dates_p,
+        out / "gapfilled.tif",
+        out / "dates.txt",
+        out / "validity.tif",
+        start="2018-01-15",
+        end=dt.date(2018, 5, 20),
+        step_days=10,
+        mode=mode,
+        block=32,
+    )
     grid = output_date_grid(dt.date(2018, 1, 15), dt.date(2018, 5, 20), 10)
     assert (out / "dates.txt").read_text().split() == [f"{d:%Y%m%d}" for d in grid]
 
@@ -206,7 +274,7 @@ def test_tile_streams_windows_like_the_whole_array(tmp_path, mode):
     empty = mask.all(axis=0).ravel()
     assert empty.reshape(H, W)[10:14, 5:9].all() and (got[:, :, empty] == GAPFILLED_NODATA).all()
     assert (got[:, :, ~empty] != GAPFILLED_NODATA).all()
-    one = np.flatnonzero((valid.sum(axis=0) == 1))[0]  # a pixel with one clear date: constant
+    one = np.flatnonzero(valid.sum(axis=0) == 1)[0]  # a pixel with one clear date: constant
     assert (got[:, :, one] == got[:1, :, one]).all()
     with rasterio.open(out / "validity.tif") as src:
         assert src.dtypes[0] == "uint8" and src.count == 1
@@ -216,9 +284,24 @@ def test_tile_streams_windows_like_the_whole_array(tmp_path, mode):
 
 def test_tile_defaults_to_the_input_date_range(tmp_path):
     raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path, seed=1)
-    gapfill_tile(raw_p, mask_p, dates_p, tmp_path / "g.tif", tmp_path / "d.txt", tmp_path / "v.tif",
-                 start=None, end=None, step_days=25)
-    assert (tmp_path / "d.txt").read_text().split() == ["20180123", "20180217", "20180314", "20180408", "20180503"]
+    gapfill_tile(
+        raw_p,
+        mask_p,
+        dates_p,
+        tmp_path / "g.tif",
+        tmp_path / "d.txt",
+        tmp_path / "v.tif",
+        start=None,
+        end=None,
+        step_days=25,
+    )
+    assert (tmp_path / "d.txt").read_text().split() == [
+        "20180123",
+        "20180217",
+        "20180314",
+        "20180408",
+        "20180503",
+    ]
     with rasterio.open(tmp_path / "g.tif") as src:
         first = src.read(list(range(1, len(BANDS) + 1)))
     clear = mask[0] == 0  # the first output date is the first input date: clear values kept
@@ -246,7 +329,9 @@ def test_tile_input_errors(tmp_path):
     with pytest.raises(InputError, match="short_mask.tif: 6 mask bands for 7 dates"):
         gapfill_tile(raw_p, short, dates_p, *outs, **kw)
     shifted = tmp_path / "shifted_mask.tif"
-    with rasterio.open(shifted, "w", **{**profile, "transform": Affine(10, 0, 500010, 0, -10, 4800000)}) as dst:
+    with rasterio.open(
+        shifted, "w", **{**profile, "transform": Affine(10, 0, 500010, 0, -10, 4800000)}
+    ) as dst:
         dst.write(mask)
     with pytest.raises(InputError, match="shifted_mask.tif: grid"):
         gapfill_tile(raw_p, shifted, dates_p, *outs, **kw)
@@ -260,7 +345,10 @@ def test_grid_outside_the_acquisitions_stops(tmp_path):
     raw_p, mask_p, dates_p, raw, mask = write_inputs(tmp_path)
     out = tmp_path / "o"
     outs = (out / "g.tif", out / "d.txt", out / "v.tif")
-    with pytest.raises(ConfigError, match=r"^dates.start / dates.end: .* acquisitions of tile .* \(2018-01-23 to 2018-05-\d\d"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^dates.start / dates.end: .* acquisitions of tile .* \(2018-01-23 to 2018-05-\d\d",
+    ):
         gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2019-01-01", end="2019-12-31", step_days=10)
     # Mostly outside (the grid runs a year past the last acquisition) also stops; the threshold is a key.
     with pytest.raises(ConfigError, match="dates.start / dates.end"):
@@ -280,7 +368,9 @@ def test_grid_dates_far_from_clear_acquisitions_warn(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="cropchain.series.gapfill"):
         gapfill_tile(raw_p, mask_p, dates_p, *outs, start="2018-01-23", end="2018-09-30", step_days=10)
     assert "more than 60 days from any clear acquisition" in caplog.text
-    assert "2018-07-12 (100%)" in caplog.text and "2018-02-02" not in caplog.text.split("clear acquisition")[1]
+    assert (
+        "2018-07-12 (100%)" in caplog.text and "2018-02-02" not in caplog.text.split("clear acquisition")[1]
+    )
     assert len((tmp_path / "d.txt").read_text().split()) == 26
     caplog.clear()
     with caplog.at_level("WARNING", logger="cropchain.series.gapfill"):
@@ -311,7 +401,10 @@ def test_single_clear_date_warns_and_no_clear_date_stops(tmp_path, caplog):
     with rasterio.open(single, "w", **profile) as dst:
         dst.write(none)
     shutil.rmtree(tmp_path / "o")
-    with pytest.raises(InputError, match=r"raw_mask.tif: tile T31XYZ: 99% of the observed pixels have no clear observation .*2018-01-23"):
+    with pytest.raises(
+        InputError,
+        match=r"raw_mask.tif: tile T31XYZ: 99% of the observed pixels have no clear observation .*2018-01-23",
+    ):
         gapfill_tile(raw_t, single, dates_p, *outs, start=None, end=None)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
@@ -344,22 +437,45 @@ def test_tile_band_count_not_a_multiple_of_dates(tmp_path):
     dates5 = tmp_path / "dates5.txt"
     dates5.write_text("".join(f"{d:%Y%m%d}\n" for d in DATES[:5]))
     with pytest.raises(InputError, match=r"raw.tif: 21 bands is not a multiple of the 5 dates"):
-        gapfill_tile(raw_p, mask_p, dates5, tmp_path / "g.tif", tmp_path / "d.txt", tmp_path / "v.tif",
-                     start=None, end=None)
+        gapfill_tile(
+            raw_p,
+            mask_p,
+            dates5,
+            tmp_path / "g.tif",
+            tmp_path / "d.txt",
+            tmp_path / "v.tif",
+            start=None,
+            end=None,
+        )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("otbApplication") is not None
-                    or shutil.which("otbcli_ImageTimeSeriesGapFilling") is not None,
-                    reason="OTB's gap filling is installed here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("otbApplication") is not None
+    or shutil.which("otbcli_ImageTimeSeriesGapFilling") is not None,
+    reason="OTB's gap filling is installed here",
+)
 def test_otb_backend_missing_is_a_clear_error(tmp_path):
     raw_p, mask_p, dates_p, _, _ = write_inputs(tmp_path)
     out = tmp_path / "out"
     with pytest.raises(CropchainError) as err:
-        gapfill_tile(raw_p, mask_p, dates_p, out / "g.tif", out / "d.txt", out / "v.tif",
-                     start=None, end=None, backend="otb")
+        gapfill_tile(
+            raw_p,
+            mask_p,
+            dates_p,
+            out / "g.tif",
+            out / "d.txt",
+            out / "v.tif",
+            start=None,
+            end=None,
+            backend="otb",
+        )
     msg = str(err.value)
-    for part in ("otbApplication", "otbcli_ImageTimeSeriesGapFilling", "OTBTemporalGapFilling",
-                 "gapfill.backend: numpy"):
+    for part in (
+        "otbApplication",
+        "otbcli_ImageTimeSeriesGapFilling",
+        "OTBTemporalGapFilling",
+        "gapfill.backend: numpy",
+    ):
         assert part in msg
     assert not out.exists() or not any(out.iterdir())
 
@@ -374,8 +490,18 @@ def test_real_t31tej_gapfill_and_features(t31tej_safe_products, tmp_path):
     raw_p, mask_p, dates_p = tmp_path / "raw.tif", tmp_path / "raw_mask.tif", tmp_path / "raw_dates.txt"
     sentinel2.ingest_safe(t31tej_safe_products, raw_p, mask_p, dates_p, bands=bands)
     out = tmp_path / "tile"
-    gapfill_tile(raw_p, mask_p, dates_p, out / "gapfilled.tif", out / "dates.txt", out / "validity.tif",
-                 start=None, end=None, step_days=10, block=128)
+    gapfill_tile(
+        raw_p,
+        mask_p,
+        dates_p,
+        out / "gapfilled.tif",
+        out / "dates.txt",
+        out / "validity.tif",
+        start=None,
+        end=None,
+        step_days=10,
+        block=128,
+    )
     grid = (out / "dates.txt").read_text().split()
     assert grid == [f"{d:%Y%m%d}" for d in output_date_grid(dt.date(2018, 1, 23), dt.date(2018, 10, 5), 10)]
     assert len(grid) == 26 and grid[-1] == "20180930"

@@ -21,8 +21,18 @@ from cropchain.sources.sentinel2 import (
     read_safe_product,
 )
 
-REAL_DATES = ["20180123", "20180128", "20180212", "20180418", "20180627",
-              "20180707", "20180806", "20180826", "20180920", "20181005"]
+REAL_DATES = [
+    "20180123",
+    "20180128",
+    "20180212",
+    "20180418",
+    "20180627",
+    "20180707",
+    "20180806",
+    "20180826",
+    "20180920",
+    "20181005",
+]
 NB = len(SENTINEL2_BANDS)
 
 
@@ -56,8 +66,15 @@ def real(t31tej_safe_products, tmp_path_factory):
         cube, profile, desc = src.read(), src.profile, src.descriptions
     with rasterio.open(mask) as src:
         m = src.read()
-    return {"cube": cube, "profile": profile, "desc": desc, "mask": m, "dates": read_dates(dates),
-            "products": t31tej_safe_products, "out": out}
+    return {
+        "cube": cube,
+        "profile": profile,
+        "desc": desc,
+        "mask": m,
+        "dates": read_dates(dates),
+        "products": t31tej_safe_products,
+        "out": out,
+    }
 
 
 def test_find_safe_products(t31tej, t31tej_safe_products, tmp_path):
@@ -75,7 +92,7 @@ def test_read_safe_product_metadata(t31tej_safe_products):
     p = read_safe_product(t31tej_safe_products[0])
     assert p.tile == "T31TEJ" and p.spacecraft == "Sentinel-2B" and p.baseline == "02.06"
     assert p.date.isoformat() == "2018-01-23" and p.quantification == 10000
-    assert p.offsets == {b: 0 for b in SENTINEL2_BANDS}          # no BOA_ADD_OFFSET before baseline 04.00
+    assert p.offsets == {b: 0 for b in SENTINEL2_BANDS}  # no BOA_ADD_OFFSET before baseline 04.00
     assert p.band_files["B02"].parent.name == "R10m" and p.band_files["B11"].parent.name == "R20m"
     assert p.band_files["B8A"].name.endswith("_B8A_20m.jp2") and p.scl_file.name.endswith("_SCL_20m.jp2")
 
@@ -96,7 +113,7 @@ def test_real_ingest_shape_bands_dates(real):
 def test_real_empty_date_fully_masked(real):
     d = REAL_DATES.index("20180212")
     assert real["mask"][d].all()
-    assert (real["cube"][d * NB:(d + 1) * NB] == RAW_NODATA).all()
+    assert (real["cube"][d * NB : (d + 1) * NB] == RAW_NODATA).all()
 
 
 def test_real_cloud_mask_follows_scl(real):
@@ -110,19 +127,19 @@ def test_real_cloud_mask_follows_scl(real):
         for b in ("B02", "B03", "B04", "B08"):
             zero10 |= _read(_band(safe, b)) == 0
         expected = from_scl | zero10
-        assert not (expected & (m[d] == 0)).any(), REAL_DATES[d]     # every SCL cloud / nodata pixel masked
-        assert (m[d].astype(bool) & ~expected).mean() < 0.01          # and little else (20 m nodata borders)
+        assert not (expected & (m[d] == 0)).any(), REAL_DATES[d]  # every SCL cloud / nodata pixel masked
+        assert (m[d].astype(bool) & ~expected).mean() < 0.01  # and little else (20 m nodata borders)
         assert 0 < m[d].mean() < 0.5
     frac = m.mean(axis=(1, 2))
-    assert frac[REAL_DATES.index("20180128")] > 0.15                  # the cloudy winter date
-    assert frac[REAL_DATES.index("20180627")] < 0.05                  # a clear summer date
+    assert frac[REAL_DATES.index("20180128")] > 0.15  # the cloudy winter date
+    assert frac[REAL_DATES.index("20180627")] < 0.05  # a clear summer date
 
 
 def test_real_20m_band_resampled_onto_10m_grid(real):
     cube, m = real["cube"], real["mask"]
     d = REAL_DATES.index("20180707")
     b11 = cube[d * NB + SENTINEL2_BANDS.index("B11")].astype(float)
-    native = _read(_band(real["products"][d], "B11")).astype(float)   # 177 x 116 at 20 m
+    native = _read(_band(real["products"][d], "B11")).astype(float)  # 177 x 116 at 20 m
     assert native.shape == (177, 116) and b11.shape == (353, 232)
     # 2x2 means of the bilinear 10 m band give back the 20 m values (clear pixels inside the tile).
     blocks = b11[:352].reshape(176, 2, 116, 2).mean(axis=(1, 3))
@@ -138,7 +155,12 @@ def test_nearest_resampling_repeats_20m_pixels(t31tej_safe_products, tmp_path):
     raw, mask, dates = _outputs(tmp_path)
     ingest_safe(prods, raw, mask, dates, bands=["B04", "B11"], resampling="nearest")
     with rasterio.open(raw) as src:
-        assert src.count == 4 and src.descriptions == ("20180418_B04", "20180418_B11", "20180627_B04", "20180627_B11")
+        assert src.count == 4 and src.descriptions == (
+            "20180418_B04",
+            "20180418_B11",
+            "20180627_B04",
+            "20180627_B11",
+        )
         b11 = src.read(2)
     native = _up(_read(_band(prods[0], "B11")), 353, 232).astype(np.int16)
     valid = native > 0
@@ -152,7 +174,7 @@ def test_real_reflectance_plausible(real):
         if date == "20180212":
             continue
         clear = m[d] == 0
-        bands = cube[d * NB:(d + 1) * NB][:, clear].astype(float)
+        bands = cube[d * NB : (d + 1) * NB][:, clear].astype(float)
         assert bands.min() >= 0 and np.percentile(bands, 99) < 8000
         red, nir = bands[SENTINEL2_BANDS.index("B04")], bands[SENTINEL2_BANDS.index("B08")]
         assert 200 < np.median(red) < 2500 and 1000 < np.median(nir) < 5000
@@ -161,8 +183,9 @@ def test_real_reflectance_plausible(real):
 
 
 def test_offsets_applied_on_baseline_05(tmp_path):
-    prods = generate_demo_products(tmp_path / "demo", "T31TEJ", seed=3, width=40, height=36,
-                                   dates=["2021-05-01", "2021-07-01"])
+    prods = generate_demo_products(
+        tmp_path / "demo", "T31TEJ", seed=3, width=40, height=36, dates=["2021-05-01", "2021-07-01"]
+    )
     p = read_safe_product(prods[0])
     assert p.baseline == "05.00" and set(p.offsets.values()) == {-1000}
     raw, mask, dates = _outputs(tmp_path / "out")
@@ -254,12 +277,18 @@ def test_two_products_of_one_date_merged_per_pixel(tmp_path, caplog):
     converted to its offset; its clouds filled from the older product."""
     import logging
 
-    a = generate_demo_products(tmp_path / "in", "T31TEJ", seed=5, width=40, height=36, dates=["2021-06-01"])[0]
-    other = generate_demo_products(tmp_path / "in2", "T31TEJ", seed=5, width=40, height=36, dates=["2021-08-01"])[0]
+    a = generate_demo_products(tmp_path / "in", "T31TEJ", seed=5, width=40, height=36, dates=["2021-06-01"])[
+        0
+    ]
+    other = generate_demo_products(
+        tmp_path / "in2", "T31TEJ", seed=5, width=40, height=36, dates=["2021-08-01"]
+    )[0]
     scl_a = next(a.rglob("*_SCL_20m.jp2"))
     _rewrite_jp2(scl_a, np.full_like(_read(scl_a), 4))  # A: clear everywhere
     # B: a reprocessing of A (baseline 05.10, BOA_ADD_OFFSET -2000), cloudy on its left half.
-    b = _copy(a, tmp_path / "in", a.name.replace("_N0500_", "_N0510_").replace("T120000.SAFE", "T180000.SAFE"))
+    b = _copy(
+        a, tmp_path / "in", a.name.replace("_N0500_", "_N0510_").replace("T120000.SAFE", "T180000.SAFE")
+    )
     mtd = b / "MTD_MSIL2A.xml"
     mtd.write_text(mtd.read_text().replace(">05.00<", ">05.10<").replace(">-1000<", ">-2000<"))
     for f in b.rglob("*_B*_*m.jp2"):
@@ -296,7 +325,9 @@ def test_two_products_of_one_date_merged_per_pixel(tmp_path, caplog):
 
 
 def test_product_on_another_grid(t31tej_safe_products, tmp_path):
-    other = generate_demo_products(tmp_path / "in", "T31TEJ", seed=0, width=32, height=32, dates=["2018-05-01"])
+    other = generate_demo_products(
+        tmp_path / "in", "T31TEJ", seed=0, width=32, height=32, dates=["2018-05-01"]
+    )
     out = tmp_path / "out"
     with pytest.raises(InputError, match="grid") as err:
         ingest_safe([t31tej_safe_products[3], *other], *_outputs(out))
@@ -313,7 +344,7 @@ def test_damaged_band_file_leaves_no_output(t31tej_safe_products, tmp_path):
     with pytest.raises(InputError) as err:
         ingest_safe([t31tej_safe_products[5], safe], *_outputs(out))
     assert str(jp2) in str(err.value)
-    assert list(out.iterdir()) == []                                 # the temporary files are gone too
+    assert list(out.iterdir()) == []  # the temporary files are gone too
 
 
 def test_baseline_04_without_offsets(tmp_path):

@@ -11,23 +11,33 @@ import torch
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from cropchain.mapping.classify import classify_tile, model_image_predictor
 from cropchain.config import load_schema
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.raster import geotiff_profile
-from cropchain.models import available, get_model, is_network, kind
-from cropchain.models.networks import TRAINING_DEFAULTS, count_parameters, feature_layout, receptive_margin
-from cropchain.nomenclature import Nomenclature
 from cropchain.learning.train import load_model
+from cropchain.mapping.classify import classify_tile, model_image_predictor
+from cropchain.models import available, count_parameters, get_model, is_network, kind
+from cropchain.models.networks import (
+    TRAINING_DEFAULTS,
+    feature_layout,
+    receptive_margin,
+)
+from cropchain.nomenclature import Nomenclature
 
 NETWORKS = ["fg_unet", "temporal_unet", "dilated_cnn", "tempcnn", "ltae"]
 BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]
 T31TEJ_DATES = [f"2018{m:02d}{d:02d}" for m in range(2, 11) for d in (1, 11, 21)][:26]
 # features.tif of T31TEJ: 26 dates x 10 bands, then NDVI, NDWI, brightness x 26 dates = 338
-T31TEJ_NAMES = [f"{d}_{b}" for d in T31TEJ_DATES for b in BANDS] + [f"{d}_{i}" for i in ("NDVI", "NDWI", "brightness") for d in T31TEJ_DATES]
-SMALL_NAMES = [f"{d}_{b}" for d in T31TEJ_DATES[:3] for b in ("B04", "B08", "B11")] + [f"{d}_NDVI" for d in T31TEJ_DATES[:3]]
+T31TEJ_NAMES = [f"{d}_{b}" for d in T31TEJ_DATES for b in BANDS] + [
+    f"{d}_{i}" for i in ("NDVI", "NDWI", "brightness") for d in T31TEJ_DATES
+]
+SMALL_NAMES = [f"{d}_{b}" for d in T31TEJ_DATES[:3] for b in ("B04", "B08", "B11")] + [
+    f"{d}_NDVI" for d in T31TEJ_DATES[:3]
+]
 CODES = (3, 7, 12, 20)
-NOMENCLATURE = Nomenclature(codes=CODES, names=("a", "b", "c", "d"), colors=((1, 2, 3), (4, 5, 6), (7, 8, 9), (9, 9, 9)))
+NOMENCLATURE = Nomenclature(
+    codes=CODES, names=("a", "b", "c", "d"), colors=((1, 2, 3), (4, 5, 6), (7, 8, 9), (9, 9, 9))
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,7 +112,13 @@ def test_forward_shapes_and_sizes(arch):
         assert n == conv + dense
         assert model.margin == 0 and model.pixelwise
     elif arch == "ltae":  # 13 channels -> d_model 256, 16 heads of d_k 8, MLP 256-128, decoder 64-32
-        encoder = (2 * 13 + 13 * 256 + 256 + 2 * 256) + (256 * 128 + 128) + 16 * 8 + (256 * 128 + 128 + 2 * 128) + 2 * 128
+        encoder = (
+            (2 * 13 + 13 * 256 + 256 + 2 * 256)
+            + (256 * 128 + 128)
+            + 16 * 8
+            + (256 * 128 + 128 + 2 * 128)
+            + 2 * 128
+        )
         decoder = (128 * 64 + 64 + 2 * 64) + (64 * 32 + 32 + 2 * 32) + 32 * len(CODES) + len(CODES)
         assert n == encoder + decoder
         assert model.margin == 0 and model.pixelwise
@@ -112,7 +128,9 @@ def test_forward_shapes_and_sizes(arch):
         torch.testing.assert_close(attention.sum(-1), torch.ones(50, 16))
     elif arch == "dilated_cnn":
         assert model.margin == 18 and model.alignment == 1  # sum of 2 d + 2 over dilations 1, 2, 3
-        dilations = [m.dilation[0] for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (5, 5)]
+        dilations = [
+            m.dilation[0] for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (5, 5)
+        ]
         assert dilations == [1, 2, 3]
     else:
         assert model.margin == 23 and model.alignment == 4
@@ -124,7 +142,11 @@ def test_forward_shapes_and_sizes(arch):
 @pytest.mark.parametrize("arch", ["fg_unet", "dilated_cnn", "temporal_unet"])
 def test_margin_bounds_the_true_receptive_field(arch):
     """Gradients of one output pixel reach input pixels up to the margin, never beyond."""
-    model = initialized(arch, SMALL_NAMES, widths=[8, 8, 8]) if arch != "dilated_cnn" else initialized(arch, SMALL_NAMES)
+    model = (
+        initialized(arch, SMALL_NAMES, widths=[8, 8, 8])
+        if arch != "dilated_cnn"
+        else initialized(arch, SMALL_NAMES)
+    )
     net = model.net.eval()
     size, a = 72, model.alignment
     reach = 0
@@ -141,14 +163,23 @@ def test_margin_bounds_the_true_receptive_field(arch):
 def write_scene(tmp_path, names, h=100, w=90, seed=0):
     rng = np.random.default_rng(seed)
     blocks = rng.normal(0.2, 0.1, (len(names), h // 10 + 1, w // 10 + 1)).astype(np.float32)
-    feats = np.kron(blocks, np.ones((1, 10, 10), np.float32))[:, :h, :w] + rng.normal(0, 0.03, (len(names), h, w)).astype(np.float32)
+    feats = np.kron(blocks, np.ones((1, 10, 10), np.float32))[:, :h, :w] + rng.normal(
+        0, 0.03, (len(names), h, w)
+    ).astype(np.float32)
     validity = np.full((h, w), 4, np.uint8)
     validity[:9, :13] = 0  # a corner and a strip across window seams without any clear date
     validity[50:54, 10:80] = 0
     feats[:, validity == 0] = -9999.0
-    base = {"crs": CRS.from_epsg(32631), "transform": from_origin(500000, 4800000, 10, 10), "width": w, "height": h}
+    base = {
+        "crs": CRS.from_epsg(32631),
+        "transform": from_origin(500000, 4800000, 10, 10),
+        "width": w,
+        "height": h,
+    }
     fpath, vpath = tmp_path / "features.tif", tmp_path / "validity.tif"
-    with rasterio.open(fpath, "w", **geotiff_profile(base, count=len(names), dtype="float32", nodata=-9999)) as dst:
+    with rasterio.open(
+        fpath, "w", **geotiff_profile(base, count=len(names), dtype="float32", nodata=-9999)
+    ) as dst:
         dst.write(feats)
         dst.descriptions = tuple(names)
     with rasterio.open(vpath, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=None)) as dst:
@@ -185,11 +216,29 @@ def test_overlap_below_margin_is_refused(tmp_path, arch):
     model = initialized(arch, SMALL_NAMES)
     fpath, vpath, _, _ = write_scene(tmp_path, SMALL_NAMES, h=40, w=40)
     with pytest.raises(ConfigError, match="margin"):
-        classify_tile(fpath, vpath, model, NOMENCLATURE, tmp_path / "m.tif", tmp_path / "c.tif", window=32, overlap=model.margin - 1)
+        classify_tile(
+            fpath,
+            vpath,
+            model,
+            NOMENCLATURE,
+            tmp_path / "m.tif",
+            tmp_path / "c.tif",
+            window=32,
+            overlap=model.margin - 1,
+        )
     assert not (tmp_path / "m.tif").exists()
     if model.alignment > 1:
         with pytest.raises(ConfigError, match="multiples of 4"):
-            classify_tile(fpath, vpath, model, NOMENCLATURE, tmp_path / "m.tif", tmp_path / "c.tif", window=30, overlap=24)
+            classify_tile(
+                fpath,
+                vpath,
+                model,
+                NOMENCLATURE,
+                tmp_path / "m.tif",
+                tmp_path / "c.tif",
+                window=30,
+                overlap=24,
+            )
 
 
 @pytest.mark.parametrize("arch", NETWORKS)
@@ -225,9 +274,13 @@ def test_ltae_encodes_the_dates_in_days():
     model = initialized("ltae", SMALL_NAMES)
     enc = model.net.encoder
     np.testing.assert_allclose(enc.position[:, :16].numpy(), date_encoding([0, 10, 20], 16).numpy())
-    np.testing.assert_allclose(enc.position[:, 16:32].numpy(), enc.position[:, :16].numpy())  # repeated for every head
+    np.testing.assert_allclose(
+        enc.position[:, 16:32].numpy(), enc.position[:, :16].numpy()
+    )  # repeated for every head
     table = date_encoding([0, 1, 500], 4, period=1000.0).numpy()
-    np.testing.assert_allclose(table[2], [np.sin(500), np.cos(500), np.sin(500 / 1000 ** 0.5), np.cos(500 / 1000 ** 0.5)], rtol=1e-6)
+    np.testing.assert_allclose(
+        table[2], [np.sin(500), np.cos(500), np.sin(500 / 1000**0.5), np.cos(500 / 1000**0.5)], rtol=1e-6
+    )
     other = get_model("ltae", seed=0)
     shifted = [n.replace("20180211", "20180711") for n in SMALL_NAMES]  # one of the 3 dates 5 months later
     other.initialize(shifted, CODES, model.mean, model.std)
@@ -251,7 +304,9 @@ def test_device_auto_runs_without_a_gpu_and_a_gpu_maps_like_the_cpu(tmp_path, ar
     on_cpu = load_model(tmp_path, threads=1).to_device("cpu")
     np.testing.assert_array_equal(on_cpu.predict_proba_image(block), cpu)
     auto = load_model(tmp_path, threads=1)
-    assert auto.device == resolve_device("auto") and next(auto.net.parameters()).device.type == auto.device.type
+    assert (
+        auto.device == resolve_device("auto") and next(auto.net.parameters()).device.type == auto.device.type
+    )
     if not torch.cuda.is_available():
         assert auto.device == torch.device("cpu")
         np.testing.assert_array_equal(auto.predict_proba_image(block), cpu)

@@ -7,12 +7,20 @@ import pytest
 import torch
 
 from cropchain.errors import ConfigError
-from cropchain.models.parcel import available_parcel_models, count_parameters, get_parcel_model
+from cropchain.models import count_parameters
+from cropchain.models.parcel import available_parcel_models, get_parcel_model
 from cropchain.models.parcel._layers import conv_output_size, masked_band_stats
 
 torch.set_num_threads(1)
 
-NAMES = ["parcel_cnn", "parcel_cnn_gru70", "parcel_cnn_gru80", "parcel_cnn_gru90", "parcel_convlstm", "parcel_gru"]
+NAMES = [
+    "parcel_cnn",
+    "parcel_cnn_gru70",
+    "parcel_cnn_gru80",
+    "parcel_cnn_gru90",
+    "parcel_convlstm",
+    "parcel_gru",
+]
 # exact parameter counts for 10 bands and 8 classes (T31TEJ), default budget 90,000
 EXPECTED = {
     "parcel_cnn": (91_374, {"width": 30}),
@@ -50,7 +58,9 @@ def test_forward_shape_and_parameter_budget(name):
     assert out.shape == (3, 8) and out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name, ratio", [("parcel_cnn_gru70", 0.7), ("parcel_cnn_gru80", 0.8), ("parcel_cnn_gru90", 0.9)])
+@pytest.mark.parametrize(
+    "name, ratio", [("parcel_cnn_gru70", 0.7), ("parcel_cnn_gru80", 0.8), ("parcel_cnn_gru90", 0.9)]
+)
 def test_hybrid_temporal_parameter_ratio(name, ratio):
     model = get_parcel_model(name, n_bands=10, n_classes=8)
     spatial, temporal = model.spatial_parameters(), model.temporal_parameters()
@@ -160,10 +170,22 @@ def test_bad_names_and_hyperparameters():
 
 def test_pse_ltae_shapes_and_parameter_count():
     model = get_parcel_model("parcel_pse_ltae", n_bands=10, n_classes=8)
-    pse = (10 * 32 + 32 + 2 * 32) + (32 * 64 + 64 + 2 * 64) + (128 * 128 + 128 + 2 * 128)  # MLP 32-64, mean+std, Linear 128 + BN
-    ltae = (2 * 128 + 128 * 256 + 256 + 2 * 256) + (256 * 128 + 128) + 16 * 8 + (256 * 128 + 128 + 2 * 128) + 2 * 128
+    pse = (
+        (10 * 32 + 32 + 2 * 32) + (32 * 64 + 64 + 2 * 64) + (128 * 128 + 128 + 2 * 128)
+    )  # MLP 32-64, mean+std, Linear 128 + BN
+    ltae = (
+        (2 * 128 + 128 * 256 + 256 + 2 * 256)
+        + (256 * 128 + 128)
+        + 16 * 8
+        + (256 * 128 + 128 + 2 * 128)
+        + 2 * 128
+    )
     decoder = (128 * 64 + 64) + (64 * 32 + 32) + (32 * 8 + 8)
-    assert (model.spatial_parameters(), model.temporal_parameters(), count_parameters(model.head)) == (pse, ltae, decoder)
+    assert (model.spatial_parameters(), model.temporal_parameters(), count_parameters(model.head)) == (
+        pse,
+        ltae,
+        decoder,
+    )
     assert count_parameters(model) == pse + ltae + decoder == 130_248
     x, mask = _batch(t=7)
     for train in (True, False):
@@ -191,8 +213,12 @@ def test_pixel_sets_are_drawn_inside_the_parcel():
     for i in range(b):
         inside = set(flat[i, 0, 0, mask[i].view(-1) > 0].tolist())
         drawn = pixels[i, 0, set_mask[i] > 0, 0].tolist()
-        assert set(drawn) <= inside and len(set(drawn)) == len(drawn)  # inside the parcel, without replacement
-        assert torch.equal(pixels[i, :, :, 1] - pixels[i, :, :, 0], torch.full((t, 64), float(s * s)))  # bands of one pixel
+        assert set(drawn) <= inside and len(set(drawn)) == len(
+            drawn
+        )  # inside the parcel, without replacement
+        assert torch.equal(
+            pixels[i, :, :, 1] - pixels[i, :, :, 0], torch.full((t, 64), float(s * s))
+        )  # bands of one pixel
     again, _ = draw_pixel_sets(x, mask, 64)
     assert not torch.equal(again[0], pixels[0])  # a new draw each time
 
@@ -226,8 +252,17 @@ def test_pse_ltae_training_draws_depend_on_the_seed():
 
 
 def test_pse_ltae_hyperparameters():
-    model = get_parcel_model("parcel_pse_ltae", n_bands=4, n_classes=3, n_pixels=32, d_model=64, n_head=8, d_k=4, day_step=5)
-    assert model.hyperparameters == {"n_pixels": 32, "day_step": 5.0, "d_model": 64, "n_head": 8, "d_k": 4, "dropout": 0.2}
+    model = get_parcel_model(
+        "parcel_pse_ltae", n_bands=4, n_classes=3, n_pixels=32, d_model=64, n_head=8, d_k=4, day_step=5
+    )
+    assert model.hyperparameters == {
+        "n_pixels": 32,
+        "day_step": 5.0,
+        "d_model": 64,
+        "n_head": 8,
+        "d_k": 4,
+        "dropout": 0.2,
+    }
     again = get_parcel_model("parcel_pse_ltae", n_bands=4, n_classes=3, **model.hyperparameters)
     assert count_parameters(again) == count_parameters(model)
     with pytest.raises(ConfigError, match="parcels.models.parcel_pse_ltae: .*multiple of n_head"):

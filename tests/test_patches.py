@@ -10,15 +10,21 @@ import pytest
 import rasterio
 import rasterio.features
 from rasterio.crs import CRS
-from rasterio.windows import Window
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 from shapely.geometry import box
 
 from cropchain.errors import InputError
 from cropchain.io.raster import geotiff_profile
+from cropchain.learning.patches import (
+    IGNORE_INDEX,
+    PatchSampler,
+    TileSource,
+    read_learning_polygons,
+    select_holdout,
+    standardization,
+)
 from cropchain.models.networks import channel_groups
-from cropchain.learning.patches import (IGNORE_INDEX, PatchSampler, TileSource, read_learning_polygons, select_holdout,
-                               standardization)
 
 CRS_UTM = CRS.from_epsg(32631)
 ORIGIN = (600000.0, 4800000.0)
@@ -58,15 +64,27 @@ def parcel_layout(size: int = 96, cell: int = 12, seed: int = 0, rare: int = 9) 
     return gdf
 
 
-def write_tile(folder: Path, polygons: gpd.GeoDataFrame, *, size: int = 96, seed: int = 0, noise: float = 0.08,
-               cloud: bool = True) -> tuple[Path, Path, Path]:
+def write_tile(
+    folder: Path,
+    polygons: gpd.GeoDataFrame,
+    *,
+    size: int = 96,
+    seed: int = 0,
+    noise: float = 0.08,
+    cloud: bool = True,
+) -> tuple[Path, Path, Path]:
     """features.tif (16 bands: 3 bands x 4 dates then NDVI x 4 dates), validity.tif and
     split.gpkg of a synthetic tile whose parcels follow their class's temporal profile."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     transform = from_origin(ORIGIN[0], ORIGIN[1], 10, 10)
-    codes = rasterio.features.rasterize(zip(polygons.geometry, polygons["code"]), out_shape=(size, size), transform=transform,
-                                        fill=0, dtype="int32")
+    codes = rasterio.features.rasterize(
+        zip(polygons.geometry, polygons["code"]),
+        out_shape=(size, size),
+        transform=transform,
+        fill=0,
+        dtype="int32",
+    )
     ndvi = np.full((len(DATES), size, size), 0.1, dtype=np.float32)
     for code, prof in PROFILES.items():
         ndvi[:, codes == code] = np.asarray(prof, dtype=np.float32)[:, None]
@@ -85,7 +103,9 @@ def write_tile(folder: Path, polygons: gpd.GeoDataFrame, *, size: int = 96, seed
         feats[:, validity == 0] = -9999.0
     base = {"crs": CRS_UTM, "transform": transform, "width": size, "height": size}
     fpath, vpath, spath = folder / "features.tif", folder / "validity.tif", folder / "split.gpkg"
-    with rasterio.open(fpath, "w", **geotiff_profile(base, count=len(NAMES), dtype="float32", nodata=-9999)) as dst:
+    with rasterio.open(
+        fpath, "w", **geotiff_profile(base, count=len(NAMES), dtype="float32", nodata=-9999)
+    ) as dst:
         dst.write(feats)
         dst.descriptions = tuple(NAMES)
     with rasterio.open(vpath, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=None)) as dst:
@@ -115,7 +135,9 @@ def test_only_learning_polygons_carry_labels(tile, tmp_path):
     with rasterio.open(vpath) as v:
         validity = v.read(1)
     transform = from_origin(ORIGIN[0], ORIGIN[1], 10, 10)
-    burn = lambda gdf: rasterio.features.rasterize(zip(gdf.geometry, gdf["code"]), out_shape=validity.shape, transform=transform, fill=0)
+    burn = lambda gdf: rasterio.features.rasterize(
+        zip(gdf.geometry, gdf["code"]), out_shape=validity.shape, transform=transform, fill=0
+    )
     val = burn(polygons[polygons["split"] == "validation"])
     assert src.window.row_off == 0 and src.features.shape == (96, 96, len(NAMES))
     assert (src.train[val > 0] == 0).all()  # validation pixels are unlabelled
@@ -132,7 +154,9 @@ def test_only_learning_polygons_carry_labels(tile, tmp_path):
     moved.to_file(tmp_path / "moved.gpkg", layer="split", driver="GPKG")
     learn2 = read_learning_polygons(tmp_path / "moved.gpkg", CRS_UTM)
     (tmp_path / "b").mkdir()
-    src2 = TileSource.build("T", fpath, vpath, learn2, np.zeros(len(learn2), bool), pad=32, scratch=tmp_path / "b")
+    src2 = TileSource.build(
+        "T", fpath, vpath, learn2, np.zeros(len(learn2), bool), pad=32, scratch=tmp_path / "b"
+    )
     np.testing.assert_array_equal(src2.train, src.train)
 
 
@@ -163,7 +187,9 @@ def test_holdout_pixels_leave_the_training_labels(tile, tmp_path):
     for w in windows:
         hit = w.labels != IGNORE_INDEX
         seen[w.top : w.top + 32, w.left : w.left + 32] += hit
-        assert (sampler.class_index(src.holdout[w.top : w.top + 32, w.left : w.left + 32])[hit] == w.labels[hit]).all()
+        assert (
+            sampler.class_index(src.holdout[w.top : w.top + 32, w.left : w.left + 32])[hit] == w.labels[hit]
+        ).all()
     np.testing.assert_array_equal(seen, (src.holdout > 0).astype(int))  # every held-out pixel scored once
     x, y = sampler.window_batch(windows[:3])
     assert x.shape == (3, len(NAMES), 32, 32) and y.shape == (3, 32, 32)
@@ -186,7 +212,9 @@ def test_standardization_pooled_over_dates(tile, tmp_path):
     src.standardize(mean, std)
     out = np.asarray(src.features)
     assert (out[raw[..., 0] == -9999.0] == 0).all()  # nodata -> 0, the learning mean
-    np.testing.assert_allclose(out[labelled].mean(axis=0)[groups == groups[NAMES.index("20180301_NDVI")]].mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(
+        out[labelled].mean(axis=0)[groups == groups[NAMES.index("20180301_NDVI")]].mean(), 0.0, atol=1e-5
+    )
 
 
 def test_patches_draw_rare_classes_and_stay_aligned(tile, tmp_path):
@@ -202,7 +230,9 @@ def test_patches_draw_rare_classes_and_stay_aligned(tile, tmp_path):
     with_rare = (y == 2).any(axis=(1, 2)).mean()
     assert with_rare > 0.25  # about one patch in three is drawn for the rare class
     freq = sampler.class_frequencies(200)
-    assert freq[2] > 3 * n_rare / (src.train > 0).sum()  # what the loss sees: 4x the rare class's share of the pixels
+    assert (
+        freq[2] > 3 * n_rare / (src.train > 0).sum()
+    )  # what the loss sees: 4x the rare class's share of the pixels
     # flips and rotations move features and labels together: the NDVI of date 2 separates
     # class 2 (0.8) from class 5 (0.3) on every labelled pixel of every patch
     k = NAMES.index("20180501_NDVI")
@@ -239,4 +269,6 @@ def test_bad_inputs(tile, tmp_path):
         read_learning_polygons(tmp_path / "bad.gpkg")
     learn = read_learning_polygons(spath, CRS_UTM)
     with pytest.raises(InputError, match="validity raster"):
-        TileSource.build("T", fpath, tmp_path / "none.tif", learn, np.zeros(len(learn), bool), pad=8, scratch=tmp_path)
+        TileSource.build(
+            "T", fpath, tmp_path / "none.tif", learn, np.zeros(len(learn), bool), pad=8, scratch=tmp_path
+        )

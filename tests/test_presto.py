@@ -8,12 +8,21 @@ import numpy as np
 import pytest
 import torch
 from affine import Affine
-from rasterio.crs import CRS
 from conftest import SHARED
+from rasterio.crs import CRS
 
 from cropchain.errors import InputError
-from cropchain.models.presto import (CHANNELS, WEIGHTS_SHA256, PrestoEncoder, embed_composites, load_presto, month_table, pixel_latlon,
-                                     position_table, presto_inputs)
+from cropchain.models.presto import (
+    CHANNELS,
+    WEIGHTS_SHA256,
+    PrestoEncoder,
+    embed_composites,
+    load_presto,
+    month_table,
+    pixel_latlon,
+    position_table,
+    presto_inputs,
+)
 
 PRESTO = SHARED / "models" / "presto"
 WEIGHTS = PRESTO / "default_model.pt"
@@ -28,7 +37,9 @@ def one_thread(torch_one_thread):
 @pytest.fixture(scope="module")
 def reference():
     if not (WEIGHTS.is_file() and REFERENCE.is_file()):
-        pytest.skip(f"Presto weights and reference embeddings not found in {PRESTO} (../shared is absent on this machine)")
+        pytest.skip(
+            f"Presto weights and reference embeddings not found in {PRESTO} (../shared is absent on this machine)"
+        )
     return dict(np.load(REFERENCE))
 
 
@@ -39,7 +50,18 @@ def encoder(reference):
 
 def s2_in_cropchain_order(ref, case):
     """The fixture's raw S2 (bands B2 .. B12) is already in the order of presto.S2_BANDS."""
-    assert [str(b) for b in ref["s2_band_names"]] == ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"]
+    assert [str(b) for b in ref["s2_band_names"]] == [
+        "B2",
+        "B3",
+        "B4",
+        "B5",
+        "B6",
+        "B7",
+        "B8",
+        "B8A",
+        "B11",
+        "B12",
+    ]
     return ref[f"{case}_s2"]
 
 
@@ -58,8 +80,13 @@ def test_embeddings_match_the_original_from_raw_inputs(reference, encoder, case)
     np.testing.assert_array_equal(mask[:, :, 16], ref_mask[:, :, 16])
     np.testing.assert_array_equal(dw, reference[f"{case}_dynamic_world"])
     with torch.no_grad():
-        emb = encoder(torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(reference[f"{case}_latlon"]),
-                      int(reference[f"{case}_month"]), torch.from_numpy(dw)).numpy()
+        emb = encoder(
+            torch.from_numpy(x),
+            torch.from_numpy(mask),
+            torch.from_numpy(reference[f"{case}_latlon"]),
+            int(reference[f"{case}_month"]),
+            torch.from_numpy(dw),
+        ).numpy()
     ref = reference[f"{case}_embedding"]
     assert emb.shape == (16, 128) and emb.dtype == np.float32
     np.testing.assert_allclose(emb, ref, atol=1e-5, rtol=1e-5)
@@ -70,8 +97,13 @@ def test_tokens_match_the_original_sequence(reference, encoder):
     """The token sequence entering the first block (case 2: three cloudy months dropped per pixel)."""
     x, mask, dw = presto_inputs(s2_in_cropchain_order(reference, "case2"), ~reference["case2_cloud_mask"])
     with torch.no_grad():
-        tokens, keep = encoder.tokens(torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(reference["case2_latlon"]), 0,
-                                      torch.from_numpy(dw))
+        tokens, keep = encoder.tokens(
+            torch.from_numpy(x),
+            torch.from_numpy(mask),
+            torch.from_numpy(reference["case2_latlon"]),
+            0,
+            torch.from_numpy(dw),
+        )
     assert tokens.shape == (16, 9 * 12 + 2, 128) and (keep.sum(1) == 55).all()
     kept = torch.stack([tokens[i][keep[i]] for i in range(16)]).numpy()
     np.testing.assert_allclose(kept, reference["case2_debug_tokens_in"], atol=1e-6)
@@ -85,7 +117,9 @@ def test_pixel_embedding_is_independent_of_its_batch(reference, encoder):
     latlons = torch.tensor([[43.5, 3.5]] * 8)
     with torch.no_grad():
         together = encoder(x, mask, latlons, torch.zeros(8, dtype=torch.long), dw)
-        alone = torch.cat([encoder(x[i : i + 1], mask[i : i + 1], latlons[i : i + 1], 0, dw[i : i + 1]) for i in range(8)])
+        alone = torch.cat(
+            [encoder(x[i : i + 1], mask[i : i + 1], latlons[i : i + 1], 0, dw[i : i + 1]) for i in range(8)]
+        )
     np.testing.assert_allclose(together.numpy(), alone.numpy(), atol=1e-5)
     np.testing.assert_allclose(together[:4].numpy(), reference["case1_embedding"][:4], atol=1e-5)
     # masking matters: the cloudy months of case 2 change the embedding of the same pixels
@@ -96,7 +130,9 @@ def test_fixed_tables_are_the_stored_ones(reference, encoder):
     np.testing.assert_allclose(encoder.month_embed.weight.numpy(), month_table().numpy(), atol=1e-7)
     np.testing.assert_allclose(encoder.pos_embed[0].numpy(), position_table().numpy(), atol=1e-7)
     learned = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
-    assert learned == 404_160 - 24 * 64 - 12 * 32  # FACTS.md: 404,160 stored values including both fixed tables
+    assert (
+        learned == 404_160 - 24 * 64 - 12 * 32
+    )  # FACTS.md: 404,160 stored values including both fixed tables
 
 
 def test_presto_inputs_normalisation_and_mask():
@@ -115,7 +151,10 @@ def test_presto_inputs_normalisation_and_mask():
 
 
 def test_weights_errors_name_the_file_and_the_fix(tmp_path, reference):
-    with pytest.raises(InputError, match=r"missing\.pt: Presto weights not found .*presto\.weights.*download default_model\.pt"):
+    with pytest.raises(
+        InputError,
+        match=r"missing\.pt: Presto weights not found .*presto\.weights.*download default_model\.pt",
+    ):
         load_presto(tmp_path / "missing.pt")
     bad = tmp_path / "default_model.pt"
     shutil.copy(WEIGHTS, bad)
@@ -124,7 +163,9 @@ def test_weights_errors_name_the_file_and_the_fix(tmp_path, reference):
         byte = f.read(1)
         f.seek(1000)
         f.write(bytes([byte[0] ^ 1]))
-    with pytest.raises(InputError, match=rf"sha256 .* differs from the expected {WEIGHTS_SHA256}.*presto\.sha256"):
+    with pytest.raises(
+        InputError, match=rf"sha256 .* differs from the expected {WEIGHTS_SHA256}.*presto\.sha256"
+    ):
         load_presto(bad)
     torch.save({"encoder.norm.weight": torch.ones(3)}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not the Presto encoder's state dict"):
@@ -160,7 +201,11 @@ def test_configuration_section(reference):
     with pytest.raises(ConfigError, match=r"presto\.weights: .*add a `presto:` section"):
         presto_from_config(validate_config(copy.deepcopy(MINIMAL)))
     with pytest.raises(InputError, match="sha256"):
-        presto_from_config(validate_config({**copy.deepcopy(MINIMAL), "presto": {"weights": str(WEIGHTS), "sha256": "0" * 64}}))
+        presto_from_config(
+            validate_config(
+                {**copy.deepcopy(MINIMAL), "presto": {"weights": str(WEIGHTS), "sha256": "0" * 64}}
+            )
+        )
 
 
 # ------------------------------------------------------------------ the embedding step of a tile's monthly composites
@@ -191,7 +236,11 @@ def test_pixel_latlon_from_the_geotransform():
     ll = pixel_latlon(Affine(10, 0, 499_995, 0, -10, 4_800_005), CRS.from_epsg(32631), 3, 4)
     assert ll.shape == (2, 3, 4)
     np.testing.assert_allclose(ll[1, :, 0], 3.0, atol=1e-9)
-    assert 43.3 < ll[0, 0, 0] < 43.4 and (np.diff(ll[0], axis=0) < 0).all() and (np.diff(ll[1], axis=1) > 0).all()
+    assert (
+        43.3 < ll[0, 0, 0] < 43.4
+        and (np.diff(ll[0], axis=0) < 0).all()
+        and (np.diff(ll[1], axis=1) > 0).all()
+    )
 
 
 def test_embed_composites_shapes_masking_and_determinism():
@@ -201,8 +250,12 @@ def test_embed_composites_shapes_masking_and_determinism():
     emb = embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7)
     assert emb.shape == (128, 6, 5) and emb.dtype == np.float32 and np.isfinite(emb).all()
     # deterministic, and independent of the batching (7 px, 30 px)
-    np.testing.assert_array_equal(embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7), emb)
-    np.testing.assert_allclose(embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=30), emb, atol=1e-5)
+    np.testing.assert_array_equal(
+        embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7), emb
+    )
+    np.testing.assert_allclose(
+        embed_composites(comp, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=30), emb, atol=1e-5
+    )
     # masking has an effect: one more month masked at one pixel changes that pixel only
     r, c = 2, 3
     k = int(np.flatnonzero(clear[:, r, c])[0])
@@ -213,7 +266,9 @@ def test_embed_composites_shapes_masking_and_determinism():
     assert changed[r, c] and changed.sum() == 1
     # a masked month's values are not seen at all
     noisy = np.where(clear[:, None], comp, 7000).astype(np.int16)
-    np.testing.assert_allclose(embed_composites(noisy, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7), emb, atol=1e-5)
+    np.testing.assert_allclose(
+        embed_composites(noisy, clear, RAW_ORDER, MONTHS, transform, crs, enc, batch_size=7), emb, atol=1e-5
+    )
     # nodata pixels and pixels without any clear month: NaN
     comp2, clear2 = comp.copy(), clear.copy()
     comp2[:, :, 0, 0] = -32768
@@ -221,7 +276,12 @@ def test_embed_composites_shapes_masking_and_determinism():
     out = embed_composites(comp2, clear2, RAW_ORDER, MONTHS, transform, crs, enc)
     assert np.isnan(out[:, 0, 0]).all() and np.isnan(out[:, 5, 4]).all() and np.isnan(out).sum() == 2 * 128
     # the months and the position count
-    assert np.abs(embed_composites(comp, clear, RAW_ORDER, MONTHS[6:] + MONTHS[:6], transform, crs, enc) - emb).max() > 1e-3
+    assert (
+        np.abs(
+            embed_composites(comp, clear, RAW_ORDER, MONTHS[6:] + MONTHS[:6], transform, crs, enc) - emb
+        ).max()
+        > 1e-3
+    )
     far = Affine(10, 0, 500_000, 0, -10, 6_800_000)
     assert np.abs(embed_composites(comp, clear, RAW_ORDER, MONTHS, far, crs, enc) - emb).max() > 1e-3
 
@@ -240,7 +300,9 @@ def test_embed_composites_reproduces_the_reference(reference, encoder):
     """The reference pixels laid out as a 4 x 4 block (in raw.tif's band order) at (43.5 N, 3.5 E):
     the embedding step gives the original embeddings."""
     s2 = s2_in_cropchain_order(reference, "case2")  # [16, 12, 10] in S2_BANDS order
-    order = [RAW_ORDER.index(b) for b in ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")]
+    order = [
+        RAW_ORDER.index(b) for b in ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    ]
     comp = np.empty((12, 10, 4, 4), np.int16)
     comp[:, order] = s2.transpose(1, 2, 0).reshape(12, 10, 4, 4)
     clear = (~reference["case2_cloud_mask"]).T.reshape(12, 4, 4)

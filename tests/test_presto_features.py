@@ -10,20 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from conftest import SHARED
 from rasterio.windows import Window
+from test_config import MINIMAL
 
-from cropchain.series.composite import clear_months, month_grid, monthly_composite_tile, scl_masked_for_kept
 from cropchain.config import validate_config
 from cropchain.demo import generate_demo_products
 from cropchain.errors import ConfigError, InputError
-from cropchain.series.features import FEATURES_NODATA, open_features
 from cropchain.io.raster import read_dates
-from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
-from cropchain.models import PRESTO_ARCHS, get_model, kind
 from cropchain.learning.presto_features import EMBEDDING_NAMES, PrestoSpec
-
-from conftest import SHARED
-from test_config import MINIMAL
+from cropchain.models import PRESTO_ARCHS, get_model, kind
+from cropchain.series.composite import (
+    clear_months,
+    month_grid,
+    monthly_composite_tile,
+    scl_masked_for_kept,
+)
+from cropchain.series.features import FEATURES_NODATA, open_features
+from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 
 WEIGHTS = SHARED / "models" / "presto" / "default_model.pt"
 BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]  # cropchain's ingest order
@@ -46,15 +50,26 @@ def tile(tmp_path_factory) -> Path:
     """A 24 x 20 px demo tile ingested from SAFE products: 9 dates over 2021, none in May and
     June, every band Presto reads, clouds masked by the scene classification."""
     d = tmp_path_factory.mktemp("presto_tile")
-    dates = [dt.date(2021, m, day) for m, day in ((1, 10), (1, 30), (2, 14), (3, 21), (4, 5), (7, 9), (8, 18), (10, 2), (11, 26))]
+    dates = [
+        dt.date(2021, m, day)
+        for m, day in ((1, 10), (1, 30), (2, 14), (3, 21), (4, 5), (7, 9), (8, 18), (10, 2), (11, 26))
+    ]
     generate_demo_products(d / "safe", "T31TXA", seed=3, width=24, height=20, dates=dates)
-    ingest_safe(find_safe_products(d / "safe"), d / "raw.tif", d / "raw_mask.tif", d / "raw_dates.txt", bands=BANDS,
-                scl_masked_classes=scl_masked_for_kept([4, 5, 6, 7]))
+    ingest_safe(
+        find_safe_products(d / "safe"),
+        d / "raw.tif",
+        d / "raw_mask.tif",
+        d / "raw_dates.txt",
+        bands=BANDS,
+        scl_masked_classes=scl_masked_for_kept([4, 5, 6, 7]),
+    )
     return d
 
 
 def spec_of(tile: Path, weights: Path, **kw) -> PrestoSpec:
-    return PrestoSpec(tile / "raw.tif", tile / "raw_mask.tif", tile / "raw_dates.txt", weights, None, "2021-01-20", **kw)
+    return PrestoSpec(
+        tile / "raw.tif", tile / "raw_mask.tif", tile / "raw_dates.txt", weights, None, "2021-01-20", **kw
+    )
 
 
 def test_embeddings_are_those_of_the_monthly_median_composites(tile: Path, weights: Path, tmp_path: Path):
@@ -63,8 +78,16 @@ def test_embeddings_are_those_of_the_monthly_median_composites(tile: Path, weigh
     clear observation masked, latitude / longitude of the tile grid."""
     from cropchain.models.presto import embed_composites, load_presto
 
-    monthly_composite_tile(tile / "raw.tif", tile / "raw_mask.tif", tile / "raw_dates.txt", tmp_path / "gapfilled.tif",
-                           tmp_path / "dates.txt", tmp_path / "validity.tif", start="2021-01-20", end="2021-12-31")
+    monthly_composite_tile(
+        tile / "raw.tif",
+        tile / "raw_mask.tif",
+        tile / "raw_dates.txt",
+        tmp_path / "gapfilled.tif",
+        tmp_path / "dates.txt",
+        tmp_path / "validity.tif",
+        start="2021-01-20",
+        end="2021-12-31",
+    )
     months = read_dates(tmp_path / "dates.txt")
     assert len(months) == 12
     with rasterio.open(tmp_path / "gapfilled.tif") as src, rasterio.open(tile / "raw_mask.tif") as msk:
@@ -86,7 +109,9 @@ def test_embeddings_are_those_of_the_monthly_median_composites(tile: Path, weigh
         rows, cols = np.array([0, 4, 8]), np.array([10, 0, 6])
         np.testing.assert_allclose(f.read_pixels(win, rows, cols), want[:, 3 + rows, 5 + cols], atol=1e-5)
         np.testing.assert_allclose(f.read([1, 128], window=win), want[[0, 127], 3:12, 5:16], atol=1e-5)
-    assert np.isfinite(got).all() and got.std(axis=(1, 2)).max() > 0.01  # every pixel has clear months; not constant
+    assert (
+        np.isfinite(got).all() and got.std(axis=(1, 2)).max() > 0.01
+    )  # every pixel has clear months; not constant
 
 
 def test_pixels_without_a_clear_month_are_nodata(tile: Path, weights: Path, tmp_path: Path):
@@ -110,15 +135,30 @@ def test_bad_inputs_stop_with_the_file_and_the_fix(tile: Path, weights: Path, tm
     with pytest.raises(InputError, match=r"missing\.pt: Presto weights not found"):
         spec_of(tile, tmp_path / "missing.pt").open()
     with pytest.raises(InputError, match=r"sha256 .* differs"):
-        PrestoSpec(tile / "raw.tif", tile / "raw_mask.tif", tile / "raw_dates.txt", weights, "0" * 64, "2021-01-20").open()
+        PrestoSpec(
+            tile / "raw.tif", tile / "raw_mask.tif", tile / "raw_dates.txt", weights, "0" * 64, "2021-01-20"
+        ).open()
     with pytest.raises(ConfigError, match="presto.months"):
         spec_of(tile, weights, months=25).open()
-    with pytest.raises(InputError, match=r"raw_dates\.txt: no acquisition date in the Presto months 2023-01 \.\. 2023-12"):
-        PrestoSpec(tile / "raw.tif", tile / "raw_mask.tif", tile / "raw_dates.txt", weights, None, "2023-01-01").open()
+    with pytest.raises(
+        InputError, match=r"raw_dates\.txt: no acquisition date in the Presto months 2023-01 \.\. 2023-12"
+    ):
+        PrestoSpec(
+            tile / "raw.tif", tile / "raw_mask.tif", tile / "raw_dates.txt", weights, None, "2023-01-01"
+        ).open()
     d = tmp_path / "four_bands"
     generate_demo_products(d / "safe", "T31TXA", seed=3, width=16, height=16, dates=[dt.date(2021, 3, 1)])
-    ingest_safe(find_safe_products(d / "safe"), d / "raw.tif", d / "raw_mask.tif", d / "raw_dates.txt", bands=["B02", "B03", "B04", "B08"])
-    with pytest.raises(InputError, match=r"raw\.tif: Presto reads the bands .*ingest the missing band\(s\) B05, B06, B07, B8A, B11, B12"):
+    ingest_safe(
+        find_safe_products(d / "safe"),
+        d / "raw.tif",
+        d / "raw_mask.tif",
+        d / "raw_dates.txt",
+        bands=["B02", "B03", "B04", "B08"],
+    )
+    with pytest.raises(
+        InputError,
+        match=r"raw\.tif: Presto reads the bands .*ingest the missing band\(s\) B05, B06, B07, B8A, B11, B12",
+    ):
         spec_of(d, weights).open()
 
 
@@ -137,12 +177,20 @@ def test_presto_heads_are_pixel_classifiers_of_the_registry():
 
 def test_presto_architecture_without_the_presto_section_is_a_config_error():
     cfg = {**copy.deepcopy(MINIMAL), "architectures": {"rf": {}, "presto_xgboost": {}}}
-    with pytest.raises(ConfigError, match=r"architectures\.presto_xgboost: .*add a section `presto: \{weights: .*default_model\.pt"):
+    with pytest.raises(
+        ConfigError,
+        match=r"architectures\.presto_xgboost: .*add a section `presto: \{weights: .*default_model\.pt",
+    ):
         validate_config(cfg)
     cfg = {**copy.deepcopy(MINIMAL), "architectures": {"presto_rf": {}}, "presto": {"weights": "w.pt"}}
     out = validate_config(cfg)
-    assert out["presto"] == {"weights": "w.pt", "sha256": "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe65",
-                             "batch_size": 256, "months": 12, "device": "auto"}
+    assert out["presto"] == {
+        "weights": "w.pt",
+        "sha256": "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe65",
+        "batch_size": 256,
+        "months": 12,
+        "device": "auto",
+    }
     with pytest.raises(ConfigError, match="presto"):
         validate_config({**copy.deepcopy(MINIMAL), "presto": {"weights": "w.pt", "device": "gpu"}})
 

@@ -17,8 +17,11 @@ from cropchain.io.products import style_paths, write_class_map_cog, write_cog
 from cropchain.io.raster import geotiff_profile
 from cropchain.nomenclature import Nomenclature
 
-NOMENCLATURE = Nomenclature(codes=(1, 2, 7), names=("Wheat & barley", "Maize <grain>", "Vineyards"),
-                            colors=((230, 197, 71), (240, 120, 20), (128, 0, 128)))
+NOMENCLATURE = Nomenclature(
+    codes=(1, 2, 7),
+    names=("Wheat & barley", "Maize <grain>", "Vineyards"),
+    colors=((230, 197, 71), (240, 120, 20), (128, 0, 128)),
+)
 
 
 def _class_map(path, size=1100):
@@ -26,7 +29,12 @@ def _class_map(path, size=1100):
     rng = np.random.default_rng(0)
     codes = np.array([0, 1, 2, 7], dtype=np.uint8)
     data = codes[rng.integers(0, 4, size=(size // 50, size // 50))].repeat(50, 0).repeat(50, 1)[:size, :size]
-    base = {"crs": "EPSG:32631", "transform": from_origin(500000, 4800000, 10, 10), "width": size, "height": size}
+    base = {
+        "crs": "EPSG:32631",
+        "transform": from_origin(500000, 4800000, 10, 10),
+        "width": size,
+        "height": size,
+    }
     with rasterio.open(path, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=0)) as dst:
         dst.write_colormap(1, NOMENCLATURE.color_table())
         dst.write(data, 1)
@@ -52,7 +60,10 @@ def test_class_map_cog_with_overviews_rat_and_qml(tmp_path):
     assert aux.name == "T31TEJ_classification.tif.aux.xml" and qml.name == "T31TEJ_classification.qml"
     entries = ET.parse(qml).getroot().findall(".//colorPalette/paletteEntry")
     assert [(int(e.get("value")), e.get("label"), e.get("color")) for e in entries] == [
-        (1, "Wheat & barley", "#e6c547"), (2, "Maize <grain>", "#f07814"), (7, "Vineyards", "#800080")]
+        (1, "Wheat & barley", "#e6c547"),
+        (2, "Maize <grain>", "#f07814"),
+        (7, "Vineyards", "#800080"),
+    ]
     assert not list(tmp_path.glob(".*"))  # no temporaries left
 
 
@@ -62,7 +73,9 @@ def test_gdal_reads_the_class_names(tmp_path):
     _class_map(tmp_path / "tiled.tif", size=300)
     out = tmp_path / "map.tif"
     write_class_map_cog(tmp_path / "tiled.tif", out, NOMENCLATURE)
-    info = json.loads(subprocess.run(["gdalinfo", "-json", str(out)], capture_output=True, text=True, check=True).stdout)
+    info = json.loads(
+        subprocess.run(["gdalinfo", "-json", str(out)], capture_output=True, text=True, check=True).stdout
+    )
     assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
     rat = info["rat"]  # the RAT of band 1 (gdalinfo -json puts it at the top level)
     names = [f["name"] for f in rat["fieldDefn"]]
@@ -73,7 +86,12 @@ def test_gdal_reads_the_class_names(tmp_path):
 
 
 def test_continuous_cog_overviews_average(tmp_path):
-    base = {"crs": "EPSG:32631", "transform": from_origin(500000, 4800000, 10, 10), "width": 1024, "height": 1024}
+    base = {
+        "crs": "EPSG:32631",
+        "transform": from_origin(500000, 4800000, 10, 10),
+        "width": 1024,
+        "height": 1024,
+    }
     src = tmp_path / "conf.tif"
     values = np.tile(np.array([0, 100], dtype=np.uint8), (1024, 512))  # alternating columns
     with rasterio.open(src, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=255)) as dst:

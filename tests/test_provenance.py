@@ -42,11 +42,19 @@ def test_stac_item(tmp_path):
     safe.mkdir()
     (safe / "MTD_MSIL2A.xml").write_text("<a/>")
     input_manifest([safe], tmp_path / "inputs.json")
-    item = write_stac_item(tmp_path / "out" / "item.json", item_id="T-rf-run1",
-                           assets={"classification": tmp_path / "T_classification.tif", "report": tmp_path / "report.json"},
-                           dates_file=tmp_path / "dates.txt", config={"split": {"seed": 5}}, run=1, seed=6,
-                           architecture="rf", tile="T", input_products=tmp_path / "inputs.json",
-                           reference_files=[tmp_path / "ref.gpkg"])
+    item = write_stac_item(
+        tmp_path / "out" / "item.json",
+        item_id="T-rf-run1",
+        assets={"classification": tmp_path / "T_classification.tif", "report": tmp_path / "report.json"},
+        dates_file=tmp_path / "dates.txt",
+        config={"split": {"seed": 5}},
+        run=1,
+        seed=6,
+        architecture="rf",
+        tile="T",
+        input_products=tmp_path / "inputs.json",
+        reference_files=[tmp_path / "ref.gpkg"],
+    )
     saved = json.loads((tmp_path / "out" / "item.json").read_text())
     assert saved == item
     assert saved["type"] == "Feature" and saved["stac_version"] == "1.0.0"

@@ -25,8 +25,13 @@ GRID_W, GRID_H = 100, 120
 
 def write_grid(path: Path, crs: str = "EPSG:32631") -> Path:
     profile = {
-        "driver": "GTiff", "width": GRID_W, "height": GRID_H, "count": 1, "dtype": "uint8",
-        "crs": crs, "transform": Affine(10, 0, X0, 0, -10, Y0),
+        "driver": "GTiff",
+        "width": GRID_W,
+        "height": GRID_H,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": Affine(10, 0, X0, 0, -10, Y0),
     }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.zeros((1, GRID_H, GRID_W), dtype=np.uint8))
@@ -41,7 +46,9 @@ def write_nomenclature(path: Path, names: list[str]) -> Path:
 
 @pytest.fixture()
 def nomenclature(tmp_path):
-    return read_nomenclature(write_nomenclature(tmp_path / "nomenclature.csv", ["wheat", "maize", "vineyard"]))
+    return read_nomenclature(
+        write_nomenclature(tmp_path / "nomenclature.csv", ["wheat", "maize", "vineyard"])
+    )
 
 
 @pytest.fixture()
@@ -49,7 +56,9 @@ def grid(tmp_path):
     return write_grid(tmp_path / "grid.tif")
 
 
-def write_source(path: Path, labels: list, geoms: list, crs: str | None = "EPSG:32631", field: str = "crop") -> Path:
+def write_source(
+    path: Path, labels: list, geoms: list, crs: str | None = "EPSG:32631", field: str = "crop"
+) -> Path:
     gdf = gpd.GeoDataFrame({field: labels}, geometry=geoms, crs=crs)
     pyogrio.write_dataframe(gdf, path)
     return path
@@ -140,7 +149,13 @@ def test_priority_overlap_resolution(tmp_path, grid, nomenclature):
     high = write_source(tmp_path / "survey.gpkg", ["V"], [rect(100, 100, 500, 500)])
     # Low priority: one field half under the vineyard, one fully under it, one apart,
     # and two fields of the same source overlapping each other (kept as they are).
-    low_geoms = [rect(300, 100, 700, 500), rect(200, 200, 300, 300), rect(600, 700, 900, 1000), rect(50, 700, 250, 900), rect(150, 800, 350, 1000)]
+    low_geoms = [
+        rect(300, 100, 700, 500),
+        rect(200, 200, 300, 300),
+        rect(600, 700, 900, 1000),
+        rect(50, 700, 250, 900),
+        rect(150, 800, 350, 1000),
+    ]
     low = write_source(tmp_path / "lpis.gpkg", ["W", "M", "W", "M", "M"], low_geoms)
     sources = [
         ReferenceSource("lpis", low, "crop", MAPPING, priority=1),
@@ -171,20 +186,32 @@ def test_priority_overlap_resolution(tmp_path, grid, nomenclature):
     # Reversed priorities: the field survives whole and the vineyard is cut.
     sources[0].priority, sources[1].priority = 9, 1
     rev = fuse_reference(sources, nomenclature, grid, tmp_path / "ref2.gpkg")
-    assert rev.loc[rev["source"] == "survey", "area_m2"].iloc[0] == pytest.approx(400 * 400 - 200 * 400 - 100 * 100)
+    assert rev.loc[rev["source"] == "survey", "area_m2"].iloc[0] == pytest.approx(
+        400 * 400 - 200 * 400 - 100 * 100
+    )
     assert rev.loc[rev["source"] == "lpis", "area_m2"].iloc[0] == pytest.approx(400 * 400)
 
 
 def test_contested_overlap_within_source_dropped(tmp_path, grid, nomenclature, caplog):
     # A vineyard drawn over half of a wheat field and over a whole small maize field, in
     # the same source: nobody wins by drawing order; the contested area leaves both classes.
-    geoms = [rect(0, 0, 400, 400), rect(200, 0, 600, 400), rect(450, 100, 550, 200), rect(700, 700, 900, 900), rect(800, 800, 1000, 1000)]
+    geoms = [
+        rect(0, 0, 400, 400),
+        rect(200, 0, 600, 400),
+        rect(450, 100, 550, 200),
+        rect(700, 700, 900, 900),
+        rect(800, 800, 1000, 1000),
+    ]
     src = write_source(tmp_path / "s.gpkg", ["W", "V", "M", "W", "W"], geoms)
     with caplog.at_level(logging.WARNING, logger="cropchain.reference.fusion"):
-        fused = fuse_reference([ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg")
+        fused = fuse_reference(
+            [ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg"
+        )
     # The maize field lies entirely inside the vineyard: nothing left of it.
     assert fused["code"].tolist() == [1, 3, 1, 1]
-    assert fused["area_m2"].tolist() == pytest.approx([200 * 400, 200 * 400 - 100 * 100, 200 * 200, 200 * 200])
+    assert fused["area_m2"].tolist() == pytest.approx(
+        [200 * 400, 200 * 400 - 100 * 100, 200 * 200, 200 * 200]
+    )
     # No two polygons of different classes overlap; same-class overlap kept as is.
     w, v = fused.geometry.iloc[0], fused.geometry.iloc[1]
     assert w.intersection(v).area < 1e-6
@@ -196,7 +223,9 @@ def test_contested_overlap_within_source_dropped(tmp_path, grid, nomenclature, c
     assert "class(es) [2] lost every polygon" in text
     # Order of the input does not matter any more (the old rule: last burnt wins).
     src2 = write_source(tmp_path / "s2.gpkg", ["W", "V", "M", "W", "W"][::-1], geoms[::-1])
-    rev = fuse_reference([ReferenceSource("s", src2, "crop", MAPPING)], nomenclature, grid, tmp_path / "r2.gpkg")
+    rev = fuse_reference(
+        [ReferenceSource("s", src2, "crop", MAPPING)], nomenclature, grid, tmp_path / "r2.gpkg"
+    )
     assert sorted(rev["area_m2"].round(3)) == sorted(fused["area_m2"].round(3))
 
 
@@ -206,7 +235,9 @@ def test_reprojection_and_clipping(tmp_path, grid, nomenclature):
     outside = rect(1500, 100, 1700, 300)
     utm = gpd.GeoSeries([inside, across, outside], crs="EPSG:32631")
     src = write_source(tmp_path / "l93.shp", ["W", "M", "V"], list(utm.to_crs("EPSG:2154")), crs="EPSG:2154")
-    fused = fuse_reference([ReferenceSource("l93", src, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg")
+    fused = fuse_reference(
+        [ReferenceSource("l93", src, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg"
+    )
     assert fused["code"].tolist() == [1, 2]
     assert fused["area_m2"].tolist() == pytest.approx([200 * 200, 100 * 200], rel=1e-6)
     assert fused.total_bounds[2] <= X0 + 1000 + 1e-6
@@ -217,7 +248,9 @@ def test_bowtie_repaired(tmp_path, grid, nomenclature):
     bowtie = Polygon([(x, y), (x + 200, y + 200), (x + 200, y), (x, y + 200)])
     assert not bowtie.is_valid
     src = write_source(tmp_path / "bad.gpkg", ["W", "M"], [bowtie, rect(500, 500, 600, 600)])
-    fused = fuse_reference([ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg")
+    fused = fuse_reference(
+        [ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg"
+    )
     assert fused.geometry.is_valid.all()
     assert fused.geom_type.iloc[0] == "MultiPolygon"  # the two triangles of the bow-tie
     assert fused["area_m2"].iloc[0] == pytest.approx(2 * 100 * 200 / 2)
@@ -232,7 +265,13 @@ def test_min_area_and_null_mapping(tmp_path, grid, nomenclature, caplog):
     )
     mapping = {**MAPPING, "hedge": None}
     with caplog.at_level(logging.INFO, logger="cropchain.reference.fusion"):
-        fused = fuse_reference([ReferenceSource("s", src, "crop", mapping)], nomenclature, grid, tmp_path / "r.gpkg", min_area_m2=100.0)
+        fused = fuse_reference(
+            [ReferenceSource("s", src, "crop", mapping)],
+            nomenclature,
+            grid,
+            tmp_path / "r.gpkg",
+            min_area_m2=100.0,
+        )
     # 50 m2 dropped, 400 m2 kept, hedge dropped on purpose.
     assert fused["area_m2"].tolist() == pytest.approx([10000.0, 400.0])
     assert fused["code"].tolist() == [1, 3]
@@ -271,29 +310,47 @@ def test_source_without_crs(tmp_path, grid, nomenclature):
 
 def test_value_absent_from_mapping(tmp_path, grid, nomenclature):
     src = write_source(tmp_path / "s.gpkg", ["W", "sunflower", "M", "rice"], [rect(0, 0, 100, 100)] * 4)
-    err = _fails(tmp_path, [ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, "absent from the mapping")
+    err = _fails(
+        tmp_path, [ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, "absent from the mapping"
+    )
     assert err.path == str(src)
     assert "'rice', 'sunflower'" in str(err) and "map them to null" in str(err)
 
 
 def test_missing_field(tmp_path, grid, nomenclature):
     src = write_source(tmp_path / "s.shp", ["W"], [rect(0, 0, 100, 100)], field="CULTURE")
-    err = _fails(tmp_path, [ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, "field 'crop' not found")
+    err = _fails(
+        tmp_path, [ReferenceSource("s", src, "crop", MAPPING)], nomenclature, grid, "field 'crop' not found"
+    )
     assert err.path == str(src) and "CULTURE" in str(err)
 
 
 def test_code_absent_from_nomenclature(tmp_path, grid, nomenclature):
     src = write_source(tmp_path / "s.gpkg", ["W", "X"], [rect(0, 0, 100, 100)] * 2)
-    err = _fails(tmp_path, [ReferenceSource("s", src, "crop", {**MAPPING, "X": 42})], nomenclature, grid, r"code\(s\) \[42\]")
+    err = _fails(
+        tmp_path,
+        [ReferenceSource("s", src, "crop", {**MAPPING, "X": 42})],
+        nomenclature,
+        grid,
+        r"code\(s\) \[42\]",
+    )
     assert err.path == str(src)
 
 
 def test_missing_and_unreadable_source(tmp_path, grid, nomenclature):
-    err = _fails(tmp_path, [ReferenceSource("s", tmp_path / "nope.shp", "crop", MAPPING)], nomenclature, grid, "not found")
+    err = _fails(
+        tmp_path,
+        [ReferenceSource("s", tmp_path / "nope.shp", "crop", MAPPING)],
+        nomenclature,
+        grid,
+        "not found",
+    )
     assert err.path == str(tmp_path / "nope.shp")
     junk = tmp_path / "junk.gpkg"
     junk.write_text("not a geopackage")
-    err = _fails(tmp_path, [ReferenceSource("s", junk, "crop", MAPPING)], nomenclature, grid, "cannot be read")
+    err = _fails(
+        tmp_path, [ReferenceSource("s", junk, "crop", MAPPING)], nomenclature, grid, "cannot be read"
+    )
     assert err.path == str(junk)
 
 
@@ -302,7 +359,9 @@ def test_config_errors(tmp_path, grid, nomenclature):
     with pytest.raises(ConfigError):
         fuse_reference([], nomenclature, grid, tmp_path / "r.gpkg")
     with pytest.raises(ConfigError, match="unique"):
-        fuse_reference([ReferenceSource("s", src, "crop", MAPPING)] * 2, nomenclature, grid, tmp_path / "r.gpkg")
+        fuse_reference(
+            [ReferenceSource("s", src, "crop", MAPPING)] * 2, nomenclature, grid, tmp_path / "r.gpkg"
+        )
     with pytest.raises(InputError, match="no reference polygon left"):
         far = write_source(tmp_path / "far.gpkg", ["W"], [rect(5000, 5000, 5100, 5100)])
         fuse_reference([ReferenceSource("s", far, "crop", MAPPING)], nomenclature, grid, tmp_path / "r.gpkg")

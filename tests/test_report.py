@@ -9,13 +9,15 @@ import pandas as pd
 import pytest
 
 import cropchain
-from cropchain.errors import InputError
 from cropchain.assessment.evaluate import write_report
+from cropchain.assessment.report import summarize
+from cropchain.errors import InputError
 from cropchain.metrics import confusion_metrics, name_classes
 from cropchain.nomenclature import Nomenclature
-from cropchain.assessment.report import summarize
 
-NOM = Nomenclature(codes=(1, 2, 8), names=("wheat", "maize", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+NOM = Nomenclature(
+    codes=(1, 2, 8), names=("wheat", "maize", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3))
+)
 
 
 def fake_report(tmp_path, arch, tile, run, cm, labels=(1, 2, 8)):
@@ -39,7 +41,9 @@ def reports(tmp_path):
         for tile in ("T31TEJ", "T31TFJ"):
             for run in range(3):
                 diag = rng.integers(50, 100, 3)
-                cm = np.diag((diag * quality).astype(int)) + rng.integers(0, 12, (3, 3)) * (1 - np.eye(3, dtype=int))
+                cm = np.diag((diag * quality).astype(int)) + rng.integers(0, 12, (3, 3)) * (
+                    1 - np.eye(3, dtype=int)
+                )
                 path, m = fake_report(tmp_path, arch, tile, run, cm)
                 out.append(path)
                 metrics[arch, tile, run] = (m, cm)
@@ -79,7 +83,9 @@ def test_html_page(tmp_path, reports):
     assert all(str(p) in page for p in paths)
     assert "vineyard (8)" in page
     xg = df[(df.architecture == "xgboost") & (df.tile == "all")].iloc[0]
-    cell = f'<td class="best">{100 * xg.overall_accuracy_mean:.1f} ± {100 * xg.overall_accuracy_std:.1f} %</td>'
+    cell = (
+        f'<td class="best">{100 * xg.overall_accuracy_mean:.1f} ± {100 * xg.overall_accuracy_std:.1f} %</td>'
+    )
     assert cell in page  # the better architecture is highlighted
     assert f"{xg.kappa_mean:.3f} ± {xg.kappa_std:.3f}" in page
 
@@ -113,7 +119,9 @@ def test_macro_f1_of_validated_classes_and_commission(tmp_path):
     assert row["commission_unvalidated_share_mean"] == pytest.approx(np.mean([6 / 25, 0.0]))
     assert "f1_2_mean" not in df.columns  # maize has no F-score: no validation pixel in any run
     allrow = df[df.tile == "all"].iloc[0]  # one tile: pooling changes nothing
-    assert allrow["macro_f1_mean"] == pytest.approx(row["macro_f1_mean"]) and allrow["macro_f1_classes"] == "1 8"
+    assert (
+        allrow["macro_f1_mean"] == pytest.approx(row["macro_f1_mean"]) and allrow["macro_f1_classes"] == "1 8"
+    )
     page = (tmp_path / "s.html").read_text()
     assert "Macro F-score: unweighted mean of the F-scores of the classes that have validation" in page
     assert "classes averaged: 1 8." in page
@@ -127,6 +135,7 @@ def test_macro_f1_of_validated_classes_and_commission(tmp_path):
 
 # --- map pages and the summary's links (issue 13) ---
 
+
 def _class_map(path, values, nom=NOM):
     import rasterio
     from rasterio.crs import CRS
@@ -134,15 +143,23 @@ def _class_map(path, values, nom=NOM):
 
     from cropchain.io.raster import geotiff_profile
 
-    base = {"crs": CRS.from_epsg(32631), "transform": from_origin(500000, 4800000, 10, 10),
-            "width": values.shape[1], "height": values.shape[0]}
+    base = {
+        "crs": CRS.from_epsg(32631),
+        "transform": from_origin(500000, 4800000, 10, 10),
+        "width": values.shape[1],
+        "height": values.shape[0],
+    }
     with rasterio.open(path, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=0)) as dst:
         dst.write(values, 1)
         dst.write_colormap(1, nom.color_table())
     return path
 
 
-NOM_COLORS = Nomenclature(codes=(1, 2, 8), names=("wheat", "maize", "vineyard"), colors=((230, 200, 30), (250, 120, 10), (120, 30, 120)))
+NOM_COLORS = Nomenclature(
+    codes=(1, 2, 8),
+    names=("wheat", "maize", "vineyard"),
+    colors=((230, 200, 30), (250, 120, 10), (120, 30, 120)),
+)
 
 
 def _curves_png(path):
@@ -171,19 +188,36 @@ def test_map_page_shows_the_map_legend_accuracies_areas_and_curves(tmp_path):
     classification = _class_map(tmp_path / "T31TEJ_classification.tif", values)
     (tmp_path / "T31TEJ_confidence.tif").write_bytes(b"")  # a product beside the map: linked
     report_json, m = fake_report(tmp_path, "fg_unet", "T31TEJ", 0, [[50, 5, 0], [4, 40, 1], [0, 2, 20]])
-    areas = estimate([[45, 5, 0], [3, 40, 2], [0, 1, 19]], [60000, 45000, 5000], 0.01, [1, 2, 8], ["wheat", "maize", "vineyard"])
+    areas = estimate(
+        [[45, 5, 0], [3, 40, 2], [0, 1, 19]],
+        [60000, 45000, 5000],
+        0.01,
+        [1, 2, 8],
+        ["wheat", "maize", "vineyard"],
+    )
     write_assessment(areas, tmp_path / "areas.json")
     page, quicklook = tmp_path / "page.html", tmp_path / "ql.png"
-    write_map_page(classification, report_json, report_json.with_suffix(".png"), NOM_COLORS, page, quicklook,
-                   areas_json=tmp_path / "areas.json", curves_png=_curves_png(tmp_path / "curves.png"),
-                   summary_html=tmp_path / "reports/summary.html")
+    write_map_page(
+        classification,
+        report_json,
+        report_json.with_suffix(".png"),
+        NOM_COLORS,
+        page,
+        quicklook,
+        areas_json=tmp_path / "areas.json",
+        curves_png=_curves_png(tmp_path / "curves.png"),
+        summary_html=tmp_path / "reports/summary.html",
+    )
     html_text = page.read_text()
     # three images embedded: quicklook, confusion matrix, training curves
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html_text)) == 3
     assert "fg_unet · T31TEJ · run 0" in html_text
     # per class: user's (precision) and producer's (recall) accuracies and F-scores, in %
     wheat = m["per_class"][1]
-    assert f"<td>{100 * wheat['precision']:.1f}</td><td>{100 * wheat['recall']:.1f}</td><td>{100 * wheat['f1']:.1f}</td>" in html_text
+    assert (
+        f"<td>{100 * wheat['precision']:.1f}</td><td>{100 * wheat['recall']:.1f}</td><td>{100 * wheat['f1']:.1f}</td>"
+        in html_text
+    )
     # mapped areas by pixel counting (1 px = 0.01 ha) and the Olofsson estimates with their intervals
     assert "<td>600.0</td>" in html_text and "<td>450.0</td>" in html_text and "<td>50.0</td>" in html_text
     a = areas["areas"][2]

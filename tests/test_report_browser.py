@@ -21,15 +21,25 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
+    )
     if not CHROMIUM or not CHROMEDRIVER:
-        pytest.skip("chromium or chromium-driver not found (apt-get install chromium chromium-driver, "
-                    "see .ci/install-system-packages)")
+        pytest.skip(
+            "chromium or chromium-driver not found (apt-get install chromium chromium-driver, "
+            "see .ci/install-system-packages)"
+        )
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--allow-file-access-from-files"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--allow-file-access-from-files",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -40,7 +50,8 @@ def browser():
 def images_of(driver) -> list[dict]:
     """Every <img> of the page once loaded: its alt text, whether it finished and its decoded width."""
     return driver.execute_script(
-        "return Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}));")
+        "return Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}));"
+    )
 
 
 def test_summary_and_map_pages_load_every_image_and_table(demo_run: Path, browser):
@@ -55,14 +66,23 @@ def test_summary_and_map_pages_load_every_image_and_table(demo_run: Path, browse
     assert all(i["complete"] and i["width"] > 0 for i in images), images
     tables = browser.find_elements(By.TAG_NAME, "table")
     assert len(tables) == 3  # metrics, F-score per class, maps
-    assert len(tables[0].find_elements(By.CSS_SELECTOR, "tbody tr")) == 2 * 3  # 2 architectures x (2 tiles + all)
+    assert (
+        len(tables[0].find_elements(By.CSS_SELECTOR, "tbody tr")) == 2 * 3
+    )  # 2 architectures x (2 tiles + all)
     # every map page of the run is linked: 2 runs x 2 architectures x 2 tiles
-    links = [a.get_attribute("href") for a in tables[2].find_elements(By.CSS_SELECTOR, "a") if a.text.startswith("run ")]
+    links = [
+        a.get_attribute("href")
+        for a in tables[2].find_elements(By.CSS_SELECTOR, "a")
+        if a.text.startswith("run ")
+    ]
     assert len(links) == 8
     browser.get(links[0])
     assert " · run " in browser.title
     images = images_of(browser)
-    assert {i["alt"] for i in images} == {"quicklook of the map", "confusion matrix"}  # pixel classifiers: no curves
+    assert {i["alt"] for i in images} == {
+        "quicklook of the map",
+        "confusion matrix",
+    }  # pixel classifiers: no curves
     assert all(i["complete"] and i["width"] > 0 for i in images), images
     rows = browser.find_elements(By.CSS_SELECTOR, "table.classes tbody tr")
     assert len(rows) >= 3 and all(len(r.find_elements(By.TAG_NAME, "td")) == 8 for r in rows)

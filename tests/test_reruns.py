@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -20,7 +19,9 @@ def dry_run(workdir: Path, configfile: Path, env: dict | None = None, snakefile:
     return proc.stdout + proc.stderr
 
 
-def planned_jobs(workdir: Path, configfile: Path, env: dict | None = None, snakefile: Path | None = None) -> Counter:
+def planned_jobs(
+    workdir: Path, configfile: Path, env: dict | None = None, snakefile: Path | None = None
+) -> Counter:
     """Jobs a dry run would execute, counted per rule (empty when nothing is to be done)."""
     out = dry_run(workdir, configfile, env, snakefile)
     if "Nothing to be done" in out:
@@ -49,15 +50,23 @@ def test_new_date_reruns_one_tile(tmp_path: Path):
     """Two tiles of SAFE products (as a user holds them); one more product for one tile."""
     import datetime as dt
 
-    from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references
+    from cropchain.demo import (
+        demo_origin,
+        generate_demo_products,
+        generate_demo_references,
+    )
 
     work = tmp_path / "safe"
     tiles = {"T31TXA": 0, "T31TXB": 1}
     for tile, i in tiles.items():
-        generate_demo_products(work / "products" / tile, tile, seed=42, width=64, height=64, origin=demo_origin(i, 64))
-    generate_demo_references(work / "resources/demo/reference",
-                             {t: {"origin": demo_origin(i, 64), "width": 64, "height": 64} for t, i in tiles.items()},
-                             seed=42)
+        generate_demo_products(
+            work / "products" / tile, tile, seed=42, width=64, height=64, origin=demo_origin(i, 64)
+        )
+    generate_demo_references(
+        work / "resources/demo/reference",
+        {t: {"origin": demo_origin(i, 64), "width": 64, "height": 64} for t, i in tiles.items()},
+        seed=42,
+    )
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     del cfg["demo"]
     cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
@@ -69,8 +78,15 @@ def test_new_date_reruns_one_tile(tmp_path: Path):
     snakemake(work, configfile)
     assert planned_jobs(work, configfile) == Counter()
 
-    new = generate_demo_products(tmp_path / "new", "T31TXA", seed=42, width=64, height=64,
-                                 origin=demo_origin(0, 64), dates=[dt.date(2021, 7, 3)])
+    new = generate_demo_products(
+        tmp_path / "new",
+        "T31TXA",
+        seed=42,
+        width=64,
+        height=64,
+        origin=demo_origin(0, 64),
+        dates=[dt.date(2021, 7, 3)],
+    )
     shutil.move(str(new[0]), work / "products/T31TXA" / new[0].name)
     jobs = planned_jobs(work, configfile)
     assert jobs["ingest"] == 1 and jobs["gapfill"] == 1 and jobs["manifest"] == 1
@@ -87,13 +103,22 @@ def test_file_replaced_inside_a_safe_reruns_ingest_and_manifest(tmp_path: Path):
     import datetime as dt
     import os
 
-    from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references
+    from cropchain.demo import (
+        demo_origin,
+        generate_demo_products,
+        generate_demo_references,
+    )
 
     work = tmp_path / "safe"
     dates = [dt.date(2021, 3, 1), dt.date(2021, 6, 1), dt.date(2021, 9, 1)]
-    products = generate_demo_products(work / "products" / "T31TXA", "T31TXA", seed=4, width=32, height=32, dates=dates)
-    generate_demo_references(work / "resources/demo/reference", {"T31TXA": {"origin": demo_origin(0, 32), "width": 32,
-                                                                            "height": 32}}, seed=4)
+    products = generate_demo_products(
+        work / "products" / "T31TXA", "T31TXA", seed=4, width=32, height=32, dates=dates
+    )
+    generate_demo_references(
+        work / "resources/demo/reference",
+        {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}},
+        seed=4,
+    )
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     del cfg["demo"]
     cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
@@ -119,13 +144,25 @@ def test_shapefile_dbf_edited_alone_reruns_the_fusion(tmp_path: Path):
     """Class labels edited in a reference shapefile's .dbf (the .shp untouched): the fusion reruns."""
     import pyogrio
 
-    from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references
+    from cropchain.demo import (
+        demo_origin,
+        generate_demo_products,
+        generate_demo_references,
+    )
 
     work = tmp_path / "shp"
-    generate_demo_products(work / "products" / "T31TXA", "T31TXA", seed=4, width=32, height=32,
-                           dates=["2021-03-01", "2021-06-01"])
+    generate_demo_products(
+        work / "products" / "T31TXA",
+        "T31TXA",
+        seed=4,
+        width=32,
+        height=32,
+        dates=["2021-03-01", "2021-06-01"],
+    )
     ref = work / "resources/demo/reference"
-    generate_demo_references(ref, {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}}, seed=4)
+    generate_demo_references(
+        ref, {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}}, seed=4
+    )
     parcels = pyogrio.read_dataframe(ref / "parcels.gpkg")
     pyogrio.write_dataframe(parcels, ref / "parcels.shp")
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
@@ -167,8 +204,19 @@ def test_hyperparameter_reruns_one_architecture(copy_of_demo: Path):
     jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
     # xgboost of both runs: train, classify x2 tiles, vectorize, evaluate, map page, item; the mosaics; the summary
     # (every STAC Item records the whole config, so all Items are rewritten: metadata only)
-    assert jobs == Counter({"train": 2, "classify": 4, "vectorize": 4, "evaluate": 4, "map_page": 4, "stac_item": 8,
-                            "mosaic": 2, "summary": 1, "all": 1})
+    assert jobs == Counter(
+        {
+            "train": 2,
+            "classify": 4,
+            "vectorize": 4,
+            "evaluate": 4,
+            "map_page": 4,
+            "stac_item": 8,
+            "mosaic": 2,
+            "summary": 1,
+            "all": 1,
+        }
+    )
 
 
 def test_smoothing_reruns_the_inference_of_its_architecture_only(copy_of_demo: Path):
@@ -205,7 +253,9 @@ def test_code_change_reruns_the_rules_that_run_it(copy_of_demo: Path, tmp_path: 
             shutil.copy2(src, checkout / name)
     snakefile = checkout / "Snakefile"
     config = copy_of_demo / "config.yaml"
-    assert planned_jobs(copy_of_demo, config, snakefile=snakefile) == Counter()  # same code elsewhere: nothing
+    assert (
+        planned_jobs(copy_of_demo, config, snakefile=snakefile) == Counter()
+    )  # same code elsewhere: nothing
 
     module = checkout / "cropchain/mapping/vectorize.py"
     module.write_text(module.read_text() + "\n# a new version of the vectorization\n")
@@ -221,9 +271,16 @@ def test_one_more_run_leaves_the_others(copy_of_demo: Path):
     cfg["split"]["runs"] = 3
     (copy_of_demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
-    assert jobs["split"] == 2 and jobs["samples"] == 1 and jobs["train"] == 2  # run 2: 2 tiles, rf and xgboost
+    assert (
+        jobs["split"] == 2 and jobs["samples"] == 1 and jobs["train"] == 2
+    )  # run 2: 2 tiles, rf and xgboost
     assert jobs["classify"] == 4 and jobs["vectorize"] == 4 and jobs["evaluate"] == 4 and jobs["mosaic"] == 2
     assert jobs["ingest"] == jobs["gapfill"] == jobs["reference"] == 0
-    outputs = [line for line in dry_run(copy_of_demo, copy_of_demo / "config.yaml").splitlines()
-               if line.strip().startswith("output:") and "/runs/" in line]
-    assert outputs and all("results/runs/2/" in line for line in outputs if "stac" not in line and "item" not in line)
+    outputs = [
+        line
+        for line in dry_run(copy_of_demo, copy_of_demo / "config.yaml").splitlines()
+        if line.strip().startswith("output:") and "/runs/" in line
+    ]
+    assert outputs and all(
+        "results/runs/2/" in line for line in outputs if "stac" not in line and "item" not in line
+    )

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import rasterio
-
 from conftest import ROOT, absolute_config, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -23,8 +22,17 @@ def test_sigkill_then_same_command_gives_identical_products(demo_run: Path, tmp_
     work.mkdir()
     cfg = absolute_config("config.yaml", work)
     exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(exe), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--configfile", str(cfg), "--cores", "2"]
+    cmd = [
+        str(exe),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(cfg),
+        "--cores",
+        "2",
+    ]
     with open(work / "first.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -49,10 +57,14 @@ def test_sigkill_then_same_command_gives_identical_products(demo_run: Path, tmp_
 
     snakemake(work, cfg)  # the same command again
 
-    maps = sorted(p.relative_to(demo_run) for p in demo_run.glob("results/runs/*/maps/*/*_classification.tif"))
+    maps = sorted(
+        p.relative_to(demo_run) for p in demo_run.glob("results/runs/*/maps/*/*_classification.tif")
+    )
     assert len(maps) == 12  # 2 runs x 2 architectures: 2 tiles and their mosaic
     for rel in maps:
-        assert (work / rel).read_bytes() == (demo_run / rel).read_bytes(), f"{rel} differs from an uninterrupted run"
+        assert (work / rel).read_bytes() == (demo_run / rel).read_bytes(), (
+            f"{rel} differs from an uninterrupted run"
+        )
     for rel in sorted(p.relative_to(demo_run) for p in demo_run.glob("results/runs/*/reports/*/*.json")):
         assert json.loads((work / rel).read_text()) == json.loads((demo_run / rel).read_text()), rel
     assert not list(work.glob("results/**/.*.tmp-*")), "temporaries of killed jobs were left behind"

@@ -39,14 +39,20 @@ def make_tile(folder: Path, tile: str, features=FEATURES, seed=0):
     base = {"crs": "EPSG:32631", "transform": TRANSFORM, "width": W, "height": H}
     rows, cols = np.mgrid[0:H, 0:W]
     data = np.stack([b * 1e5 + rows * 1000 + cols + offset for b in range(len(features))]).astype(np.float32)
-    with rasterio.open(folder / "features.tif", "w", **geotiff_profile(base, count=len(features), dtype="float32", nodata=None)) as dst:
+    with rasterio.open(
+        folder / "features.tif",
+        "w",
+        **geotiff_profile(base, count=len(features), dtype="float32", nodata=None),
+    ) as dst:
         dst.write(data)
         dst.descriptions = tuple(features)
     rng = np.random.default_rng(seed)
     validity = rng.integers(1, 8, size=(H, W)).astype(np.uint8)  # as gapfill writes it
     validity[rng.random((H, W)) < 0.1] = 0  # scattered cloudy-all-year pixels
     validity[60:70, :] = 0  # a cloudy strip crossing polygons
-    with rasterio.open(folder / "validity.tif", "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=None)) as dst:
+    with rasterio.open(
+        folder / "validity.tif", "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=None)
+    ) as dst:
         dst.write(validity, 1)
     geoms = [
         px(10, 10, 60, 60),  # crosses the window borders at 48
@@ -60,11 +66,20 @@ def make_tile(folder: Path, tile: str, features=FEATURES, seed=0):
     codes = [1, 1, 2, 2, 3, 3, 2]
     split = ["learn", "validation", "learn", "validation", "learn", "validation", "learn"]
     ids = list(range(1, len(geoms) + 1))
-    gdf = gpd.GeoDataFrame({"polygon_id": ids, "code": codes, "split": split}, geometry=geoms, crs="EPSG:32631")
+    gdf = gpd.GeoDataFrame(
+        {"polygon_id": ids, "code": codes, "split": split}, geometry=geoms, crs="EPSG:32631"
+    )
     pyogrio.write_dataframe(gdf, folder / "split.gpkg", layer="split")
     # Truth: one rasterization of the whole tile.
-    labels = rasterize(zip(geoms, ids), out_shape=(H, W), transform=TRANSFORM, fill=0, all_touched=False, dtype="int32")
-    spec = {"tile": tile, "features": folder / "features.tif", "validity": folder / "validity.tif", "split": folder / "split.gpkg"}
+    labels = rasterize(
+        zip(geoms, ids), out_shape=(H, W), transform=TRANSFORM, fill=0, all_touched=False, dtype="int32"
+    )
+    spec = {
+        "tile": tile,
+        "features": folder / "features.tif",
+        "validity": folder / "validity.tif",
+        "split": folder / "split.gpkg",
+    }
     return spec, labels, validity, data, gdf
 
 
@@ -98,7 +113,13 @@ def test_every_pixel_once_with_values(tmp_path, caplog):
 
     schema = pq.read_schema(out)
     assert schema.names == ["tile", "polygon_id", "code", "split", "row", "col", "validity", *FEATURES]
-    assert [str(schema.field(n).type) for n in ("polygon_id", "code", "row", "col", "validity")] == ["int32", "int16", "int32", "int32", "int16"]
+    assert [str(schema.field(n).type) for n in ("polygon_id", "code", "row", "col", "validity")] == [
+        "int32",
+        "int16",
+        "int32",
+        "int32",
+        "int16",
+    ]
     assert all(str(schema.field(n).type) == "float" for n in FEATURES)
     assert isinstance(df["split"].dtype, pd.CategoricalDtype)
     assert set(df["tile"]) == {"T31TAA"}
@@ -128,7 +149,9 @@ def test_learning_cap_over_tiles(tmp_path):
     extract_pixels(tiles, tmp_path / "all.parquet", block=48)
     full = pd.read_parquet(tmp_path / "all.parquet")
     cap = 1000
-    summary = extract_pixels(tiles, tmp_path / "cap.parquet", max_learn_pixels_per_class=cap, seed=3, block=48)
+    summary = extract_pixels(
+        tiles, tmp_path / "cap.parquet", max_learn_pixels_per_class=cap, seed=3, block=48
+    )
     capped = pd.read_parquet(tmp_path / "cap.parquet")
 
     n_full = full.groupby(["code", "split"], observed=True).size()
@@ -173,7 +196,11 @@ def test_bad_inputs(tmp_path):
         extract_pixels([spec], out)
     far = make_tile(tmp_path / "C", "T31TAC")[0]
     far["split"].unlink()
-    gpd.GeoDataFrame({"polygon_id": [1], "code": [1], "split": ["learn"]}, geometry=[px(500, 500, 510, 510)], crs="EPSG:32631").to_file(far["split"], layer="split")
+    gpd.GeoDataFrame(
+        {"polygon_id": [1], "code": [1], "split": ["learn"]},
+        geometry=[px(500, 500, 510, 510)],
+        crs="EPSG:32631",
+    ).to_file(far["split"], layer="split")
     with pytest.raises(InputError, match="no learning pixel"):
         extract_pixels([far], out)
     assert not out.exists()

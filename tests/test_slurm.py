@@ -30,18 +30,29 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, absolute_config, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
-BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo", "munged", "munge", "unmunge")
+BINARIES = (
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "srun",
+    "squeue",
+    "scontrol",
+    "scancel",
+    "sinfo",
+    "munged",
+    "munge",
+    "unmunge",
+)
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
 MUNGE_KEY = Path("/etc/munge/munge.key")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")  # the default path: srun inside the jobs reads it
 MUNGE_PID = Path("/run/munge/munged.pid")
-PARTITION = "cropchain"        # not the default partition: a job lands there only if the profile says so
-RUN_TIMEOUT_S = 2400           # hard limit of the SLURM run of the demo (18 min measured on 2 busy cores)
+PARTITION = "cropchain"  # not the default partition: a job lands there only if the profile says so
+RUN_TIMEOUT_S = 2400  # hard limit of the SLURM run of the demo (18 min measured on 2 busy cores)
 
 
 def _alive(pid: int, name: str) -> bool:
@@ -101,13 +112,19 @@ class LocalSlurm:
 
     def command(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run a SLURM client command (``sinfo``, ``scontrol`` ...) against this cluster."""
-        return subprocess.run(args, env=self.env, capture_output=True, text=True, check=check, timeout=timeout)
+        return subprocess.run(
+            args, env=self.env, capture_output=True, text=True, check=check, timeout=timeout
+        )
 
     def start(self) -> None:
         self._start_munge()
-        node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True, env=self.env).stdout.splitlines()[0]
+        node = subprocess.run(
+            ["slurmd", "-C"], capture_output=True, text=True, check=True, env=self.env
+        ).stdout.splitlines()[0]
         mem = int(re.search(r"RealMemory=(\d+)", node).group(1))
-        node = re.sub(r"RealMemory=\d+", f"RealMemory={mem * 9 // 10}", node)  # above the real value: node INVALID
+        node = re.sub(
+            r"RealMemory=\d+", f"RealMemory={mem * 9 // 10}", node
+        )  # above the real value: node INVALID
         ctld_port, slurmd_port = _free_ports(2)
         for sub in ("state", "spool"):
             (self.root / sub).mkdir(exist_ok=True)
@@ -147,7 +164,9 @@ PartitionName={PARTITION} Nodes=ALL Default=NO MaxTime=INFINITE State=UP
         for daemon in ("slurmctld", "slurmd"):
             subprocess.run([daemon, "-f", str(self.conf)], env=self.env, check=True, timeout=60)
             pidfile = self.root / f"{daemon}.pid"
-            self._wait(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, f"{daemon} wrote no pid file")
+            self._wait(
+                lambda: pidfile.exists() and pidfile.read_text().strip(), 20, f"{daemon} wrote no pid file"
+            )
             self.pids[daemon] = int(pidfile.read_text())
         state = ""
         for _ in range(60):
@@ -158,16 +177,24 @@ PartitionName={PARTITION} Nodes=ALL Default=NO MaxTime=INFINITE State=UP
             if state.startswith(("drain", "down")):
                 self.command("scontrol", "update", f"NodeName={self.host}", "State=RESUME", check=False)
             time.sleep(1)
-        raise RuntimeError(f"SLURM node {self.host} not ready (state {state!r}); see {self.root}/slurmctld.log")
+        raise RuntimeError(
+            f"SLURM node {self.host} not ready (state {state!r}); see {self.root}/slurmctld.log"
+        )
 
     def _start_munge(self) -> None:
-        if subprocess.run("munge -n | unmunge", shell=True, capture_output=True, env=self.env).returncode == 0:
+        if (
+            subprocess.run("munge -n | unmunge", shell=True, capture_output=True, env=self.env).returncode
+            == 0
+        ):
             return  # a munged already answers (the system's): use it, leave it running
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
         subprocess.run(["runuser", "-u", "munge", "--", "munged"], env=self.env, check=True, timeout=30)
-        self._wait(lambda: subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0,
-                   20, "munged does not answer")
+        self._wait(
+            lambda: subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0,
+            20,
+            "munged does not answer",
+        )
         self.pids["munged"] = int(MUNGE_PID.read_text())
 
     @staticmethod
@@ -182,7 +209,9 @@ PartitionName={PARTITION} Nodes=ALL Default=NO MaxTime=INFINITE State=UP
     def jobs(self) -> list[dict[str, str]]:
         """``scontrol show job`` of every job the controller still knows, as key -> value."""
         out = self.command("scontrol", "-o", "show", "job").stdout
-        return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line.startswith("JobId=")]
+        return [
+            dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line.startswith("JobId=")
+        ]
 
     def stop(self) -> list[str]:
         """Cancel the jobs left, stop the daemons started here by pid; returns those still alive."""
@@ -206,13 +235,17 @@ def slurm_cluster(tmp_path_factory) -> Iterator[LocalSlurm]:
         pytest.skip("the SLURM test starts slurmctld, slurmd and munged: it must run as root")
     missing = [b for b in BINARIES if shutil.which(b, path=SEARCH_PATH) is None]
     if missing:
-        pytest.skip(f"SLURM/munge commands not installed ({', '.join(missing)}): run .ci/install-system-packages as root")
+        pytest.skip(
+            f"SLURM/munge commands not installed ({', '.join(missing)}): run .ci/install-system-packages as root"
+        )
     if not MUNGE_KEY.exists():
         pytest.skip(f"{MUNGE_KEY} is missing: reinstall munge (.ci/install-system-packages)")
     running = sorted({_comm(p) for p in Path("/proc").glob("[0-9]*/comm")} & {"slurmctld", "slurmd"})
     if running:
-        pytest.skip(f"SLURM daemons already run on this machine ({', '.join(running)}): stop them first "
-                    "(e.g. ../shared/tools/local-slurm.sh stop); this test starts its own cluster")
+        pytest.skip(
+            f"SLURM daemons already run on this machine ({', '.join(running)}): stop them first "
+            "(e.g. ../shared/tools/local-slurm.sh stop); this test starts its own cluster"
+        )
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
     try:
         cluster.start()
@@ -254,7 +287,9 @@ def _snakemake_jobs(log: str) -> dict[str, dict]:
 def _run_snakemake(cmd: list[str], workdir: Path, env: dict, log: Path, cluster: LocalSlurm) -> int:
     """Run ``cmd`` in its own process group under :data:`RUN_TIMEOUT_S`; on timeout kill it all."""
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             return proc.wait(timeout=RUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -266,8 +301,10 @@ def _run_snakemake(cmd: list[str], workdir: Path, env: dict, log: Path, cluster:
                 proc.wait()
             cluster.command("scancel", "--user", "root", check=False)
             queue = cluster.command("squeue", "--states=all", "-o", "%i %j %T %R %k", check=False).stdout
-            pytest.fail(f"the SLURM run did not finish in {RUN_TIMEOUT_S} s; queue:\n{queue}\n"
-                        f"log tail:\n{log.read_text()[-4000:]}")
+            pytest.fail(
+                f"the SLURM run did not finish in {RUN_TIMEOUT_S} s; queue:\n{queue}\n"
+                f"log tail:\n{log.read_text()[-4000:]}"
+            )
 
 
 @pytest.mark.timeout(4200)  # the local demo run (demo_run, when this test comes first) + the SLURM run
@@ -282,14 +319,28 @@ def test_demo_on_slurm_matches_local_run(slurm_cluster: LocalSlurm, demo_run: Pa
     # No account is set: the plugin finds none to guess here and submits without one.
     test_profile = work / "test-profile"
     test_profile.mkdir()
-    write_config(test_profile / "config.yaml", {
-        "default-resources": {**defaults, "slurm_partition": PARTITION},
-        "slurm-init-seconds-before-status-checks": 5,     # demo jobs last seconds, not hours
-        "slurm-keep-successful-logs": True,               # the SLURM job logs are checked below
-    })
+    write_config(
+        test_profile / "config.yaml",
+        {
+            "default-resources": {**defaults, "slurm_partition": PARTITION},
+            "slurm-init-seconds-before-status-checks": 5,  # demo jobs last seconds, not hours
+            "slurm-keep-successful-logs": True,  # the SLURM job logs are checked below
+        },
+    )
     snakemake_exe = Path(sys.executable).with_name("snakemake")
-    cmd = [str(snakemake_exe), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--configfile", str(cfg), "--profile", str(ROOT / "profiles" / "cluster"), "--profile", str(test_profile)]
+    cmd = [
+        str(snakemake_exe),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(cfg),
+        "--profile",
+        str(ROOT / "profiles" / "cluster"),
+        "--profile",
+        str(test_profile),
+    ]
     log = work / "snakemake.log"
     rc = _run_snakemake(cmd, work, slurm_cluster.env, log, slurm_cluster)
     text = log.read_text()
@@ -297,15 +348,25 @@ def test_demo_on_slurm_matches_local_run(slurm_cluster: LocalSlurm, demo_run: Pa
 
     # --- every Snakemake job of the run was a SLURM job, with the resources Snakemake gave it ---
     blocks = _snakemake_jobs(text)  # jobs run through the executor ("localrule" jobs are not)
-    submitted = {int(slurm): smk for smk, slurm in re.findall(r"^Job (\d+) has been submitted with SLURM jobid (\d+)", text, re.M)}
-    assert blocks and set(submitted.values()) == set(blocks), "Snakemake jobs not submitted to SLURM: " \
-        f"{sorted(set(blocks) - set(submitted.values()))}"
+    submitted = {
+        int(slurm): smk
+        for smk, slurm in re.findall(r"^Job (\d+) has been submitted with SLURM jobid (\d+)", text, re.M)
+    }
+    assert blocks and set(submitted.values()) == set(blocks), (
+        f"Snakemake jobs not submitted to SLURM: {sorted(set(blocks) - set(submitted.values()))}"
+    )
     jobs = {int(j["JobId"]): j for j in slurm_cluster.jobs() if j.get("WorkDir") == str(work)}
-    assert set(jobs) == set(submitted), f"SLURM jobs {sorted(jobs)} != jobs Snakemake submitted {sorted(submitted)}"
-    local_rules = {p.parent.name if p.parent.name != "benchmarks" else p.stem
-                   for p in (demo_run / "results" / "benchmarks").rglob("*.tsv")}
+    assert set(jobs) == set(submitted), (
+        f"SLURM jobs {sorted(jobs)} != jobs Snakemake submitted {sorted(submitted)}"
+    )
+    local_rules = {
+        p.parent.name if p.parent.name != "benchmarks" else p.stem
+        for p in (demo_run / "results" / "benchmarks").rglob("*.tsv")
+    }
     slurm_rules = {b["rule"] for b in blocks.values()}
-    assert local_rules <= slurm_rules, f"rules of the local run that did not run on SLURM: {local_rules - slurm_rules}"
+    assert local_rules <= slurm_rules, (
+        f"rules of the local run that did not run on SLURM: {local_rules - slurm_rules}"
+    )
     slurm_logs = {p.stem for p in (work / "results" / "logs" / "slurm").rglob("*.log")}
     for slurm_id, job in sorted(jobs.items()):
         want = blocks[submitted[slurm_id]]
@@ -314,10 +375,15 @@ def test_demo_on_slurm_matches_local_run(slurm_cluster: LocalSlurm, demo_run: Pa
         assert job["Comment"].startswith(f"rule_{want['rule']}"), f"{where}: comment {job['Comment']}"
         assert job["Partition"] == PARTITION, (
             f"{where} ran in partition {job['Partition']}, not the profile's {PARTITION}: a workflow profile "
-            "(profiles/default) that sets default-resources replaces those of the user's profile")
-        assert _megabytes(job["MinMemoryNode"]) == pytest.approx(int(want["mem_mb"])), f"{where}: memory {job['MinMemoryNode']}"
+            "(profiles/default) that sets default-resources replaces those of the user's profile"
+        )
+        assert _megabytes(job["MinMemoryNode"]) == pytest.approx(int(want["mem_mb"])), (
+            f"{where}: memory {job['MinMemoryNode']}"
+        )
         assert _minutes(job["TimeLimit"]) == int(want["runtime"]), f"{where}: time limit {job['TimeLimit']}"
-        assert int(job["NumCPUs"]) == want["threads"], f"{where}: {job['NumCPUs']} CPUs for {want['threads']} threads"
+        assert int(job["NumCPUs"]) == want["threads"], (
+            f"{where}: {job['NumCPUs']} CPUs for {want['threads']} threads"
+        )
         assert str(slurm_id) in slurm_logs, f"{where}: no SLURM log under results/logs/slurm"
     # the threaded rules keep the config's thread count, as in the local run (same maps)
     threads = {b["threads"] for b in blocks.values() if b["rule"] in ("train", "classify")}
@@ -332,4 +398,6 @@ def test_demo_on_slurm_matches_local_run(slurm_cluster: LocalSlurm, demo_run: Pa
     reports = sorted(p.relative_to(ref) for p in ref.glob("runs/*/reports/**/*.json"))
     assert reports and reports == sorted(p.relative_to(res) for p in res.glob("runs/*/reports/**/*.json"))
     for rel in reports:
-        assert json.loads((res / rel).read_text()) == json.loads((ref / rel).read_text()), f"report {rel} differs"
+        assert json.loads((res / rel).read_text()) == json.loads((ref / rel).read_text()), (
+            f"report {rel} differs"
+        )

@@ -42,14 +42,21 @@ def sits_reference(probs: np.ndarray, window_size: int, smoothness: float, fract
     leg = window_size // 2
 
     def locus(size):
-        return [leg - i - 1 if i < leg else i - leg if i < size + leg else 2 * size + leg - i - 1 for i in range(size + 2 * leg)]
+        return [
+            leg - i - 1 if i < leg else i - leg if i < size + leg else 2 * size + leg - i - 1
+            for i in range(size + 2 * leg)
+        ]
 
     li, lj = locus(h), locus(w)
     res = np.empty_like(logits)
     for i in range(h):
         for j in range(w):
             for b in range(k):
-                neigh = [logits[b, li[wi + i], lj[wj + j]] for wi in range(window_size) for wj in range(window_size)]
+                neigh = [
+                    logits[b, li[wi + i], lj[wj + j]]
+                    for wi in range(window_size)
+                    for wj in range(window_size)
+                ]
                 neigh = sorted((v for v in neigh if not math.isnan(v)), reverse=True)
                 high = neigh[: math.ceil(fraction * len(neigh))]
                 s0 = float(np.var(high, ddof=1)) if len(high) > 1 else 0.0
@@ -65,7 +72,9 @@ def test_matches_a_loop_translation_of_sits():
     probs = noisy_probabilities(truth)
     for window_size, smoothness, fraction in ((5, 20.0, 0.5), (3, 5.0, 1.0), (7, 50.0, 0.3)):
         ours = bayes_smooth(probs, window_size, smoothness, fraction)
-        np.testing.assert_allclose(ours, sits_reference(probs, window_size, smoothness, fraction), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            ours, sits_reference(probs, window_size, smoothness, fraction), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_smoothing_a_noisy_map_increases_agreement_with_the_truth():
@@ -75,6 +84,7 @@ def test_smoothing_a_noisy_map_increases_agreement_with_the_truth():
     after = (bayes_smooth(probs, 9, 20.0, 0.5).argmax(axis=0) == truth).mean()
     assert 0.4 < before < 0.6  # the noisy classifier (measured 0.47)
     assert after > 0.85 and after > before + 0.3, (before, after)  # measured 0.93
+
     # more smoothness, smoother map: fewer label changes between neighbours
     def changes(labels):
         return (labels[1:] != labels[:-1]).mean() + (labels[:, 1:] != labels[:, :-1]).mean()
@@ -96,7 +106,9 @@ def test_windowed_smoothing_equals_whole_image_smoothing_exactly():
         read, margins = expand_window(core, h, w, 7)
         block = probs[:, read.row_off : read.row_off + read.height, read.col_off : read.col_off + read.width]
         r, c = int(core.row_off), int(core.col_off)
-        tiled[:, r : r + core.height, c : c + core.width] = bayes_smooth(block, 7, 20.0, 0.5, margins=margins, chunk_rows=5)
+        tiled[:, r : r + core.height, c : c + core.width] = bayes_smooth(
+            block, 7, 20.0, 0.5, margins=margins, chunk_rows=5
+        )
     np.testing.assert_array_equal(tiled, whole)
     assert smoothing_margin(7) == 3
     assert expand_window(Window(16, 0, 16, 16), h, w, 7) == (Window(13, 0, 22, 19), (0, 3, 3, 3))
@@ -116,11 +128,22 @@ def test_properties_sum_to_one_uniform_field_unchanged_nodata_kept():
     np.testing.assert_allclose(bayes_smooth(uniform, 5, 20.0, 0.5), uniform, rtol=1e-5)
     # the map's classes in the same order: permuting the classes permutes the output
     perm = [2, 0, 3, 1]
-    np.testing.assert_allclose(bayes_smooth(probs[perm], 9, 20.0, 0.5), bayes_smooth(probs, 9, 20.0, 0.5)[perm], rtol=1e-6)
+    np.testing.assert_allclose(
+        bayes_smooth(probs[perm], 9, 20.0, 0.5), bayes_smooth(probs, 9, 20.0, 0.5)[perm], rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("kwargs", [{"window_size": 4}, {"window_size": 1}, {"smoothness": 0.0},
-                                    {"smoothness": [1.0, 2.0]}, {"neigh_fraction": 0.0}, {"neigh_fraction": 1.5}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window_size": 4},
+        {"window_size": 1},
+        {"smoothness": 0.0},
+        {"smoothness": [1.0, 2.0]},
+        {"neigh_fraction": 0.0},
+        {"neigh_fraction": 1.5},
+    ],
+)
 def test_bad_parameters_are_refused(kwargs):
     probs = noisy_probabilities(parcels(h=10, w=10))
     with pytest.raises(ValueError):
@@ -129,10 +152,10 @@ def test_bad_parameters_are_refused(kwargs):
 
 def test_uncertainty_margin_and_entropy():
     probs = np.zeros((3, 1, 5), np.float32)
-    probs[:, 0, 0] = [0.5, 0.3, 0.2]   # margin 1 - 0.2
-    probs[:, 0, 1] = [1.0, 0.0, 0.0]   # certain
+    probs[:, 0, 0] = [0.5, 0.3, 0.2]  # margin 1 - 0.2
+    probs[:, 0, 1] = [1.0, 0.0, 0.0]  # certain
     probs[:, 0, 2] = [1 / 3, 1 / 3, 1 / 3]  # uniform
-    probs[:, 0, 3] = [45, 45, 10]      # uint8-style scores, a tie
+    probs[:, 0, 3] = [45, 45, 10]  # uint8-style scores, a tie
     # pixel 4: nodata (all zero)
     margin = margin_uncertainty(probs)
     assert margin.dtype == np.uint8

@@ -29,7 +29,9 @@ def reference_gpkg(tmp_path_factory, t31tej):
     out = tmp / "reference.gpkg"
     fuse_reference(
         [ReferenceSource("eurocrops", ref / "france_data_2018.shp", "EC_hcat_n", mapping)],
-        read_nomenclature(nom_csv), grid, out,
+        read_nomenclature(nom_csv),
+        grid,
+        out,
     )
     return out
 

@@ -13,11 +13,21 @@ import rasterio
 from cropchain.demo import generate_demo_products, generate_demo_theia_products
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.raster import read_dates
-from cropchain.sources.sentinel2 import RAW_NODATA, SENTINEL2_BANDS, find_safe_products, ingest_safe
-from cropchain.sources.theia import THEIA_NODATA, find_theia_products, ingest_theia, read_theia_product
+from cropchain.sources.sentinel2 import (
+    RAW_NODATA,
+    SENTINEL2_BANDS,
+    find_safe_products,
+    ingest_safe,
+)
+from cropchain.sources.theia import (
+    THEIA_NODATA,
+    find_theia_products,
+    ingest_theia,
+    read_theia_product,
+)
 
 TILE = "T31TXA"
-W, H = 48, 38          # odd 20 m sizes on purpose: 24 x 19
+W, H = 48, 38  # odd 20 m sizes on purpose: 24 x 19
 DATES = [dt.date(2021, m, d) for m, d in ((1, 15), (3, 1), (4, 10), (5, 20), (6, 29), (8, 8))]
 
 
@@ -46,7 +56,9 @@ def test_layout_and_dates_from_names(scene):
     first = read_theia_product(products[0])
     assert first.date == DATES[0] and first.tile == TILE and first.platform == "SENTINEL2A"
     assert first.sensing_time == dt.datetime(2021, 1, 15, 10, 40, 21)
-    assert first.band_files["B02"].name.endswith("_FRE_B2.tif") and first.band_files["B8A"].name.endswith("_FRE_B8A.tif")
+    assert first.band_files["B02"].name.endswith("_FRE_B2.tif") and first.band_files["B8A"].name.endswith(
+        "_FRE_B8A.tif"
+    )
     assert first.mask_files[("CLM", "R2")].parent.name == "MASKS"
     with rasterio.open(first.band_files["B02"]) as b2, rasterio.open(first.band_files["B11"]) as b11:
         assert b2.dtypes[0] == "int16" and b2.nodata == THEIA_NODATA
@@ -73,7 +85,9 @@ def test_theia_ingest_equals_safe_ingest_of_the_same_scene(scene, tmp_path):
     assert edge.any() and (m_t[edge.any(axis=1)] == 1).all()
 
 
-@pytest.mark.parametrize("bits, scl_masked", [([1], [0, 8, 9]), ([5], [0, 3]), ([7], [0, 10]), ([0], [0, 3, 8, 9])])
+@pytest.mark.parametrize(
+    "bits, scl_masked", [([1], [0, 8, 9]), ([5], [0, 3]), ([7], [0, 10]), ([0], [0, 3, 8, 9])]
+)
 def test_clm_bits_select_what_is_masked(scene, tmp_path, bits, scl_masked):
     """The demo sets CLM bits 0-2 on clouds, 0 and 5 on shadows, 4 and 7 on cirrus: a bit selection
     masks what the matching SCL classes mask (0: the swath edge, from EDG)."""
@@ -90,24 +104,24 @@ def test_sat_bits_and_edges_of_the_bands_ingested(scene, tmp_path):
     p = read_theia_product(prod)
     with rasterio.open(p.mask_files[("SAT", "R2")], "r+") as sat:
         a = sat.read(1)
-        a[2:4, 3:5] = 1 << 4                           # B11 saturated on 20 m pixels rows 2-3, cols 3-4
+        a[2:4, 3:5] = 1 << 4  # B11 saturated on 20 m pixels rows 2-3, cols 3-4
         sat.write(a, 1)
     with rasterio.open(p.mask_files[("SAT", "R1")], "r+") as sat:
         a = sat.read(1)
-        a[20:22, 30:33] = 1 << 2                       # B4 saturated on 10 m pixels
+        a[20:22, 30:33] = 1 << 2  # B4 saturated on 10 m pixels
         sat.write(a, 1)
     with rasterio.open(p.mask_files[("EDG", "R2")], "r+") as edg:
         a = edg.read(1)
-        a[-1, :] = 1                                   # last 20 m row outside the swath
+        a[-1, :] = 1  # last 20 m row outside the swath
         edg.write(a, 1)
-    clear_bits = [6]                                   # a CLM bit the demo never sets: CLM does not interfere
+    clear_bits = [6]  # a CLM bit the demo never sets: CLM does not interfere
     ingest_theia([prod], *_outputs(tmp_path / "b11"), bands=["B02", "B11"], clm_bits=clear_bits)
     ingest_theia([prod], *_outputs(tmp_path / "b4"), bands=["B04", "B08"], clm_bits=clear_bits)
     ingest_theia([prod], *_outputs(tmp_path / "b2"), bands=["B02", "B03"], clm_bits=clear_bits)
     m11, m4, m2 = (_read(tmp_path / k / "raw_mask.tif")[0] for k in ("b11", "b4", "b2"))
     assert m11[4:8, 6:10].all() and m11[-2:, :].all() and not m11[20:22, 30:33].any()
-    assert m11.sum() == 16 + 2 * W                           # 20 m row 18 covers the 10 m rows 36 and 37
-    assert m4[20:22, 30:33].all() and m4.sum() == 6          # no 20 m band: neither SAT_R2 nor EDG_R2 read
+    assert m11.sum() == 16 + 2 * W  # 20 m row 18 covers the 10 m rows 36 and 37
+    assert m4[20:22, 30:33].all() and m4.sum() == 6  # no 20 m band: neither SAT_R2 nor EDG_R2 read
     assert m2.sum() == 0
 
 
@@ -138,8 +152,15 @@ def test_errors_name_the_file(scene, tmp_path):
     assert twin.name in str(err.value)
     # A product on another grid (another extent of the tile).
     moved = tmp_path / "moved"
-    other = generate_demo_theia_products(moved, TILE, seed=11, width=W, height=H, dates=[dt.date(2021, 9, 1)],
-                                         origin=(500000.0 + 100.0, 4800000.0))
+    other = generate_demo_theia_products(
+        moved,
+        TILE,
+        seed=11,
+        width=W,
+        height=H,
+        dates=[dt.date(2021, 9, 1)],
+        origin=(500000.0 + 100.0, 4800000.0),
+    )
     with pytest.raises(InputError, match="differs from") as err:
         ingest_theia([products[0], other[0]], *_outputs(out))
     assert other[0].name in str(err.value)

@@ -27,10 +27,16 @@ def test_run_step_pins_every_thread_pool():
         run_step(smk, step)
     """)
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "", "HOME": "/tmp"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
     state = json.loads(out.strip().splitlines()[-1])
     assert state["pools"] and all(n == 1 for n in state["pools"].values()), state["pools"]
     assert "openmp" in state["pools"] and "blas" in state["pools"]
     assert state["torch"] == 1
-    assert state["env"] == {"OMP_NUM_THREADS": "1", "GDAL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-                            "GDAL_CACHEMAX": "256"}
+    assert state["env"] == {
+        "OMP_NUM_THREADS": "1",
+        "GDAL_NUM_THREADS": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "GDAL_CACHEMAX": "256",
+    }

@@ -9,17 +9,28 @@ import pandas as pd
 import pytest
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.models import available, get_model
 from cropchain.learning.train import load_model, train_model
+from cropchain.models import available, get_model
 
 
 def _pixels(tmp_path, n=600, seed=0):
     rng = np.random.default_rng(seed)
     codes = rng.choice([3, 6, 7], size=n)
-    feats = {f"20180101_B0{i}": (codes * (i + 1) + rng.normal(0, 0.5, n)).astype(np.float32) for i in range(4)}
-    df = pd.DataFrame({"tile": "T", "polygon_id": np.arange(n) // 10, "code": codes.astype(np.int16),
-                       "split": np.where(np.arange(n) % 3 == 0, "validation", "learn"),
-                       "row": np.arange(n), "col": 0, "validity": 5, **feats})
+    feats = {
+        f"20180101_B0{i}": (codes * (i + 1) + rng.normal(0, 0.5, n)).astype(np.float32) for i in range(4)
+    }
+    df = pd.DataFrame(
+        {
+            "tile": "T",
+            "polygon_id": np.arange(n) // 10,
+            "code": codes.astype(np.int16),
+            "split": np.where(np.arange(n) % 3 == 0, "validation", "learn"),
+            "row": np.arange(n),
+            "col": 0,
+            "validity": 5,
+            **feats,
+        }
+    )
     # a class present only in validation must never reach the model
     val = (df["split"] == "validation").to_numpy()
     df["code"] = np.where(val, np.where(codes == 7, 9, 3), codes).astype(np.int16)
@@ -52,7 +63,9 @@ def test_same_seed_same_forest(tmp_path):
     train_model(path, "rf", {"n_estimators": 10}, tmp_path / "a", seed=3)
     train_model(path, "rf", {"n_estimators": 10}, tmp_path / "b", seed=3)
     X = df.filter(like="2018").to_numpy(np.float32)
-    np.testing.assert_array_equal(load_model(tmp_path / "a").predict_proba(X), load_model(tmp_path / "b").predict_proba(X))
+    np.testing.assert_array_equal(
+        load_model(tmp_path / "a").predict_proba(X), load_model(tmp_path / "b").predict_proba(X)
+    )
 
 
 def test_registry_and_errors(tmp_path):

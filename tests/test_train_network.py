@@ -4,28 +4,51 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import rasterio
 import rasterio.features
 import torch
+from test_patches import parcel_layout, write_tile
 
-from cropchain.mapping.classify import classify_tile
 from cropchain.errors import ConfigError, InputError
 from cropchain.learning.patches import IGNORE_INDEX
 from cropchain.learning.train import load_model, train_model
 from cropchain.learning.train_network import masked_cross_entropy, train_network
-from test_patches import parcel_layout, write_tile
-
+from cropchain.mapping.classify import classify_tile
 from cropchain.nomenclature import Nomenclature
 
-NOMENCLATURE = Nomenclature(codes=(2, 5, 9), names=("wheat", "maize", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+NOMENCLATURE = Nomenclature(
+    codes=(2, 5, 9), names=("wheat", "maize", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3))
+)
 # small and quick: the point is the loop, not the score
 TINY = {
-    "fg_unet": {"widths": [8, 16], "mlp": [16], "epochs": 6, "patches_per_epoch": 16, "batch_size": 4, "patch_size": 32},
-    "tempcnn": {"filters": 8, "dense": 16, "epochs": 6, "patches_per_epoch": 16, "batch_size": 4, "patch_size": 16},
-    "ltae": {"d_model": 32, "n_head": 4, "d_k": 4, "mlp": [32, 16], "decoder": [16], "epochs": 6, "patches_per_epoch": 16,
-             "batch_size": 4, "patch_size": 16},
+    "fg_unet": {
+        "widths": [8, 16],
+        "mlp": [16],
+        "epochs": 6,
+        "patches_per_epoch": 16,
+        "batch_size": 4,
+        "patch_size": 32,
+    },
+    "tempcnn": {
+        "filters": 8,
+        "dense": 16,
+        "epochs": 6,
+        "patches_per_epoch": 16,
+        "batch_size": 4,
+        "patch_size": 16,
+    },
+    "ltae": {
+        "d_model": 32,
+        "n_head": 4,
+        "d_k": 4,
+        "mlp": [32, 16],
+        "decoder": [16],
+        "epochs": 6,
+        "patches_per_epoch": 16,
+        "batch_size": 4,
+        "patch_size": 16,
+    },
 }
 
 
@@ -42,7 +65,9 @@ def tile(tmp_path_factory):
 
 def train(tile, out, arch="tempcnn", seed=0, **extra):
     _, (f, v, s) = tile
-    return train_network([f], [v], [s], arch, {**TINY[arch], **extra}, out, seed=seed, threads=1, tiles=["T31TXA"])
+    return train_network(
+        [f], [v], [s], arch, {**TINY[arch], **extra}, out, seed=seed, threads=1, tiles=["T31TXA"]
+    )
 
 
 def test_loss_ignores_unlabelled_pixels():
@@ -72,7 +97,11 @@ def test_training_outputs_and_reload(tile, tmp_path):
     assert not list(out.glob(".scratch-*"))  # the patch cache is removed
     saved = json.loads((out / "model.json").read_text())
     assert saved["architecture"] == "tempcnn" and saved["kind"] == "network" and saved["classes"] == [2, 5, 9]
-    assert saved["hyperparameters"]["epochs"] == 6 and saved["seed"] == 0 and len(saved["normalization"]["mean"]) == 16
+    assert (
+        saved["hyperparameters"]["epochs"] == 6
+        and saved["seed"] == 0
+        and len(saved["normalization"]["mean"]) == 16
+    )
     learn_ids = set(polygons.loc[polygons["split"] == "learn", "polygon_id"])
     held = set(saved["holdout_polygons"]["T31TXA"])
     assert held and held <= learn_ids  # early stopping on learning polygons, never on validation ones
@@ -90,7 +119,9 @@ def test_same_seed_same_weights(tile, tmp_path):
         train(tile, tmp_path / f"{arch}a", arch, seed=3, **extra)
         train(tile, tmp_path / f"{arch}b", arch, seed=3, **extra)
         train(tile, tmp_path / f"{arch}c", arch, seed=4, **extra)
-        a, b, c = (torch.load(tmp_path / f"{arch}{k}" / "model.pt", weights_only=True)["state_dict"] for k in "abc")
+        a, b, c = (
+            torch.load(tmp_path / f"{arch}{k}" / "model.pt", weights_only=True)["state_dict"] for k in "abc"
+        )
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
@@ -100,13 +131,25 @@ def test_tiny_training_learns_the_parcels(tile, tmp_path, arch):
     polygons, (f, v, s) = tile
     train(tile, tmp_path / "m", arch, seed=1, epochs=12, patience=12)
     model = load_model(tmp_path / "m", threads=1)
-    classify_tile(f, v, model, NOMENCLATURE, tmp_path / "map.tif", tmp_path / "conf.tif", window=32,
-                  overlap=-(-model.margin // model.alignment) * model.alignment)
+    classify_tile(
+        f,
+        v,
+        model,
+        NOMENCLATURE,
+        tmp_path / "map.tif",
+        tmp_path / "conf.tif",
+        window=32,
+        overlap=-(-model.margin // model.alignment) * model.alignment,
+    )
     with rasterio.open(tmp_path / "map.tif") as src:
         predicted = src.read(1)
     val = polygons[polygons["split"] == "validation"]
-    truth = rasterio.features.rasterize(zip(val.geometry, val["code"]), out_shape=predicted.shape,
-                                        transform=rasterio.open(f).transform, fill=0)
+    truth = rasterio.features.rasterize(
+        zip(val.geometry, val["code"]),
+        out_shape=predicted.shape,
+        transform=rasterio.open(f).transform,
+        fill=0,
+    )
     scored = (truth > 0) & (predicted > 0)
     accuracy = (predicted[scored] == truth[scored]).mean()
     assert accuracy > 0.8  # two classes of validation parcels: chance is about 0.5
@@ -114,8 +157,20 @@ def test_tiny_training_learns_the_parcels(tile, tmp_path, arch):
 
 def test_errors(tile, tmp_path):
     _, (f, v, s) = tile
-    with pytest.raises(ConfigError, match="classify.overlap: 8 px is smaller than the receptive margin of fg_unet"):
-        train_network([f], [v], [s], "fg_unet", TINY["fg_unet"], tmp_path / "a", seed=0, classify_window=512, classify_overlap=8)
+    with pytest.raises(
+        ConfigError, match="classify.overlap: 8 px is smaller than the receptive margin of fg_unet"
+    ):
+        train_network(
+            [f],
+            [v],
+            [s],
+            "fg_unet",
+            TINY["fg_unet"],
+            tmp_path / "a",
+            seed=0,
+            classify_window=512,
+            classify_overlap=8,
+        )
     assert not (tmp_path / "a" / "model.pt").exists()
     with pytest.raises(ConfigError, match="unknown hyper-parameter"):
         train_network([f], [v], [s], "tempcnn", {"epoch": 2}, tmp_path / "b", seed=0)

@@ -15,11 +15,13 @@ from scipy import ndimage
 
 from cropchain.errors import InputError
 from cropchain.io.raster import geotiff_profile
-from cropchain.nomenclature import Nomenclature
 from cropchain.mapping.vectorize import majority_filter, vectorize_map
+from cropchain.nomenclature import Nomenclature
 
 CODES = (1, 4, 9)
-NOM = Nomenclature(codes=CODES, names=("wheat", "rapeseed", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+NOM = Nomenclature(
+    codes=CODES, names=("wheat", "rapeseed", "vineyard"), colors=((1, 1, 1), (2, 2, 2), (3, 3, 3))
+)
 PIXEL_M = 10.0
 
 
@@ -31,15 +33,19 @@ def noisy_map(seed: int = 1, h: int = 120, w: int = 140) -> np.ndarray:
     parcels[noise] = rng.integers(0, 3, noise.sum())
     labels = np.asarray(CODES, dtype=np.uint8)[parcels]
     labels[rng.random((h, w)) < 0.01] = 0  # isolated nodata pixels
-    labels[50:60, 0:30] = 0               # a nodata strip on the edge
-    labels[90:100, 90:100] = 0            # a nodata square with a 2-px island inside
+    labels[50:60, 0:30] = 0  # a nodata strip on the edge
+    labels[90:100, 90:100] = 0  # a nodata square with a 2-px island inside
     labels[94, 94:96] = 9
     return labels
 
 
 def write_map(path: Path, labels: np.ndarray, crs: int = 32631) -> Path:
-    base = {"crs": CRS.from_epsg(crs), "transform": from_origin(700000, 4800000, PIXEL_M, PIXEL_M),
-            "width": labels.shape[1], "height": labels.shape[0]}
+    base = {
+        "crs": CRS.from_epsg(crs),
+        "transform": from_origin(700000, 4800000, PIXEL_M, PIXEL_M),
+        "width": labels.shape[1],
+        "height": labels.shape[0],
+    }
     with rasterio.open(path, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=0)) as dst:
         dst.write(labels, 1)
     return path
@@ -56,9 +62,9 @@ def has_classified_neighbour(labels: np.ndarray, geom, transform) -> bool:
 
 def test_majority_filter_votes_and_keeps_nodata():
     a = np.full((7, 7), 1, np.uint8)
-    a[3, 3] = 4                       # lonely pixel: outvoted
-    a[0, 0] = 0                       # nodata: stays, and does not vote
-    a[0:3, 5:7] = 9                   # 6-px block in a corner
+    a[3, 3] = 4  # lonely pixel: outvoted
+    a[0, 0] = 0  # nodata: stays, and does not vote
+    a[0:3, 5:7] = 9  # 6-px block in a corner
     out = majority_filter(a, 1)
     assert out[3, 3] == 1
     assert out[0, 0] == 0
@@ -67,7 +73,9 @@ def test_majority_filter_votes_and_keeps_nodata():
     assert out[0, 6] == 9
     # tie rule: centre keeps its class when it is among the most frequent
     t = np.array([[1, 4, 4], [1, 4, 1], [0, 0, 0]], np.uint8)
-    assert majority_filter(t, 1)[1, 1] == 4  # disk: 4 (centre), up 4, left 1, right 1, down nodata -> 2 vs 2: keep 4
+    assert (
+        majority_filter(t, 1)[1, 1] == 4
+    )  # disk: 4 (centre), up 4, left 1, right 1, down nodata -> 2 vs 2: keep 4
     np.testing.assert_array_equal(majority_filter(a, 0), a)
 
 
@@ -133,7 +141,10 @@ def test_simplification_keeps_a_coverage(tmp_path):
     simple = vectorize_map(path, NOM, tmp_path / "b.gpkg", mmu_ha=0.2, majority_radius=1, simplify_m=15)
     assert len(simple) == len(exact)
     assert simple.geometry.is_valid.all() and not simple.geometry.is_empty.any()
-    assert shapely.get_num_coordinates(simple.geometry.values).sum() < shapely.get_num_coordinates(exact.geometry.values).sum()
+    assert (
+        shapely.get_num_coordinates(simple.geometry.values).sum()
+        < shapely.get_num_coordinates(exact.geometry.values).sum()
+    )
     # no overlap between neighbours: the union has the area of the sum
     union = shapely.union_all(simple.geometry.values)
     assert union.area == pytest.approx(simple.geometry.area.sum(), rel=1e-6)

@@ -8,7 +8,6 @@ import re
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-
 from conftest import absolute_config, snakemake
 from test_assessment import write_map
 
@@ -22,17 +21,26 @@ def _job_counts(stdout: str) -> dict[str, int]:
 def test_dry_run_adds_the_assessment_jobs_only_when_configured(tmp_path):
     labelled = tmp_path / "labelled.gpkg"
     labelled.touch()
-    cfg = absolute_config("config.yaml", tmp_path, assessment={"samples": str(labelled)})  # demo: 2 tiles, 2 runs
+    cfg = absolute_config(
+        "config.yaml", tmp_path, assessment={"samples": str(labelled)}
+    )  # demo: 2 tiles, 2 runs
     jobs = _job_counts(snakemake(tmp_path, cfg, "-n").stdout)
-    assert jobs["assessment_design"] == jobs["assessment_estimate"] == 2 * 2 * 2  # runs x architectures x tiles
+    assert (
+        jobs["assessment_design"] == jobs["assessment_estimate"] == 2 * 2 * 2
+    )  # runs x architectures x tiles
     design_only = absolute_config("config.yaml", tmp_path, assessment={})
     jobs = _job_counts(snakemake(tmp_path, design_only, "-n").stdout)
     assert jobs["assessment_design"] == 8 and "assessment_estimate" not in jobs
     validation = absolute_config("config.yaml", tmp_path, assessment={"samples": "validation"})
     jobs = _job_counts(snakemake(tmp_path, validation, "-n").stdout)
     assert jobs["assessment_validation_sample"] == jobs["assessment_estimate"] == 8
-    for cfg in (absolute_config("config.yaml", tmp_path, assessment={"enabled": False}), absolute_config("config.yaml", tmp_path)):
-        assert not any(rule.startswith("assessment") for rule in _job_counts(snakemake(tmp_path, cfg, "-n").stdout))
+    for cfg in (
+        absolute_config("config.yaml", tmp_path, assessment={"enabled": False}),
+        absolute_config("config.yaml", tmp_path),
+    ):
+        assert not any(
+            rule.startswith("assessment") for rule in _job_counts(snakemake(tmp_path, cfg, "-n").stdout)
+        )
 
 
 def test_design_then_estimate_rules_on_a_map(tmp_path):
@@ -49,13 +57,27 @@ def test_design_then_estimate_rules_on_a_map(tmp_path):
     cfg = absolute_config("config.yaml", tmp_path, assessment=assessment)
     out = tmp_path / "results" / "runs" / "0" / "assessment" / "rf"
     # only the assessment rules: the map above stands for the classification of the chain
-    snakemake(tmp_path, cfg, "--allowed-rules", "assessment_design", "--", str((out / "T31TXA_sample.gpkg").relative_to(tmp_path)))
+    snakemake(
+        tmp_path,
+        cfg,
+        "--allowed-rules",
+        "assessment_design",
+        "--",
+        str((out / "T31TXA_sample.gpkg").relative_to(tmp_path)),
+    )
     sample = gpd.read_file(out / "T31TXA_sample.gpkg")
     design = json.loads((out / "T31TXA_design.json").read_text())
     assert len(sample) == design["n"] and sample["reference"].isna().all()
     sample["reference"] = truth[sample["row"], sample["col"]].astype(int)
     sample.to_crs(2154).to_file(labelled)  # photo-interpreted in Lambert-93
-    snakemake(tmp_path, cfg, "--allowed-rules", "assessment_estimate", "--", str((out / "T31TXA_areas.json").relative_to(tmp_path)))
+    snakemake(
+        tmp_path,
+        cfg,
+        "--allowed-rules",
+        "assessment_estimate",
+        "--",
+        str((out / "T31TXA_areas.json").relative_to(tmp_path)),
+    )
     result = json.loads((out / "T31TXA_areas.json").read_text())
     assert result["tile"] == "T31TXA" and result["n"] == len(sample)
     grass = result["areas"]["3"]

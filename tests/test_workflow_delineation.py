@@ -8,7 +8,6 @@ import re
 import geopandas as gpd
 import pandas as pd
 import pytest
-
 from conftest import absolute_config, snakemake
 
 
@@ -27,9 +26,13 @@ def test_dry_run_adds_the_delineation_jobs_only_when_configured(tmp_path):
     assert jobs["delineation_baseline"] == 2 * 2  # runs x tiles, rf only
     assert jobs["delineation_summary"] == 1
     off = absolute_config("config.yaml", tmp_path, delineation={**delineation, "enabled": False})
-    assert not any(rule.startswith("delineation") for rule in _job_counts(snakemake(tmp_path, off, "-n").stdout))
+    assert not any(
+        rule.startswith("delineation") for rule in _job_counts(snakemake(tmp_path, off, "-n").stdout)
+    )
     plain = absolute_config("config.yaml", tmp_path)
-    assert not any(rule.startswith("delineation") for rule in _job_counts(snakemake(tmp_path, plain, "-n").stdout))
+    assert not any(
+        rule.startswith("delineation") for rule in _job_counts(snakemake(tmp_path, plain, "-n").stdout)
+    )
 
 
 def test_unknown_baseline_architecture_is_refused(tmp_path):
@@ -41,10 +44,18 @@ def test_unknown_baseline_architecture_is_refused(tmp_path):
 @pytest.mark.e2e
 @pytest.mark.realdata
 def test_delineation_chain_on_t31tej(t31tej, tmp_path):
-    delineation = {"variants": {"bgr_ndvi": {}, "ndvi_stack": {}}, "baseline_architectures": ["rf"],
-                   "training": {"steps": 3, "n_stats_patches": 8}}
-    cfg = absolute_config("t31tej.yaml", tmp_path, split={"ratio": 0.66, "runs": 1, "seed": 0},
-                          architectures={"rf": {"n_estimators": 30, "max_depth": 20}}, delineation=delineation)
+    delineation = {
+        "variants": {"bgr_ndvi": {}, "ndvi_stack": {}},
+        "baseline_architectures": ["rf"],
+        "training": {"steps": 3, "n_stats_patches": 8},
+    }
+    cfg = absolute_config(
+        "t31tej.yaml",
+        tmp_path,
+        split={"ratio": 0.66, "runs": 1, "seed": 0},
+        architectures={"rf": {"n_estimators": 30, "max_depth": 20}},
+        delineation=delineation,
+    )
     snakemake(tmp_path, cfg, "results/reports/delineation_summary.csv", timeout=900)
     res = tmp_path / "results"
     for variant, n_channels in (("bgr_ndvi", 4), ("ndvi_stack", 26)):

@@ -10,7 +10,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-
 from conftest import snakemake
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +41,17 @@ def test_demo_products_and_reports(demo_run: Path):
                 vec = gpd.read_file(res / "runs" / run / "vectors" / arch / f"{tile}.gpkg")
                 assert len(vec) > 10 and set(vec.columns) >= {"code", "name", "geometry"}
                 report = json.loads((res / "runs" / run / "reports" / arch / f"{tile}.json").read_text())
-                for key in ("tile", "run", "architecture", "overall_accuracy", "kappa", "macro_f1",
-                            "per_class", "confusion_matrix", "n_pixels"):
+                for key in (
+                    "tile",
+                    "run",
+                    "architecture",
+                    "overall_accuracy",
+                    "kappa",
+                    "macro_f1",
+                    "per_class",
+                    "confusion_matrix",
+                    "n_pixels",
+                ):
                     assert key in report
                 assert report["n_pixels"] > 1000
                 # the demo is learnable: a pixel classifier maps it well, but not perfectly
@@ -72,9 +80,8 @@ def test_maps_are_cogs_with_class_names(demo_run: Path):
     (GDAL raster attribute table and QGIS style) of the nomenclature."""
     import xml.etree.ElementTree as ET
 
-    from rio_cogeo.cogeo import cog_validate
-
     import yaml
+    from rio_cogeo.cogeo import cog_validate
 
     from cropchain.nomenclature import read_nomenclature
 
@@ -90,14 +97,22 @@ def test_maps_are_cogs_with_class_names(demo_run: Path):
                 assert src.descriptions == ("margin",) and src.nodata == 255
         if not path.name.endswith("_classification.tif"):
             continue
-        rat = ET.parse(path.with_name(path.name + ".aux.xml")).getroot().find("./PAMRasterBand/GDALRasterAttributeTable")
+        rat = (
+            ET.parse(path.with_name(path.name + ".aux.xml"))
+            .getroot()
+            .find("./PAMRasterBand/GDALRasterAttributeTable")
+        )
         rows = [[f.text for f in row.findall("F")] for row in rat.findall("Row")]
         assert [(int(r[0]), r[1]) for r in rows] == list(zip(nomenclature.codes, nomenclature.names))
         qml = ET.parse(path.with_suffix(".qml")).getroot()
         entries = qml.findall(".//colorPalette/paletteEntry")
-        assert [(int(e.get("value")), e.get("label")) for e in entries] == list(zip(nomenclature.codes, nomenclature.names))
+        assert [(int(e.get("value")), e.get("label")) for e in entries] == list(
+            zip(nomenclature.codes, nomenclature.names)
+        )
         with rasterio.open(path) as src:
-            assert all(src.colormap(1)[c][:3] == rgb for c, rgb in zip(nomenclature.codes, nomenclature.colors))
+            assert all(
+                src.colormap(1)[c][:3] == rgb for c, rgb in zip(nomenclature.codes, nomenclature.colors)
+            )
 
 
 def test_rerun_does_nothing(demo_run: Path):

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-
 from conftest import absolute_config, snakemake
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
@@ -30,8 +29,14 @@ def networks_run(t31tej, tmp_path_factory) -> Path:
     archs = {"rf": {"n_estimators": 20, "max_depth": 12}}
     archs.update({name: dict(short) for name in NETWORKS})
     archs["tempcnn"]["patch_size"] = 16
-    cfg = absolute_config("t31tej.yaml", work, split={"ratio": 0.66, "runs": 1, "seed": 0},
-                          architectures=archs, parcels={"enabled": False}, delineation={"enabled": False})
+    cfg = absolute_config(
+        "t31tej.yaml",
+        work,
+        split={"ratio": 0.66, "runs": 1, "seed": 0},
+        architectures=archs,
+        parcels={"enabled": False},
+        delineation={"enabled": False},
+    )
     snakemake(work, cfg)
     return work
 
@@ -70,5 +75,8 @@ def test_summary_compares_networks_with_rf_on_the_same_validation_pixels(network
         rows = list(csv.DictReader(f))
     assert {r["architecture"] for r in rows} == {"rf", *NETWORKS}
     assert all(r["tile"] in ("T31TEJ", "all") and r["n_runs"] == "1" for r in rows)  # "all": over tiles
-    sizes = {json.loads((res / f"runs/0/reports/{a}/T31TEJ.json").read_text())["n_pixels"] for a in ("rf", *NETWORKS)}
+    sizes = {
+        json.loads((res / f"runs/0/reports/{a}/T31TEJ.json").read_text())["n_pixels"]
+        for a in ("rf", *NETWORKS)
+    }
     assert len(sizes) == 1  # every architecture is scored on the same validation polygons

@@ -9,7 +9,6 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 import rasterio
-
 from conftest import absolute_config, snakemake
 
 
@@ -20,8 +19,11 @@ def _job_counts(stdout: str) -> dict[str, int]:
 
 
 def test_dry_run_adds_the_parcel_jobs_only_when_configured(tmp_path):
-    parcels = {"models": {"parcel_gru": {}, "parcel_cnn_gru90": {"epochs": 2}}, "vote_architectures": ["rf"],
-               "ablation_permute_dates": True}
+    parcels = {
+        "models": {"parcel_gru": {}, "parcel_cnn_gru90": {"epochs": 2}},
+        "vote_architectures": ["rf"],
+        "ablation_permute_dates": True,
+    }
     cfg = absolute_config("config.yaml", tmp_path, parcels=parcels)  # the demo: 2 tiles, 2 runs
     jobs = _job_counts(snakemake(tmp_path, cfg, "-n").stdout)
     assert jobs["parcel_dataset"] == 2  # once per tile, not per run
@@ -37,15 +39,27 @@ def test_dry_run_adds_the_parcel_jobs_only_when_configured(tmp_path):
 @pytest.mark.e2e
 @pytest.mark.realdata
 def test_parcel_chain_on_t31tej(t31tej, tmp_path):
-    parcels = {"models": {"parcel_gru": {"epochs": 10}, "parcel_cnn_gru90": {"epochs": 2}}, "ablation_permute_dates": True}
-    cfg = absolute_config("t31tej.yaml", tmp_path, split={"ratio": 0.66, "runs": 1, "seed": 0},
-                          architectures={"rf": {"n_estimators": 30, "max_depth": 20}}, parcels=parcels)
+    parcels = {
+        "models": {"parcel_gru": {"epochs": 10}, "parcel_cnn_gru90": {"epochs": 2}},
+        "ablation_permute_dates": True,
+    }
+    cfg = absolute_config(
+        "t31tej.yaml",
+        tmp_path,
+        split={"ratio": 0.66, "runs": 1, "seed": 0},
+        architectures={"rf": {"n_estimators": 30, "max_depth": 20}},
+        parcels=parcels,
+    )
     res = tmp_path / "results"
     targets = ["results/reports/parcels_summary.csv", "results/reports/parcels_ablation.csv"]
     snakemake(tmp_path, cfg, *targets, timeout=600)
 
     ds = res / "tiles/T31TEJ"
-    assert (ds / "parcels.npy").exists() and (ds / "parcels_mask.npy").exists() and (ds / "parcels.parquet").exists()
+    assert (
+        (ds / "parcels.npy").exists()
+        and (ds / "parcels_mask.npy").exists()
+        and (ds / "parcels.parquet").exists()
+    )
     rf = json.loads((res / "runs/0/reports/rf/T31TEJ.json").read_text())
     with rasterio.open(ds / "validity.tif") as grid:
         grid_profile = (grid.crs, grid.transform, grid.width, grid.height)
@@ -77,6 +91,9 @@ def test_parcel_chain_on_t31tej(t31tej, tmp_path):
     row = ablation[(ablation["model"] == "parcel_gru") & (ablation["run"].astype(str) == "0")].iloc[0]
     assert row["delta_macro_f1"] == pytest.approx(row["macro_f1_permuted"] - row["macro_f1"])
     training = pd.read_csv(res / "reports/parcels_training.csv")
-    assert set(training["model"]) == {"parcel_gru", "parcel_cnn_gru90"} and (training["training_time_s"] > 0).all()
+    assert (
+        set(training["model"]) == {"parcel_gru", "parcel_cnn_gru90"}
+        and (training["training_time_s"] > 0).all()
+    )
     meta = json.loads((res / "runs/0/parcels/parcel_cnn_gru90/model.json").read_text())
     assert abs(meta["temporal_ratio"] - 0.9) < 0.01 and meta["seed"] == 0

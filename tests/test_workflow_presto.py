@@ -10,7 +10,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-
 from conftest import SHARED, absolute_config, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -23,9 +22,17 @@ def presto_run(tmp_path_factory) -> Path:
     if not WEIGHTS.is_file():
         pytest.skip(f"Presto weights not found at {WEIGHTS} (../shared is absent on this machine)")
     work = tmp_path_factory.mktemp("presto_demo")
-    cfg = absolute_config("config.yaml", work, demo__width=64, demo__height=48, split={"ratio": 0.66, "runs": 1, "seed": 0},
-                          architectures={"rf": {"n_estimators": 50}, "presto_rf": {"n_estimators": 50}},
-                          presto={"weights": str(WEIGHTS)}, classify={"window": 32, "overlap": 0}, resources={"threads": 1})
+    cfg = absolute_config(
+        "config.yaml",
+        work,
+        demo__width=64,
+        demo__height=48,
+        split={"ratio": 0.66, "runs": 1, "seed": 0},
+        architectures={"rf": {"n_estimators": 50}, "presto_rf": {"n_estimators": 50}},
+        presto={"weights": str(WEIGHTS)},
+        classify={"window": 32, "overlap": 0},
+        resources={"threads": 1},
+    )
     snakemake(work, cfg)
     return work
 
@@ -39,14 +46,20 @@ def test_presto_rf_trained_on_embeddings_mapped_and_reported(presto_run: Path):
     assert not any(c.endswith("_NDVI") for c in embedded.columns)
     # the same learning pixels as the spectral samples (same split, same cap draw)
     key = ["tile", "row", "col", "code"]
-    pd.testing.assert_frame_equal(pixels[key].sort_values(key).reset_index(drop=True),
-                                  embedded[key].sort_values(key).reset_index(drop=True))
-    assert embedded[names].abs().max().max() < 100 and embedded[names].std().max() > 0.01  # LayerNorm'd, not constant
+    pd.testing.assert_frame_equal(
+        pixels[key].sort_values(key).reset_index(drop=True),
+        embedded[key].sort_values(key).reset_index(drop=True),
+    )
+    assert (
+        embedded[names].abs().max().max() < 100 and embedded[names].std().max() > 0.01
+    )  # LayerNorm'd, not constant
     meta = json.loads((res / "runs/0/models/presto_rf/model.json").read_text())
     assert meta["kind"] == "pixel" and meta["feature_names"] == names
     for tile in ("T31TXA", "T31TXB"):
-        with rasterio.open(res / f"runs/0/maps/presto_rf/{tile}_classification.tif") as src, \
-                rasterio.open(res / f"runs/0/maps/rf/{tile}_classification.tif") as ref:
+        with (
+            rasterio.open(res / f"runs/0/maps/presto_rf/{tile}_classification.tif") as src,
+            rasterio.open(res / f"runs/0/maps/rf/{tile}_classification.tif") as ref,
+        ):
             assert (src.width, src.height, src.transform) == (64, 48, ref.transform)
             got, want = src.read(1), ref.read(1)
         assert ((got == 0) == (want == 0)).all()  # the same pixels mapped (clear dates), every window

@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
-
 from conftest import absolute_config, snakemake, write_config
-from cropchain.series.composite import scl_masked_for_kept
-from cropchain.demo import demo_origin, generate_demo_products, generate_demo_theia_products
+
+from cropchain.demo import (
+    demo_origin,
+    generate_demo_products,
+    generate_demo_theia_products,
+)
 from cropchain.io.raster import read_dates
+from cropchain.series.composite import scl_masked_for_kept
 from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 
 pytestmark = pytest.mark.e2e
@@ -36,20 +40,31 @@ def test_theia_stack_file_and_demo_tiles_give_the_same_monthly_composites(tmp_pa
     generate_demo_theia_products(data / "theia", scene, seed=5, width=W, height=H, origin=origin)
     safe = generate_demo_products(data / "safe", scene, seed=5, width=W, height=H, origin=origin)
     otb = data / "otb"
-    ingest_safe(find_safe_products(safe), otb / "series.tif", otb / "mask.tif", otb / "dates.txt",
-                scl_masked_classes=scl_masked_for_kept([4, 5, 6, 7]))
+    ingest_safe(
+        find_safe_products(safe),
+        otb / "series.tif",
+        otb / "mask.tif",
+        otb / "dates.txt",
+        scl_masked_classes=scl_masked_for_kept([4, 5, 6, 7]),
+    )
     cfg = {
         "nomenclature": "nomenclature.csv",
         "demo": {"seed": 5, "width": W, "height": H, "year": 2021},
         "tiles": {
             scene: {"source": "demo"},
             "THEIA": {"source": "theia", "products": "data/theia"},
-            "OTB": {"source": "stack_file", "file": "data/otb/series.tif", "dates_file": "data/otb/dates.txt",
-                    "mask_file": "data/otb/mask.tif"},
+            "OTB": {
+                "source": "stack_file",
+                "file": "data/otb/series.tif",
+                "dates_file": "data/otb/dates.txt",
+                "mask_file": "data/otb/mask.tif",
+            },
         },
         "dates": {"start": "2021-01-10", "end": "2021-12-20"},
         "gapfill": {"temporal": "monthly_median", "scl_kept_classes": [4, 5, 6, 7]},
-        "reference": {"sources": [{"name": "r", "path": "none.gpkg", "field": "f", "priority": 1, "mapping": {"a": 1}}]},
+        "reference": {
+            "sources": [{"name": "r", "path": "none.gpkg", "field": "f", "priority": 1, "mapping": {"a": 1}}]
+        },
     }
     config = write_config(tmp_path / "config.yaml", cfg)
     targets = [f"results/tiles/{t}/{f}" for t in cfg["tiles"] for f in ("gapfilled.tif", "validity.tif")]
@@ -79,7 +94,9 @@ def _stack_from_safe(products: list[Path], folder: Path) -> None:
             profile = dict(src.profile, count=n)
             with rasterio.open(folder / f"S2_T31TEJ_{d}_10m.tif", "w", **profile) as dst:
                 dst.write(src.read(list(range(t * n + 1, (t + 1) * n + 1))))
-            with rasterio.open(folder / f"S2_T31TEJ_{d}_clouds.tif", "w", **dict(msk.profile, count=1)) as dst:
+            with rasterio.open(
+                folder / f"S2_T31TEJ_{d}_clouds.tif", "w", **dict(msk.profile, count=1)
+            ) as dst:
                 dst.write(msk.read(t + 1), 1)
 
 
@@ -99,8 +116,13 @@ def test_t31tej_as_a_per_date_stack_gives_the_safe_classification(t31tej_safe_pr
         config = absolute_config("t31tej.yaml", work, **reduced)
         if name == "stack":
             cfg = yaml.safe_load(config.read_text())
-            cfg["tiles"]["T31TEJ"] = {"source": "stack", "products": str(stack), "files": "S2_*_10m.tif",
-                                      "masks": "S2_*_clouds.tif", "date_pattern": r"_(?P<date>\d{8})_"}
+            cfg["tiles"]["T31TEJ"] = {
+                "source": "stack",
+                "products": str(stack),
+                "files": "S2_*_10m.tif",
+                "masks": "S2_*_clouds.tif",
+                "date_pattern": r"_(?P<date>\d{8})_",
+            }
             write_config(config, cfg)
         snakemake(work, config, target)
         maps[name] = _read(work / target)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-
 from conftest import absolute_config, snakemake
+
 from cropchain.series.features import FeatureSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
@@ -21,10 +21,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 def t31tej_run(t31tej, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("t31tej")
     # the pixel chain with RF and XGBoost; networks and parcel models have their own tests
-    cfg = absolute_config("t31tej.yaml", work, split={"ratio": 0.66, "runs": 2, "seed": 0},
-                          architectures={"rf": {"n_estimators": 100, "max_depth": 25},
-                                         "xgboost": {"n_estimators": 200, "max_depth": 6, "learning_rate": 0.1}},
-                          parcels={"enabled": False}, delineation={"enabled": False})
+    cfg = absolute_config(
+        "t31tej.yaml",
+        work,
+        split={"ratio": 0.66, "runs": 2, "seed": 0},
+        architectures={
+            "rf": {"n_estimators": 100, "max_depth": 25},
+            "xgboost": {"n_estimators": 200, "max_depth": 6, "learning_rate": 0.1},
+        },
+        parcels={"enabled": False},
+        delineation={"enabled": False},
+    )
     snakemake(work, cfg)
     return work
 
@@ -37,13 +44,19 @@ def test_real_chain_products(t31tej_run: Path):
         empty_date = src.read(raw_dates.index("20180212") + 1)
         assert (empty_date == 1).all()  # the all-nodata product is a fully masked date
     assert not (res / "tiles/T31TEJ/features.tif").exists()  # features are computed, never stored
-    spec = FeatureSpec(res / "tiles/T31TEJ/gapfilled.tif", res / "tiles/T31TEJ/dates.txt",
-                       ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"), ("NDVI", "NDWI", "brightness"))
+    spec = FeatureSpec(
+        res / "tiles/T31TEJ/gapfilled.tif",
+        res / "tiles/T31TEJ/dates.txt",
+        ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"),
+        ("NDVI", "NDWI", "brightness"),
+    )
     with spec.open() as src:
         assert (src.height, src.width) == (353, 232)
         assert src.count == 26 * 13  # 26 dates x (10 bands + NDVI, NDWI, brightness)
     # the learning table holds the learning pixels only (validation is evaluated on the maps)
-    assert set(pd.read_parquet(res / "runs/0/pixels.parquet", columns=["split"])["split"].astype(str)) == {"learn"}
+    assert set(pd.read_parquet(res / "runs/0/pixels.parquet", columns=["split"])["split"].astype(str)) == {
+        "learn"
+    }
     ref = gpd.read_file(res / "tiles/T31TEJ/reference.gpkg")
     assert ref.crs.to_epsg() == 32631 and len(ref) >= 100
     for run in ("0", "1"):
@@ -64,7 +77,9 @@ def test_real_chain_products(t31tej_run: Path):
             assert report["macro_f1_classes"] == validated and 5 not in validated
             assert set(validated) <= set(split.loc[split["split"] == "validation", "code"].astype(int))
             assert "5" not in report["per_class"]
-            assert report["macro_f1"] == pytest.approx(np.mean([report["per_class"][str(c)]["f1"] for c in validated]))
+            assert report["macro_f1"] == pytest.approx(
+                np.mean([report["per_class"][str(c)]["f1"] for c in validated])
+            )
             assert set(report["commission_unvalidated"]) <= {"5"}
             with rasterio.open(res / f"runs/{run}/maps/{arch}/T31TEJ_classification.tif") as src:
                 assert src.crs.to_epsg() == 32631 and src.colormap(1)

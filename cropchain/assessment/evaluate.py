@@ -30,21 +30,20 @@ import rasterio
 import rasterio.features
 import rasterio.windows
 import shapely
-from sklearn import metrics as skm
 
 from cropchain.errors import InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, open_raster
 from cropchain.metrics import confusion_metrics, json_ready, name_classes
-from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
+from cropchain.nomenclature import (
+    NODATA_CLASS,
+    Nomenclature,
+    as_nomenclature,
+)
 
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
-
-
-def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
-    return nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
 
 
 _CODES = 256  # uint8 class codes
@@ -56,18 +55,32 @@ def _read_validation(split_gpkg: Path, nomenclature: Nomenclature, crs: Any) -> 
     try:
         gdf = gpd.read_file(split_gpkg, engine="pyogrio")
     except Exception as exc:  # pyogrio raises DataSourceError and friends for broken files
-        raise InputError(split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step") from None
+        raise InputError(
+            split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step"
+        ) from None
     missing = {"code", "split"} - set(gdf.columns)
     if missing:
-        raise InputError(split_gpkg, f"missing column(s) {sorted(missing)}", "the split GeoPackage needs columns code and split (learn | validation)")
+        raise InputError(
+            split_gpkg,
+            f"missing column(s) {sorted(missing)}",
+            "the split GeoPackage needs columns code and split (learn | validation)",
+        )
     if gdf.crs is None:
         raise InputError(split_gpkg, "no CRS", "write the split with the CRS of the reference polygons")
     gdf = gdf[gdf["split"] == VALIDATION]
     if gdf.empty:
-        raise InputError(split_gpkg, "no polygon with split == 'validation'", "check the split ratio: each class needs validation polygons")
+        raise InputError(
+            split_gpkg,
+            "no polygon with split == 'validation'",
+            "check the split ratio: each class needs validation polygons",
+        )
     unknown = sorted(set(gdf["code"].astype(int)) - set(nomenclature.codes))
     if unknown:
-        raise InputError(split_gpkg, f"codes {unknown} are not in the nomenclature", "fuse the reference with the same nomenclature")
+        raise InputError(
+            split_gpkg,
+            f"codes {unknown} are not in the nomenclature",
+            "fuse the reference with the same nomenclature",
+        )
     gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
     return gdf.to_crs(crs)
 
@@ -117,7 +130,7 @@ def evaluate_map(
         missing/unreadable inputs, missing columns, no validation polygon, codes outside
         the nomenclature, or no validation pixel classified on the map.
     """
-    nomenclature = _as_nomenclature(nomenclature)
+    nomenclature = as_nomenclature(nomenclature)
     classification, split_gpkg = Path(classification), Path(split_gpkg)
     with open_raster(classification, "classification map") as src:
         gdf = _read_validation(split_gpkg, nomenclature, src.crs)
@@ -133,8 +146,11 @@ def evaluate_map(
             if idx.size == 0:
                 continue
             ref = rasterio.features.rasterize(
-                zip(geoms[idx], codes[idx]), out_shape=(int(win.height), int(win.width)),
-                transform=src.window_transform(win), fill=0, dtype="int32",
+                zip(geoms[idx], codes[idx]),
+                out_shape=(int(win.height), int(win.width)),
+                transform=src.window_transform(win),
+                fill=0,
+                dtype="int32",
             )
             labelled = ref > 0
             if not labelled.any():
@@ -143,26 +159,51 @@ def evaluate_map(
             ref = ref[labelled]
             classified = pred != nodata
             n_unclassified += int((~classified).sum())
-            counts += np.bincount(ref[classified].astype(np.int64) * _CODES + pred[classified], minlength=_CODES * _CODES)
+            counts += np.bincount(
+                ref[classified].astype(np.int64) * _CODES + pred[classified], minlength=_CODES * _CODES
+            )
     # the pairs seen, weighted by their counts: the metrics of every pixel, from a matrix
     # (memory bounded by the windows, not by the number of validation pixels)
     pairs = np.flatnonzero(counts)
     y_true_a, y_pred_a, weights = pairs // _CODES, pairs % _CODES, counts[pairs]
     if y_true_a.size == 0:
-        raise InputError(split_gpkg, f"no validation pixel is classified on {classification} ({n_unclassified} fall on nodata)",
-                         "check that the split and the map cover the same tile")
+        raise InputError(
+            split_gpkg,
+            f"no validation pixel is classified on {classification} ({n_unclassified} fall on nodata)",
+            "check that the split and the map cover the same tile",
+        )
     present = set(np.unique(y_true_a).tolist()) | set(np.unique(y_pred_a).tolist())
     unknown = sorted(present - set(nomenclature.codes))
     if unknown:
-        raise InputError(classification, f"class codes {unknown} are not in the nomenclature", "evaluate with the nomenclature the map was made with")
+        raise InputError(
+            classification,
+            f"class codes {unknown} are not in the nomenclature",
+            "evaluate with the nomenclature the map was made with",
+        )
     labels = [c for c in nomenclature.codes if c in present]
     m = confusion_metrics(y_true_a, y_pred_a, labels, sample_weight=weights)
     name_classes(m, nomenclature)
-    report = {"tile": str(tile), "run": run, "architecture": str(architecture), **m,
-              "n_unclassified": n_unclassified, "n_validation_polygons": int(len(gdf)),
-              "classification": str(classification), "split": str(split_gpkg)}
-    log.info("%s run %s %s: OA %.4f kappa %.4f macro F1 %.4f on %d px (%d unclassified)",
-             tile, run, architecture, m["overall_accuracy"], m["kappa"], m["macro_f1"], m["n_pixels"], n_unclassified)
+    report = {
+        "tile": str(tile),
+        "run": run,
+        "architecture": str(architecture),
+        **m,
+        "n_unclassified": n_unclassified,
+        "n_validation_polygons": int(len(gdf)),
+        "classification": str(classification),
+        "split": str(split_gpkg),
+    }
+    log.info(
+        "%s run %s %s: OA %.4f kappa %.4f macro F1 %.4f on %d px (%d unclassified)",
+        tile,
+        run,
+        architecture,
+        m["overall_accuracy"],
+        m["kappa"],
+        m["macro_f1"],
+        m["n_pixels"],
+        n_unclassified,
+    )
     return report
 
 
@@ -195,7 +236,7 @@ def write_report(
 
     All three are written atomically.
     """
-    nomenclature = _as_nomenclature(nomenclature)
+    nomenclature = as_nomenclature(nomenclature)
     write_text_atomic(out_json, json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n")
     codes = [int(c) for c in report["confusion_matrix"]["labels"]]
     cm = np.asarray(report["confusion_matrix"]["matrix"], dtype=np.int64).reshape(len(codes), len(codes))
@@ -227,8 +268,15 @@ def _heatmap(cm: np.ndarray, names: list[str], report: dict[str, Any]) -> Any:
     ax.set_ylabel("reference")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
 
     def fmt(v: Any) -> str:
         return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"

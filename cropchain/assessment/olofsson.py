@@ -66,6 +66,7 @@ STRIPE_ROWS = 256
 # Mapped areas
 # --------------------------------------------------------------------------------------
 
+
 def _map_nodata(src: rasterio.DatasetReader) -> int:
     return NODATA_CLASS if src.nodata is None else int(src.nodata)
 
@@ -98,16 +99,23 @@ def class_pixel_counts(classification: str | os.PathLike) -> tuple[dict[int, int
     path = Path(classification)
     with open_raster(path, "classification") as src:
         if src.count != 1:
-            raise InputError(path, f"{src.count} bands, a class map has one", "give the *_classification.tif of a run")
+            raise InputError(
+                path, f"{src.count} bands, a class map has one", "give the *_classification.tif of a run"
+            )
         if src.crs is None or not src.crs.is_projected:
-            raise InputError(path, f"CRS {src.crs} is not projected (pixel areas need metres)",
-                             "reproject the map to a projected CRS (e.g. the tile's UTM zone)")
+            raise InputError(
+                path,
+                f"CRS {src.crs} is not projected (pixel areas need metres)",
+                "reproject the map to a projected CRS (e.g. the tile's UTM zone)",
+            )
         nodata = _map_nodata(src)
         total = np.zeros(256 if src.dtypes[0] == "uint8" else 65536, dtype=np.int64)
         for r0, h in _stripes(src.height):
             block = src.read(1, window=rasterio.windows.Window(0, r0, src.width, h))
             if block.min() < 0 or block.max() >= total.size:
-                raise InputError(path, f"class codes outside 0..{total.size - 1}", "give a uint8/uint16 class map")
+                raise InputError(
+                    path, f"class codes outside 0..{total.size - 1}", "give a uint8/uint16 class map"
+                )
             total += np.bincount(block.ravel(), minlength=total.size)[: total.size]
         area_ha = abs(src.transform.a * src.transform.e - src.transform.b * src.transform.d) / 1e4
     counts = {int(c): int(n) for c, n in enumerate(total) if n and c != nodata}
@@ -117,6 +125,7 @@ def class_pixel_counts(classification: str | os.PathLike) -> tuple[dict[int, int
 # --------------------------------------------------------------------------------------
 # Sampling design
 # --------------------------------------------------------------------------------------
+
 
 def sample_size(weights: Sequence[float], users_accuracy: Sequence[float], target_se: float) -> float:
     """Sample size of stratified random sampling for a target precision of overall accuracy.
@@ -161,8 +170,14 @@ def _round_preserving_sum(x: np.ndarray, total: int) -> np.ndarray:
     return base
 
 
-def allocate(n: int, weights: Sequence[float], method: str = "recommended", *, min_per_class: int = 50,
-             available: Sequence[int] | None = None) -> np.ndarray:
+def allocate(
+    n: int,
+    weights: Sequence[float],
+    method: str = "recommended",
+    *,
+    min_per_class: int = 50,
+    available: Sequence[int] | None = None,
+) -> np.ndarray:
     """Allocate a total sample size to the strata (map classes).
 
     Parameters
@@ -193,7 +208,11 @@ def allocate(n: int, weights: Sequence[float], method: str = "recommended", *, m
         raise ValueError(f"allocation {method!r} is not one of {ALLOCATIONS}")
     if n < 0 or np.any(w < 0) or w.sum() <= 0:
         raise ValueError("n and the weights must be non-negative, with weights summing to > 0")
-    cap = np.full(w.shape, int(n), dtype=np.int64) if available is None else np.asarray(available, dtype=np.int64)
+    cap = (
+        np.full(w.shape, int(n), dtype=np.int64)
+        if available is None
+        else np.asarray(available, dtype=np.int64)
+    )
     n = int(min(n, cap.sum()))
     k = len(w)
     if method == "equal":
@@ -227,8 +246,12 @@ def allocate(n: int, weights: Sequence[float], method: str = "recommended", *, m
     return alloc
 
 
-def stratified_sample(classification: str | os.PathLike, allocation: Mapping[int, int], seed: int,
-                      counts: Mapping[int, int] | None = None) -> pd.DataFrame:
+def stratified_sample(
+    classification: str | os.PathLike,
+    allocation: Mapping[int, int],
+    seed: int,
+    counts: Mapping[int, int] | None = None,
+) -> pd.DataFrame:
     """Stratified random sample of pixels of a class map, without replacement within each class.
 
     Every pixel of stratum ``h`` has the same inclusion probability ``n_h / N_h``. The ranks
@@ -261,8 +284,11 @@ def stratified_sample(classification: str | os.PathLike, allocation: Mapping[int
     for code in sorted(allocation):
         n_h, big_n = int(allocation[code]), int(counts.get(code, 0))
         if n_h > big_n:
-            raise InputError(path, f"class {code} has {big_n} pixels, {n_h} sample points were asked",
-                             "lower the sample size or the allocation of this class")
+            raise InputError(
+                path,
+                f"class {code} has {big_n} pixels, {n_h} sample points were asked",
+                "lower the sample size or the allocation of this class",
+            )
         if n_h > 0:
             wanted[code] = np.sort(rng.choice(big_n, size=n_h, replace=False))
     found: dict[int, list[np.ndarray]] = {code: [] for code in wanted}
@@ -282,21 +308,27 @@ def stratified_sample(classification: str | os.PathLike, allocation: Mapping[int
     rows = []
     for code, parts in found.items():
         flat_index = np.concatenate(parts) if parts else np.empty(0, np.int64)
-        rows.append(pd.DataFrame({"stratum": code, "row": flat_index // src.width, "col": flat_index % src.width}))
+        rows.append(
+            pd.DataFrame({"stratum": code, "row": flat_index // src.width, "col": flat_index % src.width})
+        )
     df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["stratum", "row", "col"])
     xs, ys = rasterio.transform.xy(transform, df["row"].to_numpy(), df["col"].to_numpy(), offset="center")
     df["x"], df["y"] = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
     return df
 
 
-def _users_accuracy_per_class(codes: Sequence[int], users_accuracy: float | Mapping[Any, float]) -> np.ndarray:
+def _users_accuracy_per_class(
+    codes: Sequence[int], users_accuracy: float | Mapping[Any, float]
+) -> np.ndarray:
     if isinstance(users_accuracy, Mapping):
         per = {int(k): float(v) for k, v in users_accuracy.items() if str(k) != "default"}
         default = users_accuracy.get("default")
         missing = [c for c in codes if c not in per and default is None]
         if missing:
-            raise ConfigError(f"assessment.users_accuracy: no value for the mapped class(es) {missing} "
-                              "(give one per class code, or a `default`)")
+            raise ConfigError(
+                f"assessment.users_accuracy: no value for the mapped class(es) {missing} "
+                "(give one per class code, or a `default`)"
+            )
         return np.array([per.get(c, default) for c in codes], dtype=float)
     return np.full(len(codes), float(users_accuracy))
 
@@ -346,10 +378,16 @@ def design_sample(
     path = Path(classification)
     counts, pixel_ha = class_pixel_counts(path)
     if not counts:
-        raise InputError(path, "no classified pixel (the whole map is nodata)", "check the classification step")
+        raise InputError(
+            path, "no classified pixel (the whole map is nodata)", "check the classification step"
+        )
     unknown = sorted(set(counts) - set(nom.codes))
     if unknown:
-        raise InputError(path, f"class codes {unknown} are not in the nomenclature", "use the nomenclature the map was made with")
+        raise InputError(
+            path,
+            f"class codes {unknown} are not in the nomenclature",
+            "use the nomenclature the map was made with",
+        )
     codes = sorted(counts)
     pixels = np.array([counts[c] for c in codes], dtype=np.int64)
     weights = pixels / pixels.sum()
@@ -361,33 +399,59 @@ def design_sample(
     with rasterio.open(path) as src:
         crs = src.crs
     gdf = gpd.GeoDataFrame(
-        {"id": np.arange(1, len(points) + 1, dtype=np.int32),
-         "stratum": points["stratum"].astype(np.int32),
-         "map_class": [nom.name_of(c) for c in points["stratum"]],
-         "row": points["row"].astype(np.int32), "col": points["col"].astype(np.int32),
-         reference_field: pd.array([None] * len(points), dtype="Int32")},
-        geometry=gpd.points_from_xy(points["x"], points["y"]), crs=crs)
+        {
+            "id": np.arange(1, len(points) + 1, dtype=np.int32),
+            "stratum": points["stratum"].astype(np.int32),
+            "map_class": [nom.name_of(c) for c in points["stratum"]],
+            "row": points["row"].astype(np.int32),
+            "col": points["col"].astype(np.int32),
+            reference_field: pd.array([None] * len(points), dtype="Int32"),
+        },
+        geometry=gpd.points_from_xy(points["x"], points["y"]),
+        crs=crs,
+    )
     with atomic_output(out_sample) as tmp:
         gdf.to_file(tmp, driver="GPKG", layer="sample", engine="pyogrio")
     design = {
-        "classification": str(path), "pixel_area_ha": pixel_ha,
-        "classes": {str(c): {"name": nom.name_of(c), "pixels": int(p), "mapped_ha": float(p * pixel_ha),
-                             "weight": float(w), "users_accuracy": float(u), "n": int(a)}
-                    for c, p, w, u, a in zip(codes, pixels, weights, ua, alloc)},
-        "target_se": float(target_se), "n_eq13": n_eq13, "n": int(alloc.sum()),
-        "allocation": allocation, "min_per_class": int(min_per_class), "seed": int(seed),
-        "reference_field": reference_field, "sample": str(out_sample),
+        "classification": str(path),
+        "pixel_area_ha": pixel_ha,
+        "classes": {
+            str(c): {
+                "name": nom.name_of(c),
+                "pixels": int(p),
+                "mapped_ha": float(p * pixel_ha),
+                "weight": float(w),
+                "users_accuracy": float(u),
+                "n": int(a),
+            }
+            for c, p, w, u, a in zip(codes, pixels, weights, ua, alloc)
+        },
+        "target_se": float(target_se),
+        "n_eq13": n_eq13,
+        "n": int(alloc.sum()),
+        "allocation": allocation,
+        "min_per_class": int(min_per_class),
+        "seed": int(seed),
+        "reference_field": reference_field,
+        "sample": str(out_sample),
     }
     if out_design is not None:
         write_text_atomic(out_design, json.dumps(design, indent=2) + "\n")
-    log.info("%s: sample of %d points (eq. 13 gives %.1f), %s allocation %s", path.name, design["n"], n_eq13,
-             allocation, {c: int(a) for c, a in zip(codes, alloc)})
+    log.info(
+        "%s: sample of %d points (eq. 13 gives %.1f), %s allocation %s",
+        path.name,
+        design["n"],
+        n_eq13,
+        allocation,
+        {c: int(a) for c, a in zip(codes, alloc)},
+    )
     return design
 
 
 # --------------------------------------------------------------------------------------
 # Estimation
 # --------------------------------------------------------------------------------------
+
 
 def _none_if_nan(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
@@ -468,7 +532,11 @@ def estimate(
             if n_hat[j] <= 0 or not np.all(ni[sampled] > 1):
                 continue
             first = big_n[j] ** 2 * (1 - pa[j]) ** 2 * ua[j] * (1 - ua[j]) / dof[j] if ni[j] > 0 else 0.0
-            others = sum(big_n[i] ** 2 * frac[i, j] * (1 - frac[i, j]) / dof[i] for i in range(k) if i != j and ni[i] > 0)
+            others = sum(
+                big_n[i] ** 2 * frac[i, j] * (1 - frac[i, j]) / dof[i]
+                for i in range(k)
+                if i != j and ni[i] > 0
+            )
             v_pa[j] = (first + pa[j] ** 2 * others) / n_hat[j] ** 2
     total_ha = big_n.sum() * pixel_area_ha
 
@@ -479,11 +547,16 @@ def estimate(
     unsampled = [codes[i] for i in range(k) if ni[i] == 0 and big_n[i] > 0]
     below_2 = [codes[i] for i in range(k) if 0 < ni[i] < 2]
     if unsampled:
-        log.warning("strata %s are mapped but have no sample point: their area is left out of every estimate", unsampled)
+        log.warning(
+            "strata %s are mapped but have no sample point: their area is left out of every estimate",
+            unsampled,
+        )
     if below_2:
         log.warning("strata %s have fewer than 2 sample points: standard errors are undefined", below_2)
     return {
-        "codes": codes, "names": names, "n": int(n.sum()),
+        "codes": codes,
+        "names": names,
+        "n": int(n.sum()),
         "n_per_stratum": {c: int(x) for c, x in zip(codes, ni)},
         "error_matrix": {"rows": "map", "columns": "reference"},
         "error_matrix_counts": n.astype(np.int64).tolist(),
@@ -491,18 +564,26 @@ def estimate(
         "overall_accuracy": stat(oa, v_oa),
         "users_accuracy": {c: stat(ua[i], v_ua[i]) for i, c in enumerate(codes)},
         "producers_accuracy": {c: stat(pa[i], v_pa[i]) for i, c in enumerate(codes)},
-        "areas": {c: {"name": names[i], "mapped_ha": float(big_n[i] * pixel_area_ha),
-                      "estimated_ha": float(p_col[i] * total_ha),
-                      "se_ha": _none_if_nan(math.sqrt(v_p[i]) * total_ha),
-                      "ci95_ha": _none_if_nan(Z95 * math.sqrt(v_p[i]) * total_ha),
-                      "estimated_proportion": float(p_col[i])}
-                  for i, c in enumerate(codes)},
+        "areas": {
+            c: {
+                "name": names[i],
+                "mapped_ha": float(big_n[i] * pixel_area_ha),
+                "estimated_ha": float(p_col[i] * total_ha),
+                "se_ha": _none_if_nan(math.sqrt(v_p[i]) * total_ha),
+                "ci95_ha": _none_if_nan(Z95 * math.sqrt(v_p[i]) * total_ha),
+                "estimated_proportion": float(p_col[i]),
+            }
+            for i, c in enumerate(codes)
+        },
         "total_ha": float(total_ha),
-        "unsampled_strata": unsampled, "strata_below_2": below_2,
+        "unsampled_strata": unsampled,
+        "strata_below_2": below_2,
     }
 
 
-def read_labelled_sample(path: str | os.PathLike, crs: Any, reference_field: str = "reference") -> gpd.GeoDataFrame:
+def read_labelled_sample(
+    path: str | os.PathLike, crs: Any, reference_field: str = "reference"
+) -> gpd.GeoDataFrame:
     """Read a labelled sample (points) from any vector file OGR reads, reprojected to ``crs``.
 
     Rows whose ``reference_field`` is empty are dropped (not yet interpreted), with a log line.
@@ -516,25 +597,45 @@ def read_labelled_sample(path: str | os.PathLike, crs: Any, reference_field: str
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "labelled sample not found", "set assessment.samples to the photo-interpreted sample file")
+        raise InputError(
+            path, "labelled sample not found", "set assessment.samples to the photo-interpreted sample file"
+        )
     try:
         gdf = gpd.read_file(path, engine="pyogrio")
     except Exception as exc:  # pyogrio's DataSourceError and friends
-        raise InputError(path, f"cannot be read as a vector file ({exc})", "give a GeoPackage, Shapefile or GeoJSON of points") from None
+        raise InputError(
+            path,
+            f"cannot be read as a vector file ({exc})",
+            "give a GeoPackage, Shapefile or GeoJSON of points",
+        ) from None
     if reference_field not in gdf.columns:
-        raise InputError(path, f"no column {reference_field!r} (columns: {', '.join(map(str, gdf.columns))})",
-                         "set assessment.reference_field to the column holding the reference class codes")
+        raise InputError(
+            path,
+            f"no column {reference_field!r} (columns: {', '.join(map(str, gdf.columns))})",
+            "set assessment.reference_field to the column holding the reference class codes",
+        )
     if gdf.crs is None:
         raise InputError(path, "no CRS", "write the sample with its coordinate reference system")
     labelled = gdf[gdf[reference_field].notna() & gdf.geometry.notna() & ~gdf.geometry.is_empty]
     if len(labelled) < len(gdf):
-        log.info("%s: %d of %d points have no reference label yet and are left out", path, len(gdf) - len(labelled), len(gdf))
+        log.info(
+            "%s: %d of %d points have no reference label yet and are left out",
+            path,
+            len(gdf) - len(labelled),
+            len(gdf),
+        )
     if labelled.empty:
-        raise InputError(path, f"no point has a {reference_field!r} label", "photo-interpret the sample first")
+        raise InputError(
+            path, f"no point has a {reference_field!r} label", "photo-interpret the sample first"
+        )
     ref = pd.to_numeric(labelled[reference_field], errors="coerce")
     if ref.isna().any() or (ref != ref.round()).any():
         bad = labelled.loc[ref.isna() | (ref != ref.round()), reference_field].unique()[:5]
-        raise InputError(path, f"{reference_field} values {list(bad)} are not integer class codes", "label with the nomenclature's codes")
+        raise InputError(
+            path,
+            f"{reference_field} values {list(bad)} are not integer class codes",
+            "label with the nomenclature's codes",
+        )
     labelled = labelled.assign(**{reference_field: ref.astype(int)})
     if not labelled.geom_type.isin(["Point"]).all():
         labelled = labelled.set_geometry(labelled.geometry.representative_point())
@@ -584,18 +685,33 @@ def assess_map(
     ref = gdf[reference_field].to_numpy()
     unknown = sorted(set(ref.tolist()) - set(nom.codes))
     if unknown:
-        raise InputError(samples, f"reference codes {unknown} are not in the nomenclature", "label with the nomenclature's codes")
+        raise InputError(
+            samples,
+            f"reference codes {unknown} are not in the nomenclature",
+            "label with the nomenclature's codes",
+        )
     keep = mapped != nodata
     n_outside = int((~keep).sum())
     if n_outside:
-        log.warning("%s: %d labelled points fall outside %s or on nodata and are left out", samples, n_outside, path.name)
+        log.warning(
+            "%s: %d labelled points fall outside %s or on nodata and are left out",
+            samples,
+            n_outside,
+            path.name,
+        )
     if not keep.any():
-        raise InputError(samples, f"no labelled point falls on a classified pixel of {path}", "check the sample's CRS and extent")
+        raise InputError(
+            samples,
+            f"no labelled point falls on a classified pixel of {path}",
+            "check the sample's CRS and extent",
+        )
     codes = [c for c in nom.codes if c in counts or c in set(ref[keep].tolist())]
     index = {c: i for i, c in enumerate(codes)}
     matrix = np.zeros((len(codes), len(codes)), dtype=np.int64)
     np.add.at(matrix, ([index[c] for c in mapped[keep]], [index[c] for c in ref[keep]]), 1)
-    result = estimate(matrix, [counts.get(c, 0) for c in codes], pixel_ha, codes, [nom.name_of(c) for c in codes])
+    result = estimate(
+        matrix, [counts.get(c, 0) for c in codes], pixel_ha, codes, [nom.name_of(c) for c in codes]
+    )
     result.update(classification=str(path), samples=str(samples), pixel_area_ha=pixel_ha, n_outside=n_outside)
     oa = result["overall_accuracy"]
     log.info("%s: overall accuracy %s +- %s on %d points", path.name, oa["value"], oa["ci95"], result["n"])
@@ -642,23 +758,37 @@ def validation_sample(
             idx = tree.query(shapely.box(*rasterio.windows.bounds(win, src.transform)))
             if idx.size == 0:
                 continue
-            ref = rasterize(zip(geoms[idx], values[idx]), out_shape=(int(win.height), int(win.width)),
-                            transform=src.window_transform(win), fill=0, dtype="int32")
+            ref = rasterize(
+                zip(geoms[idx], values[idx]),
+                out_shape=(int(win.height), int(win.width)),
+                transform=src.window_transform(win),
+                fill=0,
+                dtype="int32",
+            )
             rows, cols = np.nonzero(ref)
             x, y = rasterio.transform.xy(src.window_transform(win), rows, cols, offset="center")
             xs.append(np.asarray(x, float)), ys.append(np.asarray(y, float)), codes.append(ref[rows, cols])
         crs = src.crs
     if not codes or sum(len(c) for c in codes) == 0:
-        raise InputError(split_gpkg, f"no validation pixel on the grid of {classification}", "check that the split is of this tile")
-    points = gpd.GeoDataFrame({reference_field: np.concatenate(codes).astype(np.int32)},
-                              geometry=gpd.points_from_xy(np.concatenate(xs), np.concatenate(ys)), crs=crs)
+        raise InputError(
+            split_gpkg,
+            f"no validation pixel on the grid of {classification}",
+            "check that the split is of this tile",
+        )
+    points = gpd.GeoDataFrame(
+        {reference_field: np.concatenate(codes).astype(np.int32)},
+        geometry=gpd.points_from_xy(np.concatenate(xs), np.concatenate(ys)),
+        crs=crs,
+    )
     with atomic_output(out) as tmp:
         points.to_file(tmp, driver="GPKG", layer="validation", engine="pyogrio")
     log.info("%s: %d labelled points from the validation parcels of %s", out, len(points), split_gpkg)
     return len(points)
 
 
-def write_assessment(result: Mapping[str, Any], out_json: str | os.PathLike, out_csv: str | os.PathLike | None = None) -> None:
+def write_assessment(
+    result: Mapping[str, Any], out_json: str | os.PathLike, out_csv: str | os.PathLike | None = None
+) -> None:
     """Write an assessment as JSON (:func:`cropchain.metrics.json_ready`) and, optionally, a CSV
     table with one row per class: mapped_ha, estimated_ha, ci95_ha, user's and producer's
     accuracies with their ci95. Both written atomically."""
@@ -668,9 +798,23 @@ def write_assessment(result: Mapping[str, Any], out_json: str | os.PathLike, out
     if out_csv is not None:
         rows = []
         for code in result["codes"]:
-            a, u, p = result["areas"][code], result["users_accuracy"][code], result["producers_accuracy"][code]
-            rows.append({"code": code, "name": a["name"], "mapped_ha": a["mapped_ha"], "estimated_ha": a["estimated_ha"],
-                         "ci95_ha": a["ci95_ha"], "users_accuracy": u["value"], "users_ci95": u["ci95"],
-                         "producers_accuracy": p["value"], "producers_ci95": p["ci95"]})
+            a, u, p = (
+                result["areas"][code],
+                result["users_accuracy"][code],
+                result["producers_accuracy"][code],
+            )
+            rows.append(
+                {
+                    "code": code,
+                    "name": a["name"],
+                    "mapped_ha": a["mapped_ha"],
+                    "estimated_ha": a["estimated_ha"],
+                    "ci95_ha": a["ci95_ha"],
+                    "users_accuracy": u["value"],
+                    "users_ci95": u["ci95"],
+                    "producers_accuracy": p["value"],
+                    "producers_ci95": p["ci95"],
+                }
+            )
         with atomic_output(out_csv) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")

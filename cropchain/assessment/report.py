@@ -38,29 +38,44 @@ from rasterio.enums import Resampling
 
 import cropchain
 from cropchain.errors import InputError
-from cropchain.metrics import MACRO_F1_DEFINITION, metrics_from_matrix
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import open_raster
+from cropchain.metrics import MACRO_F1_DEFINITION, metrics_from_matrix
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
 
 log = logging.getLogger(__name__)
 
 ALL_TILES = "all"
 METRICS = ("overall_accuracy", "kappa", "macro_f1")
-REQUIRED = ("tile", "run", "architecture", *METRICS, "macro_f1_classes", "per_class", "commission_unvalidated", "confusion_matrix")
+REQUIRED = (
+    "tile",
+    "run",
+    "architecture",
+    *METRICS,
+    "macro_f1_classes",
+    "per_class",
+    "commission_unvalidated",
+    "confusion_matrix",
+)
 COMMISSION = "commission_unvalidated_share"
 
 
 def _read_report(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise InputError(path, "report not found", "run the evaluation of this tile, run and architecture first")
+        raise InputError(
+            path, "report not found", "run the evaluation of this tile, run and architecture first"
+        )
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not a valid JSON file ({exc})", "rerun the evaluation that writes it") from None
+        raise InputError(
+            path, f"not a valid JSON file ({exc})", "rerun the evaluation that writes it"
+        ) from None
     missing = [k for k in REQUIRED if k not in report]
     if missing:
-        raise InputError(path, f"missing key(s) {missing}", "rerun the evaluation with this version of cropchain")
+        raise InputError(
+            path, f"missing key(s) {missing}", "rerun the evaluation with this version of cropchain"
+        )
     return report
 
 
@@ -132,8 +147,11 @@ def summarize(
         rep = _read_report(path)
         arch, tile, run = str(rep["architecture"]), str(rep["tile"]), str(rep["run"])
         if (arch, tile, run) in seen:
-            raise InputError(path, f"second report for architecture {arch}, tile {tile}, run {run} (first: {seen[arch, tile, run]})",
-                             "pass each report once")
+            raise InputError(
+                path,
+                f"second report for architecture {arch}, tile {tile}, run {run} (first: {seen[arch, tile, run]})",
+                "pass each report once",
+            )
         seen[arch, tile, run] = path
         values, names = _row_values(rep)
         class_names.update(names)
@@ -162,11 +180,17 @@ def summarize(
         per_all[arch].append(values)
 
     rows = []
-    groups = [((a, t), v) for (a, t), v in sorted(per_tile.items())] + [((a, ALL_TILES), v) for a, v in sorted(per_all.items())]
+    groups = [((a, t), v) for (a, t), v in sorted(per_tile.items())] + [
+        ((a, ALL_TILES), v) for a, v in sorted(per_all.items())
+    ]
     codes = sorted({int(k[3:]) for _, runs in groups for r in runs for k in r if k.startswith("f1_")})
     for (arch, tile), runs in groups:
-        row: dict[str, Any] = {"architecture": arch, "tile": tile, "n_runs": len(runs),
-                               "macro_f1_classes": " ".join(str(c) for c in sorted(averaged[arch, tile]))}
+        row: dict[str, Any] = {
+            "architecture": arch,
+            "tile": tile,
+            "n_runs": len(runs),
+            "macro_f1_classes": " ".join(str(c) for c in sorted(averaged[arch, tile])),
+        }
         for key in [*METRICS, COMMISSION, *(f"f1_{c}" for c in codes)]:
             vals = np.array([r.get(key, np.nan) for r in runs], dtype=float)
             vals = vals[~np.isnan(vals)]
@@ -179,12 +203,26 @@ def summarize(
     maps = ""
     if pages:
         if len(pages) != len(paths) or (quicklooks is not None and len(quicklooks) != len(paths)):
-            raise InputError(out_html, f"{len(pages)} map pages and {len(quicklooks or [])} quicklooks for {len(paths)} reports",
-                             "pass one page (and quicklook) per report, in the same order")
+            raise InputError(
+                out_html,
+                f"{len(pages)} map pages and {len(quicklooks or [])} quicklooks for {len(paths)} reports",
+                "pass one page (and quicklook) per report, in the same order",
+            )
         ids = [next(k for k, v in seen.items() if v == p) for p in paths]
-        maps = _maps_section(ids, [Path(p) for p in pages], None if quicklooks is None else [Path(q) for q in quicklooks], Path(out_html))
+        maps = _maps_section(
+            ids,
+            [Path(p) for p in pages],
+            None if quicklooks is None else [Path(q) for q in quicklooks],
+            Path(out_html),
+        )
     write_text_atomic(out_html, _html(df, codes, class_names, paths, _chart(df), maps))
-    log.info("summary of %d reports (%d architectures) -> %s, %s", len(paths), df["architecture"].nunique(), out_csv, out_html)
+    log.info(
+        "summary of %d reports (%d architectures) -> %s, %s",
+        len(paths),
+        df["architecture"].nunique(),
+        out_csv,
+        out_html,
+    )
     return df
 
 
@@ -219,8 +257,10 @@ def _table(df: pd.DataFrame, columns: list[tuple[str, str, bool]], unranked: tup
                 cls = ' class="best"' if best.get((str(tile), key)) == mean and not math.isnan(mean) else ""
                 cells.append(f"<td{cls}>{_cell(mean, std, pct)}</td>")
             tr_cls = ' class="all"' if tile == ALL_TILES else ""
-            out.append(f"<tr{tr_cls}><td>{html.escape(str(tile))}</td><td>{html.escape(r['architecture'])}</td>"
-                       f"<td>{int(r['n_runs'])}</td>{''.join(cells)}</tr>")
+            out.append(
+                f"<tr{tr_cls}><td>{html.escape(str(tile))}</td><td>{html.escape(r['architecture'])}</td>"
+                f"<td>{int(r['n_runs'])}</td>{''.join(cells)}</tr>"
+            )
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -268,14 +308,19 @@ def _chart(df: pd.DataFrame) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _maps_section(ids: list[tuple[str, str, str]], pages: list[Path], quicklooks: list[Path] | None, out_html: Path) -> str:
+def _maps_section(
+    ids: list[tuple[str, str, str]], pages: list[Path], quicklooks: list[Path] | None, out_html: Path
+) -> str:
     """Table architecture x tile: the first run's quicklook (embedded) and a link to every run's page."""
     cells: dict[tuple[str, str], list[tuple[str, Path, Path | None]]] = defaultdict(list)
     for i, (arch, tile, run) in enumerate(ids):
         cells[arch, tile].append((run, pages[i], None if quicklooks is None else quicklooks[i]))
     tiles = sorted({t for _, t in cells})
-    out = ['<table class="maps"><thead><tr><th>architecture</th>' + "".join(f"<th>{html.escape(t)}</th>" for t in tiles)
-           + "</tr></thead><tbody>"]
+    out = [
+        '<table class="maps"><thead><tr><th>architecture</th>'
+        + "".join(f"<th>{html.escape(t)}</th>" for t in tiles)
+        + "</tr></thead><tbody>"
+    ]
     for arch in sorted({a for a, _ in cells}):
         row = [f"<td>{html.escape(arch)}</td>"]
         for tile in tiles:
@@ -286,21 +331,40 @@ def _maps_section(ids: list[tuple[str, str, str]], pages: list[Path], quicklooks
             first = runs[0]
             thumb = ""
             if first[2] is not None and first[2].is_file():
-                thumb = (f'<a href="{html.escape(os.path.relpath(first[1], out_html.parent))}"><img class="thumb" '
-                         f'alt="{html.escape(arch)} {html.escape(tile)} run {html.escape(first[0])}" src="{_data_uri(first[2])}"></a><br>')
-            links = " · ".join(f'<a href="{html.escape(os.path.relpath(p, out_html.parent))}">run {html.escape(r)}</a>' for r, p, _ in runs)
+                thumb = (
+                    f'<a href="{html.escape(os.path.relpath(first[1], out_html.parent))}"><img class="thumb" '
+                    f'alt="{html.escape(arch)} {html.escape(tile)} run {html.escape(first[0])}" src="{_data_uri(first[2])}"></a><br>'
+                )
+            links = " · ".join(
+                f'<a href="{html.escape(os.path.relpath(p, out_html.parent))}">run {html.escape(r)}</a>'
+                for r, p, _ in runs
+            )
             row.append(f"<td>{thumb}{links}</td>")
         out.append("<tr>" + "".join(row) + "</tr>")
     out.append("</tbody></table>")
-    return "<h2>Maps</h2>\n<p>Each map's page: quicklook with legend, confusion matrix, user's and producer's accuracies, " \
-           "F-scores, mapped (and, with an assessment, estimated) areas, training curves of the networks.</p>\n" + "\n".join(out)
+    return (
+        "<h2>Maps</h2>\n<p>Each map's page: quicklook with legend, confusion matrix, user's and producer's accuracies, "
+        "F-scores, mapped (and, with an assessment, estimated) areas, training curves of the networks.</p>\n"
+        + "\n".join(out)
+    )
 
 
-def _html(df: pd.DataFrame, codes: list[int], class_names: dict[int, str], paths: list[Path], chart: str = "", maps: str = "") -> str:
-    metric_cols = [("overall_accuracy", "overall accuracy", True), ("kappa", "kappa", False), ("macro_f1", "macro F-score", True),
-                   (COMMISSION, "predicted as classes without validation samples", True)]
+def _html(
+    df: pd.DataFrame,
+    codes: list[int],
+    class_names: dict[int, str],
+    paths: list[Path],
+    chart: str = "",
+    maps: str = "",
+) -> str:
+    metric_cols = [
+        ("overall_accuracy", "overall accuracy", True),
+        ("kappa", "kappa", False),
+        ("macro_f1", "macro F-score", True),
+        (COMMISSION, "predicted as classes without validation samples", True),
+    ]
     class_cols = [(f"f1_{c}", f"{class_names.get(c, '')} ({c})".strip(), True) for c in codes]
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     reports = "\n".join(f"<li>{html.escape(str(p))}</li>" for p in paths)
     rows = df[df["tile"] != ALL_TILES][["architecture", "tile", "macro_f1_classes"]].itertuples(index=False)
     sets = {c for _, _, c in df[["architecture", "tile", "macro_f1_classes"]].itertuples(index=False)}
@@ -390,8 +454,15 @@ def write_quicklook(
         values, n = np.unique(img[img != nodata], return_counts=True)
         counts = dict(zip(values.tolist(), n.tolist()))
     total = sum(counts.values()) or 1
-    handles = [Patch(facecolor=np.asarray(rgb) / 255, edgecolor="#444", label=f"{name} ({100 * counts[code] / total:.1f} %)")
-               for code, name, rgb in zip(nomenclature.codes, nomenclature.names, nomenclature.colors) if counts.get(code)]
+    handles = [
+        Patch(
+            facecolor=np.asarray(rgb) / 255,
+            edgecolor="#444",
+            label=f"{name} ({100 * counts[code] / total:.1f} %)",
+        )
+        for code, name, rgb in zip(nomenclature.codes, nomenclature.names, nomenclature.colors)
+        if counts.get(code)
+    ]
     width_in = 7.5
     fig = Figure(figsize=(width_in + 2.8, width_in * shape[0] / shape[1] + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
@@ -401,7 +472,14 @@ def write_quicklook(
     ax.set_ylabel("km")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title="class (mapped share)", title_fontsize=8, frameon=False)
+    fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        fontsize=8,
+        title="class (mapped share)",
+        title_fontsize=8,
+        frameon=False,
+    )
     with atomic_output(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 
@@ -410,7 +488,9 @@ def _fmt_pct(v: Any, ci: Any = None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     s = f"{100 * v:.1f}"
-    return s + (f" ± {100 * ci:.1f}" if ci is not None and not (isinstance(ci, float) and math.isnan(ci)) else "")
+    return s + (
+        f" ± {100 * ci:.1f}" if ci is not None and not (isinstance(ci, float) and math.isnan(ci)) else ""
+    )
 
 
 def _fmt_ha(v: Any, ci: Any = None) -> str:
@@ -420,31 +500,63 @@ def _fmt_ha(v: Any, ci: Any = None) -> str:
     return s + (f" ± {ci:,.1f}" if ci is not None else "")
 
 
-def _class_table(report: dict[str, Any], nomenclature: Nomenclature, counts: dict[int, int], pixel_ha: float,
-                 areas: dict[str, Any] | None) -> str:
+def _class_table(
+    report: dict[str, Any],
+    nomenclature: Nomenclature,
+    counts: dict[int, int],
+    pixel_ha: float,
+    areas: dict[str, Any] | None,
+) -> str:
     """Per-class rows: colour, name, user's/producer's accuracy and F-score on the validation pixels,
     mapped area and, with an assessment, the Olofsson estimates with their 95 % intervals."""
     per_class = {int(k): v for k, v in report["per_class"].items()}
     est = {} if areas is None else {int(k): v for k, v in areas["areas"].items()}
     ua = {} if areas is None else {int(k): v for k, v in areas["users_accuracy"].items()}
     pa = {} if areas is None else {int(k): v for k, v in areas["producers_accuracy"].items()}
-    head = ["", "class", "code", "user's accuracy (%)", "producer's accuracy (%)", "F-score (%)", "validation pixels", "mapped area (ha)"]
+    head = [
+        "",
+        "class",
+        "code",
+        "user's accuracy (%)",
+        "producer's accuracy (%)",
+        "F-score (%)",
+        "validation pixels",
+        "mapped area (ha)",
+    ]
     if areas is not None:
-        head += ["estimated area (ha, ± 95 %)", "user's accuracy, area-weighted (%, ± 95 %)", "producer's accuracy, area-weighted (%, ± 95 %)"]
-    out = ['<table class="classes"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+        head += [
+            "estimated area (ha, ± 95 %)",
+            "user's accuracy, area-weighted (%, ± 95 %)",
+            "producer's accuracy, area-weighted (%, ± 95 %)",
+        ]
+    out = [
+        '<table class="classes"><thead><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+    ]
     for code, name, rgb in zip(nomenclature.codes, nomenclature.names, nomenclature.colors):
         d = per_class.get(code)
         if d is None and not counts.get(code) and code not in est:
             continue
-        swatch = f'<td><span class="swatch" style="background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x}"></span></td>'
-        cells = [html.escape(name), str(code),
-                 _fmt_pct(d["precision"]) if d else "–", _fmt_pct(d["recall"]) if d else "–", _fmt_pct(d["f1"]) if d else "–",
-                 f"{d['support']:,}" if d else "0", _fmt_ha(counts.get(code, 0) * pixel_ha)]
+        swatch = (
+            f'<td><span class="swatch" style="background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x}"></span></td>'
+        )
+        cells = [
+            html.escape(name),
+            str(code),
+            _fmt_pct(d["precision"]) if d else "–",
+            _fmt_pct(d["recall"]) if d else "–",
+            _fmt_pct(d["f1"]) if d else "–",
+            f"{d['support']:,}" if d else "0",
+            _fmt_ha(counts.get(code, 0) * pixel_ha),
+        ]
         if areas is not None:
             a = est.get(code)
-            cells += [_fmt_ha(a["estimated_ha"], a["ci95_ha"]) if a else "–",
-                      _fmt_pct(ua[code]["value"], ua[code]["ci95"]) if code in ua else "–",
-                      _fmt_pct(pa[code]["value"], pa[code]["ci95"]) if code in pa else "–"]
+            cells += [
+                _fmt_ha(a["estimated_ha"], a["ci95_ha"]) if a else "–",
+                _fmt_pct(ua[code]["value"], ua[code]["ci95"]) if code in ua else "–",
+                _fmt_pct(pa[code]["value"], pa[code]["ci95"]) if code in pa else "–",
+            ]
         out.append("<tr>" + swatch + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -496,14 +608,18 @@ def write_map_page(
     images = [Path(confusion_png)] + ([Path(curves_png)] if curves_png else [])
     for png in images:
         if not png.is_file():
-            raise InputError(png, "image not found", "rerun the step that writes it (evaluate, train_network)")
+            raise InputError(
+                png, "image not found", "rerun the step that writes it (evaluate, train_network)"
+            )
     areas = None
     if areas_json:
         try:
             areas = json.loads(Path(areas_json).read_text(encoding="utf-8"))
             areas["areas"], areas["users_accuracy"], areas["producers_accuracy"]  # noqa: B018  (required keys)
         except (OSError, ValueError, KeyError) as exc:
-            raise InputError(areas_json, f"not an assessment JSON ({exc!r})", "rerun the assessment_estimate step") from None
+            raise InputError(
+                areas_json, f"not an assessment JSON ({exc!r})", "rerun the assessment_estimate step"
+            ) from None
     counts, pixel_ha = class_pixel_counts(classification)
     arch, tile, run = report["architecture"], report["tile"], report["run"]
     title = f"{arch} · {tile} · run {run}"
@@ -512,28 +628,47 @@ def write_map_page(
     def fmt(v: Any, pct: bool) -> str:
         return _fmt_pct(v) + " %" if pct else ("–" if v is None else f"{v:.3f}")
 
-    metrics = "".join(f"<tr><th>{label}</th><td>{fmt(report[key], pct)}</td></tr>" for key, label, pct in
-                      (("overall_accuracy", "overall accuracy", True), ("kappa", "kappa", False), ("macro_f1", "macro F-score", True)))
+    metrics = "".join(
+        f"<tr><th>{label}</th><td>{fmt(report[key], pct)}</td></tr>"
+        for key, label, pct in (
+            ("overall_accuracy", "overall accuracy", True),
+            ("kappa", "kappa", False),
+            ("macro_f1", "macro F-score", True),
+        )
+    )
     metrics += f"<tr><th>validation pixels</th><td>{report.get('n_pixels', 0):,}</td></tr>"
     metrics += f"<tr><th>mapped area</th><td>{_fmt_ha(sum(counts.values()) * pixel_ha)} ha</td></tr>"
     if areas is not None:
         oa = areas["overall_accuracy"]
-        metrics += (f"<tr><th>overall accuracy, area-weighted (Olofsson)</th><td>{_fmt_pct(oa['value'], oa['ci95'])} % "
-                    f"({areas.get('n', '?')} sample points)</td></tr>")
+        metrics += (
+            f"<tr><th>overall accuracy, area-weighted (Olofsson)</th><td>{_fmt_pct(oa['value'], oa['ci95'])} % "
+            f"({areas.get('n', '?')} sample points)</td></tr>"
+        )
     products = []
     for name in MAP_PRODUCTS:
         f = classification.with_name(f"{tile}_{name}.tif")
         if f.is_file():
-            products.append(f'<li><a href="{html.escape(os.path.relpath(f, out_html.parent))}">{html.escape(f.name)}</a></li>')
-    area_note = ("<p>Estimated areas and area-weighted accuracies: Olofsson et al. (2014), stratified estimators with the "
-                 f"map classes as strata, from the labelled sample <code>{html.escape(str(areas.get('samples', '')))}</code>.</p>"
-                 if areas is not None else "<p>Mapped areas count the map's pixels (no assessment sample configured: no "
-                 "error-adjusted estimate).</p>")
-    curves = (f'<h2>Training curves</h2>\n<img class="figure" alt="training curves" src="{_data_uri(curves_png)}">'
-              if curves_png else "")
-    back = (f'<p><a href="{html.escape(os.path.relpath(summary_html, out_html.parent))}">← summary of all maps</a></p>'
-            if summary_html else "")
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            products.append(
+                f'<li><a href="{html.escape(os.path.relpath(f, out_html.parent))}">{html.escape(f.name)}</a></li>'
+            )
+    area_note = (
+        "<p>Estimated areas and area-weighted accuracies: Olofsson et al. (2014), stratified estimators with the "
+        f"map classes as strata, from the labelled sample <code>{html.escape(str(areas.get('samples', '')))}</code>.</p>"
+        if areas is not None
+        else "<p>Mapped areas count the map's pixels (no assessment sample configured: no "
+        "error-adjusted estimate).</p>"
+    )
+    curves = (
+        f'<h2>Training curves</h2>\n<img class="figure" alt="training curves" src="{_data_uri(curves_png)}">'
+        if curves_png
+        else ""
+    )
+    back = (
+        f'<p><a href="{html.escape(os.path.relpath(summary_html, out_html.parent))}">← summary of all maps</a></p>'
+        if summary_html
+        else ""
+    )
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}{_MAP_CSS}</style></head><body>
@@ -551,7 +686,7 @@ recall (share of the class's validation pixels mapped as the class), on the vali
 <img class="figure" alt="confusion matrix" src="{_data_uri(confusion_png)}">
 {curves}
 <h2>Products</h2>
-<ul>{''.join(products)}</ul>
+<ul>{"".join(products)}</ul>
 <p class="meta">Generated {now} by cropchain {html.escape(cropchain.__version__)} from {html.escape(str(report_json))}.</p>
 </body></html>
 """

@@ -53,10 +53,11 @@ from affine import Affine
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.series.features import FeatureSpec, features_path, open_features
 from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.models.mask_rcnn import MODEL_DEFAULTS, build_mask_rcnn, count_parameters, set_input_size
+from cropchain.models import count_parameters
+from cropchain.models.mask_rcnn import MODEL_DEFAULTS, build_mask_rcnn, set_input_size
 from cropchain.reference.split import read_split
+from cropchain.series.features import FeatureSpec, features_path, open_features
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +114,18 @@ def select_date(dates: Sequence[str], date: str | None) -> str:
     if date is not None:
         date = str(date).replace("-", "")
         if date not in dates:
-            raise ConfigError(f"delineation: date {date} is not on the output date grid ({dates[0]} ... {dates[-1]}, {len(dates)} dates)")
+            raise ConfigError(
+                f"delineation: date {date} is not on the output date grid ({dates[0]} ... {dates[-1]}, {len(dates)} dates)"
+            )
         return date
     year = int(dates[len(dates) // 2][:4])
     target = dt.date(year, 7, 1)
     return min(dates, key=lambda d: abs((dt.date(int(d[:4]), int(d[4:6]), int(d[6:])) - target).days))
 
 
-def variant_channels(descriptions: Sequence[str], variant: str, date: str | None) -> tuple[list[int], list[str]]:
+def variant_channels(
+    descriptions: Sequence[str], variant: str, date: str | None
+) -> tuple[list[int], list[str]]:
     """1-based feature indices in the tile's features and channel names of an input variant.
 
     Parameters
@@ -147,8 +152,10 @@ def variant_channels(descriptions: Sequence[str], variant: str, date: str | None
         names = [f"{day}_{b}" for b in ("B02", "B03", "B04", last)]
     missing = [n for n in names if n not in index]
     if missing:
-        raise ConfigError(f"delineation: variant {variant} needs feature band(s) {missing[:3]} absent from features of the tile "
-                          "(add B02 B03 B04 B08 to ingest.bands and NDVI to features.indices)")
+        raise ConfigError(
+            f"delineation: variant {variant} needs feature band(s) {missing[:3]} absent from features of the tile "
+            "(add B02 B03 B04 B08 to ingest.bands and NDVI to features.indices)"
+        )
     return [index[n] for n in names], names
 
 
@@ -177,8 +184,11 @@ def read_variant(features: FeatureSpec | str | os.PathLike, variant: str, date: 
     """
     with open_features(features, "features") as src:
         if not all(src.descriptions):
-            raise InputError(features_path(features), "bands have no descriptions (YYYYMMDD_BAND)",
-                             "give features named YYYYMMDD_BAND (the chain's FeatureSpec)")
+            raise InputError(
+                features_path(features),
+                "bands have no descriptions (YYYYMMDD_BAND)",
+                "give features named YYYYMMDD_BAND (the chain's FeatureSpec)",
+            )
         bands, names = variant_channels(src.descriptions, variant, date)
         x = src.read(bands).astype(np.float32)
         nodata = src.nodatavals[0]
@@ -196,7 +206,12 @@ def instance_raster(geometries: Sequence[Any], transform: Affine, shape: tuple[i
     if len(geometries) == 0:
         return np.zeros(shape, dtype=np.int32)
     return rasterio.features.rasterize(
-        ((g, i + 1) for i, g in enumerate(geometries)), out_shape=shape, transform=transform, fill=0, dtype="int32")
+        ((g, i + 1) for i, g in enumerate(geometries)),
+        out_shape=shape,
+        transform=transform,
+        fill=0,
+        dtype="int32",
+    )
 
 
 def patch_targets(instances: np.ndarray, min_px: int, scale: float | None = None) -> dict[str, torch.Tensor]:
@@ -210,13 +225,18 @@ def patch_targets(instances: np.ndarray, min_px: int, scale: float | None = None
     """
     ids, counts = np.unique(instances[instances > 0], return_counts=True)
     ids = ids[counts >= min_px]
-    masks = np.stack([instances == i for i in ids]) if len(ids) else np.zeros((0, *instances.shape), dtype=bool)
+    masks = (
+        np.stack([instances == i for i in ids]) if len(ids) else np.zeros((0, *instances.shape), dtype=bool)
+    )
     boxes = np.zeros((len(ids), 4), dtype=np.float32)
     for k, m in enumerate(masks):
         rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
         boxes[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-    out = {"boxes": torch.from_numpy(boxes), "labels": torch.ones(len(ids), dtype=torch.int64),
-           "masks": torch.from_numpy(masks.astype(np.uint8))}
+    out = {
+        "boxes": torch.from_numpy(boxes),
+        "labels": torch.ones(len(ids), dtype=torch.int64),
+        "masks": torch.from_numpy(masks.astype(np.uint8)),
+    }
     if scale is not None:
         out["labelled"] = torch.from_numpy(instances > 0)
         out["labelled_scale"] = torch.tensor(float(scale))
@@ -232,7 +252,13 @@ class PatchSampler:
     (tiles smaller than the patch are padded with 0 and no instance).
     """
 
-    def __init__(self, images: Sequence[np.ndarray], instances: Sequence[np.ndarray], size: int, rng: np.random.Generator):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        instances: Sequence[np.ndarray],
+        size: int,
+        rng: np.random.Generator,
+    ):
         self.images, self.instances, self.size, self.rng = images, instances, size, rng
         self.pixels = []  # (tile, ids) -> the pixels of each parcel
         for t, inst in enumerate(instances):
@@ -240,7 +266,9 @@ class PatchSampler:
                 rr, cc = np.nonzero(inst == pid)
                 self.pixels.append((t, rr, cc))
         if not self.pixels:
-            raise InputError("split", "no learning parcel has a pixel on the tile grid", "check the split and the features")
+            raise InputError(
+                "split", "no learning parcel has a pixel on the tile grid", "check the split and the features"
+            )
 
     def draw(self) -> tuple[np.ndarray, np.ndarray]:
         """One patch: float32 ``[C, S, S]`` and its instance raster int32 ``[S, S]``."""
@@ -280,7 +308,9 @@ def normalization_stats(sampler: PatchSampler, n: int) -> tuple[list[float], lis
 # --------------------------------------------------------------------------- training
 
 
-def resolve_settings(section: dict[str, Any] | None, training: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+def resolve_settings(
+    section: dict[str, Any] | None, training: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(training settings, model hyper-parameters, date) of a variant's config section over
     ``delineation.training`` and the defaults (either may hold model hyper-parameters).
 
@@ -300,8 +330,10 @@ def resolve_settings(section: dict[str, Any] | None, training: dict[str, Any] | 
         elif key in MODEL_DEFAULTS:
             model[key] = value
         else:
-            raise ConfigError(f"delineation.variants: unknown key {key!r} (valid: date, "
-                              f"{', '.join(list(TRAINING_DEFAULTS) + list(MODEL_DEFAULTS))})")
+            raise ConfigError(
+                f"delineation.variants: unknown key {key!r} (valid: date, "
+                f"{', '.join(list(TRAINING_DEFAULTS) + list(MODEL_DEFAULTS))})"
+            )
     return train, model, date
 
 
@@ -351,14 +383,20 @@ def train_delineation(
         instances.append(inst)
         n_parcels += len(learn)
         if channels is not None and channels != tile.channels:
-            raise InputError(feat, f"channels {tile.channels[:3]}... differ from the first tile's", "use one date grid for all tiles")
+            raise InputError(
+                feat,
+                f"channels {tile.channels[:3]}... differ from the first tile's",
+                "use one date grid for all tiles",
+            )
         channels = tile.channels
     size = int(train["patch_size"])
     sampler = PatchSampler(images, instances, size, rng)
     mean, std = normalization_stats(sampler, int(train["n_stats_patches"]))
     input_size = int(round(size * float(train["upscale"])))
     net = build_mask_rcnn(len(channels), mean, std, input_size=input_size, **model_hp)
-    opt = torch.optim.AdamW(net.parameters(), lr=float(train["learning_rate"]), weight_decay=float(train["weight_decay"]))
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=float(train["learning_rate"]), weight_decay=float(train["weight_decay"])
+    )
     steps = int(train["steps"])
     warmup = max(1, steps // 20)
 
@@ -368,9 +406,19 @@ def train_delineation(
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    log.info("delineation %s: %d learning parcels, %d channels (%s ... %s), %d parameters, %d steps of %d patches of %d px (x%s)",
-             variant, n_parcels, len(channels), channels[0], channels[-1], count_parameters(net), steps,
-             train["batch_size"], size, train["upscale"])
+    log.info(
+        "delineation %s: %d learning parcels, %d channels (%s ... %s), %d parameters, %d steps of %d patches of %d px (x%s)",
+        variant,
+        n_parcels,
+        len(channels),
+        channels[0],
+        channels[-1],
+        count_parameters(net),
+        steps,
+        train["batch_size"],
+        size,
+        train["upscale"],
+    )
     net.train()
     curve: list[float] = []
     start = time.perf_counter()
@@ -381,31 +429,65 @@ def train_delineation(
             if train["augment"]:
                 x, m = augment(x, m, rng)
             xs.append(torch.from_numpy(x))
-            ts.append(patch_targets(m, int(train["min_instance_px"]), input_size / size if model_hp["ignore_unlabelled"] else None))
+            ts.append(
+                patch_targets(
+                    m,
+                    int(train["min_instance_px"]),
+                    input_size / size if model_hp["ignore_unlabelled"] else None,
+                )
+            )
         losses = net(xs, ts)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise RuntimeError(f"delineation {variant}: the training loss became {float(loss)} at step {step} (lower learning_rate)")
+            raise RuntimeError(
+                f"delineation {variant}: the training loss became {float(loss)} at step {step} (lower learning_rate)"
+            )
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         curve.append(float(loss.detach()))
         if step % 50 == 0 or step == steps - 1:
-            log.info("step %d/%d loss %.3f (%s)", step + 1, steps, curve[-1],
-                     ", ".join(f"{k.removeprefix('loss_')} {float(v.detach()):.3f}" for k, v in losses.items()))
+            log.info(
+                "step %d/%d loss %.3f (%s)",
+                step + 1,
+                steps,
+                curve[-1],
+                ", ".join(f"{k.removeprefix('loss_')} {float(v.detach()):.3f}" for k, v in losses.items()),
+            )
     elapsed = time.perf_counter() - start
     out_dir = Path(out_dir)
     meta = {
-        "variant": variant, "channels": channels, "date": None if variant == "ndvi_stack" else channels[0].split("_")[0],
-        "image_mean": mean, "image_std": std, "patch_size": size, "upscale": float(train["upscale"]),
-        "input_size": input_size, "model": model_hp, "training": train, "seed": seed, "threads": int(threads),
-        "n_learning_parcels": n_parcels, "n_parameters": count_parameters(net), "backbone": "resnet18 stages 1-3 + FPN",
-        "cropchain": cropchain.__version__, "torch": torch.__version__, "torchvision": _torchvision_version(),
-        "features": [str(features_path(f)) for f in features], "splits": [str(s) for s in splits],
+        "variant": variant,
+        "channels": channels,
+        "date": None if variant == "ndvi_stack" else channels[0].split("_")[0],
+        "image_mean": mean,
+        "image_std": std,
+        "patch_size": size,
+        "upscale": float(train["upscale"]),
+        "input_size": input_size,
+        "model": model_hp,
+        "training": train,
+        "seed": seed,
+        "threads": int(threads),
+        "n_learning_parcels": n_parcels,
+        "n_parameters": count_parameters(net),
+        "backbone": "resnet18 stages 1-3 + FPN",
+        "cropchain": cropchain.__version__,
+        "torch": torch.__version__,
+        "torchvision": _torchvision_version(),
+        "features": [str(features_path(f)) for f in features],
+        "splits": [str(s) for s in splits],
     }
-    metrics = {"variant": variant, "seed": seed, "training_time_s": elapsed, "steps": steps, "threads": int(threads),
-               "final_loss": float(np.mean(curve[-20:])), "loss_curve": curve}
+    metrics = {
+        "variant": variant,
+        "seed": seed,
+        "training_time_s": elapsed,
+        "steps": steps,
+        "threads": int(threads),
+        "final_loss": float(np.mean(curve[-20:])),
+        "loss_curve": curve,
+    }
     with atomic_output(out_dir / "model.pt") as tmp:
         torch.save(net.state_dict(), tmp)
     write_text_atomic(out_dir / "model.json", json.dumps(meta, indent=2))
@@ -431,9 +513,17 @@ def load_delineation_model(model_dir: str | os.PathLike) -> tuple[torch.nn.Modul
     model_dir = Path(model_dir)
     for name in ("model.pt", "model.json"):
         if not (model_dir / name).is_file():
-            raise InputError(model_dir / name, "model file not found", "run the delineation training of this run first")
+            raise InputError(
+                model_dir / name, "model file not found", "run the delineation training of this run first"
+            )
     meta = json.loads((model_dir / "model.json").read_text())
-    net = build_mask_rcnn(len(meta["channels"]), meta["image_mean"], meta["image_std"], input_size=meta["input_size"], **meta["model"])
+    net = build_mask_rcnn(
+        len(meta["channels"]),
+        meta["image_mean"],
+        meta["image_std"],
+        input_size=meta["input_size"],
+        **meta["model"],
+    )
     net.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
     net.eval()
     return net, meta
@@ -478,7 +568,10 @@ class Detection:
 def overlap_px(a: Detection, b: Detection) -> int:
     """Number of pixels shared by two detections."""
     r0, c0 = max(a.row, b.row), max(a.col, b.col)
-    r1, c1 = min(a.row + a.mask.shape[0], b.row + b.mask.shape[0]), min(a.col + a.mask.shape[1], b.col + b.mask.shape[1])
+    r1, c1 = (
+        min(a.row + a.mask.shape[0], b.row + b.mask.shape[0]),
+        min(a.col + a.mask.shape[1], b.col + b.mask.shape[1]),
+    )
     if r1 <= r0 or c1 <= c0:
         return 0
     ma = a.mask[r0 - a.row : r1 - a.row, c0 - a.col : c1 - a.col]
@@ -489,14 +582,19 @@ def overlap_px(a: Detection, b: Detection) -> int:
 def union(a: Detection, b: Detection) -> Detection:
     """The union of two detections (score: the maximum; cut: both cut)."""
     r0, c0 = min(a.row, b.row), min(a.col, b.col)
-    r1, c1 = max(a.row + a.mask.shape[0], b.row + b.mask.shape[0]), max(a.col + a.mask.shape[1], b.col + b.mask.shape[1])
+    r1, c1 = (
+        max(a.row + a.mask.shape[0], b.row + b.mask.shape[0]),
+        max(a.col + a.mask.shape[1], b.col + b.mask.shape[1]),
+    )
     m = np.zeros((r1 - r0, c1 - c0), dtype=bool)
     for d in (a, b):
         m[d.row - r0 : d.row - r0 + d.mask.shape[0], d.col - c0 : d.col - c0 + d.mask.shape[1]] |= d.mask
     return Detection(r0, c0, m, max(a.score, b.score), a.cut and b.cut, a.pieces + b.pieces)
 
 
-def merge_detections(detections: Sequence[Detection], iou_threshold: float = 0.5, cut_overlap: float = 0.3) -> list[Detection]:
+def merge_detections(
+    detections: Sequence[Detection], iou_threshold: float = 0.5, cut_overlap: float = 0.3
+) -> list[Detection]:
     """Resolve the detections of overlapping windows so that each field appears once.
 
     Rule, in this order:
@@ -552,7 +650,9 @@ def _iou(a: Detection, b: Detection) -> float:
     return inter / (a.area + b.area - inter) if inter else 0.0
 
 
-def detect_windows(net: torch.nn.Module, meta: dict[str, Any], image: np.ndarray, settings: dict[str, Any]) -> list[Detection]:
+def detect_windows(
+    net: torch.nn.Module, meta: dict[str, Any], image: np.ndarray, settings: dict[str, Any]
+) -> list[Detection]:
     """Run the model over overlapping windows of a tile image ``[C, H, W]`` (float32).
 
     Returns every detection with a score >= ``min_score`` and at least ``min_area_px``
@@ -580,8 +680,15 @@ def detect_windows(net: torch.nn.Module, meta: dict[str, Any], image: np.ndarray
                         continue
                     rr, cc = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
                     y0, y1, x0, x1 = rr[0], rr[-1] + 1, cc[0], cc[-1] + 1
-                    cut = (inner[0] and y0 == 0) or (inner[1] and x0 == 0) or (inner[2] and y1 == ph) or (inner[3] and x1 == pw)
-                    out.append(Detection(r0 + int(y0), c0 + int(x0), m[y0:y1, x0:x1].copy(), float(score), bool(cut)))
+                    cut = (
+                        (inner[0] and y0 == 0)
+                        or (inner[1] and x0 == 0)
+                        or (inner[2] and y1 == ph)
+                        or (inner[3] and x1 == pw)
+                    )
+                    out.append(
+                        Detection(r0 + int(y0), c0 + int(x0), m[y0:y1, x0:x1].copy(), float(score), bool(cut))
+                    )
     return out
 
 
@@ -591,7 +698,13 @@ def detections_to_frame(detections: Sequence[Detection], transform: Affine, crs:
     geoms, scores, pieces = [], [], []
     for d in detections:
         t = transform @ Affine.translation(d.col, d.row)
-        polys = [shapely.geometry.shape(g) for g, v in rasterio.features.shapes(d.mask.astype(np.uint8), mask=d.mask, transform=t, connectivity=4) if v == 1]
+        polys = [
+            shapely.geometry.shape(g)
+            for g, v in rasterio.features.shapes(
+                d.mask.astype(np.uint8), mask=d.mask, transform=t, connectivity=4
+            )
+            if v == 1
+        ]
         if not polys:
             continue
         geom = shapely.make_valid(shapely.union_all(polys))
@@ -601,15 +714,21 @@ def detections_to_frame(detections: Sequence[Detection], transform: Affine, crs:
         geoms.append(shapely.MultiPolygon(parts))
         scores.append(d.score)
         pieces.append(d.pieces)
-    gdf = gpd.GeoDataFrame({"score": np.asarray(scores, dtype=np.float64), "n_pieces": np.asarray(pieces, dtype=np.int32)},
-                           geometry=gpd.GeoSeries(geoms, crs=crs))
+    gdf = gpd.GeoDataFrame(
+        {"score": np.asarray(scores, dtype=np.float64), "n_pieces": np.asarray(pieces, dtype=np.int32)},
+        geometry=gpd.GeoSeries(geoms, crs=crs),
+    )
     gdf["area_ha"] = gdf.geometry.area / 1e4
     return gdf[["score", "area_ha", "n_pieces", "geometry"]]
 
 
 def predict_delineation(
-    model_dir: str | os.PathLike, features: str | os.PathLike, out_gpkg: str | os.PathLike,
-    settings: dict[str, Any] | None = None, *, threads: int = 1,
+    model_dir: str | os.PathLike,
+    features: str | os.PathLike,
+    out_gpkg: str | os.PathLike,
+    settings: dict[str, Any] | None = None,
+    *,
+    threads: int = 1,
 ) -> gpd.GeoDataFrame:
     """Field polygons of a tile: tiled inference, merging (:func:`merge_detections`), GeoPackage.
 
@@ -626,16 +745,30 @@ def predict_delineation(
     net, meta = load_delineation_model(model_dir)
     tile = read_variant(features, meta["variant"], meta["date"])
     if tile.channels != meta["channels"]:
-        raise InputError(features, f"channels {tile.channels[:2]}... differ from the model's {meta['channels'][:2]}...",
-                         "retrain the model on this date grid")
+        raise InputError(
+            features,
+            f"channels {tile.channels[:2]}... differ from the model's {meta['channels'][:2]}...",
+            "retrain the model on this date grid",
+        )
     mean = np.asarray(meta["image_mean"], dtype=np.float32)
-    x = np.where(tile.valid[None], tile.x, mean[:, None, None])  # nodata -> the channel mean (0 after normalization)
+    x = np.where(
+        tile.valid[None], tile.x, mean[:, None, None]
+    )  # nodata -> the channel mean (0 after normalization)
     start = time.perf_counter()
     found = detect_windows(net, meta, x, cfg)
     kept = merge_detections(found, float(cfg["iou_threshold"]))
-    gdf = detections_to_frame(kept, tile.transform, tile.crs).sort_values("score", ascending=False).reset_index(drop=True)
-    log.info("delineation %s: %d detections in windows -> %d fields in %.1f s", meta["variant"], len(found), len(gdf),
-             time.perf_counter() - start)
+    gdf = (
+        detections_to_frame(kept, tile.transform, tile.crs)
+        .sort_values("score", ascending=False)
+        .reset_index(drop=True)
+    )
+    log.info(
+        "delineation %s: %d detections in windows -> %d fields in %.1f s",
+        meta["variant"],
+        len(found),
+        len(gdf),
+        time.perf_counter() - start,
+    )
     with atomic_output(out_gpkg) as tmp:
         pyogrio.write_dataframe(gdf, tmp, layer=LAYER, driver="GPKG")
     return gdf

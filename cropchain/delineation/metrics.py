@@ -131,13 +131,21 @@ class InstanceScores:
         self.inter = intersection_areas(self.targets, self.predictions)
         self.rc = rc_matrix(self.inter, self.t_area, self.p_area)
         with np.errstate(divide="ignore", invalid="ignore"):
-            self.share_of_p = np.where(self.p_area[None, :] > 0, self.inter / self.p_area[None, :], 0.0)  # |T∩P| / |P|
-            self.share_of_t = np.where(self.t_area[:, None] > 0, self.inter / self.t_area[:, None], 0.0)  # |T∩P| / |T|
+            self.share_of_p = np.where(
+                self.p_area[None, :] > 0, self.inter / self.p_area[None, :], 0.0
+            )  # |T∩P| / |P|
+            self.share_of_t = np.where(
+                self.t_area[:, None] > 0, self.inter / self.t_area[:, None], 0.0
+            )  # |T∩P| / |T|
         inside = self.inter.sum(axis=0)  # targets do not overlap each other (reference parcels)
         with np.errstate(divide="ignore", invalid="ignore"):
             inside_share = np.where(self.p_area > 0, inside / self.p_area, 0.0)
         #: bool [n_predictions]: inside the evaluation zone (module docstring)
-        self.counted = (inside_share >= INSIDE) | (self.share_of_t >= INSIDE).any(axis=0) if len(self.targets) else np.zeros(len(self.predictions), bool)
+        self.counted = (
+            (inside_share >= INSIDE) | (self.share_of_t >= INSIDE).any(axis=0)
+            if len(self.targets)
+            else np.zeros(len(self.predictions), bool)
+        )
 
     def selected(self, confidence: float) -> np.ndarray:
         """Indices of the counted predictions with a score >= ``confidence``."""
@@ -147,8 +155,13 @@ class InstanceScores:
         """Scores at one threshold pair: precision, recall, f1, counts, fragmentation and agglomeration."""
         sel = self.selected(confidence)
         matches = match(self.rc[:, sel], rc_threshold)
-        out: dict[str, Any] = {"confidence": confidence, "rc": rc_threshold, "n_targets": len(self.targets),
-                               "n_predictions": int(sel.size), "n_matches": len(matches)}
+        out: dict[str, Any] = {
+            "confidence": confidence,
+            "rc": rc_threshold,
+            "n_targets": len(self.targets),
+            "n_predictions": int(sel.size),
+            "n_matches": len(matches),
+        }
         out.update(prf(len(matches), int(sel.size), len(self.targets)))
         out.update(self.fragmentation_agglomeration(confidence))
         return out
@@ -157,13 +170,17 @@ class InstanceScores:
         """Fragmentation and agglomeration at a confidence threshold (definitions in the module docstring)."""
         sel = self.selected(confidence)
         n_t = len(self.targets)
-        fragments = (self.share_of_p[:, sel] >= INSIDE) & (self.inter[:, sel] > 0)  # [T, P]: P mostly inside T
+        fragments = (self.share_of_p[:, sel] >= INSIDE) & (
+            self.inter[:, sel] > 0
+        )  # [T, P]: P mostly inside T
         covers = self.share_of_t[:, sel] >= INSIDE  # [T, P]: T mostly inside P
         n_fragments = fragments.sum(axis=1)
         n_covered = covers.sum(axis=0)  # targets per prediction
         covering = n_covered >= 1
         agglomerating = n_covered >= 2
-        agglomerated_with = np.zeros(n_t, dtype=np.int64)  # per target: targets in the prediction covering it most
+        agglomerated_with = np.zeros(
+            n_t, dtype=np.int64
+        )  # per target: targets in the prediction covering it most
         for t in range(n_t):
             cand = np.flatnonzero(covers[t])
             if cand.size:
@@ -174,14 +191,17 @@ class InstanceScores:
             "mean_fragments_per_target": float(n_fragments.mean()) if n_t else 0.0,
             "agglomeration_rate": float(agglomerating.sum() / covering.sum()) if covering.any() else 0.0,
             "agglomerated_target_rate": float((agglomerated_with >= 2).sum() / n_t) if n_t else 0.0,
-            "mean_targets_per_covering_prediction": float(n_covered[covering].mean()) if covering.any() else 0.0,
+            "mean_targets_per_covering_prediction": float(n_covered[covering].mean())
+            if covering.any()
+            else 0.0,
             "per_target_fragments": n_fragments.astype(int).tolist(),
             "per_target_agglomerated_with": agglomerated_with.astype(int).tolist(),
         }
 
 
-def score_curves(scores: InstanceScores, confidences: Sequence[float] = CONFIDENCE_GRID,
-                 rcs: Sequence[float] = RC_GRID) -> pd.DataFrame:
+def score_curves(
+    scores: InstanceScores, confidences: Sequence[float] = CONFIDENCE_GRID, rcs: Sequence[float] = RC_GRID
+) -> pd.DataFrame:
     """Precision, recall, F1, fragmentation and agglomeration rates over a grid of
     (confidence, RC) thresholds: one row per pair."""
     rows = []
@@ -190,9 +210,17 @@ def score_curves(scores: InstanceScores, confidences: Sequence[float] = CONFIDEN
         sel = scores.selected(float(c))
         for r in rcs:
             m = match(scores.rc[:, sel], float(r))
-            rows.append({"confidence": float(c), "rc": float(r), "n_predictions": int(sel.size), "n_matches": len(m),
-                         **prf(len(m), int(sel.size), len(scores.targets)),
-                         "fragmentation_rate": fa["fragmentation_rate"], "agglomeration_rate": fa["agglomeration_rate"]})
+            rows.append(
+                {
+                    "confidence": float(c),
+                    "rc": float(r),
+                    "n_predictions": int(sel.size),
+                    "n_matches": len(m),
+                    **prf(len(m), int(sel.size), len(scores.targets)),
+                    "fragmentation_rate": fa["fragmentation_rate"],
+                    "agglomeration_rate": fa["agglomeration_rate"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -242,7 +270,9 @@ def read_predictions(path: str | os.PathLike, score_column: str | None = "score"
     try:
         gdf = pyogrio.read_dataframe(path)
     except Exception as exc:
-        raise InputError(path, f"cannot be read as a vector file ({exc})", "rerun the step that writes it") from None
+        raise InputError(
+            path, f"cannot be read as a vector file ({exc})", "rerun the step that writes it"
+        ) from None
     if score_column and score_column in gdf.columns:
         gdf["score"] = gdf[score_column].astype(np.float64)
     else:
@@ -251,9 +281,17 @@ def read_predictions(path: str | os.PathLike, score_column: str | None = "score"
 
 
 def evaluate_instances(
-    predictions: str | os.PathLike, split: str | os.PathLike, out_json: str | os.PathLike,
-    curves_csv: str | os.PathLike, curves_png: str | os.PathLike, targets_csv: str | os.PathLike,
-    *, name: str, tile: str, run: str | int, kind: str = "mask_rcnn",
+    predictions: str | os.PathLike,
+    split: str | os.PathLike,
+    out_json: str | os.PathLike,
+    curves_csv: str | os.PathLike,
+    curves_png: str | os.PathLike,
+    targets_csv: str | os.PathLike,
+    *,
+    name: str,
+    tile: str,
+    run: str | int,
+    kind: str = "mask_rcnn",
 ) -> dict[str, Any]:
     """Score predicted field polygons against the validation parcels of a run's split.
 
@@ -278,12 +316,25 @@ def evaluate_instances(
     if pred.crs is not None and targets.crs is not None and pred.crs != targets.crs:
         pred = pred.to_crs(targets.crs)
     scores = InstanceScores(list(targets.geometry), list(pred.geometry), pred["score"].to_numpy())
-    report: dict[str, Any] = {"tile": tile, "run": str(run), "architecture": name, "kind": kind,
-                              "predictions": str(predictions), "split": str(split),
-                              "n_targets": len(targets), "n_predictions_total": len(pred),
-                              "n_predictions_counted": int(scores.counted.sum()), "pairs": {}}
-    per_target = pd.DataFrame({"polygon_id": targets["polygon_id"].to_numpy(), "area_ha": scores.t_area / 1e4,
-                               "best_rc": scores.rc.max(axis=1) if len(pred) else np.zeros(len(targets))})
+    report: dict[str, Any] = {
+        "tile": tile,
+        "run": str(run),
+        "architecture": name,
+        "kind": kind,
+        "predictions": str(predictions),
+        "split": str(split),
+        "n_targets": len(targets),
+        "n_predictions_total": len(pred),
+        "n_predictions_counted": int(scores.counted.sum()),
+        "pairs": {},
+    }
+    per_target = pd.DataFrame(
+        {
+            "polygon_id": targets["polygon_id"].to_numpy(),
+            "area_ha": scores.t_area / 1e4,
+            "best_rc": scores.rc.max(axis=1) if len(pred) else np.zeros(len(targets)),
+        }
+    )
     for c, r in THRESHOLD_PAIRS:
         res = scores.at(c, r)
         key = pair_key(c, r)
@@ -298,17 +349,38 @@ def evaluate_instances(
         per_target.to_csv(tmp, index=False)
     plot_curves(curves, curves_png, f"{name}, run {run}, {tile}")
     write_text_atomic(out_json, json.dumps(report, indent=2))
-    log.info("%s run %s %s: %d targets, %d/%d predictions counted; %s", name, run, tile, len(targets),
-             report["n_predictions_counted"], len(pred),
-             "; ".join(f"{k}: P {v['precision']:.2f} R {v['recall']:.2f} F1 {v['f1']:.2f}" for k, v in report["pairs"].items()))
+    log.info(
+        "%s run %s %s: %d targets, %d/%d predictions counted; %s",
+        name,
+        run,
+        tile,
+        len(targets),
+        report["n_predictions_counted"],
+        len(pred),
+        "; ".join(
+            f"{k}: P {v['precision']:.2f} R {v['recall']:.2f} F1 {v['f1']:.2f}"
+            for k, v in report["pairs"].items()
+        ),
+    )
     return report
 
 
-SUMMARY_METRICS = ("precision", "recall", "f1", "fragmentation_rate", "agglomeration_rate", "agglomerated_target_rate")
+SUMMARY_METRICS = (
+    "precision",
+    "recall",
+    "f1",
+    "fragmentation_rate",
+    "agglomeration_rate",
+    "agglomerated_target_rate",
+)
 
 
-def summarize_delineation(reports: Sequence[str | os.PathLike], metrics: Sequence[str | os.PathLike],
-                          out_csv: str | os.PathLike, out_html: str | os.PathLike) -> pd.DataFrame:
+def summarize_delineation(
+    reports: Sequence[str | os.PathLike],
+    metrics: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    out_html: str | os.PathLike,
+) -> pd.DataFrame:
     """Mean and standard deviation over runs of every score, per architecture (variant or
     baseline), tile and threshold pair; mean training time per variant.
 
@@ -324,13 +396,24 @@ def summarize_delineation(reports: Sequence[str | os.PathLike], metrics: Sequenc
     for path in reports:
         rep = json.loads(Path(path).read_text())
         for key, res in rep["pairs"].items():
-            rows.append({"architecture": rep["architecture"], "kind": rep["kind"], "tile": rep["tile"], "run": rep["run"],
-                         "pair": key, **{m: res[m] for m in SUMMARY_METRICS}, "n_targets": res["n_targets"],
-                         "n_predictions": res["n_predictions"]})
+            rows.append(
+                {
+                    "architecture": rep["architecture"],
+                    "kind": rep["kind"],
+                    "tile": rep["tile"],
+                    "run": rep["run"],
+                    "pair": key,
+                    **{m: res[m] for m in SUMMARY_METRICS},
+                    "n_targets": res["n_targets"],
+                    "n_predictions": res["n_predictions"],
+                }
+            )
     times = [json.loads(Path(p).read_text()) for p in metrics]
     table = pd.DataFrame(rows)
     if table.empty:
-        raise InputError(out_csv, "no delineation report to summarize", "check the delineation section of the config")
+        raise InputError(
+            out_csv, "no delineation report to summarize", "check the delineation section of the config"
+        )
     agg = table.groupby(["architecture", "kind", "tile", "pair"], sort=False)
     out = agg[list(SUMMARY_METRICS) + ["n_predictions"]].agg(["mean", "std"])
     out.columns = [f"{a}_{b}" for a, b in out.columns]
@@ -338,22 +421,37 @@ def summarize_delineation(reports: Sequence[str | os.PathLike], metrics: Sequenc
     out["n_runs"] = agg["run"].nunique()
     out = out.reset_index()
     if times:
-        tt = pd.DataFrame([{"architecture": t["variant"], "training_time_s": t["training_time_s"]} for t in times])
-        tt = tt.groupby("architecture")["training_time_s"].agg(["mean", "std"]).add_prefix("training_time_s_").reset_index()
+        tt = pd.DataFrame(
+            [{"architecture": t["variant"], "training_time_s": t["training_time_s"]} for t in times]
+        )
+        tt = (
+            tt.groupby("architecture")["training_time_s"]
+            .agg(["mean", "std"])
+            .add_prefix("training_time_s_")
+            .reset_index()
+        )
         out = out.merge(tt, on="architecture", how="left")
     with atomic_output(out_csv) as tmp:
         out.to_csv(tmp, index=False, float_format="%.4f")
-    html = ["<html><head><meta charset='utf-8'><title>Field delineation</title></head><body>",
-            "<h1>Field delineation: Mask R-CNN and vectorized pixel maps</h1>",
-            "<p>Instance scores against the validation parcels (RC matching, cropchain.delineation.metrics); "
-            "mean &plusmn; standard deviation over runs.</p><table border='1' cellspacing='0' cellpadding='3'>",
-            "<tr><th>architecture</th><th>tile</th><th>thresholds</th>"
-            + "".join(f"<th>{m.replace('_', ' ')}</th>" for m in SUMMARY_METRICS) + "<th>runs</th><th>training time (s)</th></tr>"]
+    html = [
+        "<html><head><meta charset='utf-8'><title>Field delineation</title></head><body>",
+        "<h1>Field delineation: Mask R-CNN and vectorized pixel maps</h1>",
+        "<p>Instance scores against the validation parcels (RC matching, cropchain.delineation.metrics); "
+        "mean &plusmn; standard deviation over runs.</p><table border='1' cellspacing='0' cellpadding='3'>",
+        "<tr><th>architecture</th><th>tile</th><th>thresholds</th>"
+        + "".join(f"<th>{m.replace('_', ' ')}</th>" for m in SUMMARY_METRICS)
+        + "<th>runs</th><th>training time (s)</th></tr>",
+    ]
     for _, r in out.iterrows():
-        cells = "".join(f"<td>{r[m + '_mean']:.3f} &plusmn; {0 if pd.isna(r[m + '_std']) else r[m + '_std']:.3f}</td>" for m in SUMMARY_METRICS)
+        cells = "".join(
+            f"<td>{r[m + '_mean']:.3f} &plusmn; {0 if pd.isna(r[m + '_std']) else r[m + '_std']:.3f}</td>"
+            for m in SUMMARY_METRICS
+        )
         tt = r.get("training_time_s_mean")
-        html.append(f"<tr><td>{r['architecture']}</td><td>{r['tile']}</td><td>{r['pair']}</td>{cells}<td>{r['n_runs']}</td>"
-                    f"<td>{'' if tt is None or pd.isna(tt) else f'{tt:.0f}'}</td></tr>")
+        html.append(
+            f"<tr><td>{r['architecture']}</td><td>{r['tile']}</td><td>{r['pair']}</td>{cells}<td>{r['n_runs']}</td>"
+            f"<td>{'' if tt is None or pd.isna(tt) else f'{tt:.0f}'}</td></tr>"
+        )
     html.append("</table></body></html>")
     write_text_atomic(out_html, "\n".join(html))
     return out

@@ -160,8 +160,11 @@ def disk_full_error(path: str | os.PathLike, written: int | None = None) -> Disk
         space = f"{_human(usage.free)} free of {_human(usage.total)}"
     except OSError:
         space = "free space unknown"
-    wrote = f"; the job had written {_human(written)} of this output when the disk filled, it needs more" \
-        if written else ""
+    wrote = (
+        f"; the job had written {_human(written)} of this output when the disk filled, it needs more"
+        if written
+        else ""
+    )
     return DiskFullError(
         f"{path}: no space left on device (disk {mount}, {space}){wrote} -> free space on {mount} "
         "(old results/, .snakemake/ caches, temporary files) or run the chain in a working directory on a larger "
@@ -190,8 +193,11 @@ def require_utf8_path(path: str | os.PathLike, what: str = "file") -> Path:
             except UnicodeDecodeError:
                 bad = part
                 break
-        raise InputError(printable_path(path), f"{what}: the name '{printable_path(bad)}' is not valid UTF-8",
-                         "rename it in UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r on the folder)") from None
+        raise InputError(
+            printable_path(path),
+            f"{what}: the name '{printable_path(bad)}' is not valid UTF-8",
+            "rename it in UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r on the folder)",
+        ) from None
     return Path(path)
 
 

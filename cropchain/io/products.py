@@ -31,7 +31,9 @@ _GFT_INTEGER, _GFT_STRING = 0, 2
 _GFU_GENERIC, _GFU_NAME, _GFU_MINMAX, _GFU_RED, _GFU_GREEN, _GFU_BLUE, _GFU_ALPHA = 0, 2, 5, 6, 7, 8, 9
 
 
-def write_cog(src: str | os.PathLike, out: str | os.PathLike, *, overview_resampling: str = "nearest") -> None:
+def write_cog(
+    src: str | os.PathLike, out: str | os.PathLike, *, overview_resampling: str = "nearest"
+) -> None:
     """Copy a raster into a Cloud Optimized GeoTIFF, written atomically.
 
     Parameters
@@ -47,19 +49,36 @@ def write_cog(src: str | os.PathLike, out: str | os.PathLike, *, overview_resamp
     """
     with atomic_output(out) as tmp:
         rasterio.shutil.copy(
-            src, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=COG_BLOCK,
-            OVERVIEW_RESAMPLING=overview_resampling.upper(), BIGTIFF="IF_SAFER",
+            src,
+            tmp,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            PREDICTOR="YES",
+            BLOCKSIZE=COG_BLOCK,
+            OVERVIEW_RESAMPLING=overview_resampling.upper(),
+            BIGTIFF="IF_SAFER",
         )
 
 
 def rat_xml(nomenclature: Nomenclature) -> str:
     """GDAL PAM XML holding the raster attribute table of a class map (band 1)."""
-    fields = [("Value", _GFT_INTEGER, _GFU_MINMAX), ("Class", _GFT_STRING, _GFU_NAME),
-              ("Red", _GFT_INTEGER, _GFU_RED), ("Green", _GFT_INTEGER, _GFU_GREEN),
-              ("Blue", _GFT_INTEGER, _GFU_BLUE), ("Alpha", _GFT_INTEGER, _GFU_ALPHA)]
-    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">', '    <GDALRasterAttributeTable tableType="thematic">']
+    fields = [
+        ("Value", _GFT_INTEGER, _GFU_MINMAX),
+        ("Class", _GFT_STRING, _GFU_NAME),
+        ("Red", _GFT_INTEGER, _GFU_RED),
+        ("Green", _GFT_INTEGER, _GFU_GREEN),
+        ("Blue", _GFT_INTEGER, _GFU_BLUE),
+        ("Alpha", _GFT_INTEGER, _GFU_ALPHA),
+    ]
+    lines = [
+        "<PAMDataset>",
+        '  <PAMRasterBand band="1">',
+        '    <GDALRasterAttributeTable tableType="thematic">',
+    ]
     for i, (name, ftype, usage) in enumerate(fields):
-        lines.append(f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{ftype}</Type><Usage>{usage}</Usage></FieldDefn>')
+        lines.append(
+            f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{ftype}</Type><Usage>{usage}</Usage></FieldDefn>'
+        )
     for row, (code, name, rgb) in enumerate(zip(nomenclature.codes, nomenclature.names, nomenclature.colors)):
         values = [str(code), _escape(name), *map(str, rgb), "255"]
         lines.append(f'      <Row index="{row}">' + "".join(f"<F>{v}</F>" for v in values) + "</Row>")

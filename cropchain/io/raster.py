@@ -82,10 +82,24 @@ class GridReader:
         from rasterio.vrt import WarpedVRT
 
         self._src = src
-        self.on_grid = src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (grid["height"], grid["width"])
-        self._reader = src if self.on_grid else WarpedVRT(
-            src, crs=grid["crs"], transform=grid["transform"], width=grid["width"], height=grid["height"],
-            resampling=resampling, src_nodata=src_nodata, nodata=nodata)
+        self.on_grid = src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (
+            grid["height"],
+            grid["width"],
+        )
+        self._reader = (
+            src
+            if self.on_grid
+            else WarpedVRT(
+                src,
+                crs=grid["crs"],
+                transform=grid["transform"],
+                width=grid["width"],
+                height=grid["height"],
+                resampling=resampling,
+                src_nodata=src_nodata,
+                nodata=nodata,
+            )
+        )
 
     def read(self, window: Window, dtype: str) -> np.ndarray:
         """``[h, w]`` array of ``dtype`` over ``window`` of the grid."""
@@ -96,7 +110,7 @@ class GridReader:
             self._reader.close()
         self._src.close()
 
-    def __enter__(self) -> "GridReader":
+    def __enter__(self) -> GridReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -146,7 +160,9 @@ def open_raster(path: str | os.PathLike, what: str = "raster"):
     try:
         return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(path, f"{what} cannot be read by GDAL ({exc})", "replace the file with a valid raster") from None
+        raise InputError(
+            path, f"{what} cannot be read by GDAL ({exc})", "replace the file with a valid raster"
+        ) from None
 
 
 def read_dates(path: str | os.PathLike) -> list[str]:
@@ -157,5 +173,7 @@ def read_dates(path: str | os.PathLike) -> list[str]:
     dates = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     for d in dates:
         if len(d) != 8 or not d.isdigit():
-            raise InputError(path, f"line {d!r} is not a date YYYYMMDD", "write one date per line as YYYYMMDD")
+            raise InputError(
+                path, f"line {d!r} is not a date YYYYMMDD", "write one date per line as YYYYMMDD"
+            )
     return dates

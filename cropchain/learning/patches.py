@@ -34,9 +34,9 @@ from rasterio.features import rasterize
 from rasterio.windows import Window, from_bounds
 
 from cropchain.errors import InputError
-from cropchain.series.features import FeatureSpec, features_path, open_features
 from cropchain.io.raster import block_windows, open_raster
 from cropchain.reference.split import LEARN, VALIDATION
+from cropchain.series.features import FeatureSpec, features_path, open_features
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ FEATURES_NODATA = -9999.0
 _READ_BLOCK = 256
 
 
-def read_learning_polygons(split_path: str | os.PathLike, crs: rasterio.crs.CRS | None = None) -> gpd.GeoDataFrame:
+def read_learning_polygons(
+    split_path: str | os.PathLike, crs: rasterio.crs.CRS | None = None
+) -> gpd.GeoDataFrame:
     """The learning polygons (``split == "learn"``) of a run's ``split.gpkg``.
 
     Parameters
@@ -72,7 +74,11 @@ def read_learning_polygons(split_path: str | os.PathLike, crs: rasterio.crs.CRS 
     try:
         gdf = pyogrio.read_dataframe(split_path, layer="split", columns=["polygon_id", "code", "split"])
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
-        raise InputError(split_path, f"layer 'split' with polygon_id, code, split cannot be read ({exc})", "rerun the split step") from None
+        raise InputError(
+            split_path,
+            f"layer 'split' with polygon_id, code, split cannot be read ({exc})",
+            "rerun the split step",
+        ) from None
     bad = sorted(set(gdf["split"].astype(str)) - {LEARN, VALIDATION})
     if bad:
         raise InputError(split_path, f"unknown split value(s) {bad}", f"use {[LEARN, VALIDATION]}")
@@ -113,7 +119,9 @@ def select_holdout(polygons: Sequence[gpd.GeoDataFrame], fraction: float, seed: 
     return out
 
 
-def _crop_window(gdf: gpd.GeoDataFrame, transform: Affine, height: int, width: int, pad: int) -> Window | None:
+def _crop_window(
+    gdf: gpd.GeoDataFrame, transform: Affine, height: int, width: int, pad: int
+) -> Window | None:
     """Pixel window of the polygons' bounds grown by ``pad`` px, clipped to the tile; None if empty."""
     if gdf.empty:
         return None
@@ -149,8 +157,17 @@ class TileSource:
     feature_names: list[str] = field(default_factory=list)
 
     @classmethod
-    def build(cls, tile: str, features: FeatureSpec | str | os.PathLike, validity: str | os.PathLike, polygons: gpd.GeoDataFrame,
-              holdout: np.ndarray, *, pad: int, scratch: str | os.PathLike) -> "TileSource | None":
+    def build(
+        cls,
+        tile: str,
+        features: FeatureSpec | str | os.PathLike,
+        validity: str | os.PathLike,
+        polygons: gpd.GeoDataFrame,
+        holdout: np.ndarray,
+        *,
+        pad: int,
+        scratch: str | os.PathLike,
+    ) -> TileSource | None:
         """Rasterize the learning polygons on the feature grid and cache the labelled area.
 
         Polygons are burnt like the pixel samples (pixel centre inside,
@@ -178,20 +195,41 @@ class TileSource:
             unreadable rasters, grids that differ, bands without description.
         """
         validity = Path(validity)
-        with open_features(features, f"feature raster of tile {tile}") as fsrc, open_raster(validity, f"validity raster of tile {tile}") as vsrc:
+        with (
+            open_features(features, f"feature raster of tile {tile}") as fsrc,
+            open_raster(validity, f"validity raster of tile {tile}") as vsrc,
+        ):
             features = features_path(features)
             names = list(fsrc.descriptions)
             if any(not n for n in names):
-                raise InputError(features, "some bands have no description (feature name)", "rerun the features step, which names every band")
-            if (vsrc.width, vsrc.height, vsrc.crs) != (fsrc.width, fsrc.height, fsrc.crs) or not vsrc.transform.almost_equals(fsrc.transform):
-                raise InputError(validity, f"validity raster of tile {tile} is not on the grid of {features}", "rerun gap filling and features for this tile")
+                raise InputError(
+                    features,
+                    "some bands have no description (feature name)",
+                    "rerun the features step, which names every band",
+                )
+            if (vsrc.width, vsrc.height, vsrc.crs) != (
+                fsrc.width,
+                fsrc.height,
+                fsrc.crs,
+            ) or not vsrc.transform.almost_equals(fsrc.transform):
+                raise InputError(
+                    validity,
+                    f"validity raster of tile {tile} is not on the grid of {features}",
+                    "rerun gap filling and features for this tile",
+                )
             window = _crop_window(polygons, fsrc.transform, fsrc.height, fsrc.width, pad)
             if window is None:
                 return None
             h, w = int(window.height), int(window.width)
             transform = fsrc.transform @ Affine.translation(window.col_off, window.row_off)
-            index = rasterize(zip(polygons.geometry, range(1, len(polygons) + 1)), out_shape=(h, w), transform=transform,
-                              fill=0, all_touched=False, dtype="int32")
+            index = rasterize(
+                zip(polygons.geometry, range(1, len(polygons) + 1)),
+                out_shape=(h, w),
+                transform=transform,
+                fill=0,
+                all_touched=False,
+                dtype="int32",
+            )
             clear = vsrc.read(1, window=window) > 0
             index[~clear] = 0
             if not index.any():
@@ -203,12 +241,22 @@ class TileSource:
             path = Path(scratch) / f"{tile}_features.npy"
             mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(h, w, len(names)))
             for sub in block_windows(h, w, _READ_BLOCK):
-                read = Window(window.col_off + sub.col_off, window.row_off + sub.row_off, sub.width, sub.height)
+                read = Window(
+                    window.col_off + sub.col_off, window.row_off + sub.row_off, sub.width, sub.height
+                )
                 block = fsrc.read(window=read, out_dtype=np.float32)  # [F, hb, wb]
                 r0, c0 = int(sub.row_off), int(sub.col_off)
                 mm[r0 : r0 + int(sub.height), c0 : c0 + int(sub.width)] = block.transpose(1, 2, 0)
-        log.info("%s: labelled area %d x %d px at (%d, %d): %d training and %d held-out pixels", tile, w, h,
-                 int(window.col_off), int(window.row_off), int((train > 0).sum()), int((hold > 0).sum()))
+        log.info(
+            "%s: labelled area %d x %d px at (%d, %d): %d training and %d held-out pixels",
+            tile,
+            w,
+            h,
+            int(window.col_off),
+            int(window.row_off),
+            int((train > 0).sum()),
+            int((hold > 0).sum()),
+        )
         return cls(tile, window, mm, train, hold, names)
 
     def labelled_rows(self) -> Iterator[tuple[slice, np.ndarray]]:
@@ -294,8 +342,15 @@ class PatchSampler:
     labelled area; zero-padded where the area is smaller than a patch).
     """
 
-    def __init__(self, sources: Sequence[TileSource], classes: Sequence[int], patch_size: int, rng: np.random.Generator,
-                 *, augment: bool = True) -> None:
+    def __init__(
+        self,
+        sources: Sequence[TileSource],
+        classes: Sequence[int],
+        patch_size: int,
+        rng: np.random.Generator,
+        *,
+        augment: bool = True,
+    ) -> None:
         self.sources = list(sources)
         self.classes = np.asarray(classes, dtype=np.int64)
         self.patch_size = int(patch_size)
@@ -306,9 +361,14 @@ class PatchSampler:
         self._lut[0] = IGNORE_INDEX
         self.pixels: list[np.ndarray] = []  # per class: int64 [n, 3] (source, row, col)
         for code in self.classes:
-            found = [np.column_stack([np.full(len(r), s), r, c]) for s, src in enumerate(self.sources)
-                     for r, c in [np.nonzero(src.train == code)]]
-            self.pixels.append(np.concatenate(found).astype(np.int64) if found else np.empty((0, 3), np.int64))
+            found = [
+                np.column_stack([np.full(len(r), s), r, c])
+                for s, src in enumerate(self.sources)
+                for r, c in [np.nonzero(src.train == code)]
+            ]
+            self.pixels.append(
+                np.concatenate(found).astype(np.int64) if found else np.empty((0, 3), np.int64)
+            )
         empty = [int(c) for c, p in zip(self.classes, self.pixels) if len(p) == 0]
         if empty:
             raise ValueError(f"classes {empty} have no training pixel")

@@ -37,11 +37,16 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from cropchain.series.composite import clear_months, composite_series, month_grid
 from cropchain.errors import ConfigError, InputError
-from cropchain.series.features import FEATURES_NODATA
-from cropchain.series.gapfill import GAPFILLED_NODATA, check_inputs, parse_date, to_int16
 from cropchain.io.raster import geotiff_profile, open_raster
+from cropchain.series.composite import clear_months, composite_series, month_grid
+from cropchain.series.features import FEATURES_NODATA
+from cropchain.series.gapfill import (
+    GAPFILLED_NODATA,
+    check_inputs,
+    parse_date,
+    to_int16,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +86,31 @@ class PrestoSpec:
         """The file that names these features in messages (``raw.tif``)."""
         return Path(self.raw)
 
-    def open(self) -> "PrestoFeatures":
+    def open(self) -> PrestoFeatures:
         return PrestoFeatures(self)
 
 
-def presto_spec(raw: str | os.PathLike, mask: str | os.PathLike, raw_dates: str | os.PathLike, weights: str | os.PathLike,
-                presto: dict, start: str | dt.date) -> PrestoSpec:
+def presto_spec(
+    raw: str | os.PathLike,
+    mask: str | os.PathLike,
+    raw_dates: str | os.PathLike,
+    weights: str | os.PathLike,
+    presto: dict,
+    start: str | dt.date,
+) -> PrestoSpec:
     """The :class:`PrestoSpec` of a tile from its ingest outputs, the weights file and the
     configuration's ``presto`` section (``sha256``, ``months``, ``batch_size``, ``device``)."""
-    return PrestoSpec(str(raw), str(mask), str(raw_dates), str(weights), presto.get("sha256"), start,
-                      int(presto.get("months", 12)), int(presto.get("batch_size", 256)), str(presto.get("device", "auto")))
+    return PrestoSpec(
+        str(raw),
+        str(mask),
+        str(raw_dates),
+        str(weights),
+        presto.get("sha256"),
+        start,
+        int(presto.get("months", 12)),
+        int(presto.get("batch_size", 256)),
+        str(presto.get("device", "auto")),
+    )
 
 
 class PrestoFeatures:
@@ -113,26 +133,45 @@ class PrestoFeatures:
     """
 
     def __init__(self, spec: PrestoSpec) -> None:
-        from cropchain.models.presto import MAX_TIMESTEPS, S2_BANDS, load_presto, resolve_device
+        from cropchain.models.presto import (
+            MAX_TIMESTEPS,
+            S2_BANDS,
+            load_presto,
+            resolve_device,
+        )
 
         self.spec = spec
         self.path = Path(spec.raw)
         self.name = str(self.path)
         if not 1 <= int(spec.months) <= MAX_TIMESTEPS:
-            raise ConfigError(f"presto.months: {spec.months}, Presto takes 1 to {MAX_TIMESTEPS} monthly composites")
+            raise ConfigError(
+                f"presto.months: {spec.months}, Presto takes 1 to {MAX_TIMESTEPS} monthly composites"
+            )
         self.dates, self.bands, profile = check_inputs(self.path, Path(spec.mask), Path(spec.raw_dates))
         missing = [b for b in S2_BANDS if b not in self.bands]
         if missing:
-            raise InputError(self.path, f"Presto reads the bands {', '.join(S2_BANDS)}; the series has {', '.join(self.bands)}",
-                             f"ingest the missing band(s) {', '.join(missing)} (ingest.bands)")
+            raise InputError(
+                self.path,
+                f"Presto reads the bands {', '.join(S2_BANDS)}; the series has {', '.join(self.bands)}",
+                f"ingest the missing band(s) {', '.join(missing)} (ingest.bands)",
+            )
         first = parse_date(spec.start, "presto start")
-        end = dt.date(first.year + (first.month - 1 + int(spec.months) - 1) // 12, (first.month - 1 + int(spec.months) - 1) % 12 + 1, 1)
+        end = dt.date(
+            first.year + (first.month - 1 + int(spec.months) - 1) // 12,
+            (first.month - 1 + int(spec.months) - 1) % 12 + 1,
+            1,
+        )
         self.months = month_grid(first, end, 15)
         months_of = {(m.year, m.month) for m in self.months}
-        self._used = np.array([i for i, d in enumerate(self.dates) if (d.year, d.month) in months_of], dtype=np.intp)
+        self._used = np.array(
+            [i for i, d in enumerate(self.dates) if (d.year, d.month) in months_of], dtype=np.intp
+        )
         if self._used.size == 0:
-            raise InputError(spec.raw_dates, f"no acquisition date in the Presto months {self.months[0]:%Y-%m} .. {self.months[-1]:%Y-%m}",
-                             "set dates.start to the first month of the images")
+            raise InputError(
+                spec.raw_dates,
+                f"no acquisition date in the Presto months {self.months[0]:%Y-%m} .. {self.months[-1]:%Y-%m}",
+                "set dates.start to the first month of the images",
+            )
         n_bands = len(self.bands)
         self._band_rows = [int(t) * n_bands + b + 1 for t in self._used for b in range(n_bands)]
         self._mask_rows = [int(t) + 1 for t in self._used]
@@ -149,11 +188,19 @@ class PrestoFeatures:
         self.transform, self.crs = self._src.transform, self._src.crs
         self.profile = geotiff_profile(profile, count=self.count, dtype="float32", nodata=FEATURES_NODATA)
         self.nodatavals = (FEATURES_NODATA,) * self.count
-        log.info("Presto features of %s: %d dates in %d months (%s .. %s), encoder on %s", self.path, self._used.size,
-                 len(self.months), f"{self.months[0]:%Y-%m}", f"{self.months[-1]:%Y-%m}", self.device)
+        log.info(
+            "Presto features of %s: %d dates in %d months (%s .. %s), encoder on %s",
+            self.path,
+            self._used.size,
+            len(self.months),
+            f"{self.months[0]:%Y-%m}",
+            f"{self.months[-1]:%Y-%m}",
+            self.device,
+        )
 
-    def _composites(self, window: Window | None, rows: np.ndarray | None = None,
-                    cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _composites(
+        self, window: Window | None, rows: np.ndarray | None = None, cols: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """int16 ``[N, M, 10]`` composites (bands of S2_BANDS) and bool ``[N, M]`` clear months
         of the window's pixels (row-major), or of ``rows``, ``cols`` within it."""
         t = self._used.size
@@ -166,7 +213,9 @@ class PrestoFeatures:
         valid = valid.reshape(t, n)
         if self._src_nodata is not None:
             valid &= ~(values == self._src_nodata).any(axis=1)
-        comp = to_int16(composite_series(values[:, self._order], valid, self._sub_dates, self.months))  # [M, 10, N]
+        comp = to_int16(
+            composite_series(values[:, self._order], valid, self._sub_dates, self.months)
+        )  # [M, 10, N]
         clear = clear_months(valid, self._sub_dates, self.months)  # [M, N]
         return comp.transpose(2, 0, 1), clear.T
 
@@ -174,7 +223,15 @@ class PrestoFeatures:
         """float32 ``[128, N]``, FEATURES_NODATA where no month is clear."""
         from cropchain.models.presto import embed_series
 
-        emb = embed_series(comp, clear, latlon, self.months, self.encoder, batch_size=self.spec.batch_size, nodata=GAPFILLED_NODATA)
+        emb = embed_series(
+            comp,
+            clear,
+            latlon,
+            self.months,
+            self.encoder,
+            batch_size=self.spec.batch_size,
+            nodata=GAPFILLED_NODATA,
+        )
         emb[np.isnan(emb)] = FEATURES_NODATA
         return np.ascontiguousarray(emb.T)
 
@@ -186,8 +243,12 @@ class PrestoFeatures:
         transform = rasterio.windows.transform(window, self.transform)
         return pixel_latlon(transform, self.crs, int(window.height), int(window.width))  # [2, h, w]
 
-    def read(self, indexes: Sequence[int] | int | None = None, window: Window | None = None,
-             out_dtype: str | np.dtype = "float32") -> np.ndarray:
+    def read(
+        self,
+        indexes: Sequence[int] | int | None = None,
+        window: Window | None = None,
+        out_dtype: str | np.dtype = "float32",
+    ) -> np.ndarray:
         """Embeddings of ``window`` (the whole grid by default).
 
         Parameters
@@ -220,7 +281,7 @@ class PrestoFeatures:
         self._src.close()
         self._msk.close()
 
-    def __enter__(self) -> "PrestoFeatures":
+    def __enter__(self) -> PrestoFeatures:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -29,17 +29,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import rasterio
-from rasterio.features import rasterize
 from affine import Affine
+from rasterio.features import rasterize
 from rasterio.windows import Window
 from shapely import box
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.series.features import FeatureSpec, features_path, open_features, read_feature_pixels
 from cropchain.io.atomic import atomic_output
 from cropchain.io.raster import block_windows, open_raster
 from cropchain.reference.split import LEARN, VALIDATION
+from cropchain.series.features import (
+    FeatureSpec,
+    features_path,
+    open_features,
+    read_feature_pixels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +69,21 @@ class _Tile:
 def _feature_names(path: Path, ds: rasterio.DatasetReader) -> list[str]:
     names = list(ds.descriptions)
     if any(not n for n in names):
-        raise InputError(path, "some bands have no description (feature name)", "rerun the features step, which names every band")
+        raise InputError(
+            path,
+            "some bands have no description (feature name)",
+            "rerun the features step, which names every band",
+        )
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(path, f"duplicate band descriptions {dup}", "give every feature band a unique name")
     clash = set(names) & set(META_COLUMNS)
     if clash:
-        raise InputError(path, f"band description(s) {sorted(clash)} clash with table columns", "rename these feature bands")
+        raise InputError(
+            path,
+            f"band description(s) {sorted(clash)} clash with table columns",
+            "rename these feature bands",
+        )
     return names
 
 
@@ -80,31 +93,49 @@ def _open_tile(spec: dict) -> tuple[_Tile, list[str]]:
     if missing:
         raise ConfigError(f"samples tiles: entry {spec!r} lacks key(s) {missing}")
     tile = str(spec["tile"])
-    features = Path(spec["features"]) if isinstance(spec["features"], (str, os.PathLike)) else spec["features"]
+    features = (
+        Path(spec["features"]) if isinstance(spec["features"], (str, os.PathLike)) else spec["features"]
+    )
     validity, split_path = Path(spec["validity"]), Path(spec["split"])
-    with open_features(features, f"feature raster of tile {tile}") as fds, open_raster(validity, f"validity raster of tile {tile}") as vds:
+    with (
+        open_features(features, f"feature raster of tile {tile}") as fds,
+        open_raster(validity, f"validity raster of tile {tile}") as vds,
+    ):
         names = _feature_names(features_path(features), fds)
         if (vds.width, vds.height, vds.transform, vds.crs) != (fds.width, fds.height, fds.transform, fds.crs):
-            raise InputError(validity, f"validity raster of tile {tile} is not on the grid of {features_path(features)}",
-                             "rerun the gap filling of this tile")
+            raise InputError(
+                validity,
+                f"validity raster of tile {tile} is not on the grid of {features_path(features)}",
+                "rerun the gap filling of this tile",
+            )
         crs = fds.crs
     if not split_path.is_file():
         raise InputError(split_path, f"split polygons of tile {tile} not found", "run the split step first")
     try:
         gdf = pyogrio.read_dataframe(split_path, layer="split", columns=["polygon_id", "code", "split"])
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
-        raise InputError(split_path, f"layer 'split' with polygon_id, code, split cannot be read ({exc})", "rerun the split step") from None
+        raise InputError(
+            split_path,
+            f"layer 'split' with polygon_id, code, split cannot be read ({exc})",
+            "rerun the split step",
+        ) from None
     bad = sorted(set(gdf["split"].astype(str)) - set(_SPLITS))
     if bad:
         raise InputError(split_path, f"unknown split value(s) {bad}", f"use {list(_SPLITS)}")
     if gdf["polygon_id"].duplicated().any() or (gdf["polygon_id"] <= 0).any():
-        raise InputError(split_path, "polygon_id must be unique and > 0", "rerun the reference fusion and split steps")
+        raise InputError(
+            split_path, "polygon_id must be unique and > 0", "rerun the reference fusion and split steps"
+        )
     if gdf.crs is None:
         raise InputError(split_path, "split layer has no CRS", "rerun the reference fusion and split steps")
     if not gdf.crs.equals(crs):
         log.info("%s: split polygons reprojected from %s to the feature grid CRS", tile, gdf.crs.to_string())
         gdf = gdf.to_crs(crs)
-    gdf = gdf.loc[~(gdf.geometry.is_empty | gdf.geometry.isna())].sort_values("polygon_id").reset_index(drop=True)
+    gdf = (
+        gdf.loc[~(gdf.geometry.is_empty | gdf.geometry.isna())]
+        .sort_values("polygon_id")
+        .reset_index(drop=True)
+    )
     t = _Tile(
         tile=tile,
         features=features,
@@ -118,7 +149,9 @@ def _open_tile(spec: dict) -> tuple[_Tile, list[str]]:
     return t, names
 
 
-def _labelled(t: _Tile, block: int) -> Iterator[tuple[Window, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def _labelled(
+    t: _Tile, block: int
+) -> Iterator[tuple[Window, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield, per window with labelled clear pixels: window, rows, cols (window-relative,
     int64), index into ``t.ids`` (int64), validity (int16), pixels in row-major order."""
     sindex = t.polygons.sindex
@@ -130,7 +163,9 @@ def _labelled(t: _Tile, block: int) -> Iterator[tuple[Window, np.ndarray, np.nda
             # deprecated `*` and flood the logs with warnings).
             wtransform = vds.transform @ Affine.translation(win.col_off, win.row_off)
             (xa, ya), (xb, yb) = wtransform @ (0, 0), wtransform @ (win.width, win.height)
-            hits = np.sort(sindex.query(box(min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), predicate="intersects"))
+            hits = np.sort(
+                sindex.query(box(min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)), predicate="intersects")
+            )
             if hits.size == 0:
                 continue
             burned = rasterize(
@@ -150,10 +185,18 @@ def _labelled(t: _Tile, block: int) -> Iterator[tuple[Window, np.ndarray, np.nda
                 continue
             rows, cols = rows[clear], cols[clear]
             index = np.searchsorted(t.ids, burned[rows, cols])
-            yield win, rows, cols, index, np.minimum(validity[clear].astype(np.int32), np.iinfo(np.int16).max).astype(np.int16)
+            yield (
+                win,
+                rows,
+                cols,
+                index,
+                np.minimum(validity[clear].astype(np.int32), np.iinfo(np.int16).max).astype(np.int16),
+            )
 
 
-def _count(counts: dict, polygons: dict, tile: str, codes: np.ndarray, learn: np.ndarray, pids: np.ndarray) -> None:
+def _count(
+    counts: dict, polygons: dict, tile: str, codes: np.ndarray, learn: np.ndarray, pids: np.ndarray
+) -> None:
     """Add labelled pixels and their polygons to the per (class, split) tallies of the summary."""
     for code in np.unique(codes).tolist():
         for is_learn, label in ((True, LEARN), (False, VALIDATION)):
@@ -164,9 +207,7 @@ def _count(counts: dict, polygons: dict, tile: str, codes: np.ndarray, learn: np
                 polygons.setdefault(key, set()).update((tile, p) for p in np.unique(pids[m]).tolist())
 
 
-def _cap_selection(
-    tiles: list[_Tile], block: int, cap: int, seed: int
-) -> dict[int, np.ndarray]:
+def _cap_selection(tiles: list[_Tile], block: int, cap: int, seed: int) -> dict[int, np.ndarray]:
     """First pass for the learning cap: per class with more than ``cap`` learning pixels,
     a boolean array over its learning pixels (in traversal order) marking those kept."""
     counts: dict[int, int] = {}
@@ -243,7 +284,9 @@ def extract_pixels(
     if not tiles:
         raise ConfigError("samples: the list of tiles is empty")
     if max_learn_pixels_per_class is not None and int(max_learn_pixels_per_class) < 1:
-        raise ConfigError(f"samples.max_learn_pixels_per_class: must be >= 1 or null, got {max_learn_pixels_per_class}")
+        raise ConfigError(
+            f"samples.max_learn_pixels_per_class: must be >= 1 or null, got {max_learn_pixels_per_class}"
+        )
     if int(block) < 1:
         raise ConfigError(f"samples.block: must be >= 1 pixel, got {block}")
     opened: list[_Tile] = []
@@ -263,7 +306,11 @@ def extract_pixels(
         opened.append(t)
     assert names is not None
 
-    cap_keep = _cap_selection(opened, block, int(max_learn_pixels_per_class), seed) if max_learn_pixels_per_class else {}
+    cap_keep = (
+        _cap_selection(opened, block, int(max_learn_pixels_per_class), seed)
+        if max_learn_pixels_per_class
+        else {}
+    )
     cap_seen = {code: 0 for code in cap_keep}
 
     split_type = pa.dictionary(pa.int8(), pa.string())
@@ -309,7 +356,13 @@ def extract_pixels(
                                 continue
                         _count(counts, polygons, t.tile, codes, learn, t.ids[index])
                         # only the (capped) learning pixels are stored: training reads nothing else
-                        rows, cols, index, validity, codes = rows[learn], cols[learn], index[learn], validity[learn], codes[learn]
+                        rows, cols, index, validity, codes = (
+                            rows[learn],
+                            cols[learn],
+                            index[learn],
+                            validity[learn],
+                            codes[learn],
+                        )
                         if rows.size == 0:
                             continue
                         values = read_feature_pixels(fds, win, rows, cols, _CHUNK_VALUES)
@@ -331,7 +384,9 @@ def extract_pixels(
                             writer.write_table(pa.concat_tables(buffer))
                             buffer, buffered = [], 0
                 if n_tile == 0:
-                    log.warning("%s: no learning pixel with a clear date (polygons in %s)", t.tile, t.split_path)
+                    log.warning(
+                        "%s: no learning pixel with a clear date (polygons in %s)", t.tile, t.split_path
+                    )
                 else:
                     log.info("%s: %d learning pixel(s) extracted", t.tile, n_tile)
                 n_total += n_tile
@@ -349,6 +404,8 @@ def extract_pixels(
         columns=["code", "split", "n_pixels", "n_polygons"],
     )
     for row in summary.itertuples(index=False):
-        log.info("class %d %s: %d pixel(s) from %d polygon(s)", row.code, row.split, row.n_pixels, row.n_polygons)
+        log.info(
+            "class %d %s: %d pixel(s) from %d polygon(s)", row.code, row.split, row.n_pixels, row.n_polygons
+        )
     log.info("%d pixel(s) x %d feature(s) written to %s", n_total, len(names), out_parquet)
     return summary

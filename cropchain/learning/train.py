@@ -58,7 +58,9 @@ def load_learning_pixels(pixels: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     split = table.column("split").to_numpy(zero_copy_only=False).astype(str)
     learn = split == "learn"
     if not learn.any():
-        raise InputError(pixels, "no learning pixel", "check the reference polygons cover the tiles and the split ratio")
+        raise InputError(
+            pixels, "no learning pixel", "check the reference polygons cover the tiles and the split ratio"
+        )
     X = np.stack([table.column(n).to_numpy()[learn] for n in names], axis=1).astype(np.float32, copy=False)
     y = table.column("code").to_numpy()[learn].astype(np.int64)
     return X, y, names
@@ -90,11 +92,18 @@ def train_model(
     """
     out_dir = Path(out_dir)
     if is_network(architecture):
-        raise ConfigError(f"architectures.{architecture}: a network is trained on patches by cropchain.learning.train_network.train_network")
+        raise ConfigError(
+            f"architectures.{architecture}: a network is trained on patches by cropchain.learning.train_network.train_network"
+        )
     X, y, names = load_learning_pixels(pixels)
     codes, counts = np.unique(y, return_counts=True)
-    log.info("training %s on %d learning pixels, %d features, classes %s", architecture, len(y), len(names),
-             dict(zip(codes.tolist(), counts.tolist())))
+    log.info(
+        "training %s on %d learning pixels, %d features, classes %s",
+        architecture,
+        len(y),
+        len(names),
+        dict(zip(codes.tolist(), counts.tolist())),
+    )
     model = get_model(architecture, seed=seed, threads=threads, **hyperparameters)
     start = time.perf_counter()
     model.fit(X, y)
@@ -115,8 +124,11 @@ def train_model(
         "cropchain_version": cropchain.__version__,
         "library_versions": _library_versions(),
     }
-    metrics = {"training_time_s": round(elapsed, 3), "resubstitution_overall_accuracy": train_oa,
-               "n_learning_pixels": int(len(y))}
+    metrics = {
+        "training_time_s": round(elapsed, 3),
+        "resubstitution_overall_accuracy": train_oa,
+        "n_learning_pixels": int(len(y)),
+    }
     with atomic_output(out_dir / "model.joblib") as tmp:
         joblib.dump(model, tmp)
     write_text_atomic(out_dir / "model.json", json.dumps(meta, indent=2))

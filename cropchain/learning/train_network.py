@@ -42,13 +42,24 @@ from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.metrics import macro_f1
-from cropchain.series.features import FeatureSpec, features_path, open_features
 from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.io.raster import open_raster
+from cropchain.learning.patches import (
+    IGNORE_INDEX,
+    PatchSampler,
+    TileSource,
+    read_learning_polygons,
+    select_holdout,
+    standardization,
+)
+from cropchain.metrics import macro_f1
 from cropchain.models import get_model, is_network
-from cropchain.models.networks import WEIGHTS_FILE, NetworkClassifier, channel_groups, library_versions
-from cropchain.learning.patches import IGNORE_INDEX, PatchSampler, TileSource, read_learning_polygons, select_holdout, standardization
+from cropchain.models.networks import (
+    WEIGHTS_FILE,
+    NetworkClassifier,
+    channel_groups,
+    library_versions,
+)
+from cropchain.series.features import FeatureSpec, features_path, open_features
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +79,20 @@ def check_tiling(model: NetworkClassifier, window: int, overlap: int) -> None:
         multiples of its alignment (the U-Nets' pooling grid).
     """
     if overlap < model.margin:
-        raise ConfigError(f"classify.overlap: {overlap} px is smaller than the receptive margin of {model.architecture} "
-                          f"({model.margin} px); set classify.overlap >= {model.margin} (a multiple of {model.alignment})")
+        raise ConfigError(
+            f"classify.overlap: {overlap} px is smaller than the receptive margin of {model.architecture} "
+            f"({model.margin} px); set classify.overlap >= {model.margin} (a multiple of {model.alignment})"
+        )
     if window % model.alignment or overlap % model.alignment:
-        raise ConfigError(f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of "
-                          f"{model.alignment} px for {model.architecture} (its pooling grid)")
+        raise ConfigError(
+            f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of "
+            f"{model.alignment} px for {model.architecture} (its pooling grid)"
+        )
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+def masked_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None
+) -> torch.Tensor:
     """Class-weighted cross-entropy over the labelled pixels only.
 
     Parameters
@@ -92,7 +109,9 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: tor
     return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)
 
 
-def _labelled_logits(net: torch.nn.Module, pixelwise: bool, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _labelled_logits(
+    net: torch.nn.Module, pixelwise: bool, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets of a batch; a pixel-wise network sees its labelled pixels only."""
     if pixelwise:
         mask = y != IGNORE_INDEX
@@ -101,8 +120,14 @@ def _labelled_logits(net: torch.nn.Module, pixelwise: bool, x: torch.Tensor, y: 
     return net(x), y
 
 
-def _evaluate(net: torch.nn.Module, pixelwise: bool, sampler: PatchSampler, windows: list, weight: torch.Tensor | None,
-              batch_size: int) -> dict[str, float]:
+def _evaluate(
+    net: torch.nn.Module,
+    pixelwise: bool,
+    sampler: PatchSampler,
+    windows: list,
+    weight: torch.Tensor | None,
+    batch_size: int,
+) -> dict[str, float]:
     """Loss, overall accuracy and macro F1 of ``net`` on the held-out pixels of fixed windows."""
     net.eval()
     total, norm = 0.0, 0.0
@@ -111,7 +136,9 @@ def _evaluate(net: torch.nn.Module, pixelwise: bool, sampler: PatchSampler, wind
         for i in range(0, len(windows), batch_size):
             xb, yb = sampler.window_batch(windows[i : i + batch_size])
             device = next(net.parameters()).device
-            logits, target = _labelled_logits(net, pixelwise, torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device))
+            logits, target = _labelled_logits(
+                net, pixelwise, torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
+            )
             if not pixelwise:
                 logits = logits.permute(0, 2, 3, 1)[target != IGNORE_INDEX]
                 target = target[target != IGNORE_INDEX]
@@ -122,7 +149,11 @@ def _evaluate(net: torch.nn.Module, pixelwise: bool, sampler: PatchSampler, wind
             truth.append(target.cpu().numpy())
             pred.append(logits.argmax(1).cpu().numpy())
     y, p = np.concatenate(truth), np.concatenate(pred)
-    return {"loss": total / max(norm, 1e-12), "overall_accuracy": float((y == p).mean()), "macro_f1": macro_f1(y, p)[0]}
+    return {
+        "loss": total / max(norm, 1e-12),
+        "overall_accuracy": float((y == p).mean()),
+        "macro_f1": macro_f1(y, p)[0],
+    }
 
 
 def train_network(
@@ -172,7 +203,9 @@ def train_network(
         unreadable inputs, features that differ between tiles, no learning pixel.
     """
     if not is_network(architecture):
-        raise ConfigError(f"architectures.{architecture}: not a network; train it with cropchain.learning.train.train_model")
+        raise ConfigError(
+            f"architectures.{architecture}: not a network; train it with cropchain.learning.train.train_model"
+        )
     if not (len(features) == len(validity) == len(splits)) or not features:
         raise ValueError("features, validity and splits must list the same tiles (at least one)")
     tiles = list(tiles) if tiles is not None else [f"tile{i}" for i in range(len(features))]
@@ -183,7 +216,9 @@ def train_network(
     model: NetworkClassifier = get_model(architecture, seed=seed, threads=threads, **hyperparameters)
     hp = model.training_hyperparameters
     if hp["monitor"] not in MONITORS:
-        raise ConfigError(f"architectures.{architecture}.monitor: {hp['monitor']!r} is not one of {', '.join(MONITORS)}")
+        raise ConfigError(
+            f"architectures.{architecture}.monitor: {hp['monitor']!r} is not one of {', '.join(MONITORS)}"
+        )
     model.set_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng([int(seed), 20190917])
@@ -195,28 +230,49 @@ def train_network(
     with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out_dir) as scratch:
         sources = []
         for tile, fpath, vpath, polys, held in zip(tiles, features, validity, polygons, holdout):
-            src = TileSource.build(tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]), scratch=scratch)
+            src = TileSource.build(
+                tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]), scratch=scratch
+            )
             if src is not None:
                 sources.append(src)
         if not sources:
-            raise InputError(splits[0], "no learning polygon covers a clear pixel of any tile",
-                             "check that the reference polygons overlap the tiles and the split ratio")
+            raise InputError(
+                splits[0],
+                "no learning polygon covers a clear pixel of any tile",
+                "check that the reference polygons overlap the tiles and the split ratio",
+            )
         codes = np.unique(np.concatenate([np.unique(s.train) for s in sources]))
         classes = codes[codes > 0]
-        dropped = sorted(set(np.unique(np.concatenate([np.unique(s.holdout) for s in sources])).tolist()) - set(classes.tolist()) - {0})
+        dropped = sorted(
+            set(np.unique(np.concatenate([np.unique(s.holdout) for s in sources])).tolist())
+            - set(classes.tolist())
+            - {0}
+        )
         if dropped:
             log.warning("classes %s have held-out pixels but no training pixel: not learnt", dropped)
         n_train = {int(c): int(sum((s.train == c).sum() for s in sources)) for c in classes}
         n_holdout = {int(c): int(sum((s.holdout == c).sum() for s in sources)) for c in classes}
-        log.info("%s: %d classes, training pixels %s, held-out pixels %s", architecture, len(classes), n_train, n_holdout)
+        log.info(
+            "%s: %d classes, training pixels %s, held-out pixels %s",
+            architecture,
+            len(classes),
+            n_train,
+            n_holdout,
+        )
 
         mean, std = standardization(sources, channel_groups(names))
         for src in sources:
             src.standardize(mean, std)
         model.initialize(names, classes, mean, std)
         model.to_device()  # hyper-parameter device (auto: a CUDA GPU when present, else the CPU)
-        log.info("%s: %d parameters, receptive margin %d px, alignment %d px, on %s", architecture, model.n_parameters, model.margin,
-                 model.alignment, model.device)
+        log.info(
+            "%s: %d parameters, receptive margin %d px, alignment %d px, on %s",
+            architecture,
+            model.n_parameters,
+            model.margin,
+            model.alignment,
+            model.device,
+        )
         if classify_window is not None and classify_overlap is not None:
             check_tiling(model, classify_window, classify_overlap)
 
@@ -228,7 +284,10 @@ def train_network(
         weight = torch.as_tensor(weights, dtype=torch.float32, device=model.device) if power else None
         windows = sampler.holdout_windows()
         if not windows:
-            log.warning("no held-out polygon (too few learning polygons per class): no early stopping, %d epochs", hp["epochs"])
+            log.warning(
+                "no held-out polygon (too few learning polygons per class): no early stopping, %d epochs",
+                hp["epochs"],
+            )
 
         curves, best, seconds = _fit(model, sampler, windows, weight, hp, architecture)
 
@@ -241,13 +300,21 @@ def train_network(
         "seed": seed,
         "classes": [int(c) for c in model.classes_],
         "feature_names": list(names),
-        "normalization": {"mean": [float(v) for v in model.mean], "std": [float(v) for v in model.std],
-                          "pooled_over": "dates of each band or index", "nodata_to": 0.0},
+        "normalization": {
+            "mean": [float(v) for v in model.mean],
+            "std": [float(v) for v in model.std],
+            "pooled_over": "dates of each band or index",
+            "nodata_to": 0.0,
+        },
         "margin": model.margin,
         "alignment": model.alignment,
         "n_parameters": model.n_parameters,
-        "class_weights": {int(c): round(float(w), 6) for c, w in zip(classes, weights)} if weight is not None else None,
-        "holdout_polygons": {t: sorted(int(i) for i in p.loc[h, "polygon_id"]) for t, p, h in zip(tiles, polygons, holdout)},
+        "class_weights": {int(c): round(float(w), 6) for c, w in zip(classes, weights)}
+        if weight is not None
+        else None,
+        "holdout_polygons": {
+            t: sorted(int(i) for i in p.loc[h, "polygon_id"]) for t, p, h in zip(tiles, polygons, holdout)
+        },
         "n_learning_pixels": n_train,
         "n_holdout_pixels": n_holdout,
         "cropchain_version": cropchain.__version__,
@@ -266,12 +333,16 @@ def train_network(
     }
     if best is not None and curves["holdout_loss"]:
         i = curves["epoch"].index(best)
-        metrics.update({f"holdout_{k}": curves[f"holdout_{k}"][i] for k in ("loss", "overall_accuracy", "macro_f1")})
+        metrics.update(
+            {f"holdout_{k}": curves[f"holdout_{k}"][i] for k in ("loss", "overall_accuracy", "macro_f1")}
+        )
     model.save(out_dir)
     write_text_atomic(out_dir / "model.json", json.dumps(meta, indent=2))
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     plot_curves(curves, best, out_dir / "training_curves.png", title=f"{architecture} (seed {seed})")
-    log.info("trained %s in %.1f s: %d epochs, best epoch %s", architecture, elapsed, metrics["epochs_run"], best)
+    log.info(
+        "trained %s in %.1f s: %d epochs, best epoch %s", architecture, elapsed, metrics["epochs_run"], best
+    )
     return meta
 
 
@@ -286,8 +357,11 @@ def _feature_names(features: Sequence[FeatureSpec | str | os.PathLike]) -> tuple
         if names is None:
             names = these
         elif these != names:
-            raise InputError(features_path(spec), f"feature names differ from those of {features_path(features[0])}",
-                             "compute the features of all tiles with the same configuration")
+            raise InputError(
+                features_path(spec),
+                f"feature names differ from those of {features_path(features[0])}",
+                "compute the features of all tiles with the same configuration",
+            )
     assert names is not None
     return names, crs
 
@@ -310,21 +384,35 @@ def ema_update(decay: float):
     return update
 
 
-def _fit(model: NetworkClassifier, sampler: PatchSampler, windows: list, weight: torch.Tensor | None,
-         hp: dict[str, Any], architecture: str) -> tuple[dict[str, list], int | None, float]:
+def _fit(
+    model: NetworkClassifier,
+    sampler: PatchSampler,
+    windows: list,
+    weight: torch.Tensor | None,
+    hp: dict[str, Any],
+    architecture: str,
+) -> tuple[dict[str, list], int | None, float]:
     """The training loop: Adam, an exponential moving average of the weights (evaluated and
     kept), early stopping on the held-out loss, the best weights restored."""
     from torch.optim.swa_utils import AveragedModel
 
     net = model.net
-    opt = torch.optim.Adam(net.parameters(), lr=float(hp["learning_rate"]), weight_decay=float(hp["weight_decay"]))
+    opt = torch.optim.Adam(
+        net.parameters(), lr=float(hp["learning_rate"]), weight_decay=float(hp["weight_decay"])
+    )
     decay = float(hp["ema_decay"])
     ema = AveragedModel(net, multi_avg_fn=ema_update(decay), use_buffers=True) if decay > 0 else None
     kept = ema.module if ema is not None else net  # the weights evaluated and kept
     batch, epochs, patience = int(hp["batch_size"]), int(hp["epochs"]), int(hp["patience"])
     steps = max(1, -(-int(hp["patches_per_epoch"]) // batch))
-    curves: dict[str, list] = {"epoch": [], "train_loss": [], "holdout_loss": [], "holdout_overall_accuracy": [],
-                               "holdout_macro_f1": [], "seconds": []}
+    curves: dict[str, list] = {
+        "epoch": [],
+        "train_loss": [],
+        "holdout_loss": [],
+        "holdout_overall_accuracy": [],
+        "holdout_macro_f1": [],
+        "seconds": [],
+    }
     monitor = str(hp["monitor"])
     sign = 1.0 if monitor == "loss" else -1.0  # lower is better
     best_score, best_epoch, best_state, waited = float("inf"), None, None, 0
@@ -334,7 +422,12 @@ def _fit(model: NetworkClassifier, sampler: PatchSampler, windows: list, weight:
         losses = []
         for _ in range(steps):
             x, y = sampler.draw(batch)
-            logits, target = _labelled_logits(net, model.pixelwise, torch.from_numpy(x).to(model.device), torch.from_numpy(y).to(model.device))
+            logits, target = _labelled_logits(
+                net,
+                model.pixelwise,
+                torch.from_numpy(x).to(model.device),
+                torch.from_numpy(y).to(model.device),
+            )
             loss = masked_cross_entropy(logits, target, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -349,18 +442,32 @@ def _fit(model: NetworkClassifier, sampler: PatchSampler, windows: list, weight:
             scores = _evaluate(kept, model.pixelwise, sampler, windows, weight, batch)
             for k, v in scores.items():
                 curves[f"holdout_{k}"].append(v)
-            log.info("epoch %d: train loss %.4f, held-out loss %.4f, OA %.3f, macro F1 %.3f (%.0f s)", epoch, curves["train_loss"][-1],
-                     scores["loss"], scores["overall_accuracy"], scores["macro_f1"], curves["seconds"][-1])
+            log.info(
+                "epoch %d: train loss %.4f, held-out loss %.4f, OA %.3f, macro F1 %.3f (%.0f s)",
+                epoch,
+                curves["train_loss"][-1],
+                scores["loss"],
+                scores["overall_accuracy"],
+                scores["macro_f1"],
+                curves["seconds"][-1],
+            )
             if sign * scores[monitor] < best_score:
                 best_score, best_epoch, waited = sign * scores[monitor], epoch, 0
                 best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
             else:
                 waited += 1
                 if waited >= patience:
-                    log.info("early stop after epoch %d: no better held-out %s since epoch %d", epoch, monitor, best_epoch)
+                    log.info(
+                        "early stop after epoch %d: no better held-out %s since epoch %d",
+                        epoch,
+                        monitor,
+                        best_epoch,
+                    )
                     break
         else:
-            log.info("epoch %d: train loss %.4f (%.0f s)", epoch, curves["train_loss"][-1], curves["seconds"][-1])
+            log.info(
+                "epoch %d: train loss %.4f (%.0f s)", epoch, curves["train_loss"][-1], curves["seconds"][-1]
+            )
     if best_state is None:  # no held-out polygon: the last (averaged) weights
         best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
     net.load_state_dict(best_state)
@@ -368,7 +475,9 @@ def _fit(model: NetworkClassifier, sampler: PatchSampler, windows: list, weight:
     return curves, best_epoch, time.perf_counter() - t0
 
 
-def plot_curves(curves: dict[str, list], best_epoch: int | None, out: str | os.PathLike, *, title: str = "") -> None:
+def plot_curves(
+    curves: dict[str, list], best_epoch: int | None, out: str | os.PathLike, *, title: str = ""
+) -> None:
     """PNG of the training and held-out loss and of the held-out accuracy / macro F1 per epoch."""
     import matplotlib
 

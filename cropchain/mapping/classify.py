@@ -51,19 +51,29 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
-from rasterio.warp import transform_bounds
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from tqdm import tqdm
 
 import cropchain
 from cropchain.errors import ConfigError, InputError
-from cropchain.series.features import FeatureSpec, features_path, open_features
 from cropchain.io.atomic import scratch_path, write_text_atomic
 from cropchain.io.products import style_paths, write_class_map_cog, write_cog
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
-from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
-from cropchain.mapping.smoothing import UNCERTAINTY_NODATA, bayes_smooth, entropy_uncertainty, margin_uncertainty, smoothing_margin
+from cropchain.mapping.smoothing import (
+    UNCERTAINTY_NODATA,
+    bayes_smooth,
+    entropy_uncertainty,
+    margin_uncertainty,
+    smoothing_margin,
+)
+from cropchain.nomenclature import (
+    NODATA_CLASS,
+    Nomenclature,
+    as_nomenclature,
+)
+from cropchain.series.features import FeatureSpec, features_path, open_features
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +146,15 @@ def model_image_predictor(model: Any) -> ImagePredictor | None:
     return _ModelImagePredictor(model)
 
 
-def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
-    if isinstance(nomenclature, Nomenclature):
-        return nomenclature
-    return read_nomenclature(nomenclature)
-
-
 def _check_features(src: Any, path: Path, model: Any) -> None:
     """Feature names of the tile (band descriptions) must be the model's feature names, in order."""
     names = list(getattr(model, "feature_names", None) or [])
     if not names:
-        raise InputError("model", "the model has no `feature_names`", "retrain it with cropchain.learning.train, which records them")
+        raise InputError(
+            "model",
+            "the model has no `feature_names`",
+            "retrain it with cropchain.learning.train, which records them",
+        )
     bands = [d or "" for d in src.descriptions]
     if bands == names:
         return
@@ -155,7 +163,9 @@ def _check_features(src: Any, path: Path, model: Any) -> None:
     if missing or extra:
         detail = []
         if missing:
-            detail.append(f"{len(missing)} feature(s) of the model are not bands of the raster: {missing[:5]}")
+            detail.append(
+                f"{len(missing)} feature(s) of the model are not bands of the raster: {missing[:5]}"
+            )
         if extra:
             detail.append(f"{len(extra)} band(s) unknown to the model: {extra[:5]}")
         problem = "; ".join(detail)
@@ -170,7 +180,11 @@ def _check_features(src: Any, path: Path, model: Any) -> None:
 
 
 def _check_same_grid(ref: Any, other: rasterio.DatasetReader, path: Path, ref_path: Path) -> None:
-    if (ref.width, ref.height) != (other.width, other.height) or ref.crs != other.crs or not ref.transform.almost_equals(other.transform):
+    if (
+        (ref.width, ref.height) != (other.width, other.height)
+        or ref.crs != other.crs
+        or not ref.transform.almost_equals(other.transform)
+    ):
         raise InputError(
             path,
             f"grid ({other.width}x{other.height}, {other.crs}, {tuple(other.transform)[:6]}) differs from {ref_path.name} "
@@ -276,29 +290,44 @@ def classify_tile(
         predictor = model_image_predictor(model)
     margin = int(getattr(predictor, "margin", 0))
     if overlap < margin:
-        raise ConfigError(f"classify.overlap: {overlap} px is smaller than the predictor's margin ({margin} px); the map would show seams")
+        raise ConfigError(
+            f"classify.overlap: {overlap} px is smaller than the predictor's margin ({margin} px); the map would show seams"
+        )
     alignment = int(getattr(predictor, "alignment", 1))
     if window % alignment or overlap % alignment:
-        raise ConfigError(f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of {alignment} px "
-                          "(the pooling grid of the network); the map would show seams")
+        raise ConfigError(
+            f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of {alignment} px "
+            "(the pooling grid of the network); the map would show seams"
+        )
     measures = list(uncertainty)
     bad = [m for m in measures if m not in UNCERTAINTY_MEASURES]
     if bad or (out_uncertainty is not None and not measures) or len(set(measures)) != len(measures):
-        raise ConfigError(f"classify.uncertainty: {measures} must be distinct measures among {list(UNCERTAINTY_MEASURES)} (at least one)")
-    nomenclature = _as_nomenclature(nomenclature)
+        raise ConfigError(
+            f"classify.uncertainty: {measures} must be distinct measures among {list(UNCERTAINTY_MEASURES)} (at least one)"
+        )
+    nomenclature = as_nomenclature(nomenclature)
     classes = np.asarray(model.classes_).astype(np.int64)
     unknown = sorted(set(classes.tolist()) - set(nomenclature.codes))
     if unknown:
-        raise InputError("model", f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
-                         "train and classify with the same nomenclature file")
+        raise InputError(
+            "model",
+            f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
+            "train and classify with the same nomenclature file",
+        )
     smooth = _smoothing_parameters(smoothing, nomenclature, classes)
     smooth_margin = smoothing_margin(smooth["window_size"]) if smooth else 0
     codes_u8 = classes.astype(np.uint8)
-    bands = np.asarray([list(nomenclature.codes).index(int(c)) for c in classes])  # probability band of each model class
+    bands = np.asarray(
+        [list(nomenclature.codes).index(int(c)) for c in classes]
+    )  # probability band of each model class
     validity = Path(validity)
     feature_spec, features = features, features_path(features)
 
-    with open_features(feature_spec, "features raster") as fsrc, open_raster(validity, "validity raster") as vsrc, ExitStack() as stack:
+    with (
+        open_features(feature_spec, "features raster") as fsrc,
+        open_raster(validity, "validity raster") as vsrc,
+        ExitStack() as stack,
+    ):
         _check_features(fsrc, features, model)
         _check_same_grid(fsrc, vsrc, validity, features)
         height, width = fsrc.height, fsrc.width
@@ -318,15 +347,31 @@ def classify_tile(
         dprob = dunc = None
         if out_probabilities is not None:
             tmp_prob = stack.enter_context(scratch_path(out_probabilities))
-            dprob = stack.enter_context(rasterio.open(tmp_prob, "w", **geotiff_profile(
-                fsrc.profile, count=len(nomenclature.codes), dtype="uint8", nodata=PROBABILITY_NODATA)))
+            dprob = stack.enter_context(
+                rasterio.open(
+                    tmp_prob,
+                    "w",
+                    **geotiff_profile(
+                        fsrc.profile, count=len(nomenclature.codes), dtype="uint8", nodata=PROBABILITY_NODATA
+                    ),
+                )
+            )
             _describe_probabilities(dprob, nomenclature, features, smooth)
         if out_uncertainty is not None:
             tmp_unc = stack.enter_context(scratch_path(out_uncertainty))
-            dunc = stack.enter_context(rasterio.open(tmp_unc, "w", **geotiff_profile(
-                fsrc.profile, count=len(measures), dtype="uint8", nodata=UNCERTAINTY_NODATA)))
+            dunc = stack.enter_context(
+                rasterio.open(
+                    tmp_unc,
+                    "w",
+                    **geotiff_profile(
+                        fsrc.profile, count=len(measures), dtype="uint8", nodata=UNCERTAINTY_NODATA
+                    ),
+                )
+            )
             _describe_uncertainty(dunc, measures, features, smooth)
-        for core in tqdm(windows, desc=f"classify {features.parent.name or features.name}", unit="window", disable=None):
+        for core in tqdm(
+            windows, desc=f"classify {features.parent.name or features.name}", unit="window", disable=None
+        ):
             # the smoother needs the probabilities `smooth_margin` px around the core, and the
             # predictor needs `overlap` px of context around those (clipped at the tile border)
             region = _expand(core, smooth_margin, height, width)
@@ -338,7 +383,11 @@ def classify_tile(
             valid = valid_region[top : top + h, left : left + w]
             cls = np.zeros((h, w), dtype=np.uint8)
             conf = np.full((h, w), CONFIDENCE_NODATA, dtype=np.uint8)
-            prob = np.full((len(nomenclature.codes), h, w), PROBABILITY_NODATA, dtype=np.uint8) if dprob else None
+            prob = (
+                np.full((len(nomenclature.codes), h, w), PROBABILITY_NODATA, dtype=np.uint8)
+                if dprob
+                else None
+            )
             unc = np.full((len(measures), h, w), UNCERTAINTY_NODATA, dtype=np.uint8) if dunc else None
             if valid.any():
                 block = fsrc.read(window=ext, out_dtype=np.float32)
@@ -347,13 +396,21 @@ def classify_tile(
                 else:
                     proba = np.asarray(predictor(model, block), dtype=np.float32)
                     if proba.shape != (len(classes), block.shape[1], block.shape[2]):
-                        raise ValueError(f"predictor returned shape {proba.shape}, expected {(len(classes), *block.shape[1:])}")
+                        raise ValueError(
+                            f"predictor returned shape {proba.shape}, expected {(len(classes), *block.shape[1:])}"
+                        )
                 r, c = int(region.row_off - ext.row_off), int(region.col_off - ext.col_off)
                 proba = proba[:, r : r + int(region.height), c : c + int(region.width)]
                 if smooth:
                     margins = (top, int(region.height) - top - h, left, int(region.width) - left - w)
-                    proba = bayes_smooth(proba, smooth["window_size"], smooth["smoothness"], smooth["neigh_fraction"],
-                                         valid=valid_region, margins=margins)
+                    proba = bayes_smooth(
+                        proba,
+                        smooth["window_size"],
+                        smooth["smoothness"],
+                        smooth["neigh_fraction"],
+                        valid=valid_region,
+                        margins=margins,
+                    )
                 best = proba.argmax(axis=0)
                 top_p = np.take_along_axis(proba, best[None], axis=0)[0]
                 cls[valid] = codes_u8[best[valid]]
@@ -383,8 +440,16 @@ def classify_tile(
         elapsed = time.perf_counter() - t0
     log.info(
         "classified %s: %d x %d px (%d valid) in %.1f s, %.0f px/s, %d windows of %d px + %d px overlap%s",
-        features, width, height, n_classified, elapsed, height * width / max(elapsed, 1e-9), len(windows), window,
-        overlap if margin else 0, f" + {smooth_margin} px smoothing margin" if smooth else "",
+        features,
+        width,
+        height,
+        n_classified,
+        elapsed,
+        height * width / max(elapsed, 1e-9),
+        len(windows),
+        window,
+        overlap if margin else 0,
+        f" + {smooth_margin} px smoothing margin" if smooth else "",
     )
 
 
@@ -393,14 +458,18 @@ def _percent(p: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(100.0 * p), 0, 100).astype(np.uint8)
 
 
-def _smoothing_parameters(smoothing: Mapping[str, Any] | None, nomenclature: Nomenclature, classes: np.ndarray) -> dict | None:
+def _smoothing_parameters(
+    smoothing: Mapping[str, Any] | None, nomenclature: Nomenclature, classes: np.ndarray
+) -> dict | None:
     """Validated smoothing parameters, the smoothness as one value per model class; None: no smoothing."""
     if not smoothing:
         return None
     params = {**SMOOTHING_DEFAULTS, **{k: v for k, v in smoothing.items() if k in SMOOTHING_DEFAULTS}}
     unknown = sorted(set(smoothing) - set(SMOOTHING_DEFAULTS) - {"architectures"})
     if unknown:
-        raise ConfigError(f"classify.smoothing: unknown key(s) {unknown}; known: {sorted(SMOOTHING_DEFAULTS)}")
+        raise ConfigError(
+            f"classify.smoothing: unknown key(s) {unknown}; known: {sorted(SMOOTHING_DEFAULTS)}"
+        )
     ws, frac, sm = params["window_size"], params["neigh_fraction"], params["smoothness"]
     if not isinstance(ws, int) or ws < 3 or ws % 2 == 0:
         raise ConfigError(f"classify.smoothing.window_size: {ws!r} must be an odd integer >= 3")
@@ -410,8 +479,10 @@ def _smoothing_parameters(smoothing: Mapping[str, Any] | None, nomenclature: Nom
         sigma = np.full(len(classes), float(sm))
     else:
         if len(sm) != len(nomenclature.codes):
-            raise ConfigError(f"classify.smoothing.smoothness: {len(sm)} values, one per nomenclature class "
-                              f"({len(nomenclature.codes)}, in its order) or a single number expected")
+            raise ConfigError(
+                f"classify.smoothing.smoothness: {len(sm)} values, one per nomenclature class "
+                f"({len(nomenclature.codes)}, in its order) or a single number expected"
+            )
         by_code = dict(zip(nomenclature.codes, (float(v) for v in sm)))
         sigma = np.asarray([by_code[int(c)] for c in classes])
     if np.any(sigma <= 0):
@@ -419,28 +490,41 @@ def _smoothing_parameters(smoothing: Mapping[str, Any] | None, nomenclature: Nom
     return {"window_size": ws, "smoothness": sigma, "neigh_fraction": float(frac)}
 
 
-def _describe_probabilities(dst: Any, nomenclature: Nomenclature, features: Path, smooth: dict | None) -> None:
+def _describe_probabilities(
+    dst: Any, nomenclature: Nomenclature, features: Path, smooth: dict | None
+) -> None:
     for i, (code, name) in enumerate(zip(nomenclature.codes, nomenclature.names), start=1):
         dst.set_band_description(i, name)
         dst.set_band_unit(i, "%")
         dst.update_tags(i, CLASS_CODE=str(code))
-    dst.update_tags(SOURCE_FEATURES=str(features), CROPCHAIN_VERSION=cropchain.__version__, NODATA="255 = no clear date",
-                    SMOOTHING=_smoothing_tag(smooth))
+    dst.update_tags(
+        SOURCE_FEATURES=str(features),
+        CROPCHAIN_VERSION=cropchain.__version__,
+        NODATA="255 = no clear date",
+        SMOOTHING=_smoothing_tag(smooth),
+    )
 
 
 def _describe_uncertainty(dst: Any, measures: Sequence[str], features: Path, smooth: dict | None) -> None:
     for i, measure in enumerate(measures, start=1):
         dst.set_band_description(i, measure)
         dst.set_band_unit(i, "%")
-    dst.update_tags(SOURCE_FEATURES=str(features), CROPCHAIN_VERSION=cropchain.__version__, NODATA="255 = no clear date",
-                    MEASURES="margin = 100 (1 - (p1 - p2)); entropy = 100 H / log K", SMOOTHING=_smoothing_tag(smooth))
+    dst.update_tags(
+        SOURCE_FEATURES=str(features),
+        CROPCHAIN_VERSION=cropchain.__version__,
+        NODATA="255 = no clear date",
+        MEASURES="margin = 100 (1 - (p1 - p2)); entropy = 100 H / log K",
+        SMOOTHING=_smoothing_tag(smooth),
+    )
 
 
 def _smoothing_tag(smooth: dict | None) -> str:
     if not smooth:
         return "none"
-    return (f"bayes window_size={smooth['window_size']} smoothness={np.round(smooth['smoothness'], 6).tolist()} "
-            f"neigh_fraction={smooth['neigh_fraction']}")
+    return (
+        f"bayes window_size={smooth['window_size']} smoothness={np.round(smooth['smoothness'], 6).tolist()} "
+        f"neigh_fraction={smooth['neigh_fraction']}"
+    )
 
 
 def _describe_outputs(dcls: Any, dconf: Any, nomenclature: Nomenclature, features: Path) -> None:
@@ -461,7 +545,9 @@ def _mosaic_grid(sources: Sequence[Any], first: Any) -> dict:
     resolution, anchored at the north-west corner (as :func:`rasterio.merge.merge`)."""
     xs, ys = [], []
     for src in sources:
-        left, bottom, right, top = transform_bounds(src.crs, first.crs, *src.bounds) if src.crs != first.crs else src.bounds
+        left, bottom, right, top = (
+            transform_bounds(src.crs, first.crs, *src.bounds) if src.crs != first.crs else src.bounds
+        )
         xs += [left, right]
         ys += [bottom, top]
     rx, ry = first.res
@@ -477,7 +563,9 @@ def _overlaps(bounds: tuple, src: Any, crs: Any) -> bool:
     return bounds[0] < right and bounds[2] > left and bounds[1] < top and bounds[3] > bottom
 
 
-def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resampling: str = "nearest") -> None:
+def mosaic(
+    rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resampling: str = "nearest"
+) -> None:
     """Mosaic per-tile classification (or confidence) rasters into one GeoTIFF.
 
     Rasterio's ``merge`` semantics (method ``"first"``: where tiles overlap, the first
@@ -507,7 +595,9 @@ def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resa
     try:
         method = Resampling[resampling]
     except KeyError:
-        raise ConfigError(f"mosaic.resampling: unknown method {resampling!r}; use one of {[m.name for m in Resampling][:8]}...") from None
+        raise ConfigError(
+            f"mosaic.resampling: unknown method {resampling!r}; use one of {[m.name for m in Resampling][:8]}..."
+        ) from None
     paths = [Path(p) for p in rasters]
     out = Path(out)
     opened: list[Any] = []
@@ -517,10 +607,15 @@ def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resa
         first = opened[0]
         for p, src in zip(paths, opened):
             if src.count != first.count or src.dtypes[0] != first.dtypes[0]:
-                raise InputError(p, f"{src.count} band(s) of {src.dtypes[0]} differ from {paths[0].name} ({first.count} of {first.dtypes[0]})",
-                                 "mosaic maps of the same kind (all classifications or all confidences)")
+                raise InputError(
+                    p,
+                    f"{src.count} band(s) of {src.dtypes[0]} differ from {paths[0].name} ({first.count} of {first.dtypes[0]})",
+                    "mosaic maps of the same kind (all classifications or all confidences)",
+                )
         grid = _mosaic_grid(opened, first)
-        profile = geotiff_profile({"crs": first.crs, **grid}, count=first.count, dtype=first.dtypes[0], nodata=first.nodata)
+        profile = geotiff_profile(
+            {"crs": first.crs, **grid}, count=first.count, dtype=first.dtypes[0], nodata=first.nodata
+        )
         sources = []
         for p, src in zip(paths, opened):
             if src.crs != first.crs:
@@ -540,7 +635,9 @@ def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resa
                 dst.update_tags(**first.tags())
                 dst.update_tags(1, **first.tags(1))
                 for _, win in dst.block_windows(1):
-                    block = np.full((first.count, int(win.height), int(win.width)), first.nodata, dtype=first.dtypes[0])
+                    block = np.full(
+                        (first.count, int(win.height), int(win.width)), first.nodata, dtype=first.dtypes[0]
+                    )
                     empty = np.ones(block.shape, dtype=bool)
                     for vrt, src in zip(sources, opened[: len(paths)]):
                         if not _overlaps(dst.window_bounds(win), src, first.crs):
@@ -560,4 +657,3 @@ def mosaic(rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resa
     finally:
         for ds in reversed(opened):
             ds.close()
-

@@ -55,7 +55,9 @@ def _check_window_size(window_size: int) -> None:
         raise ValueError(f"window_size must be an odd integer >= 3, not {window_size!r}")
 
 
-def expand_window(core: Window, height: int, width: int, window_size: int) -> tuple[Window, tuple[int, int, int, int]]:
+def expand_window(
+    core: Window, height: int, width: int, window_size: int
+) -> tuple[Window, tuple[int, int, int, int]]:
     """Window to read around ``core`` for :func:`bayes_smooth`, and the margins to pass it.
 
     Parameters
@@ -129,8 +131,11 @@ def bayes_smooth(
     if probs.ndim != 3:
         raise ValueError(f"probabilities must be [K, H, W], not {probs.shape}")
     k, h, w = probs.shape
-    sigma2 = np.broadcast_to(np.asarray(smoothness, dtype=np.float64), (k,)) if np.ndim(smoothness) == 0 \
+    sigma2 = (
+        np.broadcast_to(np.asarray(smoothness, dtype=np.float64), (k,))
+        if np.ndim(smoothness) == 0
         else np.asarray(smoothness, dtype=np.float64)
+    )
     if sigma2.shape != (k,) or np.any(sigma2 <= 0):
         raise ValueError(f"smoothness must be > 0, a scalar or one value per class ({k})")
     if not 0 < neigh_fraction <= 1:
@@ -150,14 +155,19 @@ def bayes_smooth(
     rank = np.arange(n_win)
     n_full = math.ceil(neigh_fraction * n_win)  # neighbours kept where the whole window has data
     # number of neighbours with data of each output pixel (the same for every class)
-    count = sliding_window_view(np.pad(ok, half, mode="symmetric")[:, left : w - right + 2 * half],
-                                (window_size, window_size)).sum(axis=(-2, -1))
+    count = sliding_window_view(
+        np.pad(ok, half, mode="symmetric")[:, left : w - right + 2 * half], (window_size, window_size)
+    ).sum(axis=(-2, -1))
     for c in range(k):
         # neighbourhoods in float32 (numpy sorts float32 several times faster); sums in float64
-        padded = np.pad(logits[c].astype(np.float32), half, mode="symmetric")  # the edge pixel repeated, as sits' mirror
+        padded = np.pad(
+            logits[c].astype(np.float32), half, mode="symmetric"
+        )  # the edge pixel repeated, as sits' mirror
         for r0 in range(top, h - bottom, chunk_rows):
             r1 = min(r0 + chunk_rows, h - bottom)
-            neigh = sliding_window_view(padded[r0 : r1 + 2 * half, left : w - right + 2 * half], (window_size, window_size))
+            neigh = sliding_window_view(
+                padded[r0 : r1 + 2 * half, left : w - right + 2 * half], (window_size, window_size)
+            )
             ordered = np.sort(neigh.reshape(-1, n_win), axis=-1)  # ascending, NaN (nodata) last
             n_valid = count[r0:r1].reshape(-1)
             m0 = np.empty(len(ordered))
@@ -167,8 +177,12 @@ def bayes_smooth(
             high = ordered[full, n_win - n_full :]
             mean = high.mean(axis=-1, dtype=np.float64)
             m0[full] = mean
-            s0[full] = np.square(high - mean.astype(np.float32)[:, None]).sum(axis=-1, dtype=np.float64) / (n_full - 1) \
-                if n_full > 1 else 0.0
+            s0[full] = (
+                np.square(high - mean.astype(np.float32)[:, None]).sum(axis=-1, dtype=np.float64)
+                / (n_full - 1)
+                if n_full > 1
+                else 0.0
+            )
             part = ~full & (n_valid > 0)
             if part.any():  # windows with nodata: the highest ceil(fraction n) of the n with data
                 nv = n_valid[part, None]

@@ -39,7 +39,11 @@ from scipy import ndimage
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output
 from cropchain.io.raster import open_raster
-from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
+from cropchain.nomenclature import (
+    NODATA_CLASS,
+    Nomenclature,
+    as_nomenclature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,9 @@ def disk_footprint(radius: int) -> np.ndarray:
     return (x * x + y * y) <= radius * radius
 
 
-def majority_filter(labels: np.ndarray, radius: int, nodata: int = NODATA_CLASS, *, block_rows: int = 1024) -> np.ndarray:
+def majority_filter(
+    labels: np.ndarray, radius: int, nodata: int = NODATA_CLASS, *, block_rows: int = 1024
+) -> np.ndarray:
     """Majority vote of the class codes in a disk of ``radius`` px (OTB ClassificationMapRegularization).
 
     Parameters
@@ -128,10 +134,6 @@ def _valid_multipolygons(geoms: np.ndarray) -> np.ndarray:
     return out
 
 
-def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
-    return nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
-
-
 def vectorize_map(
     classification: str | os.PathLike,
     nomenclature: Nomenclature | str | os.PathLike,
@@ -171,13 +173,18 @@ def vectorize_map(
     if connectivity not in (4, 8):
         raise ConfigError(f"vectorize.connectivity: {connectivity} must be 4 or 8")
     if mmu_ha < 0 or majority_radius < 0 or simplify_m < 0:
-        raise ConfigError(f"vectorize: mmu_ha ({mmu_ha}), majority_radius ({majority_radius}) and simplify_m ({simplify_m}) must be >= 0")
-    nomenclature = _as_nomenclature(nomenclature)
+        raise ConfigError(
+            f"vectorize: mmu_ha ({mmu_ha}), majority_radius ({majority_radius}) and simplify_m ({simplify_m}) must be >= 0"
+        )
+    nomenclature = as_nomenclature(nomenclature)
     classification = Path(classification)
     with open_raster(classification, "classification map") as src:
         if src.crs is None or not src.crs.is_projected:
-            raise InputError(classification, f"CRS {src.crs} is not projected: areas in hectares need metres",
-                             "classify features in the tile's UTM projection")
+            raise InputError(
+                classification,
+                f"CRS {src.crs} is not projected: areas in hectares need metres",
+                "classify features in the tile's UTM projection",
+            )
         labels = src.read(1)
         nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
         transform, crs = src.transform, src.crs
@@ -185,23 +192,37 @@ def vectorize_map(
     present = {int(c) for c in np.unique(labels)} - {nodata}
     unknown = sorted(present - set(nomenclature.codes))
     if unknown:
-        raise InputError(classification, f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
-                         "vectorize with the nomenclature the map was classified with")
+        raise InputError(
+            classification,
+            f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
+            "vectorize with the nomenclature the map was classified with",
+        )
     if majority_radius > 0:
         labels = majority_filter(labels, majority_radius, nodata)
     valid = labels != nodata
     mmu_px = math.ceil(mmu_ha * 10_000 / pixel_area - 1e-9) if mmu_ha > 0 else 0
     if mmu_px > 1:
         labels = rasterio.features.sieve(labels, mmu_px, mask=valid, connectivity=connectivity)
-    log.info("%s: majority radius %d px, MMU %.3f ha = %d px of %.1f m2", classification, majority_radius, mmu_ha, mmu_px, pixel_area)
+    log.info(
+        "%s: majority radius %d px, MMU %.3f ha = %d px of %.1f m2",
+        classification,
+        majority_radius,
+        mmu_ha,
+        mmu_px,
+        pixel_area,
+    )
 
     geoms, codes = [], []
-    for geom, value in rasterio.features.shapes(labels, mask=valid, connectivity=connectivity, transform=transform):
+    for geom, value in rasterio.features.shapes(
+        labels, mask=valid, connectivity=connectivity, transform=transform
+    ):
         geoms.append(shapely.geometry.shape(geom))
         codes.append(int(value))
     geometry = _valid_multipolygons(np.array(geoms, dtype=object))
     if simplify_m > 0 and len(geometry):
-        geometry = _valid_multipolygons(shapely.coverage_simplify(geometry, simplify_m, simplify_boundary=True))
+        geometry = _valid_multipolygons(
+            shapely.coverage_simplify(geometry, simplify_m, simplify_boundary=True)
+        )
     names = dict(zip(nomenclature.codes, nomenclature.names))
     gdf = gpd.GeoDataFrame(
         {
@@ -213,5 +234,7 @@ def vectorize_map(
     )
     with atomic_output(out_gpkg) as tmp:
         gdf.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio", geometry_type="MultiPolygon")
-    log.info("%s: %d polygons, %.1f ha classified -> %s", classification, len(gdf), gdf["area_ha"].sum(), out_gpkg)
+    log.info(
+        "%s: %d polygons, %.1f ha classified -> %s", classification, len(gdf), gdf["area_ha"].sum(), out_gpkg
+    )
     return gdf

@@ -112,3 +112,8 @@ def get_model(name: str, *, seed: int = 0, threads: int = 1, **hyperparameters: 
     if name not in _REGISTRY:
         raise ConfigError(f"architectures.{name}: unknown architecture; available: {', '.join(available())}")
     return _REGISTRY[name](seed=seed, threads=threads, **hyperparameters)
+
+
+def count_parameters(module: Any) -> int:
+    """Number of trainable parameters of a PyTorch ``module`` (``torch.nn.Module``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -29,6 +29,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} asked for, but PyTorch sees no CUDA GPU here: use `auto` or `cpu`")
+            raise ConfigError(
+                f"device: {name!r} asked for, but PyTorch sees no CUDA GPU here: use `auto` or `cpu`"
+            )
         return torch.device(name)
     raise ConfigError(f"device: {name!r} is not a device; use {DEVICE_HELP}")

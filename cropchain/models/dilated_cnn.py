@@ -24,7 +24,12 @@ import torch
 from torch import nn
 
 from cropchain.models import register
-from cropchain.models.networks import Architecture, NetworkClassifier, TemporalLayout, conv_bn_relu
+from cropchain.models.networks import (
+    Architecture,
+    NetworkClassifier,
+    TemporalLayout,
+    conv_bn_relu,
+)
 
 DEFAULTS: dict[str, Any] = {
     "stem": 64,  # 1x1 reduction of the input features (0: none)
@@ -41,8 +46,17 @@ class DilatedCNN(nn.Module):
     pixelwise = False
     alignment = 1
 
-    def __init__(self, n_features: int, n_classes: int, layout: TemporalLayout | None = None, *, stem: int = 64,
-                 filters: int = 32, dilations: Sequence[int] = (1, 2, 3), dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        layout: TemporalLayout | None = None,
+        *,
+        stem: int = 64,
+        filters: int = 32,
+        dilations: Sequence[int] = (1, 2, 3),
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         if not dilations or min(dilations) < 1:
             raise ValueError(f"dilations {list(dilations)} must be >= 1")
@@ -50,8 +64,13 @@ class DilatedCNN(nn.Module):
         cin = stem or n_features
         self.blocks = nn.ModuleList()
         for d in dilations:
-            self.blocks.append(nn.Sequential(conv_bn_relu(cin, filters, kernel=5, dilation=d), conv_bn_relu(filters, filters, kernel=3),
-                                             nn.MaxPool2d(3, stride=1, padding=1)))
+            self.blocks.append(
+                nn.Sequential(
+                    conv_bn_relu(cin, filters, kernel=5, dilation=d),
+                    conv_bn_relu(filters, filters, kernel=3),
+                    nn.MaxPool2d(3, stride=1, padding=1),
+                )
+            )
             cin = filters
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Conv2d(filters * len(dilations), n_classes, 1))
 

@@ -28,7 +28,13 @@ import torch
 from torch import nn
 
 from cropchain.models import register
-from cropchain.models.networks import Architecture, NetworkClassifier, TemporalLayout, UNet, pixel_mlp
+from cropchain.models.networks import (
+    Architecture,
+    NetworkClassifier,
+    TemporalLayout,
+    UNet,
+    pixel_mlp,
+)
 
 DEFAULTS: dict[str, Any] = {
     "widths": [32, 64, 96],  # U-Net widths per level (depth = len - 1)
@@ -45,9 +51,17 @@ class FGUNet(nn.Module):
 
     pixelwise = False
 
-    def __init__(self, n_features: int, n_classes: int, layout: TemporalLayout | None = None, *,
-                 widths: Sequence[int] = (32, 64, 96), convs_per_level: int = 2, mlp: Sequence[int] = (200, 100, 50),
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        layout: TemporalLayout | None = None,
+        *,
+        widths: Sequence[int] = (32, 64, 96),
+        convs_per_level: int = 2,
+        mlp: Sequence[int] = (200, 100, 50),
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.unet = UNet(n_features, widths, convs_per_level, dropout)
         self.alignment = self.unet.alignment

@@ -39,7 +39,12 @@ import torch
 from torch import nn
 
 from cropchain.models import register
-from cropchain.models.networks import Architecture, NetworkClassifier, TemporalLayout, pixel_series
+from cropchain.models.networks import (
+    Architecture,
+    NetworkClassifier,
+    TemporalLayout,
+    pixel_series,
+)
 
 DEFAULTS: dict[str, Any] = {
     "d_model": 256,  # width of the attention inputs
@@ -97,21 +102,37 @@ class LTAE(nn.Module):
     the attention weights ``[N, n_head, T]``.
     """
 
-    def __init__(self, in_channels: int, positions: Sequence[float] | None = None, *, d_model: int = 256, n_head: int = 16, d_k: int = 8,
-                 mlp: Sequence[int] = (256, 128), dropout: float = 0.2, attention_dropout: float = 0.1,
-                 period: float = 1000.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        positions: Sequence[float] | None = None,
+        *,
+        d_model: int = 256,
+        n_head: int = 16,
+        d_k: int = 8,
+        mlp: Sequence[int] = (256, 128),
+        dropout: float = 0.2,
+        attention_dropout: float = 0.1,
+        period: float = 1000.0,
+    ) -> None:
         super().__init__()
         if d_model % n_head or not mlp or mlp[0] != d_model:
-            raise ValueError(f"d_model ({d_model}) must be a multiple of n_head ({n_head}) and mlp {list(mlp)} start with d_model")
+            raise ValueError(
+                f"d_model ({d_model}) must be a multiple of n_head ({n_head}) and mlp {list(mlp)} start with d_model"
+            )
         self.n_head, self.d_k, self.d_model = int(n_head), int(d_k), int(d_model)
         self.in_norm = nn.LayerNorm(in_channels)
         self.in_map = nn.Linear(in_channels, d_model)
         self.in_map_norm = nn.LayerNorm(d_model)
         self.period = float(period)
-        self.register_buffer("position", None if positions is None else self.encode_dates(positions), persistent=False)
+        self.register_buffer(
+            "position", None if positions is None else self.encode_dates(positions), persistent=False
+        )
         self.key = nn.Linear(d_model, n_head * d_k)
         nn.init.normal_(self.key.weight, mean=0, std=math.sqrt(2.0 / d_k))
-        self.query = nn.Parameter(torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k))  # one master query per head
+        self.query = nn.Parameter(
+            torch.randn(n_head, d_k) * math.sqrt(2.0 / d_k)
+        )  # one master query per head
         self.attention_dropout = nn.Dropout(attention_dropout)
         self.mlp = mlp_bn(list(mlp), dropout)
         self.out_norm = nn.LayerNorm(mlp[-1])
@@ -121,8 +142,9 @@ class LTAE(nn.Module):
         """Date encoding ``[T, d_model]``: :func:`date_encoding` of ``d_model / n_head`` dimensions, once per head."""
         return date_encoding(positions, self.d_model // self.n_head, self.period).repeat(1, self.n_head)
 
-    def forward(self, x: torch.Tensor, positions: Sequence[float] | None = None,
-                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, positions: Sequence[float] | None = None, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         n, t, _ = x.shape
         if positions is not None:
             position = self.encode_dates(positions).to(x.device)
@@ -139,7 +161,9 @@ class LTAE(nn.Module):
         b = (self.query * self.key.bias.view(self.n_head, self.d_k)).sum(-1)
         scores = torch.nn.functional.linear(h, w, b).transpose(1, 2) / math.sqrt(self.d_k)  # [N, heads, T]
         attention = torch.softmax(scores, dim=-1)
-        v = h.view(n, t, self.n_head, self.d_model // self.n_head)  # channel grouping: head j reads its own channels
+        v = h.view(
+            n, t, self.n_head, self.d_model // self.n_head
+        )  # channel grouping: head j reads its own channels
         out = torch.einsum("nht,nthc->nhc", self.attention_dropout(attention), v).reshape(n, self.d_model)
         out = self.out_norm(self.mlp(out))
         return (out, attention) if return_attention else out
@@ -152,26 +176,54 @@ class LTAEPixel(nn.Module):
     pixelwise = True
     alignment = 1
 
-    def __init__(self, n_features: int, n_classes: int, layout: TemporalLayout, *, d_model: int = 256, n_head: int = 16,
-                 d_k: int = 8, mlp: Sequence[int] = (256, 128), decoder: Sequence[int] = (64, 32), dropout: float = 0.2,
-                 attention_dropout: float = 0.1, period: float = 1000.0, chunk_pixels: int = 256) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        layout: TemporalLayout,
+        *,
+        d_model: int = 256,
+        n_head: int = 16,
+        d_k: int = 8,
+        mlp: Sequence[int] = (256, 128),
+        decoder: Sequence[int] = (64, 32),
+        dropout: float = 0.2,
+        attention_dropout: float = 0.1,
+        period: float = 1000.0,
+        chunk_pixels: int = 256,
+    ) -> None:
         super().__init__()
         self.register_buffer("order", torch.as_tensor(layout.order), persistent=False)
         self.n_dates, self.n_channels = layout.n_dates, layout.n_channels
         self.chunk_pixels = int(chunk_pixels)
-        self.encoder = LTAE(self.n_channels, days_since_first(layout.dates), d_model=d_model, n_head=n_head, d_k=d_k, mlp=mlp,
-                            dropout=dropout, attention_dropout=attention_dropout, period=period)
+        self.encoder = LTAE(
+            self.n_channels,
+            days_since_first(layout.dates),
+            d_model=d_model,
+            n_head=n_head,
+            d_k=d_k,
+            mlp=mlp,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            period=period,
+        )
         self.decoder = mlp_bn([self.encoder.out_features, *decoder])
         self.classifier = nn.Linear(([self.encoder.out_features, *decoder])[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        s = pixel_series(x, self.order, self.n_dates, self.n_channels)[:, :, 0, :].transpose(1, 2)  # [P, T, C]
+        s = pixel_series(x, self.order, self.n_dates, self.n_channels)[:, :, 0, :].transpose(
+            1, 2
+        )  # [P, T, C]
         if self.training:
             logits = self.classifier(self.decoder(self.encoder(s)))
         else:
-            logits = torch.cat([self.classifier(self.decoder(self.encoder(s[i : i + self.chunk_pixels])))
-                                for i in range(0, s.shape[0], self.chunk_pixels)])
+            logits = torch.cat(
+                [
+                    self.classifier(self.decoder(self.encoder(s[i : i + self.chunk_pixels])))
+                    for i in range(0, s.shape[0], self.chunk_pixels)
+                ]
+            )
         return logits.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 

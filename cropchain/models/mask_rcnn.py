@@ -91,7 +91,9 @@ def labelled_share(boxes: torch.Tensor, labelled: torch.Tensor, scale: float) ->
     return torch.where(area > 0, total / area.clamp(min=1), torch.zeros_like(area)).to(torch.float32)
 
 
-def _ignore_unlabelled(labels: torch.Tensor, boxes: torch.Tensor, target: dict[str, torch.Tensor], min_labelled: float) -> None:
+def _ignore_unlabelled(
+    labels: torch.Tensor, boxes: torch.Tensor, target: dict[str, torch.Tensor], min_labelled: float
+) -> None:
     """Set to -1 (ignored) the background labels (0) of boxes mostly off the labelled land, in place."""
     if "labelled" not in target:
         return
@@ -166,9 +168,13 @@ def build_mask_rcnn(
     torchvision.models.detection.MaskRCNN with ``num_classes = 2`` (background, parcel).
     """
     if len(image_mean) != n_channels or len(image_std) != n_channels:
-        raise ValueError(f"image_mean/image_std need {n_channels} values, got {len(image_mean)}/{len(image_std)}")
+        raise ValueError(
+            f"image_mean/image_std need {n_channels} values, got {len(image_mean)}/{len(image_std)}"
+        )
     if len(anchor_sizes) != 4:
-        raise ValueError(f"anchor_sizes needs 4 sizes (FPN levels at strides 4, 8, 16, 32), got {list(anchor_sizes)}")
+        raise ValueError(
+            f"anchor_sizes needs 4 sizes (FPN levels at strides 4, 8, 16, 32), got {list(anchor_sizes)}"
+        )
     body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
     body.conv1 = nn.Conv2d(n_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(body.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -179,7 +185,9 @@ def build_mask_rcnn(
         out_channels=fpn_channels,
         extra_blocks=LastLevelMaxPool(),
     )
-    anchors = AnchorGenerator(sizes=tuple((int(s),) for s in anchor_sizes), aspect_ratios=((0.5, 1.0, 2.0),) * 4)
+    anchors = AnchorGenerator(
+        sizes=tuple((int(s),) for s in anchor_sizes), aspect_ratios=((0.5, 1.0, 2.0),) * 4
+    )
     box_head = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
     mask_head = MaskRCNNHeads(fpn_channels, [mask_channels] * mask_layers, 1)
     model = MaskRCNN(
@@ -221,11 +229,6 @@ def set_input_size(model: MaskRCNN, size: int) -> None:
     """Scale inputs so that their shorter side is ``size`` px (``upscale x window`` at inference)."""
     model.transform.min_size = (int(size),)
     model.transform.max_size = int(size)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def freeze_seed(seed: int) -> None:

@@ -45,6 +45,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 import cropchain
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
+from cropchain.models import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,11 @@ def feature_layout(feature_names: Sequence[str]) -> TemporalLayout:
     for i, name in enumerate(feature_names):
         m = _DATED.match(name)
         if not m:
-            raise InputError("features", f"feature {name!r} is not named YYYYMMDD_<band or index>",
-                             "use the features computed by cropchain.series.features (a temporal network needs dated features)")
+            raise InputError(
+                "features",
+                f"feature {name!r} is not named YYYYMMDD_<band or index>",
+                "use the features computed by cropchain.series.features (a temporal network needs dated features)",
+            )
         date, channel = m.groups()
         cells[(date, channel)] = i
         if channel not in channels:
@@ -132,8 +136,11 @@ def feature_layout(feature_names: Sequence[str]) -> TemporalLayout:
     dates = sorted({d for d, _ in cells})
     missing = [f"{d}_{c}" for d in dates for c in channels if (d, c) not in cells]
     if missing:
-        raise InputError("features", f"{len(missing)} (date, channel) feature(s) missing, e.g. {missing[:3]}",
-                         "a temporal network needs every band and index at every date")
+        raise InputError(
+            "features",
+            f"{len(missing)} (date, channel) feature(s) missing, e.g. {missing[:3]}",
+            "a temporal network needs every band and index at every date",
+        )
     order = np.array([cells[(d, c)] for d in dates for c in channels], dtype=np.int64)
     return TemporalLayout(tuple(dates), tuple(channels), order)
 
@@ -186,7 +193,9 @@ class UNet(nn.Module):
     :attr:`alignment` -> ``[B, widths[0], H, W]``.
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int] = (32, 64, 128), convs: int = 2, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_channels: int, widths: Sequence[int] = (32, 64, 128), convs: int = 2, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if len(widths) < 2 or convs < 1:
             raise ConfigError(f"U-Net: widths {list(widths)} need >= 2 levels and convs_per_level >= 1")
@@ -204,7 +213,9 @@ class UNet(nn.Module):
         for w in widths:
             self.down.append(level(cin, w))
             cin = w
-        self.up = nn.ModuleList(level(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(len(widths) - 1)))
+        self.up = nn.ModuleList(
+            level(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(len(widths) - 1))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -255,9 +266,14 @@ class TemporalConvs(nn.Module):
 
     def folded(self) -> list[nn.Conv2d]:
         """The convolutions with batch normalization folded in (evaluation only)."""
-        return [fuse_conv_bn_eval(c, b).to(memory_format=torch.channels_last) for c, b in zip(self.convs, self.bns)]
+        return [
+            fuse_conv_bn_eval(c, b).to(memory_format=torch.channels_last)
+            for c, b in zip(self.convs, self.bns)
+        ]
 
-    def forward(self, s: torch.Tensor, folded: list[nn.Conv2d] | None = None, *, time_major: bool = False) -> torch.Tensor:
+    def forward(
+        self, s: torch.Tensor, folded: list[nn.Conv2d] | None = None, *, time_major: bool = False
+    ) -> torch.Tensor:
         """``folded``: :meth:`folded`, computed once by a caller that runs many chunks (evaluation).
         ``time_major``: flatten ``[P, T * filters]`` date-major instead, a view of the
         channels-last output (no copy; see :func:`time_major_linear`)."""
@@ -300,15 +316,12 @@ def time_major_linear(linear: nn.Linear, n_filters: int, n_dates: int) -> nn.Lin
     flattened date-major (``[T, filters]``), the same function."""
     out = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
     with torch.no_grad():
-        out.weight.copy_(linear.weight.view(-1, n_filters, n_dates).transpose(1, 2).reshape(linear.out_features, -1))
+        out.weight.copy_(
+            linear.weight.view(-1, n_filters, n_dates).transpose(1, 2).reshape(linear.out_features, -1)
+        )
         if linear.bias is not None:
             out.bias.copy_(linear.bias)
     return out
-
-
-def count_parameters(net: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 def receptive_margin(net: nn.Module, n_features: int, alignment: int = 1, *, bound: int = 32) -> int:
@@ -354,7 +367,9 @@ def receptive_margin(net: nn.Module, n_features: int, alignment: int = 1, *, bou
             for o in range(alignment):
                 rows, cols = torch.nonzero(reached[o], as_tuple=True)
                 if rows.numel():
-                    margin = max(margin, int((rows - centre - o).abs().max()), int((cols - centre - o).abs().max()))
+                    margin = max(
+                        margin, int((rows - centre - o).abs().max()), int((cols - centre - o).abs().max())
+                    )
             if margin < centre - alignment:  # the support did not reach the probe's border
                 return margin
             bound *= 2
@@ -401,12 +416,16 @@ class NetworkClassifier:
     margin, alignment : see the module docstring.
     """
 
-    def __init__(self, arch: Architecture, *, seed: int = 0, threads: int = 1, **hyperparameters: Any) -> None:
+    def __init__(
+        self, arch: Architecture, *, seed: int = 0, threads: int = 1, **hyperparameters: Any
+    ) -> None:
         known = {**TRAINING_DEFAULTS, **arch.train_defaults, **arch.defaults}
         unknown = sorted(set(hyperparameters) - set(known))
         if unknown:
-            raise ConfigError(f"architectures.{arch.name}: unknown hyper-parameter(s) {unknown}; "
-                              f"known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"architectures.{arch.name}: unknown hyper-parameter(s) {unknown}; "
+                f"known: {', '.join(sorted(known))}"
+            )
         self.arch = arch
         self.architecture = arch.name
         self.hyperparameters: dict[str, Any] = {**known, **hyperparameters}
@@ -434,19 +453,34 @@ class NetworkClassifier:
         return {k: v for k, v in self.hyperparameters.items() if k not in self.arch.defaults}
 
     # --- construction -----------------------------------------------------------------
-    def build_net(self, n_features: int, n_classes: int, feature_names: Sequence[str] | None = None) -> nn.Module:
+    def build_net(
+        self, n_features: int, n_classes: int, feature_names: Sequence[str] | None = None
+    ) -> nn.Module:
         """A freshly initialised module (seeded with ``seed``) for ``n_features`` inputs."""
         layout = feature_layout(feature_names) if self.arch.needs_layout else None
         if layout is not None and len(layout.order) != n_features:
-            raise InputError("features", f"{n_features} features but {len(layout.order)} (date, channel) cells", "rerun the features step")
+            raise InputError(
+                "features",
+                f"{n_features} features but {len(layout.order)} (date, channel) cells",
+                "rerun the features step",
+            )
         torch.manual_seed(self.seed)
         try:
             return self.arch.net(n_features, n_classes, layout, **self.architecture_hyperparameters)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"architectures.{self.architecture}: invalid hyper-parameters ({exc})") from None
+            raise ConfigError(
+                f"architectures.{self.architecture}: invalid hyper-parameters ({exc})"
+            ) from None
 
-    def initialize(self, feature_names: Sequence[str], classes: Sequence[int], mean: np.ndarray, std: np.ndarray,
-                   *, margin: int | None = None) -> None:
+    def initialize(
+        self,
+        feature_names: Sequence[str],
+        classes: Sequence[int],
+        mean: np.ndarray,
+        std: np.ndarray,
+        *,
+        margin: int | None = None,
+    ) -> None:
         """Create the module for these features and classes, with this standardization.
 
         ``margin`` (px) is probed with :func:`receptive_margin` unless given (a saved model
@@ -472,7 +506,7 @@ class NetworkClassifier:
         self.threads = int(threads)
         torch.set_num_threads(max(1, self.threads))
 
-    def to_device(self, device: str | torch.device | None = None) -> "NetworkClassifier":
+    def to_device(self, device: str | torch.device | None = None) -> NetworkClassifier:
         """Move the module to ``device`` (default: the ``device`` hyper-parameter; ``auto``: a
         CUDA GPU when PyTorch sees one, else the CPU); inference inputs follow it and outputs
         come back as NumPy arrays. Raises ConfigError for a GPU asked for where there is none."""
@@ -492,15 +526,20 @@ class NetworkClassifier:
         return self.net
 
     # --- prediction -------------------------------------------------------------------
-    def normalize(self, block: np.ndarray, *, return_nodata: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def normalize(
+        self, block: np.ndarray, *, return_nodata: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Standardize float32 ``[F, ...]`` features; nodata (-9999) and NaN become 0.
 
         With ``return_nodata``, also the bool ``[F, ...]`` mask of the nodata values.
         """
         block = np.asarray(block, dtype=np.float32)
         if block.shape[0] != len(self.mean):
-            raise InputError("features", f"{block.shape[0]} feature bands, the network expects {len(self.mean)}",
-                             "classify with features computed with the configuration of the training")
+            raise InputError(
+                "features",
+                f"{block.shape[0]} feature bands, the network expects {len(self.mean)}",
+                "classify with features computed with the configuration of the training",
+            )
         shape = (-1,) + (1,) * (block.ndim - 1)
         out = block - self.mean.reshape(shape)
         out *= (1.0 / self.std).astype(np.float32).reshape(shape)
@@ -570,7 +609,9 @@ class NetworkClassifier:
             the network looks at neighbours (``margin > 0``): use :meth:`predict_proba_image`.
         """
         if not self.pixelwise:
-            raise TypeError(f"{self.architecture} is not pixel-wise (margin {self.margin} px): use predict_proba_image")
+            raise TypeError(
+                f"{self.architecture} is not pixel-wise (margin {self.margin} px): use predict_proba_image"
+            )
         net = self._module().eval()
         x = torch.from_numpy(self.normalize(np.asarray(X, dtype=np.float32).T)).to(self.device)  # [F, N]
         with torch.inference_mode():
@@ -611,7 +652,9 @@ class NetworkClassifier:
         return path
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, *, threads: int = 1, device: str | None = None) -> "NetworkClassifier":
+    def load(
+        cls, model_dir: str | os.PathLike, *, threads: int = 1, device: str | None = None
+    ) -> NetworkClassifier:
         """Reload a network written by :meth:`save`, on ``device`` (default: its ``device``
         hyper-parameter, ``auto`` for models saved without one; see :meth:`to_device`).
 
@@ -624,16 +667,31 @@ class NetworkClassifier:
 
         path = Path(model_dir) / WEIGHTS_FILE
         if not path.exists():
-            raise InputError(path, "network weights not found", "run the training step for this architecture and run")
+            raise InputError(
+                path, "network weights not found", "run the training step for this architecture and run"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file: torch raises many kinds
-            raise InputError(path, f"not a readable PyTorch file ({type(exc).__name__}: {exc})", "retrain the model") from None
+            raise InputError(
+                path, f"not a readable PyTorch file ({type(exc).__name__}: {exc})", "retrain the model"
+            ) from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise InputError(path, f"not a cropchain network (format {state.get('format') if isinstance(state, dict) else '?'!r})",
-                             "retrain the model with this version of cropchain")
-        model = get_model(state["architecture"], seed=state["seed"], threads=threads, **state["hyperparameters"])
-        model.initialize(state["feature_names"], state["classes"], state["mean"].numpy(), state["std"].numpy(), margin=state["margin"])
+            raise InputError(
+                path,
+                f"not a cropchain network (format {state.get('format') if isinstance(state, dict) else '?'!r})",
+                "retrain the model with this version of cropchain",
+            )
+        model = get_model(
+            state["architecture"], seed=state["seed"], threads=threads, **state["hyperparameters"]
+        )
+        model.initialize(
+            state["feature_names"],
+            state["classes"],
+            state["mean"].numpy(),
+            state["std"].numpy(),
+            margin=state["margin"],
+        )
         model._module().load_state_dict(state["state_dict"])
         model._module().eval()
         return model.to_device(device)

@@ -51,8 +51,8 @@ from affine import Affine
 from torch import nn
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.series.gapfill import GAPFILLED_NODATA
 from cropchain.models.device import resolve_device  # noqa: F401 (re-exported)
+from cropchain.series.gapfill import GAPFILLED_NODATA
 
 #: sha256 of the published ``default_model.pt`` (nasaharvest/presto, commit 5afde40, 3,321,716 bytes)
 WEIGHTS_SHA256 = "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe65"
@@ -60,8 +60,25 @@ WEIGHTS_SHA256 = "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe
 WEIGHTS_URL = "https://github.com/nasaharvest/presto/raw/main/data/default_model.pt"
 
 #: the 17 normalised input channels, in the order of ``x`` and ``mask``
-CHANNELS: tuple[str, ...] = ("VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12",
-                             "temperature_2m", "total_precipitation", "elevation", "slope", "NDVI")
+CHANNELS: tuple[str, ...] = (
+    "VV",
+    "VH",
+    "B2",
+    "B3",
+    "B4",
+    "B5",
+    "B6",
+    "B7",
+    "B8",
+    "B8A",
+    "B11",
+    "B12",
+    "temperature_2m",
+    "total_precipitation",
+    "elevation",
+    "slope",
+    "NDVI",
+)
 #: normalisation ``(v + SHIFT) / DIV`` of each channel (NDVI is computed, not normalised)
 SHIFT = np.array([25, 25] + [0] * 10 + [-272.15, 0, 0, 0, 0], dtype=np.float64)
 DIV = np.array([25, 25] + [10000] * 10 + [35, 0.03, 2000, 50, 1], dtype=np.float64)
@@ -87,7 +104,9 @@ EMBEDDING_SIZE = 128
 MAX_TIMESTEPS = 24
 
 
-def presto_inputs(s2: np.ndarray, clear: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def presto_inputs(
+    s2: np.ndarray, clear: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised encoder inputs of Sentinel-2 series (no S1, ERA5, SRTM or Dynamic World).
 
     Parameters
@@ -228,11 +247,23 @@ class PrestoEncoder(nn.Module):
         """[month | channel | position] ``[B, T, D]`` for channel-embedding row ``chan``."""
         b = months.shape[0]
         q = self.dim // 4
-        return torch.cat([self.month_embed(months), self.channel_embed.weight[chan].expand(b, t, q),
-                          self.pos_embed[0, :t].expand(b, t, 2 * q)], dim=-1)
+        return torch.cat(
+            [
+                self.month_embed(months),
+                self.channel_embed.weight[chan].expand(b, t, q),
+                self.pos_embed[0, :t].expand(b, t, 2 * q),
+            ],
+            dim=-1,
+        )
 
-    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None, latlons: torch.Tensor,
-               month: int | torch.Tensor, dynamic_world: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokens(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        latlons: torch.Tensor,
+        month: int | torch.Tensor,
+        dynamic_world: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every token ``[B, 9 T + 2, D]`` in the original order (lat/lon, the groups of
         :data:`GROUPS` by timestep with SRTM once, Dynamic World) and whether each is kept, bool
         ``[B, 9 T + 2]``."""
@@ -253,19 +284,32 @@ class PrestoEncoder(nn.Module):
         q = self.dim // 4
         for name, (chan, idx) in GROUPS.items():
             if name == "SRTM":  # static: one token from the first timestep, no month or position
-                static = torch.cat([x.new_zeros(b, q), self.channel_embed.weight[chan].expand(b, q), x.new_zeros(b, 2 * q)], -1)
+                static = torch.cat(
+                    [x.new_zeros(b, q), self.channel_embed.weight[chan].expand(b, q), x.new_zeros(b, 2 * q)],
+                    -1,
+                )
                 toks.append((self.eo_patch_embed[name](x[:, 0, list(idx)]) + static)[:, None])
                 keep.append(~masked[:, 0, list(idx)].any(-1)[:, None])
                 continue
             toks.append(self.eo_patch_embed[name](x[:, :, list(idx)]) + self._embed(chan, months, t))
             keep.append(~masked[:, :, list(idx)].any(-1))
-        dw = dynamic_world.to(x.device).long() if dynamic_world is not None else torch.full((b, t), DW_MISSING, device=x.device)
+        dw = (
+            dynamic_world.to(x.device).long()
+            if dynamic_world is not None
+            else torch.full((b, t), DW_MISSING, device=x.device)
+        )
         toks.append(self.dw_embed(dw) + self._embed(DW_GROUP, months, t))
         keep.append(dw != DW_MISSING)
         return torch.cat(toks, dim=1), torch.cat(keep, dim=1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, latlons: torch.Tensor, month: int | torch.Tensor = 0,
-                dynamic_world: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        latlons: torch.Tensor,
+        month: int | torch.Tensor = 0,
+        dynamic_world: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         tokens, keep = self.tokens(x, mask, latlons, month, dynamic_world)
         # the kept tokens of each sample first, in their order; then cut the common padding
         order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
@@ -298,16 +342,21 @@ def check_weights(path: str | os.PathLike, sha256: str | None = WEIGHTS_SHA256) 
         configuration).
     """
     path = Path(path)
-    fix = (f"download default_model.pt (MIT licence) from {WEIGHTS_URL} and set presto.weights "
-           "in the configuration to its path (see README, 'Presto')")
+    fix = (
+        f"download default_model.pt (MIT licence) from {WEIGHTS_URL} and set presto.weights "
+        "in the configuration to its path (see README, 'Presto')"
+    )
     if not path.is_file():
         raise InputError(path, "Presto weights not found (configuration key presto.weights)", fix)
     if sha256:
         got = sha256_of(path)
         if got != sha256.lower():
-            raise InputError(path, f"sha256 {got} differs from the expected {sha256.lower()} (presto.sha256)",
-                             f"use the published default_model.pt ({WEIGHTS_URL}), or set presto.sha256 to the "
-                             "sha256 of the weights you mean to use")
+            raise InputError(
+                path,
+                f"sha256 {got} differs from the expected {sha256.lower()} (presto.sha256)",
+                f"use the published default_model.pt ({WEIGHTS_URL}), or set presto.sha256 to the "
+                "sha256 of the weights you mean to use",
+            )
     return path
 
 
@@ -330,15 +379,24 @@ def load_presto(path: str | os.PathLike, sha256: str | None = WEIGHTS_SHA256) ->
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises many kinds
-        raise InputError(path, f"not a readable PyTorch file ({type(exc).__name__}: {exc})", "download the weights again") from None
+        raise InputError(
+            path, f"not a readable PyTorch file ({type(exc).__name__}: {exc})", "download the weights again"
+        ) from None
     encoder = PrestoEncoder()
     prefix = "encoder."
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} if isinstance(state, dict) else {}
+    weights = (
+        {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if isinstance(state, dict)
+        else {}
+    )
     try:
         encoder.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
-        raise InputError(path, f"not the Presto encoder's state dict ({str(exc).splitlines()[0]} ...)",
-                         "use the published default_model.pt") from None
+        raise InputError(
+            path,
+            f"not the Presto encoder's state dict ({str(exc).splitlines()[0]} ...)",
+            "use the published default_model.pt",
+        ) from None
     return encoder.eval()
 
 
@@ -355,8 +413,10 @@ def presto_from_config(config: dict) -> PrestoEncoder:
     """
     section = config.get("presto")
     if not section:
-        raise ConfigError("presto.weights: a Presto architecture needs the published weights; add a `presto:` section "
-                          f"with `weights: <path of default_model.pt>` (download: {WEIGHTS_URL}, MIT licence)")
+        raise ConfigError(
+            "presto.weights: a Presto architecture needs the published weights; add a `presto:` section "
+            f"with `weights: <path of default_model.pt>` (download: {WEIGHTS_URL}, MIT licence)"
+        )
     return load_presto(section["weights"], section.get("sha256", WEIGHTS_SHA256))
 
 
@@ -398,9 +458,19 @@ def month_indices(dates: Sequence[str | dt.date]) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def embed_composites(composites: np.ndarray, clear: np.ndarray, bands: Sequence[str], dates: Sequence[str | dt.date],
-                     transform: Affine, crs: Any, encoder: PrestoEncoder, *, batch_size: int = 256,
-                     nodata: int = GAPFILLED_NODATA, source: str | os.PathLike = "gapfilled.tif") -> np.ndarray:
+def embed_composites(
+    composites: np.ndarray,
+    clear: np.ndarray,
+    bands: Sequence[str],
+    dates: Sequence[str | dt.date],
+    transform: Affine,
+    crs: Any,
+    encoder: PrestoEncoder,
+    *,
+    batch_size: int = 256,
+    nodata: int = GAPFILLED_NODATA,
+    source: str | os.PathLike = "gapfilled.tif",
+) -> np.ndarray:
     """Presto embeddings of every pixel of a block of monthly composites.
 
     Parameters
@@ -434,21 +504,38 @@ def embed_composites(composites: np.ndarray, clear: np.ndarray, bands: Sequence[
     t, b, h, w = composites.shape
     missing = [name for name in S2_BANDS if name not in bands]
     if missing or len(bands) != b:
-        raise InputError(source, f"Presto reads the bands {', '.join(S2_BANDS)}; bands {list(bands)} ({b} in the array), missing {missing}",
-                         "ingest every 10 m and 20 m band (tiles.<tile>.bands)")
+        raise InputError(
+            source,
+            f"Presto reads the bands {', '.join(S2_BANDS)}; bands {list(bands)} ({b} in the array), missing {missing}",
+            "ingest every 10 m and 20 m band (tiles.<tile>.bands)",
+        )
     clear = np.asarray(clear, dtype=bool)
     if clear.shape != (t, h, w) or len(dates) != t or not 1 <= t <= MAX_TIMESTEPS:
-        raise InputError(source, f"composites [T={t}, B, {h}, {w}], clear mask {clear.shape} and {len(dates)} dates do not match "
-                         f"(T <= {MAX_TIMESTEPS})", "rerun the monthly_median temporal step")
+        raise InputError(
+            source,
+            f"composites [T={t}, B, {h}, {w}], clear mask {clear.shape} and {len(dates)} dates do not match "
+            f"(T <= {MAX_TIMESTEPS})",
+            "rerun the monthly_median temporal step",
+        )
     order = [list(bands).index(name) for name in S2_BANDS]
     series = composites[:, order].reshape(t, len(S2_BANDS), h * w).transpose(2, 0, 1)  # [N, T, 10]
     latlon = pixel_latlon(transform, crs, h, w).reshape(2, -1).T  # [N, 2]
-    out = embed_series(series, clear.reshape(t, h * w).T, latlon, dates, encoder, batch_size=batch_size, nodata=nodata)
+    out = embed_series(
+        series, clear.reshape(t, h * w).T, latlon, dates, encoder, batch_size=batch_size, nodata=nodata
+    )
     return np.ascontiguousarray(out.T.reshape(EMBEDDING_SIZE, h, w))
 
 
-def embed_series(series: np.ndarray, clear: np.ndarray, latlon: np.ndarray, dates: Sequence[str | dt.date],
-                 encoder: PrestoEncoder, *, batch_size: int = 256, nodata: int = GAPFILLED_NODATA) -> np.ndarray:
+def embed_series(
+    series: np.ndarray,
+    clear: np.ndarray,
+    latlon: np.ndarray,
+    dates: Sequence[str | dt.date],
+    encoder: PrestoEncoder,
+    *,
+    batch_size: int = 256,
+    nodata: int = GAPFILLED_NODATA,
+) -> np.ndarray:
     """Presto embeddings of pixel series (the per-pixel core of :func:`embed_composites`).
 
     Parameters
@@ -477,7 +564,12 @@ def embed_series(series: np.ndarray, clear: np.ndarray, latlon: np.ndarray, date
         for start in range(0, todo.size, int(batch_size)):
             idx = todo[start : start + int(batch_size)]
             x, mask, dw = presto_inputs(series[idx], ok[idx])
-            emb = encoder(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(latlon[idx]).to(device),
-                          months.expand(idx.size, t).to(device), torch.from_numpy(dw).to(device))
+            emb = encoder(
+                torch.from_numpy(x).to(device),
+                torch.from_numpy(mask).to(device),
+                torch.from_numpy(latlon[idx]).to(device),
+                months.expand(idx.size, t).to(device),
+                torch.from_numpy(dw).to(device),
+            )
             out[idx] = emb.float().cpu().numpy()
     return out

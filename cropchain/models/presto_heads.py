@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cropchain.models import register
-from cropchain.models import random_forest, xgboost
+from cropchain.models import random_forest, register, xgboost
 
 
 @register("presto_rf")

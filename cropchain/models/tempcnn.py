@@ -28,8 +28,15 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_eval
 
 from cropchain.models import register
-from cropchain.models.networks import (Architecture, NetworkClassifier, TemporalConvs, TemporalLayout, inference_linear,
-                                      pixel_series, time_major_linear)
+from cropchain.models.networks import (
+    Architecture,
+    NetworkClassifier,
+    TemporalConvs,
+    TemporalLayout,
+    inference_linear,
+    pixel_series,
+    time_major_linear,
+)
 
 DEFAULTS: dict[str, Any] = {
     "filters": 64,
@@ -51,8 +58,19 @@ class TempCNN(nn.Module):
     pixelwise = True
     alignment = 1
 
-    def __init__(self, n_features: int, n_classes: int, layout: TemporalLayout, *, filters: int = 64, kernel: int = 5,
-                 convs: int = 3, dense: int = 256, dropout: float = 0.2, chunk_pixels: int = 256) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        layout: TemporalLayout,
+        *,
+        filters: int = 64,
+        kernel: int = 5,
+        convs: int = 3,
+        dense: int = 256,
+        dropout: float = 0.2,
+        chunk_pixels: int = 256,
+    ) -> None:
         super().__init__()
         if convs < 1:
             raise ValueError(f"convs ({convs}) must be >= 1")
@@ -74,9 +92,19 @@ class TempCNN(nn.Module):
             logits = self.classifier(z)
         else:  # batch normalization folded, by chunks of pixels (cache-friendly)
             convs = self.temporal.folded()
-            dense = inference_linear(time_major_linear(fuse_linear_bn_eval(self.dense, self.dense_bn), self.filters, self.n_dates))
-            logits = torch.cat([self.classifier(torch.relu_(dense(self.temporal(s[i : i + self.chunk_pixels], convs, time_major=True))))
-                                for i in range(0, s.shape[0], self.chunk_pixels)])
+            dense = inference_linear(
+                time_major_linear(fuse_linear_bn_eval(self.dense, self.dense_bn), self.filters, self.n_dates)
+            )
+            logits = torch.cat(
+                [
+                    self.classifier(
+                        torch.relu_(
+                            dense(self.temporal(s[i : i + self.chunk_pixels], convs, time_major=True))
+                        )
+                    )
+                    for i in range(0, s.shape[0], self.chunk_pixels)
+                ]
+            )
         return logits.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 

@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from cropchain.models import register
-from cropchain.models.networks import Architecture, NetworkClassifier, TemporalConvs, TemporalLayout, UNet, pixel_series
+from cropchain.models.networks import (
+    Architecture,
+    NetworkClassifier,
+    TemporalConvs,
+    TemporalLayout,
+    UNet,
+    pixel_series,
+)
 
 DEFAULTS: dict[str, Any] = {
     "temporal_filters": [16, 32],  # 1D convolutions over each pixel's series
@@ -46,17 +53,30 @@ class TemporalUNet(nn.Module):
 
     pixelwise = False
 
-    def __init__(self, n_features: int, n_classes: int, layout: TemporalLayout, *,
-                 temporal_filters: Sequence[int] = (16, 32), temporal_kernel: int = 3, embedding: int = 32,
-                 widths: Sequence[int] = (32, 64, 128), convs_per_level: int = 2, dropout: float = 0.5,
-                 chunk_pixels: int = 65536) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        layout: TemporalLayout,
+        *,
+        temporal_filters: Sequence[int] = (16, 32),
+        temporal_kernel: int = 3,
+        embedding: int = 32,
+        widths: Sequence[int] = (32, 64, 128),
+        convs_per_level: int = 2,
+        dropout: float = 0.5,
+        chunk_pixels: int = 65536,
+    ) -> None:
         super().__init__()
         self.register_buffer("order", torch.as_tensor(layout.order), persistent=False)
         self.n_dates, self.n_channels = layout.n_dates, layout.n_channels
         self.chunk_pixels = int(chunk_pixels)
         self.temporal = TemporalConvs(self.n_channels, temporal_filters, temporal_kernel)
-        self.project = nn.Sequential(nn.Linear(temporal_filters[-1] * self.n_dates, embedding, bias=False),
-                                     nn.BatchNorm1d(embedding), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(
+            nn.Linear(temporal_filters[-1] * self.n_dates, embedding, bias=False),
+            nn.BatchNorm1d(embedding),
+            nn.ReLU(inplace=True),
+        )
         self.unet = UNet(embedding, widths, convs_per_level, dropout)
         self.alignment = self.unet.alignment
         self.head = nn.Conv2d(widths[0], n_classes, 1)
@@ -72,7 +92,12 @@ class TemporalUNet(nn.Module):
             emb = self.encode(series)
         else:  # evaluation: pixels are independent here, encode them by chunks (memory bound)
             folded = self.temporal.folded()
-            emb = torch.cat([self.encode(series[i : i + self.chunk_pixels], folded) for i in range(0, series.shape[0], self.chunk_pixels)])
+            emb = torch.cat(
+                [
+                    self.encode(series[i : i + self.chunk_pixels], folded)
+                    for i in range(0, series.shape[0], self.chunk_pixels)
+                ]
+            )
         emb = emb.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()  # [B, D, H, W]
         return self.head(self.unet(emb))
 

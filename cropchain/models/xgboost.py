@@ -32,7 +32,9 @@ class XGBoostPixelClassifier:
         self.booster = XGBClassifier(random_state=seed, n_jobs=threads, **self.params)
         self.classes_: np.ndarray = np.empty(0, dtype=np.int64)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "XGBoostPixelClassifier":
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> XGBoostPixelClassifier:
         self.classes_, encoded = np.unique(np.asarray(y), return_inverse=True)
         self.booster.fit(X, encoded, sample_weight=sample_weight)
         return self

@@ -62,7 +62,17 @@ log = logging.getLogger(__name__)
 PATCH_SIZE = 32
 SCALE = 10000.0
 FORMAT_VERSION = 1
-INDEX_COLUMNS = ["polygon_id", "code", "name", "n_pixels", "n_valid_pixels", "row_off", "col_off", "height", "width"]
+INDEX_COLUMNS = [
+    "polygon_id",
+    "code",
+    "name",
+    "n_pixels",
+    "n_valid_pixels",
+    "row_off",
+    "col_off",
+    "height",
+    "width",
+]
 
 
 def dataset_files(index: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -72,7 +82,9 @@ def dataset_files(index: str | os.PathLike) -> tuple[Path, Path, Path]:
     return index, index.with_suffix(".npy"), index.with_name(f"{index.stem}_mask.npy")
 
 
-def parcel_window_mask(geometry: Any, transform: rasterio.Affine, height: int, width: int) -> tuple[Window, np.ndarray]:
+def parcel_window_mask(
+    geometry: Any, transform: rasterio.Affine, height: int, width: int
+) -> tuple[Window, np.ndarray]:
     """Pixel window and mask of one parcel on a raster grid.
 
     Parameters
@@ -113,7 +125,9 @@ def parcel_window_mask(geometry: Any, transform: rasterio.Affine, height: int, w
     return tight, mask[r0:r1, c0:c1]
 
 
-def resize_patch(block: np.ndarray, mask: np.ndarray, size: int = PATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def resize_patch(
+    block: np.ndarray, mask: np.ndarray, size: int = PATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Resize a parcel crop to ``size x size`` px, zero outside the parcel.
 
     Parameters
@@ -146,17 +160,28 @@ def resize_patch(block: np.ndarray, mask: np.ndarray, size: int = PATCH_SIZE) ->
 
 def _read_parcels(reference_gpkg: Path, crs: Any) -> Any:
     if not reference_gpkg.is_file():
-        raise InputError(reference_gpkg, "reference polygons not found", "run the reference fusion step of this tile first")
+        raise InputError(
+            reference_gpkg, "reference polygons not found", "run the reference fusion step of this tile first"
+        )
     try:
         ref = pyogrio.read_dataframe(reference_gpkg)
     except Exception as exc:  # pyogrio's DataSourceError / DataLayerError on broken files
-        raise InputError(reference_gpkg, f"cannot be read as a vector file ({exc})", "rerun the reference fusion step") from None
+        raise InputError(
+            reference_gpkg, f"cannot be read as a vector file ({exc})", "rerun the reference fusion step"
+        ) from None
     missing = [c for c in ("polygon_id", "code", "name") if c not in ref.columns]
     if missing:
-        raise InputError(reference_gpkg, f"missing column(s) {missing}", "rerun the reference fusion step (cropchain.reference.fusion)")
+        raise InputError(
+            reference_gpkg,
+            f"missing column(s) {missing}",
+            "rerun the reference fusion step (cropchain.reference.fusion)",
+        )
     if ref.empty:
-        raise InputError(reference_gpkg, "no reference polygon: the parcel dataset would be empty",
-                         "check the reference sources of this tile")
+        raise InputError(
+            reference_gpkg,
+            "no reference polygon: the parcel dataset would be empty",
+            "check the reference sources of this tile",
+        )
     if ref.crs is None:
         raise InputError(reference_gpkg, "no CRS", "write the reference polygons with their CRS")
     if ref["polygon_id"].duplicated().any():
@@ -168,12 +193,20 @@ def _dates_bands(descriptions: tuple[str | None, ...], path: Path) -> tuple[list
     """Dates and bands of a date-major ``YYYYMMDD_Bxx`` raster (``gapfilled.tif``)."""
     pairs = [(d or "").split("_", 1) for d in descriptions]
     if any(len(p) != 2 or len(p[0]) != 8 or not p[0].isdigit() for p in pairs):
-        raise InputError(path, "band descriptions are not YYYYMMDD_<band>", "use the gapfilled.tif written by the gap filling step")
+        raise InputError(
+            path,
+            "band descriptions are not YYYYMMDD_<band>",
+            "use the gapfilled.tif written by the gap filling step",
+        )
     dates = list(dict.fromkeys(p[0] for p in pairs))
     bands = list(dict.fromkeys(p[1] for p in pairs))
     expected = [f"{d}_{b}" for d in dates for b in bands]
     if [f"{a}_{b}" for a, b in pairs] != expected:
-        raise InputError(path, "bands are not date-major (date1 band1..bandN, date2 ...)", "use the gapfilled.tif written by the gap filling step")
+        raise InputError(
+            path,
+            "bands are not date-major (date1 band1..bandN, date2 ...)",
+            "use the gapfilled.tif written by the gap filling step",
+        )
     return dates, bands
 
 
@@ -221,8 +254,16 @@ def build_parcel_dataset(
         raise ValueError(f"patch_size must be >= 1, got {patch_size}")
     with open_raster(gapfilled, "gap-filled series") as src, open_raster(validity, "validity raster") as vsrc:
         dates, bands = _dates_bands(src.descriptions, gapfilled)
-        if (vsrc.width, vsrc.height) != (src.width, src.height) or vsrc.crs != src.crs or not vsrc.transform.almost_equals(src.transform):
-            raise InputError(validity, f"grid differs from {gapfilled.name}", "use the validity raster written with the same gap filling")
+        if (
+            (vsrc.width, vsrc.height) != (src.width, src.height)
+            or vsrc.crs != src.crs
+            or not vsrc.transform.almost_equals(src.transform)
+        ):
+            raise InputError(
+                validity,
+                f"grid differs from {gapfilled.name}",
+                "use the validity raster written with the same gap filling",
+            )
         nodata = src.nodata
         ref = _read_parcels(reference_gpkg, src.crs)
         n_dates, n_bands = len(dates), len(bands)
@@ -230,50 +271,101 @@ def build_parcel_dataset(
         windows, masks = [], []
         for i, (pid, geom) in enumerate(zip(ref["polygon_id"], ref.geometry)):
             try:
-                win, inside = parcel_window_mask(shapely.make_valid(geom) if geom is not None else geom, src.transform,
-                                                 src.height, src.width)
+                win, inside = parcel_window_mask(
+                    shapely.make_valid(geom) if geom is not None else geom,
+                    src.transform,
+                    src.height,
+                    src.width,
+                )
             except ValueError as exc:
-                raise InputError(reference_gpkg, f"parcel {int(pid)} has no pixel on the grid of {gapfilled} ({exc})",
-                                 "fuse the reference polygons on this tile's grid (rerun the reference step)") from None
+                raise InputError(
+                    reference_gpkg,
+                    f"parcel {int(pid)} has no pixel on the grid of {gapfilled} ({exc})",
+                    "fuse the reference polygons on this tile's grid (rerun the reference step)",
+                ) from None
             valid = inside & (vsrc.read(1, window=win) > 0)
-            row = {"polygon_id": int(pid), "code": int(ref["code"].iat[i]), "name": str(ref["name"].iat[i]),
-                   "n_pixels": int(inside.sum()), "n_valid_pixels": int(valid.sum()), "row_off": int(win.row_off),
-                   "col_off": int(win.col_off), "height": int(win.height), "width": int(win.width)}
+            row = {
+                "polygon_id": int(pid),
+                "code": int(ref["code"].iat[i]),
+                "name": str(ref["name"].iat[i]),
+                "n_pixels": int(inside.sum()),
+                "n_valid_pixels": int(valid.sum()),
+                "row_off": int(win.row_off),
+                "col_off": int(win.col_off),
+                "height": int(win.height),
+                "width": int(win.width),
+            }
             if not valid.any():
-                log.warning("%s: parcel %d (%s) has no pixel with a clear date: left out of the parcel dataset",
-                            tile, row["polygon_id"], row["name"])
+                log.warning(
+                    "%s: parcel %d (%s) has no pixel with a clear date: left out of the parcel dataset",
+                    tile,
+                    row["polygon_id"],
+                    row["name"],
+                )
                 continue
             rows.append(row)
             windows.append(win)
             masks.append(valid)
         if not rows:
-            raise InputError(validity, f"no reference parcel of {reference_gpkg.name} has a pixel with a clear date",
-                             "check that the tile's images cover the reference parcels")
+            raise InputError(
+                validity,
+                f"no reference parcel of {reference_gpkg.name} has a pixel with a clear date",
+                "check that the tile's images cover the reference parcels",
+            )
         n = len(rows)
         with atomic_output(out_npy) as tmp_npy, atomic_output(out_mask) as tmp_mask:
-            x = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.int16, shape=(n, n_dates, n_bands, patch_size, patch_size))
-            m_out = np.lib.format.open_memmap(tmp_mask, mode="w+", dtype=np.uint8, shape=(n, patch_size, patch_size))
+            x = np.lib.format.open_memmap(
+                tmp_npy, mode="w+", dtype=np.int16, shape=(n, n_dates, n_bands, patch_size, patch_size)
+            )
+            m_out = np.lib.format.open_memmap(
+                tmp_mask, mode="w+", dtype=np.uint8, shape=(n, patch_size, patch_size)
+            )
             for k in tqdm(range(n), desc=f"parcels {tile}", unit="parcel", disable=None):
                 block = src.read(window=windows[k])  # int16 [T*C, h, w]
                 valid = masks[k]
                 if nodata is not None and (block[:, valid] == nodata).any():
-                    raise InputError(gapfilled, f"nodata inside parcel {rows[k]['polygon_id']} where {validity.name} counts clear dates",
-                                     "rerun the gap filling: gapfilled.tif and validity.tif disagree")
+                    raise InputError(
+                        gapfilled,
+                        f"nodata inside parcel {rows[k]['polygon_id']} where {validity.name} counts clear dates",
+                        "rerun the gap filling: gapfilled.tif and validity.tif disagree",
+                    )
                 patch, inside_r = resize_patch(block.astype(np.float32), valid, patch_size)
-                x[k] = np.clip(np.rint(patch), -32767, 32767).astype(np.int16).reshape(n_dates, n_bands, patch_size, patch_size)
+                x[k] = (
+                    np.clip(np.rint(patch), -32767, 32767)
+                    .astype(np.int16)
+                    .reshape(n_dates, n_bands, patch_size, patch_size)
+                )
                 m_out[k] = inside_r
             x.flush()
             m_out.flush()
             del x, m_out
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
-    meta = {"tile": str(tile), "dates": dates, "bands": bands, "patch_size": int(patch_size), "scale": SCALE,
-            "format_version": FORMAT_VERSION, "reference": str(reference_gpkg), "gapfilled": str(gapfilled)}
+    meta = {
+        "tile": str(tile),
+        "dates": dates,
+        "bands": bands,
+        "patch_size": int(patch_size),
+        "scale": SCALE,
+        "format_version": FORMAT_VERSION,
+        "reference": str(reference_gpkg),
+        "gapfilled": str(gapfilled),
+    }
     table = pa.Table.from_pandas(index, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"cropchain": json.dumps(meta).encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"cropchain": json.dumps(meta).encode()}
+    )
     with atomic_output(out_index) as tmp:
         pq.write_table(table, tmp)
-    log.info("%s: parcel dataset of %d parcel(s) (%d dates x %d bands x %d x %d px) -> %s", tile, len(index), n_dates,
-             n_bands, patch_size, patch_size, out_npy)
+    log.info(
+        "%s: parcel dataset of %d parcel(s) (%d dates x %d bands x %d x %d px) -> %s",
+        tile,
+        len(index),
+        n_dates,
+        n_bands,
+        patch_size,
+        patch_size,
+        out_npy,
+    )
     return index
 
 
@@ -319,15 +411,23 @@ def load_parcel_dataset(index: str | os.PathLike) -> ParcelDataset:
         table = pq.read_table(index)
         meta = json.loads(table.schema.metadata[b"cropchain"])
     except Exception as exc:  # ArrowInvalid, KeyError, JSONDecodeError
-        raise InputError(index, f"not a parcel dataset index ({exc})", "rerun the parcel_dataset step") from None
+        raise InputError(
+            index, f"not a parcel dataset index ({exc})", "rerun the parcel_dataset step"
+        ) from None
     df = table.to_pandas()
     patches = np.load(npy, mmap_mode="r")
     masks = np.load(mask, mmap_mode="r")
     s, t, c = int(meta["patch_size"]), len(meta["dates"]), len(meta["bands"])
     if patches.shape != (len(df), t, c, s, s) or masks.shape != (len(df), s, s):
-        raise InputError(npy, f"shapes {patches.shape} / {masks.shape} disagree with the index ({len(df)} parcels, "
-                         f"{t} dates, {c} bands, {s} px)", "rerun the parcel_dataset step")
-    return ParcelDataset(df, patches, masks, str(meta["tile"]), list(meta["dates"]), list(meta["bands"]), s, index)
+        raise InputError(
+            npy,
+            f"shapes {patches.shape} / {masks.shape} disagree with the index ({len(df)} parcels, "
+            f"{t} dates, {c} bands, {s} px)",
+            "rerun the parcel_dataset step",
+        )
+    return ParcelDataset(
+        df, patches, masks, str(meta["tile"]), list(meta["dates"]), list(meta["bands"]), s, index
+    )
 
 
 def normalization_stats(
@@ -366,8 +466,11 @@ def normalization_stats(
             s2 += (x * x * m).sum(axis=(0, 3, 4))
             count += float(m.sum())
     if count == 0:
-        raise InputError(datasets[0].path if datasets else "parcel datasets", "no parcel pixel to compute the normalization from",
-                         "check that the run has learning parcels")
+        raise InputError(
+            datasets[0].path if datasets else "parcel datasets",
+            "no parcel pixel to compute the normalization from",
+            "check that the run has learning parcels",
+        )
     mean = s1 / count
     std = np.sqrt(np.maximum(s2 / count - mean * mean, 0.0))
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
@@ -403,13 +506,18 @@ def check_compatible(datasets: list[ParcelDataset]) -> None:
         no dataset, or one that differs from the first (named).
     """
     if not datasets:
-        raise InputError("parcel datasets", "no parcel dataset given", "give the parcel dataset of at least one tile")
+        raise InputError(
+            "parcel datasets", "no parcel dataset given", "give the parcel dataset of at least one tile"
+        )
     first = datasets[0]
     for ds in datasets[1:]:
         if ds.dates != first.dates or ds.bands != first.bands or ds.patch_size != first.patch_size:
-            raise InputError(ds.path, f"dates/bands/patch size differ from {first.path} ({len(ds.dates)} vs {len(first.dates)} dates, "
-                             f"{ds.bands} vs {first.bands}, {ds.patch_size} vs {first.patch_size} px)",
-                             "build every tile's parcel dataset with the same configuration")
+            raise InputError(
+                ds.path,
+                f"dates/bands/patch size differ from {first.path} ({len(ds.dates)} vs {len(first.dates)} dates, "
+                f"{ds.bands} vs {first.bands}, {ds.patch_size} vs {first.patch_size} px)",
+                "build every tile's parcel dataset with the same configuration",
+            )
 
 
 def permute_dates(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

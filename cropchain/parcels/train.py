@@ -47,13 +47,23 @@ import torch
 from tqdm import tqdm
 
 import cropchain
-from cropchain.errors import ConfigError, InputError
 from cropchain.assessment.evaluate import evaluate_map, write_report
-from cropchain.metrics import confusion_metrics, json_ready, metrics_from_matrix, name_classes
+from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
-from cropchain.models.parcel import count_parameters, get_parcel_model
-from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
+from cropchain.metrics import (
+    confusion_metrics,
+    json_ready,
+    metrics_from_matrix,
+    name_classes,
+)
+from cropchain.models import count_parameters
+from cropchain.models.parcel import get_parcel_model
+from cropchain.nomenclature import (
+    NODATA_CLASS,
+    Nomenclature,
+    as_nomenclature,
+)
 from cropchain.parcels.dataset import (
     ParcelDataset,
     check_compatible,
@@ -83,7 +93,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
-def split_hyperparameters(settings: dict[str, Any], defaults: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_hyperparameters(
+    settings: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate a model's config section into (training settings, model hyper-parameters).
 
     Keys of :data:`TRAINING_DEFAULTS` are training settings (over ``defaults``, e.g. the
@@ -102,9 +114,9 @@ def split_hyperparameters(settings: dict[str, Any], defaults: dict[str, Any] | N
 # --------------------------------------------------------------------------- labels
 
 
-
-
-def label_rows(dataset: ParcelDataset, split: pd.DataFrame, which: str, split_path: str | os.PathLike = "split") -> tuple[np.ndarray, np.ndarray]:
+def label_rows(
+    dataset: ParcelDataset, split: pd.DataFrame, which: str, split_path: str | os.PathLike = "split"
+) -> tuple[np.ndarray, np.ndarray]:
     """Patches of ``dataset`` in the split set ``which`` (``"learn"`` or ``"validation"``).
 
     Returns
@@ -121,13 +133,19 @@ def label_rows(dataset: ParcelDataset, split: pd.DataFrame, which: str, split_pa
     ids = dataset.index["polygon_id"].to_numpy()
     absent = ~np.isin(ids, sp.index.to_numpy())
     if absent.any():
-        raise InputError(split_path, f"{int(absent.sum())} parcel(s) of {dataset.path} are not in the split (e.g. id {int(ids[absent][0])})",
-                         "rebuild the parcel dataset from the reference the split was drawn from")
+        raise InputError(
+            split_path,
+            f"{int(absent.sum())} parcel(s) of {dataset.path} are not in the split (e.g. id {int(ids[absent][0])})",
+            "rebuild the parcel dataset from the reference the split was drawn from",
+        )
     codes = sp.loc[ids, "code"].to_numpy().astype(np.int64)
     differ = codes != dataset.index["code"].to_numpy()
     if differ.any():
-        raise InputError(split_path, f"{int(differ.sum())} parcel(s) have another code than in {dataset.path}",
-                         "rebuild the parcel dataset from the reference the split was drawn from")
+        raise InputError(
+            split_path,
+            f"{int(differ.sum())} parcel(s) have another code than in {dataset.path}",
+            "rebuild the parcel dataset from the reference the split was drawn from",
+        )
     sel = sp.loc[ids, "split"].to_numpy() == which
     return np.flatnonzero(sel).astype(np.int64), codes[sel]
 
@@ -158,7 +176,9 @@ def holdout_mask(codes: np.ndarray, fraction: float, rng: np.random.Generator) -
 # --------------------------------------------------------------------------- batches
 
 
-def _gather(datasets: Sequence[ParcelDataset], items: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gather(
+    datasets: Sequence[ParcelDataset], items: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalized patches ``[n, T, C, S, S]`` and masks ``[n, S, S]`` (float32) of ``items`` (``[n, 2]``: dataset, row)."""
     first = datasets[0]
     n, s = len(items), first.patch_size
@@ -186,8 +206,13 @@ def _augment(x: np.ndarray, m: np.ndarray, rng: np.random.Generator) -> tuple[np
 
 
 def _logits(
-    net: torch.nn.Module, datasets: Sequence[ParcelDataset], items: np.ndarray, mean: np.ndarray, std: np.ndarray,
-    perm: np.ndarray | None = None, batch_size: int = 64,
+    net: torch.nn.Module,
+    datasets: Sequence[ParcelDataset],
+    items: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    perm: np.ndarray | None = None,
+    batch_size: int = 64,
 ) -> torch.Tensor:
     """Logits ``[n, K]`` of ``items`` in evaluation mode, read a batch at a time; ``perm``
     (int ``[n, T]``) reorders the dates of each item."""
@@ -250,7 +275,11 @@ def train_parcel_model(
         unknown model or hyper-parameter, bad training settings.
     """
     if len(datasets) != len(splits) or not datasets:
-        raise InputError("parcel datasets", f"{len(datasets)} dataset(s) for {len(splits)} split file(s)", "give one split per tile dataset")
+        raise InputError(
+            "parcel datasets",
+            f"{len(datasets)} dataset(s) for {len(splits)} split file(s)",
+            "give one split per tile dataset",
+        )
     training, model_hp = split_hyperparameters(dict(settings), training_defaults)
     _check_training(model, training)
     out_dir = Path(out_dir)
@@ -267,7 +296,11 @@ def train_parcel_model(
     items_a = np.concatenate(items).astype(np.int64)
     codes_a = np.concatenate(codes)
     if codes_a.size == 0:
-        raise InputError(splits[0], "no learning parcel in the parcel datasets", "check the split and that the parcels have clear pixels")
+        raise InputError(
+            splits[0],
+            "no learning parcel in the parcel datasets",
+            "check the split and that the parcels have clear pixels",
+        )
     classes = np.unique(codes_a)
     y_all = np.searchsorted(classes, codes_a)
     held = holdout_mask(codes_a, float(training["holdout_fraction"]), rng)
@@ -275,27 +308,48 @@ def train_parcel_model(
     mean, std = normalization_stats(dsets, [items_a[items_a[:, 0] == d, 1] for d in range(len(dsets))])
 
     first = dsets[0]
-    net = get_parcel_model(model, n_bands=len(first.bands), n_classes=len(classes), patch_size=first.patch_size, **model_hp)
+    net = get_parcel_model(
+        model, n_bands=len(first.bands), n_classes=len(classes), patch_size=first.patch_size, **model_hp
+    )
     weights = None
     if training["class_weights"]:
         counts = np.bincount(y_all[fit], minlength=len(classes)).astype(np.float64)
-        weights = torch.tensor(np.where(counts > 0, counts.sum() / (len(classes) * np.maximum(counts, 1)), 0.0), dtype=torch.float32)
+        weights = torch.tensor(
+            np.where(counts > 0, counts.sum() / (len(classes) * np.maximum(counts, 1)), 0.0),
+            dtype=torch.float32,
+        )
     criterion = torch.nn.CrossEntropyLoss(weight=weights)
-    optim = torch.optim.Adam(net.parameters(), lr=float(training["learning_rate"]), weight_decay=float(training["weight_decay"]))
+    optim = torch.optim.Adam(
+        net.parameters(), lr=float(training["learning_rate"]), weight_decay=float(training["weight_decay"])
+    )
     batch = int(training["batch_size"])
     # dates of the hold-out parcels permuted once (a fixed draw, so that epochs compare)
-    hold_perm = np.argsort(np.random.default_rng([int(seed), 11]).random((hold.size, len(first.dates))), axis=1)
-    log.info("training %s (%d parameters, %s) on %d learning parcel(s) (%d held out for early stopping), classes %s%s",
-             model, count_parameters(net), net.hyperparameters, fit.size, hold.size,
-             dict(zip(classes.tolist(), np.bincount(y_all, minlength=len(classes)).tolist())), ", dates permuted" if permute else "")
+    hold_perm = np.argsort(
+        np.random.default_rng([int(seed), 11]).random((hold.size, len(first.dates))), axis=1
+    )
+    log.info(
+        "training %s (%d parameters, %s) on %d learning parcel(s) (%d held out for early stopping), classes %s%s",
+        model,
+        count_parameters(net),
+        net.hyperparameters,
+        fit.size,
+        hold.size,
+        dict(zip(classes.tolist(), np.bincount(y_all, minlength=len(classes)).tolist())),
+        ", dates permuted" if permute else "",
+    )
     if not hold.size:
-        log.warning("%s: no class has 2 learning parcels: no hold-out set, training for %d epochs without early stopping",
-                    model, training["epochs"])
+        log.warning(
+            "%s: no class has 2 learning parcels: no hold-out set, training for %d epochs without early stopping",
+            model,
+            training["epochs"],
+        )
 
     curves: list[dict[str, float]] = []
     best_state, best_loss, best_epoch, since = copy.deepcopy(net.state_dict()), math.inf, 0, 0
     start = time.perf_counter()
-    for epoch in tqdm(range(1, int(training["epochs"]) + 1), desc=f"train {model}", unit="epoch", disable=None):
+    for epoch in tqdm(
+        range(1, int(training["epochs"]) + 1), desc=f"train {model}", unit="epoch", disable=None
+    ):
         net.train()
         order = rng.permutation(fit)
         batches = [order[i : i + batch] for i in range(0, order.size, batch)]
@@ -332,12 +386,21 @@ def train_parcel_model(
         else:
             best_state, best_epoch = copy.deepcopy(net.state_dict()), epoch
         curves.append(row)
-        log.info("%s epoch %d: %s", model, epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+        log.info(
+            "%s epoch %d: %s", model, epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+        )
         if hold.size and since >= int(training["patience"]):
             break
     elapsed = time.perf_counter() - start
     net.load_state_dict(best_state)
-    log.info("trained %s in %.1f s: %d epochs, best epoch %d (hold-out loss %.4f)", model, elapsed, len(curves), best_epoch, best_loss)
+    log.info(
+        "trained %s in %.1f s: %d epochs, best epoch %d (hold-out loss %.4f)",
+        model,
+        elapsed,
+        len(curves),
+        best_epoch,
+        best_loss,
+    )
 
     ids = [dsets[d].index["polygon_id"].iat[r] for d, r in items_a[hold]]
     meta = {
@@ -350,24 +413,40 @@ def train_parcel_model(
         "classes": [int(c) for c in classes],
         "dates": first.dates,
         "bands": first.bands,
-        "normalization": {"mean": mean.tolist(), "std": std.tolist(), "unit": "reflectance 0-1, per date and band"},
+        "normalization": {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "unit": "reflectance 0-1, per date and band",
+        },
         "seed": int(seed),
         "permute_dates": bool(permute),
         "n_parameters": count_parameters(net),
         "spatial_parameters": net.spatial_parameters(),
         "temporal_parameters": net.temporal_parameters(),
         "temporal_ratio": net.temporal_ratio(),
-        "n_learning_parcels": {int(c): int(n) for c, n in zip(classes, np.bincount(y_all, minlength=len(classes)))},
-        "holdout_parcels": [{"tile": dsets[d].tile, "polygon_id": int(i)} for (d, _), i in zip(items_a[hold], ids)],
+        "n_learning_parcels": {
+            int(c): int(n) for c, n in zip(classes, np.bincount(y_all, minlength=len(classes)))
+        },
+        "holdout_parcels": [
+            {"tile": dsets[d].tile, "polygon_id": int(i)} for (d, _), i in zip(items_a[hold], ids)
+        ],
         "tiles": [ds.tile for ds in dsets],
         "cropchain_version": cropchain.__version__,
         "library_versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
-    metrics = {"training_time_s": round(elapsed, 3), "epochs": len(curves), "best_epoch": best_epoch,
-               "holdout_loss": None if not math.isfinite(best_loss) else best_loss,
-               "holdout_overall_accuracy": next((r.get("holdout_overall_accuracy") for r in curves if r["epoch"] == best_epoch), None),
-               "n_learning_parcels": int(codes_a.size), "n_holdout_parcels": int(hold.size), "threads": int(threads),
-               "curves": curves}
+    metrics = {
+        "training_time_s": round(elapsed, 3),
+        "epochs": len(curves),
+        "best_epoch": best_epoch,
+        "holdout_loss": None if not math.isfinite(best_loss) else best_loss,
+        "holdout_overall_accuracy": next(
+            (r.get("holdout_overall_accuracy") for r in curves if r["epoch"] == best_epoch), None
+        ),
+        "n_learning_parcels": int(codes_a.size),
+        "n_holdout_parcels": int(hold.size),
+        "threads": int(threads),
+        "curves": curves,
+    }
     with atomic_output(out_dir / "model.pt") as tmp:
         torch.save(net.state_dict(), tmp)
     write_text_atomic(out_dir / "model.json", json.dumps(meta, indent=2))
@@ -380,7 +459,9 @@ def _check_training(model: str, t: dict[str, Any]) -> None:
         if not isinstance(t[key], int) or t[key] < 1:
             raise ConfigError(f"parcels.models.{model}.{key}: must be an integer >= 1, got {t[key]!r}")
     if not 0 <= float(t["holdout_fraction"]) < 1:
-        raise ConfigError(f"parcels.models.{model}.holdout_fraction: must be in [0, 1), got {t['holdout_fraction']!r}")
+        raise ConfigError(
+            f"parcels.models.{model}.holdout_fraction: must be in [0, 1), got {t['holdout_fraction']!r}"
+        )
     if not float(t["learning_rate"]) > 0:
         raise ConfigError(f"parcels.models.{model}.learning_rate: must be > 0, got {t['learning_rate']!r}")
 
@@ -416,22 +497,38 @@ def load_parcel_model(model_dir: str | os.PathLike, *, threads: int = 1) -> Trai
     meta_path, weights = model_dir / "model.json", model_dir / "model.pt"
     for p in (meta_path, weights):
         if not p.exists():
-            raise InputError(p, "parcel model file not found", "run the train_parcel step of this model and run")
+            raise InputError(
+                p, "parcel model file not found", "run the train_parcel step of this model and run"
+            )
     torch.set_num_threads(int(threads))
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    net = get_parcel_model(meta["model"], n_bands=meta["n_bands"], n_classes=len(meta["classes"]), patch_size=meta["patch_size"],
-                           **meta["hyperparameters"])
+    net = get_parcel_model(
+        meta["model"],
+        n_bands=meta["n_bands"],
+        n_classes=len(meta["classes"]),
+        patch_size=meta["patch_size"],
+        **meta["hyperparameters"],
+    )
     try:
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, ValueError) as exc:
-        raise InputError(weights, f"weights cannot be loaded ({str(exc).splitlines()[0]})", "retrain the model") from None
+        raise InputError(
+            weights, f"weights cannot be loaded ({str(exc).splitlines()[0]})", "retrain the model"
+        ) from None
     net.eval()
     norm = meta["normalization"]
-    return TrainedParcelModel(net, meta, np.asarray(meta["classes"], dtype=np.int64),
-                              np.asarray(norm["mean"], dtype=np.float32), np.asarray(norm["std"], dtype=np.float32))
+    return TrainedParcelModel(
+        net,
+        meta,
+        np.asarray(meta["classes"], dtype=np.int64),
+        np.asarray(norm["mean"], dtype=np.float32),
+        np.asarray(norm["std"], dtype=np.float32),
+    )
 
 
-def predict_parcels(model: TrainedParcelModel, dataset: ParcelDataset, *, batch_size: int = 64, permute: bool = False) -> np.ndarray:
+def predict_parcels(
+    model: TrainedParcelModel, dataset: ParcelDataset, *, batch_size: int = 64, permute: bool = False
+) -> np.ndarray:
     """Class probabilities of every parcel of a dataset.
 
     Parameters
@@ -453,23 +550,31 @@ def predict_parcels(model: TrainedParcelModel, dataset: ParcelDataset, *, batch_
         dataset dates, bands or patch size differ from the model's.
     """
     meta = model.meta
-    if dataset.dates != meta["dates"] or dataset.bands != meta["bands"] or dataset.patch_size != meta["patch_size"]:
-        raise InputError(dataset.path, f"dates/bands/patch size differ from the model's ({len(dataset.dates)} vs {len(meta['dates'])} dates, "
-                         f"{dataset.bands} vs {meta['bands']})", "predict with a model trained on datasets of the same configuration")
-    items = np.stack([np.zeros(len(dataset), dtype=np.int64), np.arange(len(dataset), dtype=np.int64)], axis=1)
+    if (
+        dataset.dates != meta["dates"]
+        or dataset.bands != meta["bands"]
+        or dataset.patch_size != meta["patch_size"]
+    ):
+        raise InputError(
+            dataset.path,
+            f"dates/bands/patch size differ from the model's ({len(dataset.dates)} vs {len(meta['dates'])} dates, "
+            f"{dataset.bands} vs {meta['bands']})",
+            "predict with a model trained on datasets of the same configuration",
+        )
+    items = np.stack(
+        [np.zeros(len(dataset), dtype=np.int64), np.arange(len(dataset), dtype=np.int64)], axis=1
+    )
     perm = None
     if permute:
-        perm = np.argsort(np.random.default_rng([int(meta["seed"]), 13]).random((len(dataset), len(dataset.dates))), axis=1)
+        perm = np.argsort(
+            np.random.default_rng([int(meta["seed"]), 13]).random((len(dataset), len(dataset.dates))), axis=1
+        )
     logits = _logits(model.net, [dataset], items, model.mean, model.std, perm, batch_size)
     out = torch.softmax(logits, dim=1).numpy().astype(np.float32)
     return out
 
 
 # --------------------------------------------------------------------------- maps and reports
-
-
-def _as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclature:
-    return nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
 
 
 def write_parcel_map(
@@ -499,8 +604,12 @@ def write_parcel_map(
     gdf = parcels.copy()
     gdf["name"] = [nomenclature.name_of(c) for c in gdf["code"]]
     known = gdf["reference_code"].isin(nomenclature.codes)
-    gdf["reference_name"] = [nomenclature.name_of(c) if k else "" for c, k in zip(gdf["reference_code"], known)]
-    gdf = gdf[["polygon_id", "code", "name", "confidence", "reference_code", "reference_name", "split", "geometry"]]
+    gdf["reference_name"] = [
+        nomenclature.name_of(c) if k else "" for c, k in zip(gdf["reference_code"], known)
+    ]
+    gdf = gdf[
+        ["polygon_id", "code", "name", "confidence", "reference_code", "reference_name", "split", "geometry"]
+    ]
     with atomic_output(out_gpkg) as tmp:
         pyogrio.write_dataframe(gdf, tmp, layer=LAYER, driver="GPKG", promote_to_multi=True)
     with open_raster(grid, "tile grid raster") as src:
@@ -512,14 +621,23 @@ def write_parcel_map(
     with atomic_output(out_tif) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write_colormap(1, nomenclature.color_table())  # before any pixel (libtiff)
         dst.set_band_description(1, "class code")
-        dst.update_tags(CLASSES=";".join(f"{c}:{n}" for c, n in zip(nomenclature.codes, nomenclature.names)),
-                        NODATA="0 = outside the parcels", SOURCE=description, CROPCHAIN_VERSION=cropchain.__version__)
+        dst.update_tags(
+            CLASSES=";".join(f"{c}:{n}" for c, n in zip(nomenclature.codes, nomenclature.names)),
+            NODATA="0 = outside the parcels",
+            SOURCE=description,
+            CROPCHAIN_VERSION=cropchain.__version__,
+        )
         for win in block_windows(height, width, 1024):
             out = np.zeros((int(win.height), int(win.width)), dtype=np.uint8)
             idx = tree.query(shapely.box(*rasterio.windows.bounds(win, transform)))
             if idx.size:
-                out = rasterio.features.rasterize(zip(geoms[idx], codes[idx]), out_shape=out.shape, fill=NODATA_CLASS,
-                                                  transform=rasterio.windows.transform(win, transform), dtype="uint8")
+                out = rasterio.features.rasterize(
+                    zip(geoms[idx], codes[idx]),
+                    out_shape=out.shape,
+                    fill=NODATA_CLASS,
+                    transform=rasterio.windows.transform(win, transform),
+                    dtype="uint8",
+                )
             dst.write(out, 1, window=win)
 
 
@@ -566,40 +684,90 @@ def parcel_report(
     val = split[split["split"] == VALIDATION][["polygon_id", "code"]].rename(columns={"code": "reference"})
     merged = val.merge(predicted[["polygon_id", "code"]], on="polygon_id", how="inner")
     if merged.empty:
-        raise InputError(f"{architecture} {tile} run {run}", "no validation parcel has a prediction",
-                         "check that the split and the parcel predictions come from the same tile and reference")
-    y_true, y_pred = merged["reference"].to_numpy().astype(np.int64), merged["code"].to_numpy().astype(np.int64)
+        raise InputError(
+            f"{architecture} {tile} run {run}",
+            "no validation parcel has a prediction",
+            "check that the split and the parcel predictions come from the same tile and reference",
+        )
+    y_true, y_pred = (
+        merged["reference"].to_numpy().astype(np.int64),
+        merged["code"].to_numpy().astype(np.int64),
+    )
     present = set(y_true.tolist()) | set(y_pred.tolist())
     labels = [c for c in nomenclature.codes if c in present]
     m = confusion_metrics(y_true, y_pred, labels, unit="parcels")
     name_classes(m, nomenclature)
     m.pop("n_pixels")
     n_pixels = int(sum((pixel_counts or {}).get(int(i), 0) for i in merged["polygon_id"]))
-    report = {"tile": str(tile), "run": int(run), "architecture": str(architecture), "level": "parcel", **m,
-              "n_parcels": int(len(merged)), "n_pixels": n_pixels, "n_validation_parcels": int(len(val)),
-              "n_unclassified_parcels": int(len(val) - len(merged))}
-    log.info("%s %s run %s: parcel level OA %.4f kappa %.4f macro F1 %.4f on %d validation parcels (%d without prediction)",
-             architecture, tile, run, m["overall_accuracy"], m["kappa"], m["macro_f1"], len(merged), len(val) - len(merged))
+    report = {
+        "tile": str(tile),
+        "run": int(run),
+        "architecture": str(architecture),
+        "level": "parcel",
+        **m,
+        "n_parcels": int(len(merged)),
+        "n_pixels": n_pixels,
+        "n_validation_parcels": int(len(val)),
+        "n_unclassified_parcels": int(len(val) - len(merged)),
+    }
+    log.info(
+        "%s %s run %s: parcel level OA %.4f kappa %.4f macro F1 %.4f on %d validation parcels (%d without prediction)",
+        architecture,
+        tile,
+        run,
+        m["overall_accuracy"],
+        m["kappa"],
+        m["macro_f1"],
+        len(merged),
+        len(val) - len(merged),
+    )
     return report
 
 
 def _finish(
-    parcels: gpd.GeoDataFrame, split: gpd.GeoDataFrame, split_path: Path, grid: str | os.PathLike, nomenclature: Nomenclature,
-    outputs: dict[str, str | os.PathLike], *, tile: str, run: int, architecture: str, description: str,
+    parcels: gpd.GeoDataFrame,
+    split: gpd.GeoDataFrame,
+    split_path: Path,
+    grid: str | os.PathLike,
+    nomenclature: Nomenclature,
+    outputs: dict[str, str | os.PathLike],
+    *,
+    tile: str,
+    run: int,
+    architecture: str,
+    description: str,
     pixel_counts: dict[int, int],
 ) -> dict[str, Any]:
     """Parcel map (GeoPackage + raster), parcel-level report with its pixel-level part."""
     write_parcel_map(parcels, grid, nomenclature, outputs["gpkg"], outputs["tif"], description=description)
-    report = parcel_report(parcels, split, nomenclature, tile=tile, run=run, architecture=architecture, pixel_counts=pixel_counts)
-    pixel = evaluate_map(outputs["tif"], split_path, nomenclature, tile=tile, run=run, architecture=architecture)
-    report["pixel_level"] = {k: pixel[k] for k in ("overall_accuracy", "kappa", "macro_f1", "macro_f1_classes", "per_class",
-                                                   "commission_unvalidated", "confusion_matrix", "n_pixels", "n_unclassified")}
+    report = parcel_report(
+        parcels, split, nomenclature, tile=tile, run=run, architecture=architecture, pixel_counts=pixel_counts
+    )
+    pixel = evaluate_map(
+        outputs["tif"], split_path, nomenclature, tile=tile, run=run, architecture=architecture
+    )
+    report["pixel_level"] = {
+        k: pixel[k]
+        for k in (
+            "overall_accuracy",
+            "kappa",
+            "macro_f1",
+            "macro_f1_classes",
+            "per_class",
+            "commission_unvalidated",
+            "confusion_matrix",
+            "n_pixels",
+            "n_unclassified",
+        )
+    }
     report["parcel_map"] = str(outputs["gpkg"])
     report["split"] = str(split_path)
     write_report(report, outputs["json"], outputs["csv"], outputs["png"], nomenclature)
-    write_text_atomic(outputs["pixel_json"], json.dumps(json_ready({**pixel, "level": "pixel"}), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(
+        outputs["pixel_json"],
+        json.dumps(json_ready({**pixel, "level": "pixel"}), indent=2, allow_nan=False) + "\n",
+    )
     return report
-
 
 
 def predict_parcel_tile(
@@ -641,7 +809,7 @@ def predict_parcel_tile(
     InputError
         missing inputs, a dataset that does not match the split or the model.
     """
-    nomenclature = _as_nomenclature(nomenclature)
+    nomenclature = as_nomenclature(nomenclature)
     model = load_parcel_model(model_dir, threads=threads)
     dataset = load_parcel_dataset(dataset_index)
     split_path = Path(split_gpkg)
@@ -649,19 +817,38 @@ def predict_parcel_tile(
     label_rows(dataset, split, LEARN, split_path)  # checks that the dataset matches the split
     unknown = sorted(set(model.classes.tolist()) - set(nomenclature.codes))
     if unknown:
-        raise InputError(Path(model_dir) / "model.json", f"class codes {unknown} are not in the nomenclature",
-                         "train and predict with the same nomenclature file")
+        raise InputError(
+            Path(model_dir) / "model.json",
+            f"class codes {unknown} are not in the nomenclature",
+            "train and predict with the same nomenclature file",
+        )
     t0 = time.perf_counter()
     proba = predict_parcels(model, dataset, permute=permute)
     log.info("%s: %d parcels classified in %.1f s", tile, len(dataset), time.perf_counter() - t0)
     best = proba.argmax(axis=1)
-    pred = pd.DataFrame({"polygon_id": dataset.index["polygon_id"].to_numpy(), "code": model.classes[best].astype(np.int32),
-                         "confidence": np.clip(np.rint(100 * proba[np.arange(len(best)), best]), 0, 100).astype(np.int32)})
+    pred = pd.DataFrame(
+        {
+            "polygon_id": dataset.index["polygon_id"].to_numpy(),
+            "code": model.classes[best].astype(np.int32),
+            "confidence": np.clip(np.rint(100 * proba[np.arange(len(best)), best]), 0, 100).astype(np.int32),
+        }
+    )
     parcels = _with_geometry(pred, split)
     name = model.meta["model"] + ("_permuted" if permute else "")
     counts = dict(zip(dataset.index["polygon_id"].astype(int), dataset.index["n_pixels"].astype(int)))
-    return _finish(parcels, split, split_path, grid, nomenclature, outputs, tile=tile, run=run, architecture=name,
-                   description=f"parcel model {name} ({Path(model_dir)})", pixel_counts=counts)
+    return _finish(
+        parcels,
+        split,
+        split_path,
+        grid,
+        nomenclature,
+        outputs,
+        tile=tile,
+        run=run,
+        architecture=name,
+        description=f"parcel model {name} ({Path(model_dir)})",
+        pixel_counts=counts,
+    )
 
 
 def _with_geometry(pred: pd.DataFrame, split: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -732,7 +919,7 @@ def majority_vote_tile(
     InputError
         missing inputs, a parcel outside the map.
     """
-    nomenclature = _as_nomenclature(nomenclature)
+    nomenclature = as_nomenclature(nomenclature)
     split_path = Path(split_gpkg)
     split = read_split(split_path)
     rows, counts = [], {}
@@ -741,10 +928,15 @@ def majority_vote_tile(
         geoms = split.to_crs(src.crs).geometry
         for pid, geom in zip(split["polygon_id"], geoms):
             try:
-                win, inside = parcel_window_mask(shapely.make_valid(geom), src.transform, src.height, src.width)
+                win, inside = parcel_window_mask(
+                    shapely.make_valid(geom), src.transform, src.height, src.width
+                )
             except ValueError as exc:
-                raise InputError(split_path, f"parcel {int(pid)} has no pixel on {classification} ({exc})",
-                                 "vote with the map of the same tile") from None
+                raise InputError(
+                    split_path,
+                    f"parcel {int(pid)} has no pixel on {classification} ({exc})",
+                    "vote with the map of the same tile",
+                ) from None
             code, share = majority_vote(src.read(1, window=win)[inside], nodata)
             counts[int(pid)] = int(inside.sum())
             if code == nodata:
@@ -753,11 +945,26 @@ def majority_vote_tile(
     pred = pd.DataFrame(rows, columns=["polygon_id", "code", "confidence"])
     unknown = sorted(set(pred["code"].tolist()) - set(nomenclature.codes))
     if unknown:
-        raise InputError(classification, f"class codes {unknown} are not in the nomenclature", "vote with the nomenclature the map was made with")
+        raise InputError(
+            classification,
+            f"class codes {unknown} are not in the nomenclature",
+            "vote with the nomenclature the map was made with",
+        )
     parcels = _with_geometry(pred, split)
     name = f"vote_{architecture}"
-    return _finish(parcels, split, split_path, classification, nomenclature, outputs, tile=tile, run=run, architecture=name,
-                   description=f"majority vote of {classification} per parcel", pixel_counts=counts)
+    return _finish(
+        parcels,
+        split,
+        split_path,
+        classification,
+        nomenclature,
+        outputs,
+        tile=tile,
+        run=run,
+        architecture=name,
+        description=f"majority vote of {classification} per parcel",
+        pixel_counts=counts,
+    )
 
 
 # --------------------------------------------------------------------------- summaries
@@ -822,8 +1029,11 @@ def ablation_table(
     rows = []
     for model, run in sorted(keys):
         if (model, run, False) not in groups or (model, run, True) not in groups:
-            raise InputError(out_csv, f"model {model} run {run} lacks its {'permuted' if (model, run, False) in groups else 'ordered'} report",
-                             "give the reports of both variants")
+            raise InputError(
+                out_csv,
+                f"model {model} run {run} lacks its {'permuted' if (model, run, False) in groups else 'ordered'} report",
+                "give the reports of both variants",
+            )
         a, b = _pooled(groups[model, run, False]), _pooled(groups[model, run, True])
         row: dict[str, Any] = {"model": model, "run": str(run)}
         for k in ("macro_f1", "overall_accuracy", "kappa"):
@@ -834,7 +1044,13 @@ def ablation_table(
     for model, g in df.groupby("model", sort=True):
         num = g.drop(columns=["model", "run"])
         stats.append({"model": model, "run": "mean", **num.mean().to_dict()})
-        stats.append({"model": model, "run": "std", **(num.std(ddof=1) if len(g) > 1 else num.mean() * np.nan).to_dict()})
+        stats.append(
+            {
+                "model": model,
+                "run": "std",
+                **(num.std(ddof=1) if len(g) > 1 else num.mean() * np.nan).to_dict(),
+            }
+        )
     df = pd.concat([df, pd.DataFrame(stats)], ignore_index=True)
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
@@ -856,12 +1072,32 @@ def training_table(metrics_jsons: Sequence[str | os.PathLike], out_csv: str | os
     for p in map(Path, metrics_jsons):
         m = _read_json(p, "training metrics")
         meta = _read_json(p.with_name("model.json"), "model metadata")
-        rows.append({"model": meta["model"], "run": p.parent.parent.parent.name, "permute_dates": meta["permute_dates"],
-                     "n_parameters": meta["n_parameters"], "temporal_ratio": meta["temporal_ratio"], "epochs": m["epochs"],
-                     "best_epoch": m["best_epoch"], "training_time_s": m["training_time_s"], "threads": m.get("threads"),
-                     "n_learning_parcels": m["n_learning_parcels"]})
-    columns = ["model", "run", "permute_dates", "n_parameters", "temporal_ratio", "epochs", "best_epoch", "training_time_s",
-               "threads", "n_learning_parcels"]
+        rows.append(
+            {
+                "model": meta["model"],
+                "run": p.parent.parent.parent.name,
+                "permute_dates": meta["permute_dates"],
+                "n_parameters": meta["n_parameters"],
+                "temporal_ratio": meta["temporal_ratio"],
+                "epochs": m["epochs"],
+                "best_epoch": m["best_epoch"],
+                "training_time_s": m["training_time_s"],
+                "threads": m.get("threads"),
+                "n_learning_parcels": m["n_learning_parcels"],
+            }
+        )
+    columns = [
+        "model",
+        "run",
+        "permute_dates",
+        "n_parameters",
+        "temporal_ratio",
+        "epochs",
+        "best_epoch",
+        "training_time_s",
+        "threads",
+        "n_learning_parcels",
+    ]
     df = pd.DataFrame(rows, columns=columns)
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")

@@ -109,11 +109,17 @@ def read_mapping_csv(path: str | os.PathLike, source_column: str, code_column: s
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "mapping CSV not found", "check the `mapping` path of the reference source in the config")
+        raise InputError(
+            path, "mapping CSV not found", "check the `mapping` path of the reference source in the config"
+        )
     try:
-        df = pd.read_csv(path, dtype={source_column: str}, keep_default_na=False, na_values={code_column: [""]})
+        df = pd.read_csv(
+            path, dtype={source_column: str}, keep_default_na=False, na_values={code_column: [""]}
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(path, f"cannot be read as CSV ({exc})", "write a comma-separated file with a header line") from None
+        raise InputError(
+            path, f"cannot be read as CSV ({exc})", "write a comma-separated file with a header line"
+        ) from None
     missing = [c for c in (source_column, code_column) if c not in df.columns]
     if missing:
         raise InputError(
@@ -132,10 +138,18 @@ def read_mapping_csv(path: str | os.PathLike, source_column: str, code_column: s
             except (TypeError, ValueError):
                 as_float = float("nan")
             if not as_float.is_integer():
-                raise InputError(path, f"code {code!r} for {value!r} is not an integer", "write integer class codes, or leave the cell empty to drop the value")
+                raise InputError(
+                    path,
+                    f"code {code!r} for {value!r} is not an integer",
+                    "write integer class codes, or leave the cell empty to drop the value",
+                )
             parsed = int(as_float)
         if key in mapping and mapping[key] != parsed:
-            raise InputError(path, f"value {value!r} is mapped twice ({mapping[key]} and {parsed})", "keep one line per source value")
+            raise InputError(
+                path,
+                f"value {value!r} is mapped twice ({mapping[key]} and {parsed})",
+                "keep one line per source value",
+            )
         mapping[key] = parsed
     return mapping
 
@@ -169,11 +183,19 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
 def _grid(grid_raster: str | os.PathLike) -> tuple[CRS, tuple[float, float, float, float]]:
     with open_raster(grid_raster, "grid raster") as ds:
         if ds.crs is None:
-            raise InputError(grid_raster, "grid raster has no CRS", "use a georeferenced raster of the tile (e.g. a 10 m band)")
+            raise InputError(
+                grid_raster,
+                "grid raster has no CRS",
+                "use a georeferenced raster of the tile (e.g. a 10 m band)",
+            )
         crs = CRS.from_user_input(ds.crs.to_wkt())
         bounds = tuple(ds.bounds)
     if not crs.is_projected:
-        raise InputError(grid_raster, f"grid CRS {crs.name} is not projected: areas in m2 need a projected CRS", "use the tile's UTM grid")
+        raise InputError(
+            grid_raster,
+            f"grid CRS {crs.name} is not projected: areas in m2 need a projected CRS",
+            "use the tile's UTM grid",
+        )
     return crs, bounds  # type: ignore[return-value]
 
 
@@ -194,9 +216,12 @@ def _check_shapefile(path: Path, name: str) -> None:
         return
     for suffix, what in ((".dbf", "attribute table"), (".shx", "index")):
         if _sidecar(path, suffix) is None:
-            raise InputError(path, f"reference source {name!r}: the shapefile has no {path.stem}{suffix} ({what})",
-                             f"copy {path.stem}{suffix} beside {path.name} (a shapefile is .shp + .shx + .dbf, "
-                             "with .prj and .cpg), or give a GeoPackage")
+            raise InputError(
+                path,
+                f"reference source {name!r}: the shapefile has no {path.stem}{suffix} ({what})",
+                f"copy {path.stem}{suffix} beside {path.name} (a shapefile is .shp + .shx + .dbf, "
+                "with .prj and .cpg), or give a GeoPackage",
+            )
 
 
 def _encoding_hint(path: Path) -> str:
@@ -213,12 +238,20 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
     """Read one source, check field/mapping/nomenclature, map values to codes."""
     path = require_utf8_path(src.path, f"reference source {src.name!r}")
     if not path.exists():
-        raise InputError(path, f"reference source {src.name!r} not found", "check `path` of this reference source in the config")
+        raise InputError(
+            path,
+            f"reference source {src.name!r} not found",
+            "check `path` of this reference source in the config",
+        )
     _check_shapefile(path, src.name)
     try:
         info = pyogrio.read_info(path, layer=src.layer)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(path, f"reference source {src.name!r} cannot be read by OGR ({exc})", "give a valid vector file (Shapefile, GeoPackage, GeoJSON)") from None
+        raise InputError(
+            path,
+            f"reference source {src.name!r} cannot be read by OGR ({exc})",
+            "give a valid vector file (Shapefile, GeoPackage, GeoJSON)",
+        ) from None
     if not info.get("crs"):
         raise InputError(
             path,
@@ -227,22 +260,34 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
         )
     fields = list(info["fields"])
     if src.field not in fields:
-        raise InputError(path, f"field {src.field!r} not found; available fields: {fields}", "set `field` of this reference source to one of them")
+        raise InputError(
+            path,
+            f"field {src.field!r} not found; available fields: {fields}",
+            "set `field` of this reference source to one of them",
+        )
     try:
         gdf = pyogrio.read_dataframe(path, layer=src.layer, columns=[src.field])
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
-        raise InputError(path, f"reference source {src.name!r} cannot be read ({exc})", "repair the file, e.g. with ogr2ogr") from None
+        raise InputError(
+            path,
+            f"reference source {src.name!r} cannot be read ({exc})",
+            "repair the file, e.g. with ogr2ogr",
+        ) from None
     except UnicodeDecodeError as exc:
         raise InputError(
             path,
             f"reference source {src.name!r}: the attributes are not in the encoding declared ({_encoding_hint(path)}; "
-            f"byte {exc.object[exc.start:exc.start + 1]!r} is not {exc.encoding})",
+            f"byte {exc.object[exc.start : exc.start + 1]!r} is not {exc.encoding})",
             f"write the real encoding in {path.stem}.cpg (e.g. LATIN1 or CP1252), or re-save the file as UTF-8 "
             f"(ogr2ogr -lco ENCODING=UTF-8 fixed.shp {path.name})",
         ) from None
     if len(gdf) == 0:
-        raise InputError(path, f"reference source {src.name!r} has no feature" + (f" in layer {src.layer!r}" if src.layer else ""),
-                         "give the file holding the parcels (or its `layer`)")
+        raise InputError(
+            path,
+            f"reference source {src.name!r} has no feature"
+            + (f" in layer {src.layer!r}" if src.layer else ""),
+            "give the file holding the parcels (or its `layer`)",
+        )
     _check_polygonal(gdf, path, src.name)
 
     mapping = {_key(k): v for k, v in src.mapping.items()}
@@ -265,7 +310,9 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
             "add them to `mapping` (value -> nomenclature code), or map them to null to drop them",
         )
     codes_known = set(nomenclature.codes)
-    bad_codes = sorted({mapping[k] for k in present if mapping[k] is not None and int(mapping[k]) not in codes_known})
+    bad_codes = sorted(
+        {mapping[k] for k in present if mapping[k] is not None and int(mapping[k]) not in codes_known}
+    )
     if bad_codes:
         raise InputError(
             path,
@@ -290,14 +337,25 @@ def _check_polygonal(gdf: gpd.GeoDataFrame, path: Path, name: str) -> None:
     polygonal = kinds.isin((3, 6, 7))
     if len(kinds) and not polygonal.any():
         names = sorted(set(shapely.get_type_id(geoms[present]).tolist()))
-        found = ", ".join({0: "Point", 1: "LineString", 2: "LinearRing", 4: "MultiPoint", 5: "MultiLineString"}.get(t, str(t))
-                          for t in names)
-        raise InputError(path, f"reference source {name!r} holds {found} geometries, not polygons: parcels need areas",
-                         "give the parcels as polygons (e.g. QGIS 'Lines to polygons', or ogr2ogr -nlt POLYGON on closed lines)")
+        found = ", ".join(
+            {0: "Point", 1: "LineString", 2: "LinearRing", 4: "MultiPoint", 5: "MultiLineString"}.get(
+                t, str(t)
+            )
+            for t in names
+        )
+        raise InputError(
+            path,
+            f"reference source {name!r} holds {found} geometries, not polygons: parcels need areas",
+            "give the parcels as polygons (e.g. QGIS 'Lines to polygons', or ogr2ogr -nlt POLYGON on closed lines)",
+        )
     if (~polygonal).any():
         ids = np.flatnonzero(present)[~polygonal.to_numpy()]
-        log.warning("%s: %d feature(s) are lines or points, not polygons, and are ignored (feature ids %s)",
-                    name, len(ids), _listing(ids.tolist()))
+        log.warning(
+            "%s: %d feature(s) are lines or points, not polygons, and are ignored (feature ids %s)",
+            name,
+            len(ids),
+            _listing(ids.tolist()),
+        )
 
 
 def _repair(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
@@ -317,7 +375,9 @@ def _repair(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs))
     lost = shapely.is_empty(geoms)
     if lost.any():
-        log.warning("%s: %d geometr(y/ies) with no polygonal part after repair dropped", name, int(lost.sum()))
+        log.warning(
+            "%s: %d geometr(y/ies) with no polygonal part after repair dropped", name, int(lost.sum())
+        )
     return gdf.loc[~lost]
 
 
@@ -367,7 +427,10 @@ def _drop_contested(gdf: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     log.warning(
         "%s: %d pair(s) of overlapping polygons of different classes (polygon ids %s): the contested "
         "area is dropped from both; removed per class: %s",
-        name, len(left), shown, ", ".join(f"code {c}: {a / 1e4:.2f} ha" for c, a in per_class.items()),
+        name,
+        len(left),
+        shown,
+        ", ".join(f"code {c}: {a / 1e4:.2f} ha" for c, a in per_class.items()),
     )
     gdf = gdf.set_geometry(gpd.GeoSeries(new, index=gdf.index, crs=gdf.crs))
     empty = shapely.is_empty(new)
@@ -465,7 +528,9 @@ def fuse_reference(
                 covered = shapely.is_empty(geoms)
                 log.info(
                     "%s: %d polygon(s) overlap higher-priority sources (cut), %d fully covered (dropped)",
-                    src.name, int(hits.sum()), int(covered.sum()),
+                    src.name,
+                    int(hits.sum()),
+                    int(covered.sum()),
                 )
                 gdf = gdf.loc[~covered]
         own = shapely.union_all(gdf.geometry.to_numpy()) if len(gdf) else None
@@ -507,6 +572,12 @@ def fuse_reference(
 
     counts = fused.groupby(["code", "name"]).size()
     for (code, name), n in counts.items():
-        log.info("class %d %s: %d polygon(s), %.1f ha", code, name, n, fused.loc[fused["code"] == code, "area_m2"].sum() / 1e4)
+        log.info(
+            "class %d %s: %d polygon(s), %.1f ha",
+            code,
+            name,
+            n,
+            fused.loc[fused["code"] == code, "area_m2"].sum() / 1e4,
+        )
     log.info("%d reference polygon(s) from %d source(s) written to %s", len(fused), len(sources), out_gpkg)
     return fused

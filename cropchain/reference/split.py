@@ -94,14 +94,22 @@ def split_polygons(
         raise ConfigError(f"split.seed / run: must be >= 0, got seed={seed}, run={run}")
     reference_gpkg = Path(reference_gpkg)
     if not reference_gpkg.is_file():
-        raise InputError(reference_gpkg, "reference polygons not found", "run the reference fusion step first")
+        raise InputError(
+            reference_gpkg, "reference polygons not found", "run the reference fusion step first"
+        )
     try:
         ref = pyogrio.read_dataframe(reference_gpkg, layer="reference")
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(reference_gpkg, f"layer 'reference' cannot be read ({exc})", "rerun the reference fusion step") from None
+        raise InputError(
+            reference_gpkg, f"layer 'reference' cannot be read ({exc})", "rerun the reference fusion step"
+        ) from None
     missing = [c for c in _REQUIRED if c not in ref.columns]
     if missing:
-        raise InputError(reference_gpkg, f"missing column(s) {missing}", "rerun the reference fusion step (cropchain.reference.fusion)")
+        raise InputError(
+            reference_gpkg,
+            f"missing column(s) {missing}",
+            "rerun the reference fusion step (cropchain.reference.fusion)",
+        )
     if ref.empty:
         raise InputError(reference_gpkg, "no reference polygon", "check the reference sources of this tile")
     if ref["polygon_id"].duplicated().any():
@@ -122,9 +130,15 @@ def split_polygons(
             log.warning(
                 "%s run %d: class %d %s has a single polygon (id %d): it goes to learning and "
                 "cannot be validated on this tile",
-                tile, run, code, name, int(ref["polygon_id"].iloc[idx[0]]),
+                tile,
+                run,
+                code,
+                name,
+                int(ref["polygon_id"].iloc[idx[0]]),
             )
-        log.info("%s run %d: class %d %s: %d learning, %d validation polygon(s)", tile, run, code, name, k, n - k)
+        log.info(
+            "%s run %d: class %d %s: %d learning, %d validation polygon(s)", tile, run, code, name, k, n - k
+        )
     ref["split"] = split.astype(str)
     out = gpd.GeoDataFrame(ref[COLUMNS], geometry="geometry", crs=ref.crs)
 
@@ -150,10 +164,14 @@ def read_split(split_gpkg: str | os.PathLike, which: str | None = None) -> gpd.G
     try:
         gdf = pyogrio.read_dataframe(split_gpkg)
     except Exception as exc:  # pyogrio's DataSourceError / DataLayerError
-        raise InputError(split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step") from None
+        raise InputError(
+            split_gpkg, f"cannot be read as a vector file ({exc})", "rerun the split step"
+        ) from None
     missing = sorted({"polygon_id", "code", "split"} - set(gdf.columns))
     if missing:
-        raise InputError(split_gpkg, f"missing column(s) {missing}", "rerun the split step (cropchain.reference.split)")
+        raise InputError(
+            split_gpkg, f"missing column(s) {missing}", "rerun the split step (cropchain.reference.split)"
+        )
     if which is not None:
         gdf = gdf[gdf["split"] == which]
     return gdf.reset_index(drop=True)

@@ -33,6 +33,8 @@ import rasterio
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
+from cropchain.io.atomic import atomic_output, write_text_atomic
+from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 from cropchain.series.gapfill import (
     GAPFILLED_NODATA,
     MAX_GAP_DAYS,
@@ -44,8 +46,6 @@ from cropchain.series.gapfill import (
     to_int16,
     validity_dtype,
 )
-from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.io.raster import block_windows, geotiff_profile, open_raster
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,9 @@ def _month_index(dates: Sequence[dt.date], months: Sequence[dt.date]) -> np.ndar
     return np.array([pos.get((d.year, d.month), -1) for d in dates], dtype=np.intp)
 
 
-def _monthly_medians(values: np.ndarray, valid: np.ndarray, month_of: np.ndarray, n_months: int) -> np.ndarray:
+def _monthly_medians(
+    values: np.ndarray, valid: np.ndarray, month_of: np.ndarray, n_months: int
+) -> np.ndarray:
     """Per-month medians of the valid observations: float32 [M, B, N], NaN where none."""
     t, b, n = values.shape
     out = np.full((n_months, b, n), np.nan, dtype=np.float32)
@@ -126,11 +128,11 @@ def _monthly_medians(values: np.ndarray, valid: np.ndarray, month_of: np.ndarray
         idx = np.flatnonzero(month_of == k)
         if idx.size == 0:
             continue
-        x = values[idx].astype(np.float32)                         # [k, B, N]
-        ok = valid[idx]                                            # [k, N]
+        x = values[idx].astype(np.float32)  # [k, B, N]
+        ok = valid[idx]  # [k, N]
         x[np.broadcast_to(~ok[:, None, :], x.shape)] = np.nan
-        x.sort(axis=0)                                             # NaN last
-        count = ok.sum(axis=0)                                     # [N]
+        x.sort(axis=0)  # NaN last
+        count = ok.sum(axis=0)  # [N]
         lo = np.maximum((count - 1) // 2, 0)
         hi = count // 2
         hi = np.minimum(hi, idx.size - 1)
@@ -150,8 +152,8 @@ def _fill_months(comp: np.ndarray, has: np.ndarray) -> np.ndarray:
     """
     m, b, n = comp.shape
     rows = np.arange(m)[:, None]
-    prev = np.maximum.accumulate(np.where(has, rows, -1), axis=0)                    # [M, N]
-    nxt = np.minimum.accumulate(np.where(has, rows, m)[::-1], axis=0)[::-1]          # [M, N]
+    prev = np.maximum.accumulate(np.where(has, rows, -1), axis=0)  # [M, N]
+    nxt = np.minimum.accumulate(np.where(has, rows, m)[::-1], axis=0)[::-1]  # [M, N]
     has_prev, has_next = prev >= 0, nxt < m
     p = np.where(has_prev, prev, np.where(has_next, nxt, 0))
     q = np.where(has_next, nxt, p)
@@ -198,8 +200,10 @@ def composite_series(
     squeeze = values.ndim == 2
     v3 = values[:, None, :] if squeeze else values
     if v3.ndim != 3 or valid.shape != (v3.shape[0], v3.shape[2]) or len(dates) != v3.shape[0]:
-        raise ValueError(f"values [T, N] or [T, B, N], valid [T, N] and T dates expected, got {values.shape}, "
-                         f"{valid.shape}, {len(dates)} dates")
+        raise ValueError(
+            f"values [T, N] or [T, B, N], valid [T, N] and T dates expected, got {values.shape}, "
+            f"{valid.shape}, {len(dates)} dates"
+        )
     month_of = _month_index(dates, months)
     comp = _monthly_medians(v3, valid, month_of, len(months))
     has = ~np.isnan(comp[:, 0, :]) if comp.shape[1] else np.zeros((len(months), v3.shape[2]), bool)
@@ -283,16 +287,36 @@ def monthly_composite_tile(
     month_of = _month_index(dates, months)
     used = np.flatnonzero(month_of >= 0)
     if used.size == 0:
-        raise InputError(raw_dates, f"no acquisition date within the months {months[0]:%Y-%m} .. {months[-1]:%Y-%m} "
-                         f"(dates {dates[0]} .. {dates[-1]})", "set dates.start / dates.end to the period of the images")
-    check_coverage(raw, mask, [dates[i] for i in used], months, max_gap_days=max_gap_days, max_gap_share=max_gap_share,
-                   max_unclear_share=max_unclear_share, block=block, bands=used)
+        raise InputError(
+            raw_dates,
+            f"no acquisition date within the months {months[0]:%Y-%m} .. {months[-1]:%Y-%m} "
+            f"(dates {dates[0]} .. {dates[-1]})",
+            "set dates.start / dates.end to the period of the images",
+        )
+    check_coverage(
+        raw,
+        mask,
+        [dates[i] for i in used],
+        months,
+        max_gap_days=max_gap_days,
+        max_gap_share=max_gap_share,
+        max_unclear_share=max_unclear_share,
+        block=block,
+        bands=used,
+    )
     per_month = np.bincount(month_of[used], minlength=len(months))
     empty = [f"{m:%Y-%m}" for m, c in zip(months, per_month) if c == 0]
     n_bands, n_months = len(names), len(months)
-    log.info("monthly median composites of %s: %d dates x %d bands -> %d months (%s .. %s)%s",
-             raw, used.size, n_bands, n_months, f"{months[0]:%Y-%m}", f"{months[-1]:%Y-%m}",
-             f"; no acquisition in {', '.join(empty)} (filled from the neighbouring months)" if empty else "")
+    log.info(
+        "monthly median composites of %s: %d dates x %d bands -> %d months (%s .. %s)%s",
+        raw,
+        used.size,
+        n_bands,
+        n_months,
+        f"{months[0]:%Y-%m}",
+        f"{months[-1]:%Y-%m}",
+        f"; no acquisition in {', '.join(empty)} (filled from the neighbouring months)" if empty else "",
+    )
     if used.size < len(dates):
         log.info("%d acquisition date(s) outside the months ignored", len(dates) - used.size)
 
@@ -306,8 +330,12 @@ def monthly_composite_tile(
     src_nodata = profile.get("nodata")
 
     with atomic_output(out_gapfilled) as tmp_gf, atomic_output(out_validity) as tmp_va:
-        with open_raster(raw, "raw time series") as src, open_raster(mask, "raw mask") as msk, \
-                rasterio.open(tmp_gf, "w", **gf_profile) as gf, rasterio.open(tmp_va, "w", **va_profile) as va:
+        with (
+            open_raster(raw, "raw time series") as src,
+            open_raster(mask, "raw mask") as msk,
+            rasterio.open(tmp_gf, "w", **gf_profile) as gf,
+            rasterio.open(tmp_va, "w", **va_profile) as va,
+        ):
             for i, desc in enumerate(descriptions, start=1):
                 gf.set_band_description(i, desc)
             va.set_band_description(1, "clear_dates")

@@ -64,8 +64,10 @@ def _resolve_indices(bands: Sequence[str], indices: Sequence[str], *, warn: bool
     """
     unknown = [i for i in indices if i not in INDEX_BANDS]
     if unknown:
-        raise UnknownIndexError(f"unknown spectral index {', '.join(map(repr, unknown))}: "
-                                f"known indices are {', '.join(INDEX_BANDS)}")
+        raise UnknownIndexError(
+            f"unknown spectral index {', '.join(map(repr, unknown))}: "
+            f"known indices are {', '.join(INDEX_BANDS)}"
+        )
     if len(set(indices)) != len(indices):
         raise UnknownIndexError(f"spectral indices {list(indices)} list one index twice: list each once")
     usable = []
@@ -76,8 +78,12 @@ def _resolve_indices(bands: Sequence[str], indices: Sequence[str], *, warn: bool
             missing = ["(any reflectance band)"]
         if missing or not bands:
             if warn:
-                log.warning("skipping index %s: band %s absent from the gap-filled bands %s", name,
-                            ", ".join(missing) if missing else "(any)", ", ".join(bands))
+                log.warning(
+                    "skipping index %s: band %s absent from the gap-filled bands %s",
+                    name,
+                    ", ".join(missing) if missing else "(any)",
+                    ", ".join(bands),
+                )
             continue
         usable.append(name)
     return usable
@@ -114,8 +120,14 @@ def _date_features(raw: np.ndarray, nodata: float | None, bands: list[str], usab
     return out
 
 
-def _date_features_into(raw: np.ndarray, nodata: float | None, bands: list[str], usable: list[str],
-                        band_out: np.ndarray, index_out: list[np.ndarray]) -> None:
+def _date_features_into(
+    raw: np.ndarray,
+    nodata: float | None,
+    bands: list[str],
+    usable: list[str],
+    band_out: np.ndarray,
+    index_out: list[np.ndarray],
+) -> None:
     """Write the features of one date into given arrays (views of a window's feature block).
 
     raw : int16 ``[B, ...]`` reflectance x10000 of the date's bands; band_out : float32
@@ -180,8 +192,13 @@ class FeatureRaster:
         empty or repeated band names; :class:`UnknownIndexError` for an unknown index.
     """
 
-    def __init__(self, gapfilled: str | os.PathLike, dates_file: str | os.PathLike, bands: Sequence[str],
-                 indices: Sequence[str] = DEFAULT_INDICES) -> None:
+    def __init__(
+        self,
+        gapfilled: str | os.PathLike,
+        dates_file: str | os.PathLike,
+        bands: Sequence[str],
+        indices: Sequence[str] = DEFAULT_INDICES,
+    ) -> None:
         self.path = Path(gapfilled)
         self.bands = list(bands)
         if not self.bands or len(set(self.bands)) != len(self.bands):
@@ -195,15 +212,21 @@ class FeatureRaster:
         try:
             src = self._src
             if src.count != n_dates * n_bands:
-                raise InputError(self.path, f"{src.count} bands, expected {n_dates} dates x {n_bands} bands "
-                                 f"({', '.join(self.bands)}) = {n_dates * n_bands}",
-                                 f"give the bands of one date in order and the dates file {dates_file} of this stack")
+                raise InputError(
+                    self.path,
+                    f"{src.count} bands, expected {n_dates} dates x {n_bands} bands "
+                    f"({', '.join(self.bands)}) = {n_dates * n_bands}",
+                    f"give the bands of one date in order and the dates file {dates_file} of this stack",
+                )
             expected = [f"{d}_{b}" for d in self.dates for b in self.bands]
             if any(src.descriptions):
                 for i, (got, want) in enumerate(zip(src.descriptions, expected), start=1):
                     if got != want:
-                        raise InputError(self.path, f"band {i} is described {got!r}, expected {want!r}",
-                                         f"list the bands of one date in their order in the file, with {dates_file}")
+                        raise InputError(
+                            self.path,
+                            f"band {i} is described {got!r}, expected {want!r}",
+                            f"list the bands of one date in their order in the file, with {dates_file}",
+                        )
         except BaseException:
             self._src.close()
             raise
@@ -224,7 +247,9 @@ class FeatureRaster:
         k, t = divmod(i - n_dates * n_bands, n_dates)
         return t, n_bands + k
 
-    def _plan(self, indexes: Sequence[int] | int | None) -> tuple[list[int], dict[int, list[tuple[int, int]]]]:
+    def _plan(
+        self, indexes: Sequence[int] | int | None
+    ) -> tuple[list[int], dict[int, list[tuple[int, int]]]]:
         """1-based band indexes -> {date: [(output position, position among the date's features)]}."""
         if indexes is None:
             wanted = list(range(1, self.count + 1))
@@ -245,8 +270,12 @@ class FeatureRaster:
         n_bands = len(self.bands)
         return self._src.read(list(range(t * n_bands + 1, (t + 1) * n_bands + 1)), window=window)
 
-    def read(self, indexes: Sequence[int] | int | None = None, window: Window | None = None,
-             out_dtype: str | np.dtype = "float32") -> np.ndarray:
+    def read(
+        self,
+        indexes: Sequence[int] | int | None = None,
+        window: Window | None = None,
+        out_dtype: str | np.dtype = "float32",
+    ) -> np.ndarray:
         """Features of ``window`` (the whole grid by default), computed from the series.
 
         Parameters
@@ -271,9 +300,14 @@ class FeatureRaster:
         if indexes is None:  # every feature, written in place date by date (the inference path)
             series = self._src.read(window=window)  # one read of the window's series (int16)
             for t in range(n_dates):
-                _date_features_into(series[t * n_bands : (t + 1) * n_bands], self.nodata, self.bands, self.usable,
-                                    out[t * n_bands : (t + 1) * n_bands],
-                                    [out[n_dates * n_bands + k * n_dates + t] for k in range(len(self.usable))])
+                _date_features_into(
+                    series[t * n_bands : (t + 1) * n_bands],
+                    self.nodata,
+                    self.bands,
+                    self.usable,
+                    out[t * n_bands : (t + 1) * n_bands],
+                    [out[n_dates * n_bands + k * n_dates + t] for k in range(len(self.usable))],
+                )
             return out
         for t, picks in plan.items():
             feats = _date_features(self._date_raw(t, window), self.nodata, self.bands, self.usable)
@@ -292,7 +326,9 @@ class FeatureRaster:
         out = np.empty((self.count, len(rows)), dtype=np.float32)
         _, plan = self._plan(None)
         for t, picks in plan.items():
-            feats = _date_features(self._date_raw(t, window)[:, rows, cols], self.nodata, self.bands, self.usable)
+            feats = _date_features(
+                self._date_raw(t, window)[:, rows, cols], self.nodata, self.bands, self.usable
+            )
             for pos, j in picks:
                 out[pos] = feats[j]
         return out
@@ -300,7 +336,7 @@ class FeatureRaster:
     def close(self) -> None:
         self._src.close()
 
-    def __enter__(self) -> "FeatureRaster":
+    def __enter__(self) -> FeatureRaster:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -324,7 +360,7 @@ class FeatureSpec:
         return FeatureRaster(self.gapfilled, self.dates, self.bands, self.indices)
 
 
-def open_features(features: "FeatureSpec | str | os.PathLike", what: str = "features"):
+def open_features(features: FeatureSpec | str | os.PathLike, what: str = "features"):
     """Open features for windowed reading.
 
     Parameters
@@ -345,19 +381,22 @@ def open_features(features: "FeatureSpec | str | os.PathLike", what: str = "feat
         missing or unreadable inputs (see :class:`FeatureRaster`).
     """
     if isinstance(features, FeatureSpec) or not isinstance(features, (str, os.PathLike)):
-        return features.open()  # a spec of features computed on the fly (also cropchain.learning.presto_features.PrestoSpec)
+        return (
+            features.open()
+        )  # a spec of features computed on the fly (also cropchain.learning.presto_features.PrestoSpec)
     return open_raster(features, what)
 
 
-def features_path(features: "FeatureSpec | str | os.PathLike") -> Path:
+def features_path(features: FeatureSpec | str | os.PathLike) -> Path:
     """The file that names features in messages: the gap-filled series of a spec, else the path."""
     if isinstance(features, FeatureSpec):
         return Path(features.gapfilled)
     return Path(features) if isinstance(features, (str, os.PathLike)) else Path(features.path)
 
 
-def read_feature_pixels(ds, window: Window, rows: np.ndarray, cols: np.ndarray,
-                        chunk_values: int = 1 << 24) -> np.ndarray:
+def read_feature_pixels(
+    ds, window: Window, rows: np.ndarray, cols: np.ndarray, chunk_values: int = 1 << 24
+) -> np.ndarray:
     """All features at some pixels of ``window``: float32 ``[F, N]``, from either kind of
     :func:`open_features` source (a stored raster is read by chunks of bands of at most
     ``chunk_values`` values)."""
@@ -403,8 +442,14 @@ def compute_features(
     with FeatureRaster(gapfilled, dates_file, bands, indices) as fr:
         names = list(fr.descriptions)
         windows = list(block_windows(fr.height, fr.width, block))
-        log.info("features of %s: %d dates x %d bands + %s -> %d bands", gapfilled, len(fr.dates), len(fr.bands),
-                 ", ".join(fr.usable) or "no index", len(names))
+        log.info(
+            "features of %s: %d dates x %d bands + %s -> %d bands",
+            gapfilled,
+            len(fr.dates),
+            len(fr.bands),
+            ", ".join(fr.usable) or "no index",
+            len(names),
+        )
         with atomic_output(out_features) as tmp, rasterio.open(tmp, "w", **fr.profile) as dst:
             for i, name in enumerate(names, start=1):
                 dst.set_band_description(i, name)

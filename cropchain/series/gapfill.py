@@ -37,7 +37,13 @@ from tqdm import tqdm
 
 from cropchain.errors import ConfigError, CropchainError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.io.raster import block_windows, geotiff_profile, map_windows, open_raster, read_dates
+from cropchain.io.raster import (
+    block_windows,
+    geotiff_profile,
+    map_windows,
+    open_raster,
+    read_dates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +103,9 @@ def _check_series(values: np.ndarray, valid: np.ndarray, in_days: np.ndarray, ou
     if values.ndim not in (2, 3):
         raise ValueError(f"values must be [T_in, N] or [T_in, B, N], got shape {values.shape}")
     if valid.shape != (values.shape[0], values.shape[-1]):
-        raise ValueError(f"valid must be [T_in, N] = {(values.shape[0], values.shape[-1])}, got {valid.shape}")
+        raise ValueError(
+            f"valid must be [T_in, N] = {(values.shape[0], values.shape[-1])}, got {valid.shape}"
+        )
     if in_days.shape != (values.shape[0],):
         raise ValueError(f"in_days must hold one day per input date ({values.shape[0]}), got {in_days.shape}")
     if out_days.ndim != 1:
@@ -157,7 +165,12 @@ def _linear_plan(
 
 
 def _apply_linear(
-    values: np.ndarray, prev: np.ndarray, nxt: np.ndarray, weight: np.ndarray, empty: np.ndarray, out: np.ndarray
+    values: np.ndarray,
+    prev: np.ndarray,
+    nxt: np.ndarray,
+    weight: np.ndarray,
+    empty: np.ndarray,
+    out: np.ndarray,
 ) -> None:
     """Fill ``out`` [T_out, B, N] from ``values`` [T_in, B, N] with a plan of :func:`_linear_plan`.
 
@@ -300,9 +313,13 @@ def _read_input_dates(path: str | os.PathLike) -> list[dt.date]:
     try:
         texts = read_dates(path)
     except UnicodeDecodeError:
-        raise InputError(path, "dates file is not a text file", "write one date per line as YYYYMMDD") from None
+        raise InputError(
+            path, "dates file is not a text file", "write one date per line as YYYYMMDD"
+        ) from None
     except OSError as exc:
-        raise InputError(path, f"dates file cannot be read ({exc.strerror})", "check the file's permissions") from None
+        raise InputError(
+            path, f"dates file cannot be read ({exc.strerror})", "check the file's permissions"
+        ) from None
     if not texts:
         raise InputError(path, "dates file is empty", "write one acquisition date per line as YYYYMMDD")
     try:
@@ -311,8 +328,11 @@ def _read_input_dates(path: str | os.PathLike) -> list[dt.date]:
         raise InputError(path, f"invalid date ({exc})", "write real calendar dates as YYYYMMDD") from None
     for a, b in zip(dates, dates[1:]):
         if b <= a:
-            raise InputError(path, f"dates are not strictly increasing ({a:%Y%m%d} then {b:%Y%m%d})",
-                             "sort the dates and stack one acquisition per date (rerun ingest)")
+            raise InputError(
+                path,
+                f"dates are not strictly increasing ({a:%Y%m%d} then {b:%Y%m%d})",
+                "sort the dates and stack one acquisition per date (rerun ingest)",
+            )
     return dates
 
 
@@ -322,22 +342,33 @@ def _band_names(
     """Band names of one date from ``raw.tif``'s descriptions ``YYYYMMDD_Bxx`` (checked against the dates)."""
     if not any(descriptions):
         names = [f"B{i + 1}" for i in range(n_bands)]
-        log.warning("%s has no band descriptions; naming its %d bands per date %s", raw_path, n_bands, ", ".join(names))
+        log.warning(
+            "%s has no band descriptions; naming its %d bands per date %s",
+            raw_path,
+            n_bands,
+            ", ".join(names),
+        )
         return names
     names: list[str] = []
     for i, desc in enumerate(descriptions):
         t, b = divmod(i, n_bands)
         want = f"{dates[t]:%Y%m%d}_"
         if not desc or not desc.startswith(want) or len(desc) == len(want):
-            raise InputError(raw_path, f"band {i + 1} is described {desc!r}, expected '{want}<band>' "
-                             f"(date-major order, {n_bands} bands per date, dates from the dates file)",
-                             "rerun ingest so that raw.tif, raw_mask.tif and raw_dates.txt match")
-        name = desc[len(want):]
+            raise InputError(
+                raw_path,
+                f"band {i + 1} is described {desc!r}, expected '{want}<band>' "
+                f"(date-major order, {n_bands} bands per date, dates from the dates file)",
+                "rerun ingest so that raw.tif, raw_mask.tif and raw_dates.txt match",
+            )
+        name = desc[len(want) :]
         if t == 0:
             names.append(name)
         elif name != names[b]:
-            raise InputError(raw_path, f"band {i + 1} is {name!r} but band {b + 1} of the first date is {names[b]!r}",
-                             "every date must hold the same bands in the same order; rerun ingest")
+            raise InputError(
+                raw_path,
+                f"band {i + 1} is {name!r} but band {b + 1} of the first date is {names[b]!r}",
+                "every date must hold the same bands in the same order; rerun ingest",
+            )
     return names
 
 
@@ -351,16 +382,28 @@ def check_inputs(raw: Path, mask: Path, raw_dates: Path) -> tuple[list[dt.date],
     with open_raster(raw, "raw time series") as src, open_raster(mask, "raw mask") as msk:
         n_dates = len(dates)
         if src.count % n_dates:
-            raise InputError(raw, f"{src.count} bands is not a multiple of the {n_dates} dates of {raw_dates}",
-                             "use the dates file written with this stack (rerun ingest)")
+            raise InputError(
+                raw,
+                f"{src.count} bands is not a multiple of the {n_dates} dates of {raw_dates}",
+                "use the dates file written with this stack (rerun ingest)",
+            )
         if msk.count != n_dates:
-            raise InputError(mask, f"{msk.count} mask bands for {n_dates} dates in {raw_dates}",
-                             "the mask needs one band per date (rerun ingest)")
-        if (src.width, src.height) != (msk.width, msk.height) or src.crs != msk.crs or \
-                not src.transform.almost_equals(msk.transform):
-            raise InputError(mask, f"grid {msk.width}x{msk.height} {msk.crs} {tuple(msk.transform)[:6]} differs from "
-                             f"{raw}'s {src.width}x{src.height} {src.crs} {tuple(src.transform)[:6]}",
-                             "the mask and the stack must share one grid (rerun ingest)")
+            raise InputError(
+                mask,
+                f"{msk.count} mask bands for {n_dates} dates in {raw_dates}",
+                "the mask needs one band per date (rerun ingest)",
+            )
+        if (
+            (src.width, src.height) != (msk.width, msk.height)
+            or src.crs != msk.crs
+            or not src.transform.almost_equals(msk.transform)
+        ):
+            raise InputError(
+                mask,
+                f"grid {msk.width}x{msk.height} {msk.crs} {tuple(msk.transform)[:6]} differs from "
+                f"{raw}'s {src.width}x{src.height} {src.crs} {tuple(src.transform)[:6]}",
+                "the mask and the stack must share one grid (rerun ingest)",
+            )
         n_bands = src.count // n_dates
         names = _band_names(raw, src.descriptions, dates, n_bands)
         profile = src.profile
@@ -460,8 +503,11 @@ def check_coverage(
         first_band = [b * n_bands + 1 for b in used]  # nodata there = outside the swath on that date
         for win in block_windows(msk.height, msk.width, block):
             valid = msk.read(mask_indexes, window=win).reshape(n_in, -1) == 0
-            seen = (src.read(first_band, window=win).reshape(n_in, -1) != src.nodata).any(axis=0) \
-                if src.nodata is not None else np.ones(valid.shape[1], bool)
+            seen = (
+                (src.read(first_band, window=win).reshape(n_in, -1) != src.nodata).any(axis=0)
+                if src.nodata is not None
+                else np.ones(valid.shape[1], bool)
+            )
             count = valid.sum(axis=0)
             has = count > 0
             n_pixels += valid.shape[1]
@@ -477,8 +523,11 @@ def check_coverage(
     unclear = 1 - n_clear / n_seen if n_seen else 1.0
     clear_dates = [d for d, n in zip(dates, per_date) if n > 0]
     if n_seen < n_pixels:
-        log.info("tile %s: %.1f%% of the pixels are nodata on every date (outside the swath)", tile,
-                 100.0 * (n_pixels - n_seen) / n_pixels)
+        log.info(
+            "tile %s: %.1f%% of the pixels are nodata on every date (outside the swath)",
+            tile,
+            100.0 * (n_pixels - n_seen) / n_pixels,
+        )
     if unclear > max_unclear_share:
         raise InputError(
             mask,
@@ -489,11 +538,21 @@ def check_coverage(
             f"or relax ingest's masked classes; gapfill.max_unclear_share is {max_unclear_share}",
         )
     if len(clear_dates) == 1:
-        log.warning("tile %s: a single date with clear pixels (%s) among %d dates: the gap-filled series is "
-                    "constant in time (no temporal information for the classifier)", tile, clear_dates[0], n_in)
+        log.warning(
+            "tile %s: a single date with clear pixels (%s) among %d dates: the gap-filled series is "
+            "constant in time (no temporal information for the classifier)",
+            tile,
+            clear_dates[0],
+            n_in,
+        )
     elif n_clear and n_single / n_clear > 0.5:
-        log.warning("tile %s: %.0f%% of the pixels have a single clear date among %d: their gap-filled series "
-                    "is constant in time", tile, 100 * n_single / n_clear, n_in)
+        log.warning(
+            "tile %s: %.0f%% of the pixels have a single clear date among %d: their gap-filled series "
+            "is constant in time",
+            tile,
+            100 * n_single / n_clear,
+            n_in,
+        )
     share = far / n_clear if n_clear else np.zeros(len(grid))
     bad = np.flatnonzero(share > max_gap_share)
     if bad.size:
@@ -503,7 +562,14 @@ def check_coverage(
         log.warning(
             "tile %s: %d of %d output date(s) lie more than %d days from any clear acquisition for more than %.0f%% of "
             "the pixels, their values are extrapolated or interpolated over a long gap: %s (acquisitions %s to %s)",
-            tile, bad.size, len(grid), max_gap_days, 100 * max_gap_share, shown, dates[0], dates[-1],
+            tile,
+            bad.size,
+            len(grid),
+            max_gap_days,
+            100 * max_gap_share,
+            shown,
+            dates[0],
+            dates[-1],
         )
     return share
 
@@ -592,13 +658,31 @@ def gapfill_tile(
     start_d = dates[0] if start is None else parse_date(start, "start")
     end_d = dates[-1] if end is None else parse_date(end, "end")
     grid = output_date_grid(start_d, end_d, step_days)
-    check_coverage(raw, mask, dates, grid, max_gap_days=max_gap_days, max_gap_share=max_gap_share,
-                   max_unclear_share=max_unclear_share, block=block)
+    check_coverage(
+        raw,
+        mask,
+        dates,
+        grid,
+        max_gap_days=max_gap_days,
+        max_gap_share=max_gap_share,
+        max_unclear_share=max_unclear_share,
+        block=block,
+    )
     if backend == "otb":
         otb = _find_otb()  # fail before writing anything
     n_bands, n_in, n_out = len(names), len(dates), len(grid)
-    log.info("gap filling %s: %d dates x %d bands -> %d dates (%s to %s every %d days, %s, %s backend)",
-             raw, n_in, n_bands, n_out, grid[0], grid[-1], step_days, mode, backend)
+    log.info(
+        "gap filling %s: %d dates x %d bands -> %d dates (%s to %s every %d days, %s, %s backend)",
+        raw,
+        n_in,
+        n_bands,
+        n_out,
+        grid[0],
+        grid[-1],
+        step_days,
+        mode,
+        backend,
+    )
 
     gf_profile = geotiff_profile(profile, count=n_out * n_bands, dtype="int16", nodata=GAPFILLED_NODATA)
     va_profile = geotiff_profile(profile, count=1, dtype=validity_dtype(n_in), nodata=None)
@@ -607,8 +691,11 @@ def gapfill_tile(
     grid_text = "".join(f"{d:%Y%m%d}\n" for d in grid)
 
     with atomic_output(out_gapfilled) as tmp_gf, atomic_output(out_validity) as tmp_va:
-        work_dir = tempfile.TemporaryDirectory(dir=Path(tmp_gf).parent, prefix=".otb-gapfill-") \
-            if backend == "otb" else contextlib.nullcontext(None)
+        work_dir = (
+            tempfile.TemporaryDirectory(dir=Path(tmp_gf).parent, prefix=".otb-gapfill-")
+            if backend == "otb"
+            else contextlib.nullcontext(None)
+        )
         with work_dir as work:
             otb_out = None
             if backend == "otb":
@@ -617,8 +704,12 @@ def gapfill_tile(
                 otb_out = Path(work) / "gapfilled_otb.tif"
                 _run_otb(otb, raw, mask, raw_dates, od_file, otb_out, n_bands, mode)
             in_days, out_days = _days(dates, dates[0]), _days(grid, dates[0])
-            with open_raster(raw, "raw time series") as src, open_raster(mask, "raw mask") as msk, \
-                    rasterio.open(tmp_gf, "w", **gf_profile) as gf, rasterio.open(tmp_va, "w", **va_profile) as va:
+            with (
+                open_raster(raw, "raw time series") as src,
+                open_raster(mask, "raw mask") as msk,
+                rasterio.open(tmp_gf, "w", **gf_profile) as gf,
+                rasterio.open(tmp_va, "w", **va_profile) as va,
+            ):
                 otb_src = rasterio.open(otb_out) if otb_out is not None else None
                 try:
                     for i, desc in enumerate(descriptions, start=1):
@@ -630,20 +721,33 @@ def gapfill_tile(
                         h, w = win.height, win.width
                         with lock:
                             valid = msk.read(window=win).reshape(n_in, h * w) == 0
-                            values = src.read(window=win) if otb_src is None else \
-                                otb_src.read(window=win, out_dtype="float32")
+                            values = (
+                                src.read(window=win)
+                                if otb_src is None
+                                else otb_src.read(window=win, out_dtype="float32")
+                            )
                         count = valid.sum(axis=0)
                         if otb_src is None:
-                            filled = gapfill_series(values.reshape(n_in, n_bands, h * w), valid, in_days, out_days,
-                                                    mode=mode, out_dtype="int16")
+                            filled = gapfill_series(
+                                values.reshape(n_in, n_bands, h * w),
+                                valid,
+                                in_days,
+                                out_days,
+                                mode=mode,
+                                out_dtype="int16",
+                            )
                         else:
                             filled = values.reshape(n_out, n_bands, h * w)
                             filled[:, :, count == 0] = np.nan
                             filled = to_int16(filled)
-                        return filled.reshape(n_out * n_bands, h, w), count.astype(va_profile["dtype"]).reshape(1, h, w)
+                        return filled.reshape(n_out * n_bands, h, w), count.astype(
+                            va_profile["dtype"]
+                        ).reshape(1, h, w)
 
                     done = map_windows(fill, windows, threads)
-                    for win, (filled, count) in tqdm(done, total=len(windows), desc="gap filling", unit="window", disable=None):
+                    for win, (filled, count) in tqdm(
+                        done, total=len(windows), desc="gap filling", unit="window", disable=None
+                    ):
                         with lock:
                             gf.write(filled, window=win)
                             va.write(count, window=win)
@@ -668,8 +772,11 @@ def _find_otb() -> tuple[str, object]:
     cli = shutil.which(OTB_CLI)
     if cli:
         return "cli", cli
-    found = "the Python module otbApplication has no ImageTimeSeriesGapFilling application" if otb_app is not None \
+    found = (
+        "the Python module otbApplication has no ImageTimeSeriesGapFilling application"
+        if otb_app is not None
         else "the Python module otbApplication is not importable"
+    )
     raise CropchainError(
         f"gap filling backend 'otb' needs Orfeo ToolBox's {OTB_APP} application, but {found} and "
         f"{OTB_CLI} is not on PATH. Install OTB with its remote module OTBTemporalGapFilling "
@@ -678,8 +785,16 @@ def _find_otb() -> tuple[str, object]:
     )
 
 
-def _run_otb(otb: tuple[str, object], raw: Path, mask: Path, in_dates: Path, out_dates: Path,
-             out: Path, n_bands: int, mode: str) -> None:
+def _run_otb(
+    otb: tuple[str, object],
+    raw: Path,
+    mask: Path,
+    in_dates: Path,
+    out_dates: Path,
+    out: Path,
+    n_bands: int,
+    mode: str,
+) -> None:
     kind, handle = otb
     if kind == "python":
         app = handle.Registry.CreateApplication(OTB_APP)
@@ -694,8 +809,24 @@ def _run_otb(otb: tuple[str, object], raw: Path, mask: Path, in_dates: Path, out
         if app.ExecuteAndWriteOutput() not in (None, 0):
             raise CropchainError(f"OTB {OTB_APP} failed on {raw}")
         return
-    cmd = [str(handle), "-in", str(raw), "-mask", str(mask), "-out", str(out), "float", "-comp", str(n_bands),
-           "-it", mode, "-id", str(in_dates), "-od", str(out_dates)]
+    cmd = [
+        str(handle),
+        "-in",
+        str(raw),
+        "-mask",
+        str(mask),
+        "-out",
+        str(out),
+        "float",
+        "-comp",
+        str(n_bands),
+        "-it",
+        mode,
+        "-id",
+        str(in_dates),
+        "-od",
+        str(out_dates),
+    ]
     log.info("running %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not out.exists():

@@ -56,13 +56,38 @@ DEFAULT_SCL_MASKED: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 
 #: Native resolution (m) of every band of an L2A product, and of the scene classification.
 NATIVE_RESOLUTION: dict[str, int] = {
-    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
-    "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20, "SCL": 20,
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B11": 20,
+    "B12": 20,
+    "SCL": 20,
 }
 
 #: ESA's ``bandId`` order in the product metadata (used when the metadata has no
 #: ``Spectral_Information_List`` to map ``BOA_ADD_OFFSET band_id`` to band names).
-ESA_BAND_IDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+ESA_BAND_IDS: tuple[str, ...] = (
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+)
 
 #: Value written in ``raw.tif`` where a band has DN 0 (L2A nodata); also the GeoTIFF nodata tag.
 RAW_NODATA = -32768
@@ -169,12 +194,17 @@ class ZippedFolder:
             with zipfile.ZipFile(archive) as zf:
                 names = [n for n in zf.namelist() if not n.endswith("/")]
         except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(archive, f"zipped product cannot be read ({exc})",
-                             "download the product again (the zip is damaged or incomplete)") from None
-        tops = sorted({n.split("/", 1)[0] for n in names if n.count("/") >= 1 and n.split("/", 1)[1] == MTD_NAME})
+            raise InputError(
+                archive,
+                f"zipped product cannot be read ({exc})",
+                "download the product again (the zip is damaged or incomplete)",
+            ) from None
+        tops = sorted(
+            {n.split("/", 1)[0] for n in names if n.count("/") >= 1 and n.split("/", 1)[1] == MTD_NAME}
+        )
         self.top = top or (tops[0] if tops else _safe_name_of_zip(archive))
         prefix = self.top + "/"
-        self.members = sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+        self.members = sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
 
     def path(self, rel: str) -> Path:
         """GDAL's path of a member (``rasterio.open`` reads it in place)."""
@@ -189,14 +219,21 @@ class ZippedFolder:
 
     def glob(self, pattern: str) -> list[Path]:
         parts = pattern.split("/")
-        return [self.path(m) for m in self.members
-                if len(m.split("/")) == len(parts) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(m.split("/"), parts))]
+        return [
+            self.path(m)
+            for m in self.members
+            if len(m.split("/")) == len(parts)
+            and all(fnmatch.fnmatchcase(a, b) for a, b in zip(m.split("/"), parts))
+        ]
 
     def folders(self, pattern: str) -> list[Path]:
         parts = pattern.split("/")
         found = {"/".join(m.split("/")[: len(parts)]) for m in self.members if len(m.split("/")) > len(parts)}
-        return [self.path(f) for f in sorted(found)
-                if all(fnmatch.fnmatchcase(a, b) for a, b in zip(f.split("/"), parts))]
+        return [
+            self.path(f)
+            for f in sorted(found)
+            if all(fnmatch.fnmatchcase(a, b) for a, b in zip(f.split("/"), parts))
+        ]
 
 
 def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -239,7 +276,11 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
         elif is_zipped_safe(p):
             zipped.append(p)
         else:
-            raise InputError(p, "not a folder", "give a .SAFE folder or a folder holding .SAFE products (unzip .zip downloads first)")
+            raise InputError(
+                p,
+                "not a folder",
+                "give a .SAFE folder or a folder holding .SAFE products (unzip .zip downloads first)",
+            )
     for q in found:
         require_utf8_path(q, "SAFE product")
     unzipped = {q.name.upper() for q in found}
@@ -248,14 +289,20 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     if twins:
         log.info("%d zipped product(s) ignored: the same .SAFE folder is there unzipped", twins)
     if in_place:
-        log.info("%d zipped product(s) read in place (GDAL /vsizip/): %s", len(in_place),
-                 ", ".join(z.name for z in in_place[:5]) + (" ..." if len(in_place) > 5 else ""))
+        log.info(
+            "%d zipped product(s) read in place (GDAL /vsizip/): %s",
+            len(in_place),
+            ", ".join(z.name for z in in_place[:5]) + (" ..." if len(in_place) > 5 else ""),
+        )
     for z in in_place:
         found[z] = None
     if not found:
         where = ", ".join(str(p) for p in paths) or "<no path given>"
-        raise InputError(where, "no Sentinel-2 .SAFE product folder found",
-                         "download L2A products (unzipped .SAFE folders) there, or fix the path")
+        raise InputError(
+            where,
+            "no Sentinel-2 .SAFE product folder found",
+            "download L2A products (unzipped .SAFE folders) there, or fix the path",
+        )
 
     def key(p: Path):
         t = _sensing_from_name(p)
@@ -270,8 +317,11 @@ def _parse_mtd(mtd: Path) -> ET.Element:
     try:
         return ET.parse(mtd).getroot()
     except (ET.ParseError, OSError) as exc:
-        raise InputError(mtd, f"product metadata cannot be parsed ({exc})",
-                         "download the product again; MTD_MSIL2A.xml is damaged") from None
+        raise InputError(
+            mtd,
+            f"product metadata cannot be parsed ({exc})",
+            "download the product again; MTD_MSIL2A.xml is damaged",
+        ) from None
 
 
 def _find_text(root: ET.Element, *names: str) -> str | None:
@@ -299,8 +349,11 @@ def _band_offsets(root: ET.Element, mtd: Path) -> dict[str, int]:
             value = int(round(float(el.text)))
             name = id_to_band.get(band_id) or ESA_BAND_IDS[int(band_id)]
         except (TypeError, ValueError, IndexError):
-            raise InputError(mtd, f"BOA_ADD_OFFSET band_id={band_id!r} value={el.text!r} is not understood",
-                             "download the product again; MTD_MSIL2A.xml is damaged") from None
+            raise InputError(
+                mtd,
+                f"BOA_ADD_OFFSET band_id={band_id!r} value={el.text!r} is not understood",
+                "download the product again; MTD_MSIL2A.xml is damaged",
+            ) from None
         offsets[name] = value
     return offsets
 
@@ -326,13 +379,23 @@ def _band_file(safe: Path, band: str, zipped: ZippedFolder | None = None) -> Pat
     pattern = f"GRANULE/*/IMG_DATA/R{res}m/*_{band}_{res}m.jp2"
     hits = sorted(zipped.glob(pattern) if zipped else safe.glob(pattern))
     if not hits:
-        folders = sorted(zipped.folders(f"GRANULE/*/IMG_DATA/R{res}m") if zipped else safe.glob(f"GRANULE/*/IMG_DATA/R{res}m"))
+        folders = sorted(
+            zipped.folders(f"GRANULE/*/IMG_DATA/R{res}m")
+            if zipped
+            else safe.glob(f"GRANULE/*/IMG_DATA/R{res}m")
+        )
         where = folders[0] if folders else safe / "GRANULE" / "*" / "IMG_DATA" / f"R{res}m"
-        raise InputError(where, f"band {band} ({res} m) not found: no file *_{band}_{res}m.jp2",
-                         "the product is incomplete; download it again or remove it from the inputs")
+        raise InputError(
+            where,
+            f"band {band} ({res} m) not found: no file *_{band}_{res}m.jp2",
+            "the product is incomplete; download it again or remove it from the inputs",
+        )
     if len(hits) > 1:
-        raise InputError(hits[0].parent, f"several files for band {band}: {[h.name for h in hits]}",
-                         "keep one granule per SAFE product")
+        raise InputError(
+            hits[0].parent,
+            f"several files for band {band}: {[h.name for h in hits]}",
+            "keep one granule per SAFE product",
+        )
     return hits[0]
 
 
@@ -376,14 +439,20 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
         raise InputError(safe, "SAFE product folder not found", "check the path of the product")
     mtd = zipped.path(MTD_NAME) if zipped else safe / MTD_NAME
     if not (zipped.exists(MTD_NAME) if zipped else mtd.is_file()):
-        raise InputError(safe, f"not a Sentinel-2 L2A product: {MTD_NAME} is missing",
-                         "give complete L2A .SAFE folders (download the product again, or remove this folder)")
+        raise InputError(
+            safe,
+            f"not a Sentinel-2 L2A product: {MTD_NAME} is missing",
+            "give complete L2A .SAFE folders (download the product again, or remove this folder)",
+        )
     if zipped:
         try:
             root = ET.fromstring(zipped.read(MTD_NAME))
         except ET.ParseError as exc:
-            raise InputError(mtd, f"product metadata cannot be parsed ({exc})",
-                             "download the product again; MTD_MSIL2A.xml is damaged") from None
+            raise InputError(
+                mtd,
+                f"product metadata cannot be parsed ({exc})",
+                "download the product again; MTD_MSIL2A.xml is damaged",
+            ) from None
     else:
         root = _parse_mtd(mtd)
     fix = "download the product again; MTD_MSIL2A.xml is incomplete"
@@ -403,7 +472,9 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
         raise InputError(mtd, f"PROCESSING_BASELINE {baseline!r} is not a number like 05.00", fix) from None
     quant = _find_text(root, "BOA_QUANTIFICATION_VALUE", "L2A_BOA_QUANTIFICATION_VALUE")
     if quant is None:
-        raise InputError(mtd, "no BOA_QUANTIFICATION_VALUE in the metadata (is this a Level-2A product?)", fix)
+        raise InputError(
+            mtd, "no BOA_QUANTIFICATION_VALUE in the metadata (is this a Level-2A product?)", fix
+        )
     try:
         quantification = float(quant)
         if quantification <= 0:
@@ -412,15 +483,21 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
         raise InputError(mtd, f"BOA_QUANTIFICATION_VALUE {quant!r} is not a positive number", fix) from None
     offsets = _band_offsets(root, mtd)
     if baseline_num >= 4.0 and bands and not offsets:
-        raise InputError(mtd, f"processing baseline {baseline} but no BOA_ADD_OFFSET in the metadata",
-                         "restore the original MTD_MSIL2A.xml (baselines >= 04.00 carry a -1000 offset per band)")
+        raise InputError(
+            mtd,
+            f"processing baseline {baseline} but no BOA_ADD_OFFSET in the metadata",
+            "restore the original MTD_MSIL2A.xml (baselines >= 04.00 carry a -1000 offset per band)",
+        )
     missing_off = [b for b in bands if offsets and b not in offsets]
     if missing_off:
         raise InputError(mtd, f"no BOA_ADD_OFFSET for band(s) {missing_off}", fix)
     tile = _tile_of(root, Path(zipped.top) if zipped else safe)
     if tile is None:
-        raise InputError(safe, "the MGRS tile (e.g. T31TEJ) is neither in the metadata nor in the folder name",
-                         "keep ESA's product name S2x_MSIL2A_..._Txxxxx_....SAFE")
+        raise InputError(
+            safe,
+            "the MGRS tile (e.g. T31TEJ) is neither in the metadata nor in the folder name",
+            "keep ESA's product name S2x_MSIL2A_..._Txxxxx_....SAFE",
+        )
     spacecraft = _find_text(root, "SPACECRAFT_NAME") or "unknown"
     band_files = {b: _band_file(safe, b, zipped) for b in bands}
     scl = _band_file(safe, "SCL", zipped) if bands else None
@@ -442,7 +519,9 @@ def _open(path: Path):
     try:
         return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
+        raise InputError(
+            path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged"
+        ) from None
 
 
 def _resampling(name: str) -> Resampling:
@@ -450,7 +529,9 @@ def _resampling(name: str) -> Resampling:
         return Resampling[str(name)]
     except KeyError:
         valid = ["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average"]
-        raise ConfigError(f"ingest.resampling: unknown resampling {name!r} (valid: {', '.join(valid)})") from None
+        raise ConfigError(
+            f"ingest.resampling: unknown resampling {name!r} (valid: {', '.join(valid)})"
+        ) from None
 
 
 def _grid(src) -> tuple:
@@ -464,8 +545,11 @@ def _grid_reader(path: Path, grid: dict, resampling: Resampling) -> GridReader:
     src = _open(path)
     if src.crs != grid["crs"]:
         src.close()
-        raise InputError(path, f"CRS {src.crs} differs from the tile's {grid['crs']}",
-                         "all bands and products of a tile must share its UTM projection")
+        raise InputError(
+            path,
+            f"CRS {src.crs} differs from the tile's {grid['crs']}",
+            "all bands and products of a tile must share its UTM projection",
+        )
     return GridReader(src, grid, resampling, src_nodata=0, nodata=0)
 
 
@@ -474,7 +558,9 @@ def _read_window(reader: GridReader, path: Path, window) -> np.ndarray:
     try:
         return reader.read(window, "uint16")
     except rasterio.errors.RasterioError as exc:
-        raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
+        raise InputError(
+            path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged"
+        ) from None
 
 
 SAME_DATE_RULES = ("error", "merge")
@@ -489,8 +575,13 @@ def _baseline_key(p: SafeProduct) -> tuple:
     return (-baseline, tuple(-ord(c) for c in p.path.name))
 
 
-def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes: Sequence[int], work_dir: str | os.PathLike,
-                             *, block: int = 1024) -> list[SafeProduct]:
+def merge_same_date_products(
+    products: Sequence[SafeProduct],
+    scl_masked_classes: Sequence[int],
+    work_dir: str | os.PathLike,
+    *,
+    block: int = 1024,
+) -> list[SafeProduct]:
     """Merge products of the same sensing date into one per date: per pixel, the clear observation
     of the most recent processing baseline.
 
@@ -522,7 +613,8 @@ def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes
     InputError
         products of one date whose band files are not on one grid.
     """
-    from rasterio.windows import Window, bounds as window_bounds, from_bounds
+    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import bounds as window_bounds
 
     work_dir = Path(work_dir)
     masked = np.array(sorted({int(c) for c in scl_masked_classes}), dtype=np.int64)
@@ -543,8 +635,11 @@ def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes
         for band in [*ref.band_files, "SCL"]:
             files = [p.scl_file if band == "SCL" else p.band_files.get(band) for p in group]
             if any(f is None for f in files):
-                raise InputError(group[[f is None for f in files].index(True)].path, f"band {band} missing in one of the "
-                                 f"products of {date}", "give products with the same bands")
+                raise InputError(
+                    group[[f is None for f in files].index(True)].path,
+                    f"band {band} missing in one of the products of {date}",
+                    "give products with the same bands",
+                )
             target = folder / f"{band}.tif"
             with contextlib.ExitStack() as stack:
                 srcs = [stack.enter_context(_open(f)) for f in files]
@@ -552,8 +647,11 @@ def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes
                 first = srcs[0]
                 for f, src in zip(files[1:], srcs[1:]):
                     if _grid(src) != _grid(first):
-                        raise InputError(f, f"grid differs from {files[0]}, a product of the same date {date}",
-                                         "products of one date can only be merged on one tile grid")
+                        raise InputError(
+                            f,
+                            f"grid differs from {files[0]}, a product of the same date {date}",
+                            "products of one date can only be merged on one tile grid",
+                        )
                 profile = geotiff_profile(first.profile, count=1, dtype="uint16", nodata=0)
                 profile.update(driver="GTiff")
                 with rasterio.open(target, "w", **profile) as dst:
@@ -566,8 +664,14 @@ def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes
                         for k, (p, src, scl) in enumerate(zip(group, srcs, scls)):
                             dn = src.read(1, window=win)
                             sw = from_bounds(*window_bounds(win, first.transform), transform=scl.transform)
-                            cls = scl.read(1, window=sw, out_shape=shape, resampling=Resampling.nearest, boundless=True,
-                                           fill_value=0)
+                            cls = scl.read(
+                                1,
+                                window=sw,
+                                out_shape=shape,
+                                resampling=Resampling.nearest,
+                                boundless=True,
+                                fill_value=0,
+                            )
                             has = (cls != 0) if band == "SCL" else (dn != 0)
                             clear = has & ~np.isin(cls, masked)
                             take = clear & (chosen < 0)
@@ -576,8 +680,9 @@ def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes
                             if band == "SCL":
                                 v = dn.astype(np.float64)
                             else:
-                                v = (dn.astype(np.float64) + p.offsets.get(band, 0)) * (ref.quantification / p.quantification) \
-                                    - ref.offsets.get(band, 0)
+                                v = (dn.astype(np.float64) + p.offsets.get(band, 0)) * (
+                                    ref.quantification / p.quantification
+                                ) - ref.offsets.get(band, 0)
                                 v = np.clip(np.rint(v), 1, 65535)
                             pick = take | ((chosen < 0) & (fallback == k) & has)
                             value[pick] = v[pick].astype(np.uint16)
@@ -586,14 +691,29 @@ def merge_same_date_products(products: Sequence[SafeProduct], scl_masked_classes
                             from_ref += int((chosen == 0).sum())
                             total += int((chosen >= 0).sum())
             merged[band] = target
-        log.warning("%s: %d products of the same date merged per pixel, the clear observation of the most recent "
-                    "processing baseline first (%s); %.1f%% of the clear pixels from %s", date, len(group),
-                    ", ".join(f"{p.path.name} (baseline {p.baseline})" for p in group),
-                    100.0 * from_ref / total if total else 0.0, ref.path.name)
-        out.append(SafeProduct(path=ref.path, date=ref.date, sensing_time=ref.sensing_time, tile=ref.tile,
-                               spacecraft=ref.spacecraft, baseline=ref.baseline, quantification=ref.quantification,
-                               offsets=dict(ref.offsets), band_files={b: merged[b] for b in ref.band_files},
-                               scl_file=merged["SCL"]))
+        log.warning(
+            "%s: %d products of the same date merged per pixel, the clear observation of the most recent "
+            "processing baseline first (%s); %.1f%% of the clear pixels from %s",
+            date,
+            len(group),
+            ", ".join(f"{p.path.name} (baseline {p.baseline})" for p in group),
+            100.0 * from_ref / total if total else 0.0,
+            ref.path.name,
+        )
+        out.append(
+            SafeProduct(
+                path=ref.path,
+                date=ref.date,
+                sensing_time=ref.sensing_time,
+                tile=ref.tile,
+                spacecraft=ref.spacecraft,
+                baseline=ref.baseline,
+                quantification=ref.quantification,
+                offsets=dict(ref.offsets),
+                band_files={b: merged[b] for b in ref.band_files},
+                scl_file=merged["SCL"],
+            )
+        )
     return out
 
 
@@ -654,33 +774,55 @@ def ingest_safe(
     rs = _resampling(resampling)
     masked = np.array(sorted({int(c) for c in scl_masked_classes}), dtype=np.int64)
     if not products:
-        raise InputError(out_raw, "no Sentinel-2 product given for this tile", "check the products folder of the tile")
+        raise InputError(
+            out_raw, "no Sentinel-2 product given for this tile", "check the products folder of the tile"
+        )
     if same_date not in SAME_DATE_RULES:
         raise ConfigError(f"ingest.same_date: {same_date!r}, choose one of {', '.join(SAME_DATE_RULES)}")
-    prods = sorted((p if isinstance(p, SafeProduct) else read_safe_product(p, bands) for p in products),
-                   key=lambda p: (p.sensing_time, p.path.name))
+    prods = sorted(
+        (p if isinstance(p, SafeProduct) else read_safe_product(p, bands) for p in products),
+        key=lambda p: (p.sensing_time, p.path.name),
+    )
 
     expected = normalize_tile(tile) if tile else prods[0].tile
     for p in prods:
         if p.tile != expected:
-            first = f" (the tile named in the configuration, tiles.{tile})" if tile else \
-                f" (the tile of {prods[0].path.name})"
-            raise InputError(p.path, f"product of tile {p.tile}, expected {expected}{first}",
-                             "give the products of one tile per ingest (one folder per tile), named after that tile")
+            first = (
+                f" (the tile named in the configuration, tiles.{tile})"
+                if tile
+                else f" (the tile of {prods[0].path.name})"
+            )
+            raise InputError(
+                p.path,
+                f"product of tile {p.tile}, expected {expected}{first}",
+                "give the products of one tile per ingest (one folder per tile), named after that tile",
+            )
     if same_date == "merge" and len({p.date for p in prods}) < len(prods):
         Path(out_raw).parent.mkdir(parents=True, exist_ok=True)
         for stale in Path(out_raw).parent.glob(".same-date-*"):  # left by a killed ingest of this tile
             shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=Path(out_raw).parent, prefix=".same-date-") as work:
             merged = merge_same_date_products(prods, scl_masked_classes, work)
-            ingest_safe(merged, out_raw, out_mask, out_dates, bands=bands, scl_masked_classes=scl_masked_classes,
-                        resampling=resampling, tile=expected, block=block)
+            ingest_safe(
+                merged,
+                out_raw,
+                out_mask,
+                out_dates,
+                bands=bands,
+                scl_masked_classes=scl_masked_classes,
+                resampling=resampling,
+                tile=expected,
+                block=block,
+            )
         return
     for a, b in zip(prods, prods[1:]):
         if a.date == b.date:
-            raise InputError(b.path, f"same sensing date {a.date} as {a.path}",
-                             "keep one product per date (e.g. the latest processing baseline) and remove the other, "
-                             "or set ingest.same_date: merge (per pixel, the clear observation of the newest baseline)")
+            raise InputError(
+                b.path,
+                f"same sensing date {a.date} as {a.path}",
+                "keep one product per date (e.g. the latest processing baseline) and remove the other, "
+                "or set ingest.same_date: merge (per pixel, the clear observation of the newest baseline)",
+            )
 
     ref_band = next((b for b in bands if NATIVE_RESOLUTION[b] == 10), bands[0])
     with _open(prods[0].band_files[ref_band]) as src:
@@ -693,27 +835,47 @@ def ingest_safe(
         f = p.band_files[ref_band]
         with _open(f) as src:
             if _grid(src) != ref_grid:
-                raise InputError(f, f"grid {src.crs} {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
-                                 f"{prods[0].band_files[ref_band]} ({grid['crs']} {grid['width']}x{grid['height']} "
-                                 f"{tuple(grid['transform'])[:6]})",
-                                 "give products clipped to the same extent of the same tile")
+                raise InputError(
+                    f,
+                    f"grid {src.crs} {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
+                    f"{prods[0].band_files[ref_band]} ({grid['crs']} {grid['width']}x{grid['height']} "
+                    f"{tuple(grid['transform'])[:6]})",
+                    "give products clipped to the same extent of the same tile",
+                )
 
     n_dates, n_bands = len(prods), len(bands)
-    log.info("ingest %d products of tile %s (%s .. %s), %d bands, grid %dx%d",
-             n_dates, expected, prods[0].date, prods[-1].date, n_bands, grid["width"], grid["height"])
+    log.info(
+        "ingest %d products of tile %s (%s .. %s), %d bands, grid %dx%d",
+        n_dates,
+        expected,
+        prods[0].date,
+        prods[-1].date,
+        n_bands,
+        grid["width"],
+        grid["height"],
+    )
     raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
     mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
     nearest = Resampling.nearest
     windows = list(block_windows(grid["height"], grid["width"], block))
 
-    with atomic_output(out_raw) as tmp_raw, atomic_output(out_mask) as tmp_mask, atomic_output(out_dates) as tmp_dates:
-        with rasterio.open(tmp_raw, "w", **raw_profile) as raw, rasterio.open(tmp_mask, "w", **mask_profile) as msk:
+    with (
+        atomic_output(out_raw) as tmp_raw,
+        atomic_output(out_mask) as tmp_mask,
+        atomic_output(out_dates) as tmp_dates,
+    ):
+        with (
+            rasterio.open(tmp_raw, "w", **raw_profile) as raw,
+            rasterio.open(tmp_mask, "w", **mask_profile) as msk,
+        ):
             for d, p in enumerate(tqdm(prods, desc=f"ingest {expected}", unit="date", disable=None)):
                 scale = REFLECTANCE_SCALE / p.quantification
                 n_masked = 0
                 with contextlib.ExitStack() as stack:
                     scl_reader = stack.enter_context(_grid_reader(p.scl_file, grid, nearest))
-                    readers = [stack.enter_context(_grid_reader(p.band_files[band], grid, rs)) for band in bands]
+                    readers = [
+                        stack.enter_context(_grid_reader(p.band_files[band], grid, rs)) for band in bands
+                    ]
                     for win in windows:
                         mask = np.isin(_read_window(scl_reader, p.scl_file, win), masked)
                         for b, (band, reader) in enumerate(zip(bands, readers)):
@@ -731,10 +893,23 @@ def ingest_safe(
                 for b, band in enumerate(bands):
                     raw.set_band_description(d * n_bands + b + 1, f"{p.datestr}_{band}")
                 msk.set_band_description(d + 1, p.datestr)
-                log.info("%s %s: %.1f%% masked", p.datestr, p.spacecraft, 100.0 * n_masked / (grid["width"] * grid["height"]))
-            raw.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods), BANDS=",".join(bands),
-                            SCALE=str(REFLECTANCE_SCALE))
-            msk.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods),
-                            SCL_MASKED=",".join(str(int(c)) for c in masked), CONVENTION="1=masked,0=clear")
+                log.info(
+                    "%s %s: %.1f%% masked",
+                    p.datestr,
+                    p.spacecraft,
+                    100.0 * n_masked / (grid["width"] * grid["height"]),
+                )
+            raw.update_tags(
+                TILE=expected,
+                DATES=",".join(p.datestr for p in prods),
+                BANDS=",".join(bands),
+                SCALE=str(REFLECTANCE_SCALE),
+            )
+            msk.update_tags(
+                TILE=expected,
+                DATES=",".join(p.datestr for p in prods),
+                SCL_MASKED=",".join(str(int(c)) for c in masked),
+                CONVENTION="1=masked,0=clear",
+            )
         tmp_dates.write_text("".join(p.datestr + "\n" for p in prods), encoding="utf-8")
     log.info("wrote %s, %s, %s", out_raw, out_mask, out_dates)

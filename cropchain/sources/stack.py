@@ -72,8 +72,9 @@ def _compile(pattern: str, key: str) -> re.Pattern:
     return rx
 
 
-def parse_file_date(path: str | os.PathLike, pattern: str = DEFAULT_DATE_PATTERN,
-                    date_format: str = DEFAULT_DATE_FORMAT) -> dt.date:
+def parse_file_date(
+    path: str | os.PathLike, pattern: str = DEFAULT_DATE_PATTERN, date_format: str = DEFAULT_DATE_FORMAT
+) -> dt.date:
     """The date in a file name.
 
     Parameters
@@ -111,7 +112,9 @@ def parse_file_date(path: str | os.PathLike, pattern: str = DEFAULT_DATE_PATTERN
     try:
         return dt.datetime.strptime(text, date_format).date()
     except ValueError:
-        raise InputError(path, f"{text!r} in the file name is not a date in the format {date_format!r}", fix) from None
+        raise InputError(
+            path, f"{text!r} in the file name is not a date in the format {date_format!r}", fix
+        ) from None
 
 
 def find_stack_files(
@@ -149,22 +152,33 @@ def find_stack_files(
     folder = require_utf8_path(folder, "stack folder")
     _compile(date_pattern, "tiles.<tile>.date_pattern")
     if not folder.is_dir():
-        raise InputError(folder, "stack folder not found", "check the tile's products path (relative to the working directory)")
+        raise InputError(
+            folder,
+            "stack folder not found",
+            "check the tile's products path (relative to the working directory)",
+        )
     mask_paths = sorted(p for p in folder.glob(masks) if p.is_file()) if masks else []
     mask_set = set(mask_paths)
     images = sorted(p for p in folder.glob(files) if p.is_file() and p not in mask_set)
     for p in (*images, *mask_paths):
         require_utf8_path(p, "stack file")
     if not images:
-        raise InputError(folder, f"no image file matching {files!r}", "put one GeoTIFF per date there, or fix the tile's 'files' glob")
+        raise InputError(
+            folder,
+            f"no image file matching {files!r}",
+            "put one GeoTIFF per date there, or fix the tile's 'files' glob",
+        )
 
     def by_date(paths: list[Path], what: str) -> dict[dt.date, Path]:
         out: dict[dt.date, Path] = {}
         for p in paths:
             d = parse_file_date(p, date_pattern, date_format)
             if d in out:
-                raise InputError(p, f"same date {d} as the {what} {out[d]}",
-                                 f"keep one {what} per date in {folder}, or narrow the glob")
+                raise InputError(
+                    p,
+                    f"same date {d} as the {what} {out[d]}",
+                    f"keep one {what} per date in {folder}, or narrow the glob",
+                )
             out[d] = p
         return out
 
@@ -173,11 +187,18 @@ def find_stack_files(
     if masks:
         for d, p in img.items():
             if d not in msk:
-                raise InputError(p, f"no mask file for its date {d} (masks matching {masks!r} in {folder})",
-                                 "add the mask of this date (non-zero = masked), or remove the image")
+                raise InputError(
+                    p,
+                    f"no mask file for its date {d} (masks matching {masks!r} in {folder})",
+                    "add the mask of this date (non-zero = masked), or remove the image",
+                )
         extra = sorted(set(msk) - set(img))
         if extra:
-            log.warning("%d mask file(s) without an image ignored: %s", len(extra), ", ".join(str(msk[d]) for d in extra))
+            log.warning(
+                "%d mask file(s) without an image ignored: %s",
+                len(extra),
+                ", ".join(str(msk[d]) for d in extra),
+            )
     return [StackDate(date=d, path=img[d], mask=msk.get(d)) for d in sorted(img)]
 
 
@@ -187,9 +208,9 @@ class _Entry:
 
     date: dt.date
     path: Path
-    band_indexes: tuple[int, ...]   # 1-based band indexes in path, in output band order
+    band_indexes: tuple[int, ...]  # 1-based band indexes in path, in output band order
     mask: Path | None
-    mask_index: int                 # 1-based band of the mask file
+    mask_index: int  # 1-based band of the mask file
 
 
 def _open(path: Path, what: str):
@@ -198,17 +219,25 @@ def _open(path: Path, what: str):
     try:
         return rasterio.open(path)
     except rasterio.errors.RasterioError as exc:
-        raise InputError(path, f"{what} cannot be read by GDAL ({exc})", "replace it with a valid GeoTIFF") from None
+        raise InputError(
+            path, f"{what} cannot be read by GDAL ({exc})", "replace it with a valid GeoTIFF"
+        ) from None
 
 
 def _check_grid(path: Path, src, ref_path: Path, ref) -> None:
     if src.crs != ref.crs:
-        raise InputError(path, f"CRS {src.crs} differs from {ref.crs} of {ref_path}",
-                         "reproject every file of the tile to one CRS and grid (e.g. gdalwarp -t_srs -tr -te)")
+        raise InputError(
+            path,
+            f"CRS {src.crs} differs from {ref.crs} of {ref_path}",
+            "reproject every file of the tile to one CRS and grid (e.g. gdalwarp -t_srs -tr -te)",
+        )
     if (src.width, src.height) != (ref.width, ref.height) or not src.transform.almost_equals(ref.transform):
-        raise InputError(path, f"grid {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
-                         f"{ref.width}x{ref.height} {tuple(ref.transform)[:6]} of {ref_path}",
-                         "resample every file of the tile to one grid (same extent and pixel size)")
+        raise InputError(
+            path,
+            f"grid {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
+            f"{ref.width}x{ref.height} {tuple(ref.transform)[:6]} of {ref_path}",
+            "resample every file of the tile to one grid (same extent and pixel size)",
+        )
 
 
 def _select_bands(bands: Sequence[str], file_bands: Sequence[str] | None) -> tuple[list[str], list[int]]:
@@ -222,7 +251,9 @@ def _select_bands(bands: Sequence[str], file_bands: Sequence[str] | None) -> tup
         raise ConfigError(f"tiles.<tile>.bands: duplicate band in {file_bands}")
     missing = [b for b in bands if b not in file_bands]
     if missing:
-        raise ConfigError(f"ingest.bands: {missing} not among the stack's bands {file_bands} (tiles.<tile>.bands)")
+        raise ConfigError(
+            f"ingest.bands: {missing} not among the stack's bands {file_bands} (tiles.<tile>.bands)"
+        )
     return bands, [file_bands.index(b) + 1 for b in bands]
 
 
@@ -250,8 +281,9 @@ def band_kind(name: str) -> str:
     return "other"
 
 
-def _to_raw(values: np.ndarray, nodata: float | None, scale: float, offset: float, value_range: "_Range"
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _to_raw(
+    values: np.ndarray, nodata: float | None, scale: float, offset: float, value_range: _Range
+) -> tuple[np.ndarray, np.ndarray]:
     """File values [B, h, w] -> int16 ``round((value + offset) * scale)`` clipped to [-32767,
     32767], :data:`RAW_NODATA` where missing (nodata, NaN), and the missing mask; the clear
     values are added to ``value_range``. Integer files of at most 16 bits at scale 1 and
@@ -340,8 +372,16 @@ class _Range:
         self.fraction |= other.fraction
 
 
-def _check_range(path: Path, bands: Sequence[str], rng: _Range, scale: float, offset: float, tile: str | None,
-                 *, whole: bool) -> None:
+def _check_range(
+    path: Path,
+    bands: Sequence[str],
+    rng: _Range,
+    scale: float,
+    offset: float,
+    tile: str | None,
+    *,
+    whole: bool,
+) -> None:
     """Stop when the stored values of a band cannot hold its kind (float 0-1 at scale 1, x10000 at scale 10000).
 
     ``whole``: ``rng`` covers every date of the stack (the reflectance / index floors of
@@ -367,9 +407,14 @@ def _check_range(path: Path, bands: Sequence[str], rng: _Range, scale: float, of
             continue
         peak = max(abs(rng.lo[b] + offset), abs(rng.hi[b] + offset))
         want = {"reflectance": "reflectance x10000 (0-10000)", "index": "index x10000 (-10000..10000)"}.get(
-            kind, "int16 values without losing their precision")
+            kind, "int16 values without losing their precision"
+        )
         suggest = 10.0 ** round(np.log10(10000 / peak)) if peak > 0 else None
-        got = f"{rng.clipped[b]} of {rng.n[b]} beyond the int16 range" if high else f"at most {rng.top[b]:.4g} in absolute value"
+        got = (
+            f"{rng.clipped[b]} of {rng.n[b]} beyond the int16 range"
+            if high
+            else f"at most {rng.top[b]:.4g} in absolute value"
+        )
         fix = f"set {key} to {suggest:g}" if suggest else f"check {key} and the band names"
         if suggest == 10000:
             fix += " (float reflectance 0-1 / index -1..1)"
@@ -384,8 +429,19 @@ def _check_range(path: Path, bands: Sequence[str], rng: _Range, scale: float, of
         )
 
 
-def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: Path, *, bands: list[str],
-               nodata: float | None, scale: float, offset: float, block: int, tile: str | None) -> None:
+def _write_raw(
+    entries: list[_Entry],
+    out_raw: Path,
+    out_mask: Path,
+    out_dates: Path,
+    *,
+    bands: list[str],
+    nodata: float | None,
+    scale: float,
+    offset: float,
+    block: int,
+    tile: str | None,
+) -> None:
     """Check every file against the first one's grid, then stream dates x windows into the outputs."""
     ref_path = entries[0].path
     n_dates, n_bands = len(entries), len(bands)
@@ -393,9 +449,12 @@ def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: 
         base = ref.profile
         file_nodata = ref.nodata
         floating = np.issubdtype(np.dtype(ref.dtypes[0]), np.floating)
-        counts: dict[Path, int] = {}       # band count of every file, each checked once against the grid
+        counts: dict[Path, int] = {}  # band count of every file, each checked once against the grid
         for e in entries:
-            for f, what, needed in ((e.path, "image", max(e.band_indexes)), (e.mask, "mask file", e.mask_index)):
+            for f, what, needed in (
+                (e.path, "image", max(e.band_indexes)),
+                (e.mask, "mask file", e.mask_index),
+            ):
                 if f is None:
                     continue
                 if f not in counts:
@@ -403,25 +462,49 @@ def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: 
                         _check_grid(f, src, ref_path, ref)
                         counts[f] = src.count
                 if needed > counts[f]:
-                    raise InputError(f, f"{counts[f]} band(s), but band {needed} is needed for {e.date}",
-                                     "give every date the bands named in the tile's 'bands' (and one mask band per date)")
+                    raise InputError(
+                        f,
+                        f"{counts[f]} band(s), but band {needed} is needed for {e.date}",
+                        "give every date the bands named in the tile's 'bands' (and one mask band per date)",
+                    )
     no_mask = all(e.mask is None for e in entries)
     if no_mask and nodata is None and file_nodata is None and not floating:
-        log.warning("no mask files, no nodata value and %s has no nodata tag: every pixel of every date is "
-                    "taken as clear (set the tile's 'masks' or 'nodata' if the files hold clouds)", ref_path)
+        log.warning(
+            "no mask files, no nodata value and %s has no nodata tag: every pixel of every date is "
+            "taken as clear (set the tile's 'masks' or 'nodata' if the files hold clouds)",
+            ref_path,
+        )
 
-    log.info("ingest %d dates (%s .. %s) of %s, bands %s, grid %dx%d, value x %g + %g",
-             n_dates, entries[0].date, entries[-1].date, tile or ref_path.parent, ",".join(bands),
-             base["width"], base["height"], scale, offset)
+    log.info(
+        "ingest %d dates (%s .. %s) of %s, bands %s, grid %dx%d, value x %g + %g",
+        n_dates,
+        entries[0].date,
+        entries[-1].date,
+        tile or ref_path.parent,
+        ",".join(bands),
+        base["width"],
+        base["height"],
+        scale,
+        offset,
+    )
     raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
     mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
     windows = list(block_windows(base["height"], base["width"], block))
     datestrs = [f"{e.date:%Y%m%d}" for e in entries]
     stack_range = _Range(n_bands)
 
-    with atomic_output(out_raw) as tmp_raw, atomic_output(out_mask) as tmp_mask, atomic_output(out_dates) as tmp_dates:
-        with rasterio.open(tmp_raw, "w", **raw_profile) as raw, rasterio.open(tmp_mask, "w", **mask_profile) as msk:
-            for d, e in enumerate(tqdm(entries, desc=f"ingest {tile or ''}".strip(), unit="date", disable=None)):
+    with (
+        atomic_output(out_raw) as tmp_raw,
+        atomic_output(out_mask) as tmp_mask,
+        atomic_output(out_dates) as tmp_dates,
+    ):
+        with (
+            rasterio.open(tmp_raw, "w", **raw_profile) as raw,
+            rasterio.open(tmp_mask, "w", **mask_profile) as msk,
+        ):
+            for d, e in enumerate(
+                tqdm(entries, desc=f"ingest {tile or ''}".strip(), unit="date", disable=None)
+            ):
                 masked_count = 0
                 value_range = _Range(n_bands)
                 with _open(e.path, "image") as src:
@@ -434,13 +517,17 @@ def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: 
                                 m = msrc.read(e.mask_index, window=win) != 0 if msrc is not None else None
                             except rasterio.errors.RasterioError as exc:
                                 bad = e.path if msrc is None else f"{e.path} or {e.mask}"
-                                raise InputError(bad, f"cannot be read by GDAL ({exc})", "replace the damaged file") from None
+                                raise InputError(
+                                    bad, f"cannot be read by GDAL ({exc})", "replace the damaged file"
+                                ) from None
                             out, missing = _to_raw(values, nd, scale, offset, value_range)
                             mask = missing.any(axis=0)
                             if m is not None:
                                 mask |= m
                             masked_count += int(mask.sum())
-                            raw.write(out, indexes=list(range(d * n_bands + 1, (d + 1) * n_bands + 1)), window=win)
+                            raw.write(
+                                out, indexes=list(range(d * n_bands + 1, (d + 1) * n_bands + 1)), window=win
+                            )
                             msk.write(mask.astype(np.uint8), d + 1, window=win)
                     finally:
                         if msrc is not None:
@@ -450,11 +537,25 @@ def _write_raw(entries: list[_Entry], out_raw: Path, out_mask: Path, out_dates: 
                 for b, band in enumerate(bands):
                     raw.set_band_description(d * n_bands + b + 1, f"{datestrs[d]}_{band}")
                 msk.set_band_description(d + 1, datestrs[d])
-                log.info("%s: %.1f%% masked", datestrs[d], 100.0 * masked_count / (base["width"] * base["height"]))
-            _check_range(ref_path if len({e.path for e in entries}) == 1 else ref_path.parent, bands, stack_range,
-                         scale, offset, tile, whole=True)
-            tags = {"DATES": ",".join(datestrs), "BANDS": ",".join(bands), "SCALE": f"{scale:g}", "OFFSET": f"{offset:g}",
-                    "SOURCE": "stack"}
+                log.info(
+                    "%s: %.1f%% masked", datestrs[d], 100.0 * masked_count / (base["width"] * base["height"])
+                )
+            _check_range(
+                ref_path if len({e.path for e in entries}) == 1 else ref_path.parent,
+                bands,
+                stack_range,
+                scale,
+                offset,
+                tile,
+                whole=True,
+            )
+            tags = {
+                "DATES": ",".join(datestrs),
+                "BANDS": ",".join(bands),
+                "SCALE": f"{scale:g}",
+                "OFFSET": f"{offset:g}",
+                "SOURCE": "stack",
+            }
             if tile:
                 tags["TILE"] = tile
             raw.update_tags(**tags)
@@ -514,9 +615,14 @@ def ingest_stack(
         a band of ``bands`` absent from ``file_bands``, duplicate band names.
     """
     if not dates:
-        raise InputError(out_raw, "no dated image given for this tile", "check the tile's products folder and 'files' glob")
+        raise InputError(
+            out_raw, "no dated image given for this tile", "check the tile's products folder and 'files' glob"
+        )
     bands, idx = _select_bands(bands, file_bands)
-    entries = [_Entry(s.date, Path(s.path), tuple(idx), Path(s.mask) if s.mask else None, 1) for s in sorted(dates, key=lambda s: s.date)]
+    entries = [
+        _Entry(s.date, Path(s.path), tuple(idx), Path(s.mask) if s.mask else None, 1)
+        for s in sorted(dates, key=lambda s: s.date)
+    ]
     for a, b in zip(entries, entries[1:]):
         if a.date == b.date:
             raise InputError(b.path, f"same date {a.date} as {a.path}", "keep one image per date")
@@ -526,18 +632,33 @@ def ingest_stack(
     for e in entries:
         with _open(e.path, "image") as src:
             if src.count != n_named:
-                raise InputError(e.path, f"{src.count} band(s), but {n_named} are named "
-                                 f"({', '.join(file_bands or bands)}; the first image has {n_file})",
-                                 "name every band of the files, in order, in the tile's 'bands'")
-    _write_raw(entries, Path(out_raw), Path(out_mask), Path(out_dates), bands=bands, nodata=nodata,
-               scale=scale, offset=offset, block=block, tile=tile)
+                raise InputError(
+                    e.path,
+                    f"{src.count} band(s), but {n_named} are named "
+                    f"({', '.join(file_bands or bands)}; the first image has {n_file})",
+                    "name every band of the files, in order, in the tile's 'bands'",
+                )
+    _write_raw(
+        entries,
+        Path(out_raw),
+        Path(out_mask),
+        Path(out_dates),
+        bands=bands,
+        nodata=nodata,
+        scale=scale,
+        offset=offset,
+        block=block,
+        tile=tile,
+    )
 
 
 def _read_stack_dates(path: Path) -> list[dt.date]:
     try:
         texts = read_dates(path)
     except UnicodeDecodeError:
-        raise InputError(path, "dates file is not a text file", "write one date per line as YYYYMMDD") from None
+        raise InputError(
+            path, "dates file is not a text file", "write one date per line as YYYYMMDD"
+        ) from None
     if not texts:
         raise InputError(path, "dates file is empty", "write one date per line as YYYYMMDD, in band order")
     dates = []
@@ -548,8 +669,11 @@ def _read_stack_dates(path: Path) -> list[dt.date]:
             raise InputError(path, f"{t!r} is not a calendar date", "write real dates as YYYYMMDD") from None
     for a, b in zip(dates, dates[1:]):
         if b <= a:
-            raise InputError(path, f"dates are not strictly increasing ({a:%Y%m%d} then {b:%Y%m%d})",
-                             "order the dates (and the bands of the stack with them), one acquisition per date")
+            raise InputError(
+                path,
+                f"dates are not strictly increasing ({a:%Y%m%d} then {b:%Y%m%d})",
+                "order the dates (and the bands of the stack with them), one acquisition per date",
+            )
     return dates
 
 
@@ -595,15 +719,31 @@ def ingest_stack_file(
     n_file = len(file_bands) if file_bands is not None else len(bands)
     with _open(path, "time series") as src:
         if src.count != len(dates) * n_file:
-            raise InputError(path, f"{src.count} bands, expected {len(dates)} dates ({dates_file}) x {n_file} bands "
-                             f"({', '.join(file_bands or bands)}) = {len(dates) * n_file}",
-                             "give the dates file of this stack and name every band of one date in the tile's 'bands'")
+            raise InputError(
+                path,
+                f"{src.count} bands, expected {len(dates)} dates ({dates_file}) x {n_file} bands "
+                f"({', '.join(file_bands or bands)}) = {len(dates) * n_file}",
+                "give the dates file of this stack and name every band of one date in the tile's 'bands'",
+            )
     mask = Path(mask_file) if mask_file is not None else None
     if mask is not None:
         with _open(mask, "mask file") as m:
             if m.count != len(dates):
-                raise InputError(mask, f"{m.count} mask band(s) for {len(dates)} dates in {dates_file}",
-                                 "give one mask band per date (non-zero = masked)")
+                raise InputError(
+                    mask,
+                    f"{m.count} mask band(s) for {len(dates)} dates in {dates_file}",
+                    "give one mask band per date (non-zero = masked)",
+                )
     entries = [_Entry(d, path, tuple(t * n_file + i for i in idx), mask, t + 1) for t, d in enumerate(dates)]
-    _write_raw(entries, Path(out_raw), Path(out_mask), Path(out_dates), bands=bands, nodata=nodata,
-               scale=scale, offset=offset, block=block, tile=tile)
+    _write_raw(
+        entries,
+        Path(out_raw),
+        Path(out_mask),
+        Path(out_dates),
+        bands=bands,
+        nodata=nodata,
+        scale=scale,
+        offset=offset,
+        block=block,
+        tile=tile,
+    )

@@ -46,19 +46,41 @@ from tqdm import tqdm
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, require_utf8_path
 from cropchain.io.raster import GridReader, block_windows, geotiff_profile
-from cropchain.sources.sentinel2 import RAW_NODATA, REFLECTANCE_SCALE, SENTINEL2_BANDS, ZippedFolder, normalize_tile
+from cropchain.sources.sentinel2 import (
+    RAW_NODATA,
+    REFLECTANCE_SCALE,
+    SENTINEL2_BANDS,
+    ZippedFolder,
+    normalize_tile,
+)
 
 log = logging.getLogger(__name__)
 
 #: The chain's band name -> Theia's band name in ``_FRE_<band>.tif``.
 THEIA_BAND_NAMES: dict[str, str] = {
-    "B02": "B2", "B03": "B3", "B04": "B4", "B08": "B8",
-    "B05": "B5", "B06": "B6", "B07": "B7", "B8A": "B8A", "B11": "B11", "B12": "B12",
+    "B02": "B2",
+    "B03": "B3",
+    "B04": "B4",
+    "B08": "B8",
+    "B05": "B5",
+    "B06": "B6",
+    "B07": "B7",
+    "B8A": "B8A",
+    "B11": "B11",
+    "B12": "B12",
 }
 #: Mask resolution (``R1`` 10 m, ``R2`` 20 m) and bit of each band in the SAT mask.
 THEIA_SAT_BIT: dict[str, tuple[str, int]] = {
-    "B02": ("R1", 0), "B03": ("R1", 1), "B04": ("R1", 2), "B08": ("R1", 3),
-    "B05": ("R2", 0), "B06": ("R2", 1), "B07": ("R2", 2), "B8A": ("R2", 3), "B11": ("R2", 4), "B12": ("R2", 5),
+    "B02": ("R1", 0),
+    "B03": ("R1", 1),
+    "B04": ("R1", 2),
+    "B08": ("R1", 3),
+    "B05": ("R2", 0),
+    "B06": ("R2", 1),
+    "B07": ("R2", 2),
+    "B8A": ("R2", 3),
+    "B11": ("R2", 4),
+    "B12": ("R2", 5),
 }
 #: nodata of the FRE / SRE reflectance files.
 THEIA_NODATA = -10000
@@ -121,8 +143,11 @@ def _sensing(path: Path, m: re.Match) -> dt.datetime:
     try:
         t = dt.datetime.strptime(m["date"] + m["time"], "%Y%m%d%H%M%S")
     except ValueError:
-        raise InputError(path, f"acquisition date {m['date']}-{m['time']} in the product name is not a real date",
-                         "keep Theia's product name SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x") from None
+        raise InputError(
+            path,
+            f"acquisition date {m['date']}-{m['time']} in the product name is not a real date",
+            "keep Theia's product name SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x",
+        ) from None
     return t + dt.timedelta(milliseconds=int(m["ms"]))
 
 
@@ -153,9 +178,15 @@ def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) 
     zipped: list[Path] = []
     for p in paths:
         if not p.exists():
-            raise InputError(p, "folder not found", "give a Theia L2A product folder or a folder holding them")
+            raise InputError(
+                p, "folder not found", "give a Theia L2A product folder or a folder holding them"
+            )
         if not p.is_dir() and not (p.suffix.lower() == ".zip" and THEIA_NAME_RE.match(p.name[:-4])):
-            raise InputError(p, "not a folder", "give a Theia L2A product folder or a folder holding them (unzip .zip downloads)")
+            raise InputError(
+                p,
+                "not a folder",
+                "give a Theia L2A product folder or a folder holding them (unzip .zip downloads)",
+            )
         candidates = [p, *sorted(p.rglob("SENTINEL2*"))] if p.is_dir() else [p]
         for q in candidates:
             stem = q.name[:-4] if q.name.lower().endswith(".zip") else q.name
@@ -176,8 +207,11 @@ def find_theia_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) 
         found[z] = _sensing(z, THEIA_NAME_RE.match(z.name[:-4]))
     if not found:
         where = ", ".join(str(p) for p in paths) or "<no path given>"
-        raise InputError(where, "no Theia L2A product folder (SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x) found",
-                         "download Theia L2A products (unzipped) there, or fix the path")
+        raise InputError(
+            where,
+            "no Theia L2A product folder (SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x) found",
+            "download Theia L2A products (unzipped) there, or fix the path",
+        )
     return sorted(found, key=lambda q: (found[q], q.name))
 
 
@@ -187,8 +221,10 @@ def _check_bands(bands: Sequence[str]) -> tuple[str, ...]:
         raise ConfigError("ingest.bands: at least one band is needed")
     for b in bands:
         if b not in THEIA_BAND_NAMES:
-            raise ConfigError(f"ingest.bands: band {b!r} is not in Theia L2A products "
-                              f"(valid: {', '.join(THEIA_BAND_NAMES)})")
+            raise ConfigError(
+                f"ingest.bands: band {b!r} is not in Theia L2A products "
+                f"(valid: {', '.join(THEIA_BAND_NAMES)})"
+            )
     if len(set(bands)) != len(bands):
         raise ConfigError(f"ingest.bands: duplicate band in {list(bands)}")
     return bands
@@ -203,14 +239,21 @@ def is_zipped_theia(path: str | os.PathLike) -> bool:
 def _one(path: Path, pattern: str, what: str, zipped: ZippedFolder | None = None, sub: str = "") -> Path:
     hits = sorted(zipped.glob(sub + pattern) if zipped else path.glob(pattern))
     if not hits:
-        raise InputError(path, f"{what} not found (no file {pattern})",
-                         "the product is incomplete; download it again or remove it from the inputs")
+        raise InputError(
+            path,
+            f"{what} not found (no file {pattern})",
+            "the product is incomplete; download it again or remove it from the inputs",
+        )
     if len(hits) > 1:
-        raise InputError(path, f"several files for {what}: {[h.name for h in hits]}", "keep one file per band and mask")
+        raise InputError(
+            path, f"several files for {what}: {[h.name for h in hits]}", "keep one file per band and mask"
+        )
     return hits[0]
 
 
-def read_theia_product(product_dir: str | os.PathLike, bands: Sequence[str] = SENTINEL2_BANDS) -> TheiaProduct:
+def read_theia_product(
+    product_dir: str | os.PathLike, bands: Sequence[str] = SENTINEL2_BANDS
+) -> TheiaProduct:
     """Parse a Theia product's name and locate its FRE bands and CLM / EDG / SAT masks.
 
     Parameters
@@ -238,28 +281,47 @@ def read_theia_product(product_dir: str | os.PathLike, bands: Sequence[str] = SE
         raise InputError(path, "Theia product folder not found", "check the path of the product")
     m = _parse_name(Path(zipped.top) if zipped else path)
     if not m:
-        raise InputError(path, "folder name is not a Theia L2A product name, so its date cannot be read",
-                         "keep Theia's name SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x")
+        raise InputError(
+            path,
+            "folder name is not a Theia L2A product name, so its date cannot be read",
+            "keep Theia's name SENTINEL2X_YYYYMMDD-HHMMSS-mmm_L2A_Txxxxx_C_Vx-x",
+        )
     sensing = _sensing(path, m)
-    band_files = {b: _one(path, f"*_FRE_{THEIA_BAND_NAMES[b]}.tif", f"band {THEIA_BAND_NAMES[b]} (FRE)", zipped)
-                  for b in bands}
+    band_files = {
+        b: _one(path, f"*_FRE_{THEIA_BAND_NAMES[b]}.tif", f"band {THEIA_BAND_NAMES[b]} (FRE)", zipped)
+        for b in bands
+    }
     resolutions = sorted({THEIA_SAT_BIT[b][0] for b in bands} | {"R1"})
     mask_files = {}
     masks = path / "MASKS"
     if not (zipped.folders("MASKS") if zipped else masks.is_dir()):
-        raise InputError(path, "no MASKS folder (CLM, EDG and SAT masks)", "download the complete product again")
+        raise InputError(
+            path, "no MASKS folder (CLM, EDG and SAT masks)", "download the complete product again"
+        )
     for kind in ("CLM", "EDG", "SAT"):
         for res in resolutions:
-            mask_files[(kind, res)] = _one(masks, f"*_{kind}_{res}.tif", f"{kind} mask at {res}", zipped, "MASKS/")
-    return TheiaProduct(path=path, date=sensing.date(), sensing_time=sensing, tile=m["tile"],
-                        platform=m["platform"], version=m["version"], band_files=band_files, mask_files=mask_files)
+            mask_files[(kind, res)] = _one(
+                masks, f"*_{kind}_{res}.tif", f"{kind} mask at {res}", zipped, "MASKS/"
+            )
+    return TheiaProduct(
+        path=path,
+        date=sensing.date(),
+        sensing_time=sensing,
+        tile=m["tile"],
+        platform=m["platform"],
+        version=m["version"],
+        band_files=band_files,
+        mask_files=mask_files,
+    )
 
 
 def _resampling(name: str) -> Resampling:
     try:
         return Resampling[str(name)]
     except KeyError:
-        raise ConfigError(f"ingest.resampling: unknown resampling {name!r} (valid: nearest, bilinear, cubic)") from None
+        raise ConfigError(
+            f"ingest.resampling: unknown resampling {name!r} (valid: nearest, bilinear, cubic)"
+        ) from None
 
 
 def _grid_reader(path: Path, grid: dict, resampling: Resampling, nodata: int | None) -> GridReader:
@@ -269,17 +331,28 @@ def _grid_reader(path: Path, grid: dict, resampling: Resampling, nodata: int | N
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioError as exc:
-        raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
+        raise InputError(
+            path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged"
+        ) from None
     if src.crs != grid["crs"]:
         src.close()
-        raise InputError(path, f"CRS {src.crs} differs from the tile's {grid['crs']} ({grid['path']})",
-                         "all files and products of a tile must share its UTM projection")
-    on_grid = src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (grid["height"], grid["width"])
+        raise InputError(
+            path,
+            f"CRS {src.crs} differs from the tile's {grid['crs']} ({grid['path']})",
+            "all files and products of a tile must share its UTM projection",
+        )
+    on_grid = src.transform.almost_equals(grid["transform"]) and (src.height, src.width) == (
+        grid["height"],
+        grid["width"],
+    )
     if not on_grid and abs(src.transform.a) <= abs(grid["transform"].a) * 1.01:
         src.close()
-        raise InputError(path, f"grid {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
-                         f"{grid['path']} ({grid['width']}x{grid['height']} {tuple(grid['transform'])[:6]})",
-                         "give products of one tile on the same extent (clip them all alike)")
+        raise InputError(
+            path,
+            f"grid {src.width}x{src.height} {tuple(src.transform)[:6]} differs from "
+            f"{grid['path']} ({grid['width']}x{grid['height']} {tuple(grid['transform'])[:6]})",
+            "give products of one tile on the same extent (clip them all alike)",
+        )
     return GridReader(src, grid, resampling, src_nodata=nodata, nodata=nodata)
 
 
@@ -287,7 +360,9 @@ def _read_window(reader: GridReader, path: Path, window, dtype: str) -> np.ndarr
     try:
         return reader.read(window, dtype)
     except rasterio.errors.RasterioError as exc:
-        raise InputError(path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged") from None
+        raise InputError(
+            path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged"
+        ) from None
 
 
 def ingest_theia(
@@ -341,25 +416,44 @@ def ingest_theia(
     clm_value = np.uint8(sum(1 << b for b in bits))
     rs = _resampling(resampling)
     if not products:
-        raise InputError(out_raw, "no Theia product given for this tile", "check the products folder of the tile")
-    prods = sorted((read_theia_product(p, bands) for p in products), key=lambda p: (p.sensing_time, p.path.name))
+        raise InputError(
+            out_raw, "no Theia product given for this tile", "check the products folder of the tile"
+        )
+    prods = sorted(
+        (read_theia_product(p, bands) for p in products), key=lambda p: (p.sensing_time, p.path.name)
+    )
     expected = normalize_tile(tile) if tile else prods[0].tile
     for p in prods:
         if p.tile != expected:
-            first = f" (the tile named in the configuration, tiles.{tile})" if tile else \
-                f" (the tile of {prods[0].path.name})"
-            raise InputError(p.path, f"product of tile {p.tile}, expected {expected}{first}",
-                             "give the products of one tile per ingest (one folder per tile), named after that tile")
+            first = (
+                f" (the tile named in the configuration, tiles.{tile})"
+                if tile
+                else f" (the tile of {prods[0].path.name})"
+            )
+            raise InputError(
+                p.path,
+                f"product of tile {p.tile}, expected {expected}{first}",
+                "give the products of one tile per ingest (one folder per tile), named after that tile",
+            )
     for a, b in zip(prods, prods[1:]):
         if a.date == b.date:
-            raise InputError(b.path, f"same acquisition date {a.date} as {a.path}",
-                             "keep one product per date (e.g. the latest version) and remove the other")
+            raise InputError(
+                b.path,
+                f"same acquisition date {a.date} as {a.path}",
+                "keep one product per date (e.g. the latest version) and remove the other",
+            )
 
     ref = prods[0].mask_files[("CLM", "R1")]
     try:
         with rasterio.open(ref) as src:
             base = src.profile
-            grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height, "path": ref}
+            grid = {
+                "crs": src.crs,
+                "transform": src.transform,
+                "width": src.width,
+                "height": src.height,
+                "path": ref,
+            }
     except rasterio.errors.RasterioError as exc:
         raise InputError(ref, f"cannot be read by GDAL ({exc})", "download the product again") from None
     if grid["crs"] is None:
@@ -367,26 +461,55 @@ def ingest_theia(
 
     n_dates, n_bands = len(prods), len(bands)
     has_r2 = any(THEIA_SAT_BIT[b][0] == "R2" for b in bands)
-    log.info("ingest %d Theia products of tile %s (%s .. %s), %d bands, grid %dx%d, CLM bits %s masked",
-             n_dates, expected, prods[0].date, prods[-1].date, n_bands, grid["width"], grid["height"], bits)
+    log.info(
+        "ingest %d Theia products of tile %s (%s .. %s), %d bands, grid %dx%d, CLM bits %s masked",
+        n_dates,
+        expected,
+        prods[0].date,
+        prods[-1].date,
+        n_bands,
+        grid["width"],
+        grid["height"],
+        bits,
+    )
     raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
     mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
     nearest = Resampling.nearest
     windows = list(block_windows(grid["height"], grid["width"], block))
 
-    with atomic_output(out_raw) as tmp_raw, atomic_output(out_mask) as tmp_mask, atomic_output(out_dates) as tmp_dates:
-        with rasterio.open(tmp_raw, "w", **raw_profile) as raw, rasterio.open(tmp_mask, "w", **mask_profile) as msk:
+    with (
+        atomic_output(out_raw) as tmp_raw,
+        atomic_output(out_mask) as tmp_mask,
+        atomic_output(out_dates) as tmp_dates,
+    ):
+        with (
+            rasterio.open(tmp_raw, "w", **raw_profile) as raw,
+            rasterio.open(tmp_mask, "w", **mask_profile) as msk,
+        ):
             for d, p in enumerate(tqdm(prods, desc=f"ingest {expected}", unit="date", disable=None)):
-                masks = [(("CLM", "R1"), clm_value), (("EDG", "R1"), None)] + ([(("EDG", "R2"), None)] if has_r2 else [])
+                masks = [(("CLM", "R1"), clm_value), (("EDG", "R1"), None)] + (
+                    [(("EDG", "R2"), None)] if has_r2 else []
+                )
                 for res in ("R1", "R2"):
-                    sat_value = np.uint8(sum(1 << bit for b in bands for r, bit in [THEIA_SAT_BIT[b]] if r == res))
+                    sat_value = np.uint8(
+                        sum(1 << bit for b in bands for r, bit in [THEIA_SAT_BIT[b]] if r == res)
+                    )
                     if sat_value:
                         masks.append((("SAT", res), sat_value))
                 n_masked = 0
                 with contextlib.ExitStack() as stack:
-                    mask_readers = [(p.mask_files[key], bits_value, stack.enter_context(
-                        _grid_reader(p.mask_files[key], grid, nearest, None))) for key, bits_value in masks]
-                    readers = [stack.enter_context(_grid_reader(p.band_files[band], grid, rs, THEIA_NODATA)) for band in bands]
+                    mask_readers = [
+                        (
+                            p.mask_files[key],
+                            bits_value,
+                            stack.enter_context(_grid_reader(p.mask_files[key], grid, nearest, None)),
+                        )
+                        for key, bits_value in masks
+                    ]
+                    readers = [
+                        stack.enter_context(_grid_reader(p.band_files[band], grid, rs, THEIA_NODATA))
+                        for band in bands
+                    ]
                     for win in windows:
                         mask = np.zeros((int(win.height), int(win.width)), dtype=bool)
                         for path, bits_value, reader in mask_readers:  # CLM bits, EDG, SAT bits of the bands
@@ -403,10 +526,24 @@ def ingest_theia(
                 for b, band in enumerate(bands):
                     raw.set_band_description(d * n_bands + b + 1, f"{p.datestr}_{band}")
                 msk.set_band_description(d + 1, p.datestr)
-                log.info("%s %s: %.1f%% masked", p.datestr, p.platform, 100.0 * n_masked / (grid["width"] * grid["height"]))
-            raw.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods), BANDS=",".join(bands),
-                            SCALE=str(REFLECTANCE_SCALE), SOURCE="theia")
-            msk.update_tags(TILE=expected, DATES=",".join(p.datestr for p in prods),
-                            CLM_BITS=",".join(map(str, bits)), CONVENTION="1=masked,0=clear")
+                log.info(
+                    "%s %s: %.1f%% masked",
+                    p.datestr,
+                    p.platform,
+                    100.0 * n_masked / (grid["width"] * grid["height"]),
+                )
+            raw.update_tags(
+                TILE=expected,
+                DATES=",".join(p.datestr for p in prods),
+                BANDS=",".join(bands),
+                SCALE=str(REFLECTANCE_SCALE),
+                SOURCE="theia",
+            )
+            msk.update_tags(
+                TILE=expected,
+                DATES=",".join(p.datestr for p in prods),
+                CLM_BITS=",".join(map(str, bits)),
+                CONVENTION="1=masked,0=clear",
+            )
         tmp_dates.write_text("".join(p.datestr + "\n" for p in prods), encoding="utf-8")
     log.info("wrote %s, %s, %s", out_raw, out_mask, out_dates)

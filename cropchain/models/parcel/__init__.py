@@ -30,14 +30,14 @@ from collections.abc import Callable
 from typing import Any
 
 from cropchain.errors import ConfigError
-from cropchain.models.parcel._layers import ParcelClassifier, count_parameters
+from cropchain.models.parcel._layers import ParcelClassifier
 from cropchain.models.parcel.cnn import ParcelCNN
 from cropchain.models.parcel.cnn_gru import ParcelCNNGRU
 from cropchain.models.parcel.convlstm import ParcelConvLSTM
 from cropchain.models.parcel.gru import ParcelGRU
 from cropchain.models.parcel.pse_ltae import ParcelPSELTAE
 
-__all__ = ["ParcelClassifier", "available_parcel_models", "count_parameters", "get_parcel_model", "register_parcel_model"]
+__all__ = ["ParcelClassifier", "available_parcel_models", "get_parcel_model", "register_parcel_model"]
 
 _REGISTRY: dict[str, Callable[..., ParcelClassifier]] = {}
 
@@ -50,7 +50,9 @@ def register_parcel_model(name: str, constructor: Callable[..., ParcelClassifier
 register_parcel_model("parcel_cnn", ParcelCNN)
 register_parcel_model("parcel_gru", ParcelGRU)
 for _ratio in (70, 80, 90):
-    register_parcel_model(f"parcel_cnn_gru{_ratio}", functools.partial(ParcelCNNGRU, temporal_ratio=_ratio / 100))
+    register_parcel_model(
+        f"parcel_cnn_gru{_ratio}", functools.partial(ParcelCNNGRU, temporal_ratio=_ratio / 100)
+    )
 register_parcel_model("parcel_convlstm", ParcelConvLSTM)
 register_parcel_model("parcel_pse_ltae", ParcelPSELTAE)
 
@@ -67,7 +69,9 @@ def _accepted(constructor: Callable[..., Any]) -> set[str]:
     return {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY} - {"patch_size"}
 
 
-def get_parcel_model(name: str, *, n_bands: int, n_classes: int, patch_size: int = 32, **hyperparameters: Any) -> ParcelClassifier:
+def get_parcel_model(
+    name: str, *, n_bands: int, n_classes: int, patch_size: int = 32, **hyperparameters: Any
+) -> ParcelClassifier:
     """Build an untrained parcel model.
 
     Parameters
@@ -88,16 +92,22 @@ def get_parcel_model(name: str, *, n_bands: int, n_classes: int, patch_size: int
         ``parcels.models.<name>``).
     """
     if name not in _REGISTRY:
-        raise ConfigError(f"parcels.models.{name}: unknown parcel model; available: {', '.join(available_parcel_models())}")
+        raise ConfigError(
+            f"parcels.models.{name}: unknown parcel model; available: {', '.join(available_parcel_models())}"
+        )
     constructor = _REGISTRY[name]
     fixed = dict(constructor.keywords) if isinstance(constructor, functools.partial) else {}
     accepted = _accepted(constructor) - set(fixed)
     unknown = sorted(set(hyperparameters) - accepted - set(fixed))
     if unknown:
-        raise ConfigError(f"parcels.models.{name}: unknown hyper-parameter(s) {unknown}; accepted: {', '.join(sorted(accepted))}")
+        raise ConfigError(
+            f"parcels.models.{name}: unknown hyper-parameter(s) {unknown}; accepted: {', '.join(sorted(accepted))}"
+        )
     for key, value in fixed.items():  # e.g. temporal_ratio, fixed by the name (saved in model.json)
         if key in hyperparameters and hyperparameters.pop(key) != value:
-            raise ConfigError(f"parcels.models.{name}: {key} is {value} for this model; choose the model of another {key}")
+            raise ConfigError(
+                f"parcels.models.{name}: {key} is {value} for this model; choose the model of another {key}"
+            )
     try:
         return constructor(int(n_bands), int(n_classes), patch_size=int(patch_size), **hyperparameters)
     except ValueError as exc:

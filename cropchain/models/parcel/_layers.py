@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from cropchain.models import count_parameters
+
 #: hidden layers of the classification head (the paper's MLP 128-64)
 HEAD_HIDDEN = (128, 64)
 
@@ -30,7 +32,9 @@ class MLPHead(nn.Module):
     dropout : dropout probability after each hidden layer (0 = none).
     """
 
-    def __init__(self, n_in: int, n_classes: int, hidden: Sequence[int] = HEAD_HIDDEN, dropout: float = 0.0) -> None:
+    def __init__(
+        self, n_in: int, n_classes: int, hidden: Sequence[int] = HEAD_HIDDEN, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for n_out in hidden:
@@ -77,11 +81,18 @@ class ConvEncoder(nn.Module):
         super().__init__()
         side = conv_output_size(patch_size, len(widths))
         if side < 1:
-            raise ValueError(f"patch_size {patch_size} px is too small for {len(widths)} blocks of 3x3 convolution + 2x2 pooling")
+            raise ValueError(
+                f"patch_size {patch_size} px is too small for {len(widths)} blocks of 3x3 convolution + 2x2 pooling"
+            )
         blocks: list[nn.Module] = []
         n_in = n_bands
         for w in widths:
-            blocks += [nn.Conv2d(n_in, w, kernel_size=3, padding=0), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
+            blocks += [
+                nn.Conv2d(n_in, w, kernel_size=3, padding=0),
+                nn.BatchNorm2d(w),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             n_in = w
         self.net = nn.Sequential(*blocks)
         self.out_features = int(widths[-1]) * side * side
@@ -112,11 +123,6 @@ def masked_band_stats(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mean = (x * m).sum(dim=(-1, -2)) / n
     var = (((x - mean[..., None, None]) ** 2) * m).sum(dim=(-1, -2)) / n
     return torch.cat([mean, torch.sqrt(var + 1e-8)], dim=-1)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def fit_width(build: Callable[[int], nn.Module], target: int, lo: int = 1, hi: int = 512) -> int:

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from cropchain.models.parcel._layers import ConvEncoder, MLPHead, ParcelClassifier, fit_width
+from cropchain.models.parcel._layers import (
+    ConvEncoder,
+    MLPHead,
+    ParcelClassifier,
+    fit_width,
+)
 
 #: default parameter budget of every parcel model (the paper's ~90k)
 N_PARAMS = 90_000
@@ -32,11 +37,22 @@ class ParcelCNN(ParcelClassifier):
     dropout : dropout in the head.
     """
 
-    def __init__(self, n_bands: int, n_classes: int, *, patch_size: int = 32, width: int | None = None,
-                 n_params: int = N_PARAMS, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_bands: int,
+        n_classes: int,
+        *,
+        patch_size: int = 32,
+        width: int | None = None,
+        n_params: int = N_PARAMS,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if width is None:
-            width = fit_width(lambda w: ParcelCNN(n_bands, n_classes, patch_size=patch_size, width=w, dropout=dropout), n_params)
+            width = fit_width(
+                lambda w: ParcelCNN(n_bands, n_classes, patch_size=patch_size, width=w, dropout=dropout),
+                n_params,
+            )
         self.hyperparameters = {"width": int(width), "dropout": float(dropout)}
         self.spatial = ConvEncoder(n_bands, (width, 2 * width, 2 * width), patch_size)
         self.head = MLPHead(self.spatial.out_features, n_classes, dropout=dropout)

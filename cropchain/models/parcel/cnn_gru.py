@@ -19,7 +19,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cropchain.models.parcel._layers import ConvEncoder, MLPHead, ParcelClassifier, count_parameters, fit_width
+from cropchain.models import count_parameters
+from cropchain.models.parcel._layers import (
+    ConvEncoder,
+    MLPHead,
+    ParcelClassifier,
+    fit_width,
+)
 from cropchain.models.parcel.cnn import N_PARAMS
 
 
@@ -58,27 +64,51 @@ class ParcelCNNGRU(ParcelClassifier):
         ``temporal_ratio`` outside (0, 1), or only one of ``width`` / ``hidden`` given.
     """
 
-    def __init__(self, n_bands: int, n_classes: int, *, patch_size: int = 32, temporal_ratio: float = 0.8,
-                 width: int | None = None, hidden: int | None = None, n_params: int = N_PARAMS,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_bands: int,
+        n_classes: int,
+        *,
+        patch_size: int = 32,
+        temporal_ratio: float = 0.8,
+        width: int | None = None,
+        hidden: int | None = None,
+        n_params: int = N_PARAMS,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if not 0.0 < float(temporal_ratio) < 1.0:
             raise ValueError(f"temporal_ratio must be in (0, 1), got {temporal_ratio}")
         if (width is None) != (hidden is None):
-            raise ValueError("give both `width` and `hidden`, or neither (then they follow temporal_ratio and n_params)")
+            raise ValueError(
+                "give both `width` and `hidden`, or neither (then they follow temporal_ratio and n_params)"
+            )
         if width is None:
 
             def sized(w: int) -> ParcelCNNGRU:
                 enc = ConvEncoder(n_bands, (w, 2 * w, 2 * w), patch_size)
-                h = _hidden_for(enc.out_features, round(temporal_ratio / (1 - temporal_ratio) * count_parameters(enc)))
-                return ParcelCNNGRU(n_bands, n_classes, patch_size=patch_size, temporal_ratio=temporal_ratio,
-                                    width=w, hidden=h, dropout=dropout)
+                h = _hidden_for(
+                    enc.out_features, round(temporal_ratio / (1 - temporal_ratio) * count_parameters(enc))
+                )
+                return ParcelCNNGRU(
+                    n_bands,
+                    n_classes,
+                    patch_size=patch_size,
+                    temporal_ratio=temporal_ratio,
+                    width=w,
+                    hidden=h,
+                    dropout=dropout,
+                )
 
             with torch.device("meta"):
                 model = sized(fit_width(sized, n_params))
             width, hidden = model.hyperparameters["width"], model.hyperparameters["hidden"]
-        self.hyperparameters = {"temporal_ratio": float(temporal_ratio), "width": int(width), "hidden": int(hidden),
-                                "dropout": float(dropout)}
+        self.hyperparameters = {
+            "temporal_ratio": float(temporal_ratio),
+            "width": int(width),
+            "hidden": int(hidden),
+            "dropout": float(dropout),
+        }
         self.spatial = ConvEncoder(n_bands, (width, 2 * width, 2 * width), patch_size)
         self.temporal = nn.GRU(self.spatial.out_features, hidden, batch_first=True)
         self.head = MLPHead(hidden, n_classes, dropout=dropout)

@@ -28,7 +28,9 @@ class ConvLSTMCell(nn.Module):
         self.hidden = hidden
         self.gates = nn.Conv2d(n_in + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``[B, C, H, W]``, ``state`` ``(h, c)`` each ``[B, hidden, H, W]`` -> new ``(h, c)``."""
         h, c = state
         i, f, o, g = self.gates(torch.cat([x, h], dim=1)).chunk(4, dim=1)
@@ -56,14 +58,27 @@ class ParcelConvLSTM(ParcelClassifier):
         ``patch_size`` not a multiple of ``pool``.
     """
 
-    def __init__(self, n_bands: int, n_classes: int, *, patch_size: int = 32, hidden: int | None = None, pool: int = 2,
-                 n_params: int = N_PARAMS, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_bands: int,
+        n_classes: int,
+        *,
+        patch_size: int = 32,
+        hidden: int | None = None,
+        pool: int = 2,
+        n_params: int = N_PARAMS,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if pool < 1 or patch_size % pool:
             raise ValueError(f"pool ({pool}) must be >= 1 and divide patch_size ({patch_size})")
         if hidden is None:
-            hidden = fit_width(lambda h: ParcelConvLSTM(n_bands, n_classes, patch_size=patch_size, hidden=h, pool=pool,
-                                                        dropout=dropout), n_params)
+            hidden = fit_width(
+                lambda h: ParcelConvLSTM(
+                    n_bands, n_classes, patch_size=patch_size, hidden=h, pool=pool, dropout=dropout
+                ),
+                n_params,
+            )
         self.hyperparameters = {"hidden": int(hidden), "pool": int(pool), "dropout": float(dropout)}
         self.pool = int(pool)
         self.temporal = ConvLSTMCell(n_bands, hidden)

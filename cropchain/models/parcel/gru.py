@@ -11,7 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cropchain.models.parcel._layers import MLPHead, ParcelClassifier, fit_width, masked_band_stats
+from cropchain.models.parcel._layers import (
+    MLPHead,
+    ParcelClassifier,
+    fit_width,
+    masked_band_stats,
+)
 from cropchain.models.parcel.cnn import N_PARAMS
 
 
@@ -28,8 +33,16 @@ class ParcelGRU(ParcelClassifier):
     dropout : dropout in the head.
     """
 
-    def __init__(self, n_bands: int, n_classes: int, *, patch_size: int = 32, hidden: int | None = None,
-                 n_params: int = N_PARAMS, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_bands: int,
+        n_classes: int,
+        *,
+        patch_size: int = 32,
+        hidden: int | None = None,
+        n_params: int = N_PARAMS,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if hidden is None:
             hidden = fit_width(lambda h: ParcelGRU(n_bands, n_classes, hidden=h, dropout=dropout), n_params)

@@ -96,7 +96,9 @@ def draw_pixel_sets(x: torch.Tensor, mask: torch.Tensor, n_pixels: int) -> tuple
     """
     b, t, c = x.shape[:3]
     flat_mask = mask.reshape(b, -1)
-    scores = torch.rand(flat_mask.shape, device=x.device) + flat_mask * 2.0  # inside pixels first, in random order
+    scores = (
+        torch.rand(flat_mask.shape, device=x.device) + flat_mask * 2.0
+    )  # inside pixels first, in random order
     k = min(int(n_pixels), flat_mask.shape[1])
     idx = scores.topk(k, dim=1).indices  # [B, k]
     pixels = x.reshape(b, t, c, -1).gather(-1, idx[:, None, None, :].expand(b, t, c, k))
@@ -120,17 +122,41 @@ class ParcelPSELTAE(ParcelClassifier):
     ``[B, S, S]`` (1 inside) -> logits ``[B, K]``.
     """
 
-    def __init__(self, n_bands: int, n_classes: int, *, patch_size: int = 32, n_pixels: int = 64, day_step: float = 10.0,
-                 d_model: int = 256, n_head: int = 16, d_k: int = 8, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        n_bands: int,
+        n_classes: int,
+        *,
+        patch_size: int = 32,
+        n_pixels: int = 64,
+        day_step: float = 10.0,
+        d_model: int = 256,
+        n_head: int = 16,
+        d_k: int = 8,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         if n_pixels < 2:
             raise ValueError(f"n_pixels ({n_pixels}) must be >= 2 (a standard deviation needs two pixels)")
-        self.hyperparameters = {"n_pixels": int(n_pixels), "day_step": float(day_step), "d_model": int(d_model),
-                                "n_head": int(n_head), "d_k": int(d_k), "dropout": float(dropout)}
+        self.hyperparameters = {
+            "n_pixels": int(n_pixels),
+            "day_step": float(day_step),
+            "d_model": int(d_model),
+            "n_head": int(n_head),
+            "d_k": int(d_k),
+            "dropout": float(dropout),
+        }
         self.n_pixels, self.day_step = int(n_pixels), float(day_step)
         self.spatial = PixelSetEncoder(n_bands)
-        self.temporal = LTAE(self.spatial.out_features, None, d_model=d_model, n_head=n_head, d_k=d_k, mlp=(d_model, 128),
-                             dropout=dropout)
+        self.temporal = LTAE(
+            self.spatial.out_features,
+            None,
+            d_model=d_model,
+            n_head=n_head,
+            d_k=d_k,
+            mlp=(d_model, 128),
+            dropout=dropout,
+        )
         self.head = MLPHead(self.temporal.out_features, n_classes, hidden=(64, 32), dropout=dropout)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
