@@ -1,7 +1,7 @@
 """End-to-end with the convolutional networks on the real T31TEJ products (../shared).
 
 Each network is trained by its own `train_network` job for a single short epoch (the
-committed defaults are measured in the README, "Neural architectures"), mapped by the same
+committed defaults are measured in docs/results.md, "Neural architectures"), mapped by the same
 tiled inference, vectorized and reported beside RF, and compared in the summary.
 """
 
