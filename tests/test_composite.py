@@ -20,7 +20,7 @@ from cropchain.series.composite import (
     monthly_composite_tile,
     scl_masked_for_kept,
 )
-from cropchain.series.gapfill import GAPFILLED_NODATA
+from cropchain.series.tile import GAPFILLED_NODATA
 from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
 
 

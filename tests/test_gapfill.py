@@ -14,12 +14,9 @@ from affine import Affine
 from scipy.interpolate import Akima1DInterpolator, CubicSpline
 
 from cropchain.errors import ConfigError, CropchainError, InputError
-from cropchain.series.gapfill import (
-    GAPFILLED_NODATA,
-    gapfill_series,
-    gapfill_tile,
-    output_date_grid,
-)
+from cropchain.series.dates import output_date_grid
+from cropchain.series.gapfill import gapfill_series, gapfill_tile
+from cropchain.series.tile import GAPFILLED_NODATA
 
 # ----------------------------------------------------------------------------- references
 IN_DAYS = np.array([0, 5, 12, 20, 25, 33, 41, 50, 55, 63, 70, 81], dtype=float)

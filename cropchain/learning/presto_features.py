@@ -40,13 +40,9 @@ from rasterio.windows import Window
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.raster import geotiff_profile, open_raster
 from cropchain.series.composite import clear_months, composite_series, month_grid
+from cropchain.series.dates import parse_date
 from cropchain.series.features import FEATURES_NODATA
-from cropchain.series.gapfill import (
-    GAPFILLED_NODATA,
-    check_inputs,
-    parse_date,
-    to_int16,
-)
+from cropchain.series.tile import GAPFILLED_NODATA, check_inputs, to_int16
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from torch import nn
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.models.device import resolve_device  # noqa: F401 (re-exported)
-from cropchain.series.gapfill import GAPFILLED_NODATA
+from cropchain.series.tile import GAPFILLED_NODATA
 
 #: sha256 of the published ``default_model.pt`` (nasaharvest/presto, commit 5afde40, 3,321,716 bytes)
 WEIGHTS_SHA256 = "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe65"

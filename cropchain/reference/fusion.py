@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 LAYER = "reference"
 COLUMNS = ["polygon_id", "code", "name", "source", "area_m2", "geometry"]
-_POLYGONAL = ("Polygon", "MultiPolygon")
 _MAX_LISTED = 20
 
 
@@ -236,6 +235,12 @@ def _encoding_hint(path: Path) -> str:
 
 def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDataFrame:
     """Read one source, check field/mapping/nomenclature, map values to codes."""
+    path, gdf = _open_source(src)
+    return _map_codes(src, path, gdf, nomenclature)
+
+
+def _open_source(src: ReferenceSource) -> tuple[Path, gpd.GeoDataFrame]:
+    """The path and the features (``src.field`` and polygons) of one source, checked readable."""
     path = require_utf8_path(src.path, f"reference source {src.name!r}")
     if not path.exists():
         raise InputError(
@@ -276,10 +281,10 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
     except UnicodeDecodeError as exc:
         raise InputError(
             path,
-            f"reference source {src.name!r}: the attributes are not in the encoding declared ({_encoding_hint(path)}; "
-            f"byte {exc.object[exc.start : exc.start + 1]!r} is not {exc.encoding})",
-            f"write the real encoding in {path.stem}.cpg (e.g. LATIN1 or CP1252), or re-save the file as UTF-8 "
-            f"(ogr2ogr -lco ENCODING=UTF-8 fixed.shp {path.name})",
+            f"reference source {src.name!r}: the attributes are not in the encoding declared "
+            f"({_encoding_hint(path)}; byte {exc.object[exc.start : exc.start + 1]!r} is not {exc.encoding})",
+            f"write the real encoding in {path.stem}.cpg (e.g. LATIN1 or CP1252), or re-save the file as "
+            f"UTF-8 (ogr2ogr -lco ENCODING=UTF-8 fixed.shp {path.name})",
         ) from None
     if len(gdf) == 0:
         raise InputError(
@@ -289,7 +294,13 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
             "give the file holding the parcels (or its `layer`)",
         )
     _check_polygonal(gdf, path, src.name)
+    return path, gdf
 
+
+def _map_codes(
+    src: ReferenceSource, path: Path, gdf: gpd.GeoDataFrame, nomenclature: Nomenclature
+) -> gpd.GeoDataFrame:
+    """Nomenclature codes of the features of ``gdf`` through the source's mapping (null: dropped)."""
     mapping = {_key(k): v for k, v in src.mapping.items()}
     keys = np.array([_key(v) for v in gdf[src.field].to_numpy(dtype=object)], dtype=object)
     present = pd.unique(keys)
@@ -300,13 +311,15 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
             path,
             f"field {src.field!r} has value(s) that look like UTF-8 text read in another encoding "
             f"({_encoding_hint(path)}): {_listing(sorted(garbled))}",
-            f"write UTF-8 in {path.stem}.cpg (the attributes are UTF-8), or re-save the file with its encoding declared",
+            f"write UTF-8 in {path.stem}.cpg (the attributes are UTF-8), or re-save the file with its "
+            "encoding declared",
         )
     if unknown:
         shown = ["<null>" if k is None else k for k in unknown]
         raise InputError(
             path,
-            f"field {src.field!r} has value(s) absent from the mapping of source {src.name!r}: {_listing(sorted(shown))}",
+            f"field {src.field!r} has value(s) absent from the mapping of source {src.name!r}: "
+            f"{_listing(sorted(shown))}",
             "add them to `mapping` (value -> nomenclature code), or map them to null to drop them",
         )
     codes_known = set(nomenclature.codes)
@@ -316,7 +329,8 @@ def _read_source(src: ReferenceSource, nomenclature: Nomenclature) -> gpd.GeoDat
     if bad_codes:
         raise InputError(
             path,
-            f"the mapping of source {src.name!r} gives code(s) {bad_codes} absent from the nomenclature (codes {list(nomenclature.codes)})",
+            f"the mapping of source {src.name!r} gives code(s) {bad_codes} absent from the nomenclature "
+            f"(codes {list(nomenclature.codes)})",
             "add these classes to the nomenclature CSV, or fix the mapping",
         )
     code = np.array([mapping[k] if mapping[k] is not None else -1 for k in keys], dtype=np.int64)
@@ -346,7 +360,8 @@ def _check_polygonal(gdf: gpd.GeoDataFrame, path: Path, name: str) -> None:
         raise InputError(
             path,
             f"reference source {name!r} holds {found} geometries, not polygons: parcels need areas",
-            "give the parcels as polygons (e.g. QGIS 'Lines to polygons', or ogr2ogr -nlt POLYGON on closed lines)",
+            "give the parcels as polygons (e.g. QGIS 'Lines to polygons', or ogr2ogr -nlt POLYGON on "
+            "closed lines)",
         )
     if (~polygonal).any():
         ids = np.flatnonzero(present)[~polygonal.to_numpy()]
@@ -487,6 +502,33 @@ def fuse_reference(
     ConfigError
         no source, duplicate source names, negative ``min_area_m2``.
     """
+    _check_sources(sources, min_area_m2)
+    crs, bounds = _grid(grid_raster)
+
+    # Read and check every source before any geometry work: bad input fails fast.
+    read = [(i, src, _read_source(src, nomenclature)) for i, src in enumerate(sources)]
+    prepared = {i: _on_tile(gdf, src.name, crs, bounds) for i, src, gdf in read}
+    prepared = _resolve_priorities(sources, prepared, crs, min_area_m2)
+    fused = _assemble(sources, prepared, nomenclature, crs, grid_raster)
+
+    with atomic_output(out_gpkg) as tmp:
+        pyogrio.write_dataframe(fused, tmp, layer=LAYER, driver="GPKG", promote_to_multi=True)
+
+    counts = fused.groupby(["code", "name"]).size()
+    for (code, name), n in counts.items():
+        log.info(
+            "class %d %s: %d polygon(s), %.1f ha",
+            code,
+            name,
+            n,
+            fused.loc[fused["code"] == code, "area_m2"].sum() / 1e4,
+        )
+    log.info("%d reference polygon(s) from %d source(s) written to %s", len(fused), len(sources), out_gpkg)
+    return fused
+
+
+def _check_sources(sources: list[ReferenceSource], min_area_m2: float) -> None:
+    """ConfigError for no source, duplicate source names or a negative ``min_area_m2``."""
     if not sources:
         raise ConfigError("reference.sources: at least one reference source is needed")
     names = [s.name for s in sources]
@@ -494,45 +536,35 @@ def fuse_reference(
         raise ConfigError(f"reference.sources: source names must be unique, got {names}")
     if not min_area_m2 >= 0:
         raise ConfigError(f"reference.min_area_m2: must be >= 0 (m2), got {min_area_m2}")
-    crs, bounds = _grid(grid_raster)
 
-    # Read and check every source before any geometry work: bad input fails fast.
-    read = [(i, src, _read_source(src, nomenclature)) for i, src in enumerate(sources)]
 
-    prepared: dict[int, gpd.GeoDataFrame] = {}
-    for i, src, gdf in read:
-        gdf = _repair(gdf, src.name)
-        gdf = gdf.to_crs(crs)
-        n_before = len(gdf)
-        # A polygon mask (not a bbox tuple): exact intersection, valid output; GEOS's
-        # clip_by_rect does not guarantee validity.
-        gdf = gpd.clip(gdf, shapely.box(*bounds), keep_geom_type=True)
-        gdf = gdf.set_geometry(gpd.GeoSeries(_polygonal(gdf.geometry.to_numpy()), index=gdf.index, crs=crs))
-        gdf = gdf.loc[~gdf.geometry.is_empty].sort_values("source_index")
-        if len(gdf) < n_before:
-            log.info("%s: %d polygon(s) outside the tile dropped", src.name, n_before - len(gdf))
-        prepared[i] = _drop_contested(gdf, src.name)
+def _on_tile(gdf: gpd.GeoDataFrame, name: str, crs: CRS, bounds: tuple) -> gpd.GeoDataFrame:
+    """One source's polygons repaired, in the tile CRS, clipped to the tile, contested areas removed."""
+    gdf = _repair(gdf, name)
+    gdf = gdf.to_crs(crs)
+    n_before = len(gdf)
+    # A polygon mask (not a bbox tuple): exact intersection, valid output; GEOS's
+    # clip_by_rect does not guarantee validity.
+    gdf = gpd.clip(gdf, shapely.box(*bounds), keep_geom_type=True)
+    gdf = gdf.set_geometry(gpd.GeoSeries(_polygonal(gdf.geometry.to_numpy()), index=gdf.index, crs=crs))
+    gdf = gdf.loc[~gdf.geometry.is_empty].sort_values("source_index")
+    if len(gdf) < n_before:
+        log.info("%s: %d polygon(s) outside the tile dropped", name, n_before - len(gdf))
+    return _drop_contested(gdf, name)
 
-    # Overlaps between sources: higher priority first; ties -> earlier in the list wins.
+
+def _resolve_priorities(
+    sources: list[ReferenceSource], prepared: dict[int, gpd.GeoDataFrame], crs: CRS, min_area_m2: float
+) -> dict[int, gpd.GeoDataFrame]:
+    """Overlaps between sources: higher priority first, ties -> earlier in the list wins; the
+    polygons smaller than ``min_area_m2`` after the cuts are dropped."""
+    prepared = dict(prepared)
     order = sorted(range(len(sources)), key=lambda i: (-sources[i].priority, i))
     higher: shapely.Geometry | None = None
     for i in order:
         src, gdf = sources[i], prepared[i]
         if higher is not None and len(gdf):
-            shapely.prepare(higher)
-            hits = shapely.intersects(gdf.geometry.to_numpy(), higher)
-            if hits.any():
-                geoms = gdf.geometry.to_numpy().copy()
-                geoms[hits] = _polygonal(shapely.difference(geoms[hits], higher))
-                gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=crs))
-                covered = shapely.is_empty(geoms)
-                log.info(
-                    "%s: %d polygon(s) overlap higher-priority sources (cut), %d fully covered (dropped)",
-                    src.name,
-                    int(hits.sum()),
-                    int(covered.sum()),
-                )
-                gdf = gdf.loc[~covered]
+            gdf = _cut_by_higher(gdf, higher, src.name, crs)
         own = shapely.union_all(gdf.geometry.to_numpy()) if len(gdf) else None
         if own is not None:
             higher = own if higher is None else shapely.union_all([higher, own])
@@ -541,7 +573,37 @@ def fuse_reference(
         if small.any():
             log.info("%s: %d polygon(s) smaller than %g m2 dropped", src.name, int(small.sum()), min_area_m2)
         prepared[i] = gdf.loc[~small]
+    return prepared
 
+
+def _cut_by_higher(gdf: gpd.GeoDataFrame, higher: shapely.Geometry, name: str, crs: CRS) -> gpd.GeoDataFrame:
+    """``gdf`` minus the union ``higher`` of the higher-priority sources; fully covered polygons dropped."""
+    shapely.prepare(higher)
+    hits = shapely.intersects(gdf.geometry.to_numpy(), higher)
+    if not hits.any():
+        return gdf
+    geoms = gdf.geometry.to_numpy().copy()
+    geoms[hits] = _polygonal(shapely.difference(geoms[hits], higher))
+    gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=crs))
+    covered = shapely.is_empty(geoms)
+    log.info(
+        "%s: %d polygon(s) overlap higher-priority sources (cut), %d fully covered (dropped)",
+        name,
+        int(hits.sum()),
+        int(covered.sum()),
+    )
+    return gdf.loc[~covered]
+
+
+def _assemble(
+    sources: list[ReferenceSource],
+    prepared: dict[int, gpd.GeoDataFrame],
+    nomenclature: Nomenclature,
+    crs: CRS,
+    grid_raster: str | os.PathLike,
+) -> gpd.GeoDataFrame:
+    """The fused layer (:data:`COLUMNS`, ``polygon_id`` 1..N in source-list then feature order);
+    InputError when no polygon is left on the tile."""
     parts = []
     for i, src in enumerate(sources):
         gdf = prepared[i]
@@ -565,19 +627,4 @@ def fuse_reference(
             "check that the reference sources cover the tile and that their CRS is right",
         )
     fused.insert(0, "polygon_id", np.arange(1, len(fused) + 1, dtype=np.int64))
-    fused = fused[COLUMNS]
-
-    with atomic_output(out_gpkg) as tmp:
-        pyogrio.write_dataframe(fused, tmp, layer=LAYER, driver="GPKG", promote_to_multi=True)
-
-    counts = fused.groupby(["code", "name"]).size()
-    for (code, name), n in counts.items():
-        log.info(
-            "class %d %s: %d polygon(s), %.1f ha",
-            code,
-            name,
-            n,
-            fused.loc[fused["code"] == code, "area_m2"].sum() / 1e4,
-        )
-    log.info("%d reference polygon(s) from %d source(s) written to %s", len(fused), len(sources), out_gpkg)
-    return fused
+    return fused[COLUMNS]

@@ -92,7 +92,18 @@ def split_polygons(
         raise ConfigError(f"split.ratio: must be a fraction in (0, 1), got {ratio!r}")
     if int(seed) < 0 or int(run) < 0:
         raise ConfigError(f"split.seed / run: must be >= 0, got seed={seed}, run={run}")
-    reference_gpkg = Path(reference_gpkg)
+    ref = _read_reference(Path(reference_gpkg))
+    ref["split"] = _draw_split(ref, float(ratio), seed, run, tile)
+    out = gpd.GeoDataFrame(ref[COLUMNS], geometry="geometry", crs=ref.crs)
+
+    with atomic_output(out_gpkg) as tmp:
+        pyogrio.write_dataframe(out, tmp, layer=LAYER, driver="GPKG", promote_to_multi=True)
+    log.info("%s run %d: split of %d polygon(s) written to %s", tile, run, len(out), out_gpkg)
+    return out
+
+
+def _read_reference(reference_gpkg: Path) -> gpd.GeoDataFrame:
+    """The fused reference polygons (layer ``reference``), checked, sorted by ``polygon_id``."""
     if not reference_gpkg.is_file():
         raise InputError(
             reference_gpkg, "reference polygons not found", "run the reference fusion step first"
@@ -114,14 +125,17 @@ def split_polygons(
         raise InputError(reference_gpkg, "no reference polygon", "check the reference sources of this tile")
     if ref["polygon_id"].duplicated().any():
         raise InputError(reference_gpkg, "duplicate polygon_id values", "rerun the reference fusion step")
+    return ref.sort_values("polygon_id", kind="stable").reset_index(drop=True)
 
-    ref = ref.sort_values("polygon_id", kind="stable").reset_index(drop=True)
+
+def _draw_split(ref: gpd.GeoDataFrame, ratio: float, seed: int, run: int, tile: str) -> np.ndarray:
+    """``"learn"`` / ``"validation"`` of each polygon of ``ref`` (str [N]), drawn per class."""
     split = np.empty(len(ref), dtype=object)
     codes = ref["code"].to_numpy()
     for code in np.unique(codes):
         idx = np.flatnonzero(codes == code)  # sorted by polygon_id
         n = len(idx)
-        k = n_learning(n, float(ratio))
+        k = n_learning(n, ratio)
         order = split_rng(seed, run, tile, int(code)).permutation(n)
         split[idx[order[:k]]] = LEARN
         split[idx[order[k:]]] = VALIDATION
@@ -139,13 +153,7 @@ def split_polygons(
         log.info(
             "%s run %d: class %d %s: %d learning, %d validation polygon(s)", tile, run, code, name, k, n - k
         )
-    ref["split"] = split.astype(str)
-    out = gpd.GeoDataFrame(ref[COLUMNS], geometry="geometry", crs=ref.crs)
-
-    with atomic_output(out_gpkg) as tmp:
-        pyogrio.write_dataframe(out, tmp, layer=LAYER, driver="GPKG", promote_to_multi=True)
-    log.info("%s run %d: split of %d polygon(s) written to %s", tile, run, len(out), out_gpkg)
-    return out
+    return split.astype(str)
 
 
 def read_split(split_gpkg: str | os.PathLike, which: str | None = None) -> gpd.GeoDataFrame:

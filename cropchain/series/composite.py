@@ -29,22 +29,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.io.raster import block_windows, geotiff_profile, open_raster
-from cropchain.series.gapfill import (
-    GAPFILLED_NODATA,
+from cropchain.io.raster import block_windows, open_raster
+from cropchain.series.dates import parse_date
+from cropchain.series.tile import (
     MAX_GAP_DAYS,
     MAX_GAP_SHARE,
     MAX_UNCLEAR_SHARE,
     check_coverage,
     check_inputs,
-    parse_date,
+    open_series_outputs,
     to_int16,
-    validity_dtype,
 )
 
 log = logging.getLogger(__name__)
@@ -271,7 +268,7 @@ def monthly_composite_tile(
     day : 15 (default) or 1, the day of the month that dates each composite.
     block : window size in pixels; memory is bounded by one window.
     max_gap_days, max_gap_share, max_unclear_share : coverage checks of the months by clear
-        acquisitions (see :func:`cropchain.series.gapfill.check_coverage`).
+        acquisitions (see :func:`cropchain.series.tile.check_coverage`).
 
     Raises
     ------
@@ -304,49 +301,54 @@ def monthly_composite_tile(
         block=block,
         bands=used,
     )
-    per_month = np.bincount(month_of[used], minlength=len(months))
-    empty = [f"{m:%Y-%m}" for m, c in zip(months, per_month) if c == 0]
+    _log_months(raw, dates, months, month_of, used, len(names))
     n_bands, n_months = len(names), len(months)
-    log.info(
-        "monthly median composites of %s: %d dates x %d bands -> %d months (%s .. %s)%s",
-        raw,
-        used.size,
-        n_bands,
-        n_months,
-        f"{months[0]:%Y-%m}",
-        f"{months[-1]:%Y-%m}",
-        f"; no acquisition in {', '.join(empty)} (filled from the neighbouring months)" if empty else "",
-    )
-    if used.size < len(dates):
-        log.info("%d acquisition date(s) outside the months ignored", len(dates) - used.size)
-
-    gf_profile = geotiff_profile(profile, count=n_months * n_bands, dtype="int16", nodata=GAPFILLED_NODATA)
-    va_profile = geotiff_profile(profile, count=1, dtype=validity_dtype(int(used.size)), nodata=None)
-    descriptions = [f"{m:%Y%m%d}_{b}" for m in months for b in names]
     windows = list(block_windows(profile["height"], profile["width"], block))
     sub_dates = [dates[i] for i in used]
     band_rows = [int(t) * n_bands + b + 1 for t in used for b in range(n_bands)]
     mask_rows = [int(t) + 1 for t in used]
     src_nodata = profile.get("nodata")
 
-    with atomic_output(out_gapfilled) as tmp_gf, atomic_output(out_validity) as tmp_va:
-        with (
-            open_raster(raw, "raw time series") as src,
-            open_raster(mask, "raw mask") as msk,
-            rasterio.open(tmp_gf, "w", **gf_profile) as gf,
-            rasterio.open(tmp_va, "w", **va_profile) as va,
-        ):
-            for i, desc in enumerate(descriptions, start=1):
-                gf.set_band_description(i, desc)
-            va.set_band_description(1, "clear_dates")
-            for win in tqdm(windows, desc="monthly composites", unit="window", disable=None):
-                h, w = win.height, win.width
-                values = src.read(band_rows, window=win).reshape(used.size, n_bands, h * w)
-                valid = msk.read(mask_rows, window=win).reshape(used.size, h * w) == 0
-                if src_nodata is not None:
-                    valid &= ~(values == src_nodata).any(axis=1)
-                filled = composite_series(values, valid, sub_dates, months)
-                gf.write(to_int16(filled).reshape(n_months * n_bands, h, w), window=win)
-                va.write(valid.sum(axis=0).astype(va_profile["dtype"]).reshape(1, h, w), window=win)
-        write_text_atomic(out_dates, "".join(f"{m:%Y%m%d}\n" for m in months))
+    outputs = open_series_outputs(
+        out_gapfilled, out_validity, out_dates, profile, months, names, int(used.size)
+    )
+    with (
+        outputs as (gf, va),
+        open_raster(raw, "raw time series") as src,
+        open_raster(mask, "raw mask") as msk,
+    ):
+        for win in tqdm(windows, desc="monthly composites", unit="window", disable=None):
+            h, w = win.height, win.width
+            values = src.read(band_rows, window=win).reshape(used.size, n_bands, h * w)
+            valid = msk.read(mask_rows, window=win).reshape(used.size, h * w) == 0
+            if src_nodata is not None:
+                valid &= ~(values == src_nodata).any(axis=1)
+            filled = composite_series(values, valid, sub_dates, months)
+            gf.write(to_int16(filled).reshape(n_months * n_bands, h, w), window=win)
+            va.write(valid.sum(axis=0).astype(va.dtypes[0]).reshape(1, h, w), window=win)
     log.info("wrote %s (%d bands), %s and %s", out_gapfilled, n_months * n_bands, out_dates, out_validity)
+
+
+def _log_months(
+    raw: Path,
+    dates: Sequence[dt.date],
+    months: Sequence[dt.date],
+    month_of: np.ndarray,
+    used: np.ndarray,
+    n_bands: int,
+) -> None:
+    """INFO on the months composited: the empty ones (filled from their neighbours) and the dates outside."""
+    per_month = np.bincount(month_of[used], minlength=len(months))
+    empty = [f"{m:%Y-%m}" for m, c in zip(months, per_month) if c == 0]
+    log.info(
+        "monthly median composites of %s: %d dates x %d bands -> %d months (%s .. %s)%s",
+        raw,
+        used.size,
+        n_bands,
+        len(months),
+        f"{months[0]:%Y-%m}",
+        f"{months[-1]:%Y-%m}",
+        f"; no acquisition in {', '.join(empty)} (filled from the neighbouring months)" if empty else "",
+    )
+    if used.size < len(dates):
+        log.info("%d acquisition date(s) outside the months ignored", len(dates) - used.size)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster, read_dates
+from cropchain.series.tile import GAPFILLED_NODATA
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 FEATURES_NODATA = -9999.0
 #: reflectance scale of ``gapfilled.tif`` (int16 x10000).
 REFLECTANCE_SCALE = 10000.0
-#: nodata of ``gapfilled.tif``, used where the file declares none.
-GAPFILLED_NODATA = -32768
 
 #: Surface reflectance bands (Sentinel-2 names); brightness is computed over those present.
 REFLECTANCE_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,67 +35,26 @@ import rasterio
 from scipy.interpolate import Akima1DInterpolator, CubicSpline
 from tqdm import tqdm
 
-from cropchain.errors import ConfigError, CropchainError, InputError
-from cropchain.io.atomic import atomic_output, write_text_atomic
-from cropchain.io.raster import (
-    block_windows,
-    geotiff_profile,
-    map_windows,
-    open_raster,
-    read_dates,
+from cropchain.errors import ConfigError, CropchainError
+from cropchain.io.raster import block_windows, map_windows, open_raster
+from cropchain.series.dates import days_since, output_date_grid, parse_date
+from cropchain.series.tile import (
+    GAPFILLED_NODATA,
+    MAX_GAP_DAYS,
+    MAX_GAP_SHARE,
+    MAX_UNCLEAR_SHARE,
+    check_coverage,
+    check_inputs,
+    open_series_outputs,
+    to_int16,
 )
 
 log = logging.getLogger(__name__)
 
-#: nodata of ``gapfilled.tif`` (int16 reflectance x10000).
-GAPFILLED_NODATA = -32768
-#: reflectance scale of ``raw.tif`` and ``gapfilled.tif``.
-REFLECTANCE_SCALE = 10000
 MODES = ("linear", "spline")
 BACKENDS = ("numpy", "otb")
 OTB_APP = "ImageTimeSeriesGapFilling"
 OTB_CLI = "otbcli_ImageTimeSeriesGapFilling"
-
-
-# --------------------------------------------------------------------------- date grid
-def parse_date(value: dt.date | str, what: str) -> dt.date:
-    """A date from a ``datetime.date`` or a ``YYYY-MM-DD`` / ``YYYYMMDD`` string; ``what`` names it in errors."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    text = str(value).strip()
-    for fmt in ("%Y-%m-%d", "%Y%m%d"):
-        try:
-            return dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    raise ConfigError(f"gap filling {what} date {value!r} is not a date: write it as YYYY-MM-DD")
-
-
-def output_date_grid(start: dt.date, end: dt.date, step_days: int) -> list[dt.date]:
-    """Regular output date grid of the gap filling: ``start, start + step, ... <= end``.
-
-    Parameters
-    ----------
-    start, end : first and last admissible date (``end`` is included when it falls on the grid).
-    step_days : grid step in days (iota2's temporal resolution), >= 1.
-
-    Returns
-    -------
-    list of :class:`datetime.date`, never empty.
-
-    Raises
-    ------
-    ConfigError
-        ``step_days < 1`` or ``end`` before ``start``.
-    """
-    if int(step_days) != step_days or step_days < 1:
-        raise ConfigError(f"gap filling step of {step_days!r} days: it must be a whole number of days >= 1")
-    if end < start:
-        raise ConfigError(f"gap filling end date {end} is before the start date {start}: swap them")
-    n = (end - start).days // int(step_days) + 1
-    return [start + dt.timedelta(days=i * int(step_days)) for i in range(n)]
 
 
 # --------------------------------------------------------------------------- per-pixel series
@@ -176,9 +135,9 @@ def _apply_linear(
 
     ``out`` float32: NaN for pixels without a valid date. ``out`` int16 (the chain's storage):
     rounded, clipped off the nodata value, :data:`GAPFILLED_NODATA` for pixels without a valid
-    date; the same numbers as :func:`to_int16` of the float32 result, in fewer passes over memory
-    and no float32 copy of the whole block. ``prev`` and ``nxt`` are overwritten (turned into
-    flat indices).
+    date; the same numbers as :func:`~cropchain.series.tile.to_int16` of the float32 result, in
+    fewer passes over memory and no float32 copy of the whole block. ``prev`` and ``nxt`` are
+    overwritten (turned into flat indices).
     """
     n = values.shape[-1]
     cols = np.arange(n, dtype=np.intp)
@@ -266,8 +225,8 @@ def gapfill_series(
     mode : ``"linear"`` or ``"spline"`` (linear below 3 valid dates, natural cubic spline for
         3-4, Akima for 5 or more), see the module docstring.
     out_dtype : ``"float32"`` (default) or ``"int16"``: the chain's storage, equal to
-        :func:`to_int16` of the float32 result (rounded; nodata -32768 for pixels without any
-        valid date), computed without a float32 copy of the block.
+        :func:`~cropchain.series.tile.to_int16` of the float32 result (rounded; nodata -32768 for
+        pixels without any valid date), computed without a float32 copy of the block.
 
     Returns
     -------
@@ -305,294 +264,6 @@ def gapfill_series(
 
 
 # --------------------------------------------------------------------------- tiles
-def _days(dates: Sequence[dt.date], origin: dt.date) -> np.ndarray:
-    return np.array([(d - origin).days for d in dates], dtype=np.float64)
-
-
-def _read_input_dates(path: str | os.PathLike) -> list[dt.date]:
-    try:
-        texts = read_dates(path)
-    except UnicodeDecodeError:
-        raise InputError(
-            path, "dates file is not a text file", "write one date per line as YYYYMMDD"
-        ) from None
-    except OSError as exc:
-        raise InputError(
-            path, f"dates file cannot be read ({exc.strerror})", "check the file's permissions"
-        ) from None
-    if not texts:
-        raise InputError(path, "dates file is empty", "write one acquisition date per line as YYYYMMDD")
-    try:
-        dates = [dt.datetime.strptime(t, "%Y%m%d").date() for t in texts]
-    except ValueError as exc:
-        raise InputError(path, f"invalid date ({exc})", "write real calendar dates as YYYYMMDD") from None
-    for a, b in zip(dates, dates[1:]):
-        if b <= a:
-            raise InputError(
-                path,
-                f"dates are not strictly increasing ({a:%Y%m%d} then {b:%Y%m%d})",
-                "sort the dates and stack one acquisition per date (rerun ingest)",
-            )
-    return dates
-
-
-def _band_names(
-    raw_path: Path, descriptions: Sequence[str | None], dates: Sequence[dt.date], n_bands: int
-) -> list[str]:
-    """Band names of one date from ``raw.tif``'s descriptions ``YYYYMMDD_Bxx`` (checked against the dates)."""
-    if not any(descriptions):
-        names = [f"B{i + 1}" for i in range(n_bands)]
-        log.warning(
-            "%s has no band descriptions; naming its %d bands per date %s",
-            raw_path,
-            n_bands,
-            ", ".join(names),
-        )
-        return names
-    names: list[str] = []
-    for i, desc in enumerate(descriptions):
-        t, b = divmod(i, n_bands)
-        want = f"{dates[t]:%Y%m%d}_"
-        if not desc or not desc.startswith(want) or len(desc) == len(want):
-            raise InputError(
-                raw_path,
-                f"band {i + 1} is described {desc!r}, expected '{want}<band>' "
-                f"(date-major order, {n_bands} bands per date, dates from the dates file)",
-                "rerun ingest so that raw.tif, raw_mask.tif and raw_dates.txt match",
-            )
-        name = desc[len(want) :]
-        if t == 0:
-            names.append(name)
-        elif name != names[b]:
-            raise InputError(
-                raw_path,
-                f"band {i + 1} is {name!r} but band {b + 1} of the first date is {names[b]!r}",
-                "every date must hold the same bands in the same order; rerun ingest",
-            )
-    return names
-
-
-def check_inputs(raw: Path, mask: Path, raw_dates: Path) -> tuple[list[dt.date], list[str], dict]:
-    """Check the ingest contract of a tile; return its dates, band names and raw profile.
-
-    Raises :class:`InputError` naming the file for band counts that do not fit the dates,
-    a mask with another number of dates, or rasters on different grids.
-    """
-    dates = _read_input_dates(raw_dates)
-    with open_raster(raw, "raw time series") as src, open_raster(mask, "raw mask") as msk:
-        n_dates = len(dates)
-        if src.count % n_dates:
-            raise InputError(
-                raw,
-                f"{src.count} bands is not a multiple of the {n_dates} dates of {raw_dates}",
-                "use the dates file written with this stack (rerun ingest)",
-            )
-        if msk.count != n_dates:
-            raise InputError(
-                mask,
-                f"{msk.count} mask bands for {n_dates} dates in {raw_dates}",
-                "the mask needs one band per date (rerun ingest)",
-            )
-        if (
-            (src.width, src.height) != (msk.width, msk.height)
-            or src.crs != msk.crs
-            or not src.transform.almost_equals(msk.transform)
-        ):
-            raise InputError(
-                mask,
-                f"grid {msk.width}x{msk.height} {msk.crs} {tuple(msk.transform)[:6]} differs from "
-                f"{raw}'s {src.width}x{src.height} {src.crs} {tuple(src.transform)[:6]}",
-                "the mask and the stack must share one grid (rerun ingest)",
-            )
-        n_bands = src.count // n_dates
-        names = _band_names(raw, src.descriptions, dates, n_bands)
-        profile = src.profile
-    return dates, names, profile
-
-
-#: defaults of the coverage checks (config keys gapfill.max_gap_days, gapfill.max_gap_share,
-#: gapfill.max_unclear_share).
-MAX_GAP_DAYS = 60
-MAX_GAP_SHARE = 0.2
-MAX_UNCLEAR_SHARE = 0.5
-
-
-def _tile_name(raw: Path) -> str:
-    """The tile of ``results/tiles/{tile}/raw.tif`` (the parent folder's name)."""
-    return raw.parent.name
-
-
-def check_coverage(
-    raw: str | os.PathLike,
-    mask: str | os.PathLike,
-    dates: Sequence[dt.date],
-    grid: Sequence[dt.date],
-    *,
-    max_gap_days: int = MAX_GAP_DAYS,
-    max_gap_share: float = MAX_GAP_SHARE,
-    max_unclear_share: float = MAX_UNCLEAR_SHARE,
-    block: int = 512,
-    bands: Sequence[int] | None = None,
-) -> np.ndarray:
-    """Check that the output date grid is backed by clear acquisitions, before any output is written.
-
-    Gap filling copies the first / last clear value beyond the acquisitions and interpolates
-    across any gap, so a grid of another year, or a tile with no clear observation, would give
-    a map that looks fine and is wrong. This pass reads only the mask, window by window.
-
-    Parameters
-    ----------
-    raw : the tile's ``raw.tif`` (its folder names the tile; the first band of each date tells
-        pixels never observed, nodata on every date, from cloudy ones).
-    mask : ``raw_mask.tif``, uint8, T_in bands, 0 = clear.
-    dates : [T_in] acquisition dates, strictly increasing.
-    grid : [T_out] output dates.
-    max_gap_days : a grid date is *far* from a pixel's data when no clear acquisition of that
-        pixel lies within this many days of it (config ``gapfill.max_gap_days``).
-    max_gap_share : WARNING for every grid date far from the data of more than this share of
-        the pixels that have a clear date (config ``gapfill.max_gap_share``).
-    max_unclear_share : stop when more than this share of the observed pixels has no clear
-        date at all (config ``gapfill.max_unclear_share``); pixels that are nodata in ``raw`` on
-        every date (outside the swath) are not counted.
-    block : window size in pixels.
-    bands : 0-based mask bands of ``dates`` when only some of the mask's dates are used
-        (None: all, ``len(dates)`` bands).
-
-    Returns
-    -------
-    numpy.ndarray
-        [T_out] float64, share of the pixels with a clear date for which each grid date is far.
-
-    Raises
-    ------
-    ConfigError
-        more than half of the grid dates lie more than ``max_gap_days`` outside the span of
-        the acquisitions (``dates.start`` / ``dates.end`` named, with the products' span).
-    InputError
-        more than ``max_unclear_share`` of the pixels have no clear date at all (the tile,
-        the mask file and the dates named).
-
-    Warns (log)
-    -----------
-    a single date with any clear pixel in the whole series, or most clear pixels with a single
-    clear date (gap filling is then a constant in time); grid dates far from the data.
-    """
-    raw, mask = Path(raw), Path(mask)
-    tile = _tile_name(raw)
-    in_days = _days(dates, dates[0])
-    out_days = _days(grid, dates[0])
-    outside = (out_days < in_days[0] - max_gap_days) | (out_days > in_days[-1] + max_gap_days)
-    if outside.mean() > 0.5:
-        raise ConfigError(
-            f"dates.start / dates.end: {int(outside.sum())} of the {len(grid)} output dates ({grid[0]} to {grid[-1]}) "
-            f"lie more than {max_gap_days} days outside the acquisitions of tile {tile} ({dates[0]} to {dates[-1]}, "
-            f"{len(dates)} dates, {raw}): set dates.start / dates.end within the products' span, or give products "
-            f"of the period mapped"
-        )
-    # Clear acquisitions within max_gap_days of each grid date: [lo, hi) into the input dates.
-    lo = np.searchsorted(in_days, out_days - max_gap_days, side="left")
-    hi = np.searchsorted(in_days, out_days + max_gap_days, side="right")
-    n_in = len(dates)
-    far = np.zeros(len(grid), dtype=np.int64)
-    per_date = np.zeros(n_in, dtype=np.int64)
-    n_pixels = n_clear = n_single = n_seen = 0
-    with open_raster(mask, "raw mask") as msk, open_raster(raw, "raw time series") as src:
-        n_bands = max(src.count // max(msk.count, 1), 1)
-        used = range(n_in) if bands is None else [int(b) for b in bands]
-        mask_indexes = [b + 1 for b in used]
-        first_band = [b * n_bands + 1 for b in used]  # nodata there = outside the swath on that date
-        for win in block_windows(msk.height, msk.width, block):
-            valid = msk.read(mask_indexes, window=win).reshape(n_in, -1) == 0
-            seen = (
-                (src.read(first_band, window=win).reshape(n_in, -1) != src.nodata).any(axis=0)
-                if src.nodata is not None
-                else np.ones(valid.shape[1], bool)
-            )
-            count = valid.sum(axis=0)
-            has = count > 0
-            n_pixels += valid.shape[1]
-            n_seen += int((seen | has).sum())
-            n_clear += int(has.sum())
-            n_single += int((count == 1).sum())
-            per_date += valid.sum(axis=1)
-            cum = np.zeros((n_in + 1, int(has.sum())), dtype=np.int32)
-            np.cumsum(valid[:, has], axis=0, out=cum[1:])
-            far += ((cum[hi] - cum[lo]) == 0).sum(axis=1)
-    # Pixels never observed (nodata on every date: a tile at the edge of the swath) are not
-    # counted against the products: they are nodata in the output, as they should be.
-    unclear = 1 - n_clear / n_seen if n_seen else 1.0
-    clear_dates = [d for d, n in zip(dates, per_date) if n > 0]
-    if n_seen < n_pixels:
-        log.info(
-            "tile %s: %.1f%% of the pixels are nodata on every date (outside the swath)",
-            tile,
-            100.0 * (n_pixels - n_seen) / n_pixels,
-        )
-    if unclear > max_unclear_share:
-        raise InputError(
-            mask,
-            f"tile {tile}: {unclear:.0%} of the observed pixels have no clear observation in any of the {n_in} dates "
-            f"({', '.join(f'{d:%Y-%m-%d}' for d in dates)}); dates with any clear pixel: "
-            f"{', '.join(f'{d:%Y-%m-%d}' for d in clear_dates) or 'none'}",
-            "give products with clear observations of this tile (cloud cover, nodata, the right tile), "
-            f"or relax ingest's masked classes; gapfill.max_unclear_share is {max_unclear_share}",
-        )
-    if len(clear_dates) == 1:
-        log.warning(
-            "tile %s: a single date with clear pixels (%s) among %d dates: the gap-filled series is "
-            "constant in time (no temporal information for the classifier)",
-            tile,
-            clear_dates[0],
-            n_in,
-        )
-    elif n_clear and n_single / n_clear > 0.5:
-        log.warning(
-            "tile %s: %.0f%% of the pixels have a single clear date among %d: their gap-filled series "
-            "is constant in time",
-            tile,
-            100 * n_single / n_clear,
-            n_in,
-        )
-    share = far / n_clear if n_clear else np.zeros(len(grid))
-    bad = np.flatnonzero(share > max_gap_share)
-    if bad.size:
-        shown = ", ".join(f"{grid[i]} ({share[i]:.0%})" for i in bad[:10])
-        if bad.size > 10:
-            shown += f", ... ({bad.size} dates in all)"
-        log.warning(
-            "tile %s: %d of %d output date(s) lie more than %d days from any clear acquisition for more than %.0f%% of "
-            "the pixels, their values are extrapolated or interpolated over a long gap: %s (acquisitions %s to %s)",
-            tile,
-            bad.size,
-            len(grid),
-            max_gap_days,
-            100 * max_gap_share,
-            shown,
-            dates[0],
-            dates[-1],
-        )
-    return share
-
-
-def validity_dtype(n_dates: int) -> str:
-    """dtype of the validity raster (count of clear dates) for ``n_dates`` input dates."""
-    return "uint8" if n_dates <= 254 else "uint16"
-
-
-def to_int16(block: np.ndarray) -> np.ndarray:
-    """float32 reflectance x10000 -> int16, rounded, clipped off the nodata value; NaN -> nodata.
-
-    ``block`` is overwritten.
-    """
-    missing = np.isnan(block)
-    np.rint(block, out=block)
-    np.clip(block, GAPFILLED_NODATA + 1, np.iinfo(np.int16).max, out=block)
-    block[missing] = 0
-    out = block.astype(np.int16)
-    out[missing] = GAPFILLED_NODATA
-    return out
-
-
 def gapfill_tile(
     raw: str | os.PathLike,
     mask: str | os.PathLike,
@@ -634,7 +305,7 @@ def gapfill_tile(
     block : window size in pixels; memory is bounded by ``threads + 1`` windows.
     threads : windows gap-filled in parallel (:func:`cropchain.io.raster.map_windows`).
     max_gap_days, max_gap_share, max_unclear_share : coverage checks of the grid by clear
-        acquisitions, see :func:`check_coverage`.
+        acquisitions, see :func:`~cropchain.series.tile.check_coverage`.
 
     Raises
     ------
@@ -642,10 +313,10 @@ def gapfill_tile(
         Band count of ``raw`` not a multiple of the number of dates, mask band count different
         from the number of dates, grids differ, descriptions inconsistent with the dates, dates
         file missing / unreadable / not increasing, a raster unreadable, or most pixels without
-        any clear date (:func:`check_coverage`).
+        any clear date (:func:`~cropchain.series.tile.check_coverage`).
     ConfigError
         Bad ``start`` / ``end`` / ``step_days`` / ``mode`` / ``backend``, or an output grid
-        mostly outside the acquisitions (:func:`check_coverage`).
+        mostly outside the acquisitions (:func:`~cropchain.series.tile.check_coverage`).
     CropchainError
         ``backend="otb"`` without OTB's gap filling application installed.
     """
@@ -668,8 +339,7 @@ def gapfill_tile(
         max_unclear_share=max_unclear_share,
         block=block,
     )
-    if backend == "otb":
-        otb = _find_otb()  # fail before writing anything
+    otb = _find_otb() if backend == "otb" else None  # fail before writing anything
     n_bands, n_in, n_out = len(names), len(dates), len(grid)
     log.info(
         "gap filling %s: %d dates x %d bands -> %d dates (%s to %s every %d days, %s, %s backend)",
@@ -683,79 +353,54 @@ def gapfill_tile(
         mode,
         backend,
     )
-
-    gf_profile = geotiff_profile(profile, count=n_out * n_bands, dtype="int16", nodata=GAPFILLED_NODATA)
-    va_profile = geotiff_profile(profile, count=1, dtype=validity_dtype(n_in), nodata=None)
-    descriptions = [f"{d:%Y%m%d}_{b}" for d in grid for b in names]
     windows = list(block_windows(profile["height"], profile["width"], block))
-    grid_text = "".join(f"{d:%Y%m%d}\n" for d in grid)
-
-    with atomic_output(out_gapfilled) as tmp_gf, atomic_output(out_validity) as tmp_va:
-        work_dir = (
-            tempfile.TemporaryDirectory(dir=Path(tmp_gf).parent, prefix=".otb-gapfill-")
-            if backend == "otb"
-            else contextlib.nullcontext(None)
-        )
-        with work_dir as work:
-            otb_out = None
-            if backend == "otb":
-                od_file = Path(work) / "out_dates.txt"
-                od_file.write_text(grid_text)
-                otb_out = Path(work) / "gapfilled_otb.tif"
-                _run_otb(otb, raw, mask, raw_dates, od_file, otb_out, n_bands, mode)
-            in_days, out_days = _days(dates, dates[0]), _days(grid, dates[0])
-            with (
-                open_raster(raw, "raw time series") as src,
-                open_raster(mask, "raw mask") as msk,
-                rasterio.open(tmp_gf, "w", **gf_profile) as gf,
-                rasterio.open(tmp_va, "w", **va_profile) as va,
+    with open_series_outputs(out_gapfilled, out_validity, out_dates, profile, grid, names, n_in) as (gf, va):
+        with (
+            _otb_gapfilled(otb, raw, mask, raw_dates, grid, Path(gf.name).parent, n_bands, mode) as otb_src,
+            open_raster(raw, "raw time series") as src,
+            open_raster(mask, "raw mask") as msk,
+        ):
+            lock = threading.Lock()  # the datasets are shared by the worker threads
+            in_days, out_days = days_since(dates, dates[0]), days_since(grid, dates[0])
+            fill = _window_filler(src, msk, otb_src, lock, in_days, out_days, n_bands, mode, va.dtypes[0])
+            done = map_windows(fill, windows, threads)
+            for win, (filled, count) in tqdm(
+                done, total=len(windows), desc="gap filling", unit="window", disable=None
             ):
-                otb_src = rasterio.open(otb_out) if otb_out is not None else None
-                try:
-                    for i, desc in enumerate(descriptions, start=1):
-                        gf.set_band_description(i, desc)
-                    va.set_band_description(1, "clear_dates")
-                    lock = threading.Lock()  # the datasets are shared by the worker threads
-
-                    def fill(win):
-                        h, w = win.height, win.width
-                        with lock:
-                            valid = msk.read(window=win).reshape(n_in, h * w) == 0
-                            values = (
-                                src.read(window=win)
-                                if otb_src is None
-                                else otb_src.read(window=win, out_dtype="float32")
-                            )
-                        count = valid.sum(axis=0)
-                        if otb_src is None:
-                            filled = gapfill_series(
-                                values.reshape(n_in, n_bands, h * w),
-                                valid,
-                                in_days,
-                                out_days,
-                                mode=mode,
-                                out_dtype="int16",
-                            )
-                        else:
-                            filled = values.reshape(n_out, n_bands, h * w)
-                            filled[:, :, count == 0] = np.nan
-                            filled = to_int16(filled)
-                        return filled.reshape(n_out * n_bands, h, w), count.astype(
-                            va_profile["dtype"]
-                        ).reshape(1, h, w)
-
-                    done = map_windows(fill, windows, threads)
-                    for win, (filled, count) in tqdm(
-                        done, total=len(windows), desc="gap filling", unit="window", disable=None
-                    ):
-                        with lock:
-                            gf.write(filled, window=win)
-                            va.write(count, window=win)
-                finally:
-                    if otb_src is not None:
-                        otb_src.close()
-        write_text_atomic(out_dates, grid_text)
+                with lock:
+                    gf.write(filled, window=win)
+                    va.write(count, window=win)
     log.info("wrote %s (%d bands), %s and %s", out_gapfilled, n_out * n_bands, out_dates, out_validity)
+
+
+def _window_filler(src, msk, otb_src, lock, in_days, out_days, n_bands: int, mode: str, va_dtype: str):
+    """The step of :func:`gapfill_tile` on one window: ``fill(win) -> (gapfilled, count)``.
+
+    ``gapfilled`` int16 [T_out*B, h, w] (from the raw series ``src`` and mask ``msk``, or read
+    from OTB's float32 output ``otb_src``), ``count`` [1, h, w] of ``va_dtype``, the clear input
+    dates. Reads hold ``lock`` (the datasets are shared by the worker threads).
+    """
+    n_in, n_out = in_days.size, out_days.size
+
+    def fill(win):
+        h, w = win.height, win.width
+        with lock:
+            valid = msk.read(window=win).reshape(n_in, h * w) == 0
+            values = (
+                src.read(window=win) if otb_src is None else otb_src.read(window=win, out_dtype="float32")
+            )
+        count = valid.sum(axis=0)
+        if otb_src is None:
+            filled = gapfill_series(
+                values.reshape(n_in, n_bands, h * w), valid, in_days, out_days, mode=mode, out_dtype="int16"
+            )
+        else:
+            filled = values.reshape(n_out, n_bands, h * w)
+            filled[:, :, count == 0] = np.nan
+            filled = to_int16(filled)
+        return filled.reshape(n_out * n_bands, h, w), count.astype(va_dtype).reshape(1, h, w)
+
+    return fill
 
 
 # --------------------------------------------------------------------------- OTB backend
@@ -783,6 +428,31 @@ def _find_otb() -> tuple[str, object]:
         f"(build OTB with -DModule_OTBTemporalGapFilling=ON; Debian's otb-bin does not ship it) and "
         f"source its otbenv.profile, or set `gapfill.backend: numpy` (same results, the default)."
     )
+
+
+@contextlib.contextmanager
+def _otb_gapfilled(
+    otb: tuple[str, object] | None,
+    raw: Path,
+    mask: Path,
+    raw_dates: Path,
+    grid: Sequence[dt.date],
+    work_parent: Path,
+    n_bands: int,
+    mode: str,
+) -> Iterator[rasterio.io.DatasetReader | None]:
+    """OTB's gap filling of the tile, open for reading (float32, T_out*B bands), in a temporary
+    folder under ``work_parent`` removed afterwards; None without OTB (``otb`` None)."""
+    if otb is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(dir=work_parent, prefix=".otb-gapfill-") as work:
+        od_file = Path(work) / "out_dates.txt"
+        od_file.write_text("".join(f"{d:%Y%m%d}\n" for d in grid))
+        otb_out = Path(work) / "gapfilled_otb.tif"
+        _run_otb(otb, raw, mask, raw_dates, od_file, otb_out, n_bands, mode)
+        with rasterio.open(otb_out) as otb_src:
+            yield otb_src
 
 
 def _run_otb(
