@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -52,6 +53,7 @@ META_COLUMNS = ["tile", "polygon_id", "code", "split", "row", "col", "validity"]
 _SPLITS = (LEARN, VALIDATION)
 _FLUSH_ROWS = 1 << 16  # rows buffered before a Parquet row group is written (x F float32)
 _CHUNK_VALUES = 1 << 24  # float32 values read at once per window (64 MiB)
+_SPLIT_DICTIONARY = pa.array(list(_SPLITS), type=pa.string())  # values of the split column
 
 
 @dataclass
@@ -229,6 +231,17 @@ def _cap_selection(tiles: list[_Tile], block: int, cap: int, seed: int) -> dict[
     return keep
 
 
+def run_tiles(
+    tiles: Sequence[str], features: Sequence[Any], validity: Sequence[Any], splits: Sequence[Any]
+) -> list[dict]:
+    """The ``tiles`` argument of :func:`extract_pixels` from per-tile lists in the same order:
+    names, features (:class:`~cropchain.series.features.FeatureSpec` or path), validity and
+    split paths (the rules ``samples`` and ``samples_presto``)."""
+    return [
+        dict(tile=t, features=f, validity=v, split=s) for t, f, v, s in zip(tiles, features, validity, splits)
+    ]
+
+
 def extract_pixels(
     tiles: list[dict],
     out_parquet: str | os.PathLike,
@@ -281,6 +294,59 @@ def extract_pixels(
     ConfigError
         empty tile list, malformed tile entry, duplicate tile names, bad cap or block.
     """
+    _check_extract_arguments(tiles, max_learn_pixels_per_class, block)
+    opened, names = _open_tiles(tiles)
+    cap = _LearningCap.draw(opened, block, max_learn_pixels_per_class, seed)
+    schema = _table_schema(names)
+    counts: dict[tuple[int, str], int] = {}
+    polygons: dict[tuple[int, str], set] = {}
+    n_total = 0
+
+    with atomic_output(out_parquet) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            buffer = _TableBuffer(writer)
+            for t in opened:
+                n_tile = _extract_tile(t, block, cap, buffer, schema, counts, polygons)
+                if n_tile == 0:
+                    log.warning(
+                        "%s: no learning pixel with a clear date (polygons in %s)", t.tile, t.split_path
+                    )
+                else:
+                    log.info("%s: %d learning pixel(s) extracted", t.tile, n_tile)
+                n_total += n_tile
+            buffer.flush()
+            _check_extracted(n_total, opened)
+
+    summary = _summary(counts, polygons)
+    log.info("%d pixel(s) x %d feature(s) written to %s", n_total, len(names), out_parquet)
+    return summary
+
+
+def _check_extracted(n_total: int, opened: list[_Tile]) -> None:
+    """At least one learning pixel was extracted (:class:`InputError` otherwise)."""
+    if n_total == 0:
+        raise InputError(
+            ", ".join(str(t.split_path) for t in opened),
+            "no learning pixel with a clear date on any tile",
+            "check that the split polygons overlap the feature rasters and that validity is > 0 there",
+        )
+
+
+def _summary(counts: dict[tuple[int, str], int], polygons: dict[tuple[int, str], set]) -> pd.DataFrame:
+    """The summary of :func:`extract_pixels` (pixels and polygons per class and split), logged."""
+    summary = pd.DataFrame(
+        [(code, split, n, len(polygons[(code, split)])) for (code, split), n in sorted(counts.items())],
+        columns=["code", "split", "n_pixels", "n_polygons"],
+    )
+    for row in summary.itertuples(index=False):
+        log.info(
+            "class %d %s: %d pixel(s) from %d polygon(s)", row.code, row.split, row.n_pixels, row.n_polygons
+        )
+    return summary
+
+
+def _check_extract_arguments(tiles: list[dict], max_learn_pixels_per_class: int | None, block: int) -> None:
+    """A non-empty tile list, a cap >= 1 (or None) and a block >= 1 px."""
     if not tiles:
         raise ConfigError("samples: the list of tiles is empty")
     if max_learn_pixels_per_class is not None and int(max_learn_pixels_per_class) < 1:
@@ -289,6 +355,10 @@ def extract_pixels(
         )
     if int(block) < 1:
         raise ConfigError(f"samples.block: must be >= 1 pixel, got {block}")
+
+
+def _open_tiles(tiles: list[dict]) -> tuple[list[_Tile], list[str]]:
+    """Open and check every tile (distinct names, the same feature names); their feature names."""
     opened: list[_Tile] = []
     names: list[str] | None = None
     for spec in tiles:
@@ -300,112 +370,124 @@ def extract_pixels(
         elif t_names != names:
             raise InputError(
                 t.features,
-                f"tile {t.tile} has features {t_names[:5]}... ({len(t_names)}) while tile {opened[0].tile} has {names[:5]}... ({len(names)})",
+                f"tile {t.tile} has features {t_names[:5]}... ({len(t_names)}) while tile {opened[0].tile} "
+                f"has {names[:5]}... ({len(names)})",
                 "compute the features of every tile with the same configuration (dates, bands, indices)",
             )
         opened.append(t)
     assert names is not None
+    return opened, names
 
-    cap_keep = (
-        _cap_selection(opened, block, int(max_learn_pixels_per_class), seed)
-        if max_learn_pixels_per_class
-        else {}
-    )
-    cap_seen = {code: 0 for code in cap_keep}
 
-    split_type = pa.dictionary(pa.int8(), pa.string())
-    schema = pa.schema(
+def _table_schema(names: list[str]) -> pa.Schema:
+    """Arrow schema of the pixel table (see :func:`extract_pixels`)."""
+    return pa.schema(
         [
             ("tile", pa.string()),
             ("polygon_id", pa.int32()),
             ("code", pa.int16()),
-            ("split", split_type),
+            ("split", pa.dictionary(pa.int8(), pa.string())),
             ("row", pa.int32()),
             ("col", pa.int32()),
             ("validity", pa.int16()),
             *[(n, pa.float32()) for n in names],
         ]
     )
-    split_dictionary = pa.array(list(_SPLITS), type=pa.string())
-    counts: dict[tuple[int, str], int] = {}
-    polygons: dict[tuple[int, str], set] = {}
-    n_total = 0
 
-    with atomic_output(out_parquet) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            buffer: list[pa.Table] = []
-            buffered = 0
-            for t in opened:
-                n_tile = 0
-                with open_features(t.features) as fds:
-                    for win, rows, cols, index, validity in _labelled(t, block):
-                        codes = t.codes[index]
-                        learn = t.is_learn[index]
-                        if cap_keep:
-                            keep = np.ones(rows.size, dtype=bool)
-                            for code in np.unique(codes[learn]).tolist():
-                                if code not in cap_keep:
-                                    continue
-                                sel = np.flatnonzero(learn & (codes == code))
-                                start = cap_seen[code]
-                                keep[sel] = cap_keep[code][start : start + sel.size]
-                                cap_seen[code] = start + sel.size
-                            rows, cols, index, validity = rows[keep], cols[keep], index[keep], validity[keep]
-                            codes, learn = codes[keep], learn[keep]
-                            if rows.size == 0:
-                                continue
-                        _count(counts, polygons, t.tile, codes, learn, t.ids[index])
-                        # only the (capped) learning pixels are stored: training reads nothing else
-                        rows, cols, index, validity, codes = (
-                            rows[learn],
-                            cols[learn],
-                            index[learn],
-                            validity[learn],
-                            codes[learn],
-                        )
-                        if rows.size == 0:
-                            continue
-                        values = read_feature_pixels(fds, win, rows, cols, _CHUNK_VALUES)
-                        split_idx = np.zeros(rows.size, dtype=np.int8)  # learn
-                        columns = [
-                            pa.array(np.full(rows.size, t.tile, dtype=object), type=pa.string()),
-                            pa.array(t.ids[index].astype(np.int32)),
-                            pa.array(codes.astype(np.int16)),
-                            pa.DictionaryArray.from_arrays(pa.array(split_idx), split_dictionary),
-                            pa.array((rows + int(win.row_off)).astype(np.int32)),
-                            pa.array((cols + int(win.col_off)).astype(np.int32)),
-                            pa.array(validity),
-                            *[pa.array(values[i]) for i in range(len(names))],
-                        ]
-                        buffer.append(pa.Table.from_arrays(columns, schema=schema))
-                        buffered += rows.size
-                        n_tile += rows.size
-                        if buffered >= _FLUSH_ROWS:
-                            writer.write_table(pa.concat_tables(buffer))
-                            buffer, buffered = [], 0
-                if n_tile == 0:
-                    log.warning(
-                        "%s: no learning pixel with a clear date (polygons in %s)", t.tile, t.split_path
-                    )
-                else:
-                    log.info("%s: %d learning pixel(s) extracted", t.tile, n_tile)
-                n_total += n_tile
-            if buffer:
-                writer.write_table(pa.concat_tables(buffer))
-            if n_total == 0:
-                raise InputError(
-                    ", ".join(str(t.split_path) for t in opened),
-                    "no learning pixel with a clear date on any tile",
-                    "check that the split polygons overlap the feature rasters and that validity is > 0 there",
-                )
 
-    summary = pd.DataFrame(
-        [(code, split, n, len(polygons[(code, split)])) for (code, split), n in sorted(counts.items())],
-        columns=["code", "split", "n_pixels", "n_polygons"],
-    )
-    for row in summary.itertuples(index=False):
-        log.info(
-            "class %d %s: %d pixel(s) from %d polygon(s)", row.code, row.split, row.n_pixels, row.n_polygons
-        )
-    log.info("%d pixel(s) x %d feature(s) written to %s", n_total, len(names), out_parquet)
-    return summary
+class _LearningCap:
+    """Second pass of the learning cap: applies :func:`_cap_selection`'s flags to the pixels
+    of each window, in the same traversal order."""
+
+    def __init__(self, keep: dict[int, np.ndarray]) -> None:
+        self.keep = keep
+        self.seen = {code: 0 for code in keep}
+
+    @classmethod
+    def draw(cls, tiles: list[_Tile], block: int, cap: int | None, seed: int) -> _LearningCap:
+        """The pixels kept under ``cap`` learning pixels per class (None: no cap)."""
+        return cls(_cap_selection(tiles, block, int(cap), seed) if cap else {})
+
+    def select(self, codes: np.ndarray, learn: np.ndarray) -> np.ndarray | None:
+        """Boolean ``[n]`` of the window's pixels kept (None: no cap, all kept)."""
+        if not self.keep:
+            return None
+        keep = np.ones(codes.size, dtype=bool)
+        for code in np.unique(codes[learn]).tolist():
+            if code not in self.keep:
+                continue
+            sel = np.flatnonzero(learn & (codes == code))
+            start = self.seen[code]
+            keep[sel] = self.keep[code][start : start + sel.size]
+            self.seen[code] = start + sel.size
+        return keep
+
+
+class _TableBuffer:
+    """Window tables gathered and written by :data:`_FLUSH_ROWS` rows or more."""
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer = writer
+        self.tables: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.tables.append(table)
+        self.rows += table.num_rows
+        if self.rows >= _FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.tables:
+            self.writer.write_table(pa.concat_tables(self.tables))
+        self.tables, self.rows = [], 0
+
+
+def _extract_tile(
+    t: _Tile,
+    block: int,
+    cap: _LearningCap,
+    buffer: _TableBuffer,
+    schema: pa.Schema,
+    counts: dict,
+    polygons: dict,
+) -> int:
+    """Count the labelled pixels of tile ``t`` and buffer its (capped) learning pixels with
+    their features; returns the number of learning pixels buffered."""
+    n_tile = 0
+    with open_features(t.features) as fds:
+        for win, rows, cols, index, validity in _labelled(t, block):
+            codes = t.codes[index]
+            learn = t.is_learn[index]
+            keep = cap.select(codes, learn)
+            if keep is not None:
+                rows, cols, index, validity = rows[keep], cols[keep], index[keep], validity[keep]
+                codes, learn = codes[keep], learn[keep]
+                if rows.size == 0:
+                    continue
+            _count(counts, polygons, t.tile, codes, learn, t.ids[index])
+            # only the (capped) learning pixels are stored: training reads nothing else
+            rows, cols, index, validity, codes = (
+                rows[learn],
+                cols[learn],
+                index[learn],
+                validity[learn],
+                codes[learn],
+            )
+            if rows.size == 0:
+                continue
+            values = read_feature_pixels(fds, win, rows, cols, _CHUNK_VALUES)
+            split_idx = np.zeros(rows.size, dtype=np.int8)  # learn
+            columns = [
+                pa.array(np.full(rows.size, t.tile, dtype=object), type=pa.string()),
+                pa.array(t.ids[index].astype(np.int32)),
+                pa.array(codes.astype(np.int16)),
+                pa.DictionaryArray.from_arrays(pa.array(split_idx), _SPLIT_DICTIONARY),
+                pa.array((rows + int(win.row_off)).astype(np.int32)),
+                pa.array((cols + int(win.col_off)).astype(np.int32)),
+                pa.array(validity),
+                *[pa.array(values[i]) for i in range(values.shape[0])],
+            ]
+            buffer.add(pa.Table.from_arrays(columns, schema=schema))
+            n_tile += rows.size
+    return n_tile

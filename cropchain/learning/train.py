@@ -93,7 +93,8 @@ def train_model(
     out_dir = Path(out_dir)
     if is_network(architecture):
         raise ConfigError(
-            f"architectures.{architecture}: a network is trained on patches by cropchain.learning.train_network.train_network"
+            f"architectures.{architecture}: a network is trained on patches by "
+            "cropchain.learning.train_network.train_network"
         )
     X, y, names = load_learning_pixels(pixels)
     codes, counts = np.unique(y, return_counts=True)

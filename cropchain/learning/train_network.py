@@ -52,7 +52,7 @@ from cropchain.learning.patches import (
     standardization,
 )
 from cropchain.metrics import macro_f1
-from cropchain.models import get_model, is_network
+from cropchain.models import check_tiling, get_model, is_network
 from cropchain.models.networks import (
     WEIGHTS_FILE,
     NetworkClassifier,
@@ -67,27 +67,6 @@ log = logging.getLogger(__name__)
 N_FREQUENCY_PATCHES = 256
 #: held-out scores early stopping can follow
 MONITORS = ("loss", "macro_f1", "overall_accuracy")
-
-
-def check_tiling(model: NetworkClassifier, window: int, overlap: int) -> None:
-    """Refuse a tiled inference that would show seams with this network.
-
-    Raises
-    ------
-    ConfigError
-        ``overlap`` below the network's receptive margin, or ``window`` / ``overlap`` not
-        multiples of its alignment (the U-Nets' pooling grid).
-    """
-    if overlap < model.margin:
-        raise ConfigError(
-            f"classify.overlap: {overlap} px is smaller than the receptive margin of {model.architecture} "
-            f"({model.margin} px); set classify.overlap >= {model.margin} (a multiple of {model.alignment})"
-        )
-    if window % model.alignment or overlap % model.alignment:
-        raise ConfigError(
-            f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of "
-            f"{model.alignment} px for {model.architecture} (its pooling grid)"
-        )
 
 
 def masked_cross_entropy(
@@ -174,12 +153,12 @@ def train_network(
 
     Parameters
     ----------
-    features, validity, splits : per tile (same order): the features (:class:`~cropchain.series.features.FeatureSpec`, float32
-        ``[F, H, W]``, reflectance 0-1 and indices, nodata -9999, band descriptions =
-        feature names, identical for all tiles), ``validity.tif`` (clear dates per pixel;
-        0 = nodata) and the run's ``split.gpkg`` (columns ``code``, ``split``).
-    architecture : registry name of a network (``fg_unet``, ``temporal_unet``,
-        ``dilated_cnn``, ``tempcnn``).
+    features, validity, splits : per tile (same order): the features
+        (:class:`~cropchain.series.features.FeatureSpec`, float32 ``[F, H, W]``, reflectance
+        0-1 and indices, nodata -9999, band descriptions = feature names, identical for all
+        tiles), ``validity.tif`` (clear dates per pixel; 0 = nodata) and the run's
+        ``split.gpkg`` (columns ``code``, ``split``).
+    architecture : registry name of a network (``fg_unet``, ``temporal_unet``, ``dilated_cnn``, ``tempcnn``).
     hyperparameters : config ``architectures.<name>`` (architecture and training keys,
         see :data:`cropchain.models.networks.TRAINING_DEFAULTS` and each architecture's
         ``DEFAULTS``).
@@ -202,97 +181,84 @@ def train_network(
     InputError
         unreadable inputs, features that differ between tiles, no learning pixel.
     """
-    if not is_network(architecture):
-        raise ConfigError(
-            f"architectures.{architecture}: not a network; train it with cropchain.learning.train.train_model"
-        )
-    if not (len(features) == len(validity) == len(splits)) or not features:
-        raise ValueError("features, validity and splits must list the same tiles (at least one)")
-    tiles = list(tiles) if tiles is not None else [f"tile{i}" for i in range(len(features))]
+    tiles = _check_arguments(architecture, features, validity, splits, tiles)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    model: NetworkClassifier = get_model(architecture, seed=seed, threads=threads, **hyperparameters)
+    model = _build_model(architecture, hyperparameters, seed, threads)
     hp = model.training_hyperparameters
-    if hp["monitor"] not in MONITORS:
-        raise ConfigError(
-            f"architectures.{architecture}.monitor: {hp['monitor']!r} is not one of {', '.join(MONITORS)}"
-        )
-    model.set_threads(threads)
-    torch.manual_seed(seed)
     rng = np.random.default_rng([int(seed), 20190917])
 
-    names, crs = _feature_names(features)
-    polygons = [read_learning_polygons(s, crs[i]) for i, s in enumerate(splits)]
-    holdout = select_holdout(polygons, float(hp["holdout_fraction"]), seed)
+    names, polygons, holdout = _learning_polygons(features, splits, float(hp["holdout_fraction"]), seed)
 
     with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out_dir) as scratch:
-        sources = []
-        for tile, fpath, vpath, polys, held in zip(tiles, features, validity, polygons, holdout):
-            src = TileSource.build(
-                tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]), scratch=scratch
-            )
-            if src is not None:
-                sources.append(src)
-        if not sources:
-            raise InputError(
-                splits[0],
-                "no learning polygon covers a clear pixel of any tile",
-                "check that the reference polygons overlap the tiles and the split ratio",
-            )
-        codes = np.unique(np.concatenate([np.unique(s.train) for s in sources]))
-        classes = codes[codes > 0]
-        dropped = sorted(
-            set(np.unique(np.concatenate([np.unique(s.holdout) for s in sources])).tolist())
-            - set(classes.tolist())
-            - {0}
-        )
-        if dropped:
-            log.warning("classes %s have held-out pixels but no training pixel: not learnt", dropped)
-        n_train = {int(c): int(sum((s.train == c).sum() for s in sources)) for c in classes}
-        n_holdout = {int(c): int(sum((s.holdout == c).sum() for s in sources)) for c in classes}
-        log.info(
-            "%s: %d classes, training pixels %s, held-out pixels %s",
-            architecture,
-            len(classes),
-            n_train,
-            n_holdout,
-        )
-
-        mean, std = standardization(sources, channel_groups(names))
-        for src in sources:
-            src.standardize(mean, std)
-        model.initialize(names, classes, mean, std)
-        model.to_device()  # hyper-parameter device (auto: a CUDA GPU when present, else the CPU)
-        log.info(
-            "%s: %d parameters, receptive margin %d px, alignment %d px, on %s",
-            architecture,
-            model.n_parameters,
-            model.margin,
-            model.alignment,
-            model.device,
-        )
+        sources = _tile_sources(tiles, features, validity, polygons, holdout, splits, hp, scratch)
+        classes, n_train, n_holdout = _class_counts(sources, architecture)
+        _prepare_model(model, sources, names, classes, architecture)
         if classify_window is not None and classify_overlap is not None:
-            check_tiling(model, classify_window, classify_overlap)
+            check_tiling(classify_window, classify_overlap, model.margin, model.alignment, model.architecture)
 
         sampler = PatchSampler(sources, classes, int(hp["patch_size"]), rng, augment=bool(hp["augment"]))
-        frequencies = sampler.class_frequencies(N_FREQUENCY_PATCHES)
-        power = float(hp["class_weight_power"])
-        raw = np.where(frequencies > 0, np.maximum(frequencies, 1e-12) ** -power, 0.0)
-        weights = raw / max(raw.mean(), 1e-12)
-        weight = torch.as_tensor(weights, dtype=torch.float32, device=model.device) if power else None
-        windows = sampler.holdout_windows()
-        if not windows:
-            log.warning(
-                "no held-out polygon (too few learning polygons per class): no early stopping, %d epochs",
-                hp["epochs"],
-            )
-
+        weights, weight = _class_weights(sampler, hp, model.device)
+        windows = _holdout_windows(sampler, hp)
         curves, best, seconds = _fit(model, sampler, windows, weight, hp, architecture)
 
     elapsed = time.perf_counter() - start
-    meta = {
+    class_weights = None if weight is None else dict(zip(classes, weights))
+    meta = _metadata(
+        model, architecture, seed, names, class_weights, tiles, polygons, holdout, n_train, n_holdout
+    )
+    metrics = _training_metrics(curves, best, elapsed, seconds, hp, threads, n_train, n_holdout)
+    _save(model, out_dir, meta, metrics, title=f"{architecture} (seed {seed})")
+    log.info(
+        "trained %s in %.1f s: %d epochs, best epoch %s", architecture, elapsed, metrics["epochs_run"], best
+    )
+    return meta
+
+
+def _save(model: NetworkClassifier, out_dir: Path, meta: dict, metrics: dict, *, title: str) -> None:
+    """Write ``model.pt``, ``model.json``, ``metrics.json`` and ``training_curves.png``."""
+    model.save(out_dir)
+    write_text_atomic(out_dir / "model.json", json.dumps(meta, indent=2))
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    plot_curves(metrics["curves"], metrics["best_epoch"], out_dir / "training_curves.png", title=title)
+
+
+def _learning_polygons(
+    features: Sequence[Any], splits: Sequence[Any], fraction: float, seed: int
+) -> tuple[list[str], list, list[np.ndarray]]:
+    """The feature names, each tile's learning polygons (in its CRS) and those held out."""
+    names, crs = _feature_names(features)
+    polygons = [read_learning_polygons(s, crs[i]) for i, s in enumerate(splits)]
+    return names, polygons, select_holdout(polygons, fraction, seed)
+
+
+def _holdout_windows(sampler: PatchSampler, hp: dict[str, Any]) -> list:
+    """The fixed windows of the held-out pixels (empty, with a warning, when none is held out)."""
+    windows = sampler.holdout_windows()
+    if not windows:
+        log.warning(
+            "no held-out polygon (too few learning polygons per class): no early stopping, %d epochs",
+            hp["epochs"],
+        )
+    return windows
+
+
+def _metadata(
+    model: NetworkClassifier,
+    architecture: str,
+    seed: int,
+    names: list[str],
+    class_weights: dict | None,
+    tiles: list[str],
+    polygons: list,
+    holdout: list,
+    n_train: dict[int, int],
+    n_holdout: dict[int, int],
+) -> dict[str, Any]:
+    """The content of ``model.json`` (``class_weights``: loss weight by class code, or None)."""
+    return {
         "architecture": architecture,
         "kind": "network",
         "model_file": WEIGHTS_FILE,
@@ -309,8 +275,8 @@ def train_network(
         "margin": model.margin,
         "alignment": model.alignment,
         "n_parameters": model.n_parameters,
-        "class_weights": {int(c): round(float(w), 6) for c, w in zip(classes, weights)}
-        if weight is not None
+        "class_weights": {int(c): round(float(w), 6) for c, w in class_weights.items()}
+        if class_weights is not None
         else None,
         "holdout_polygons": {
             t: sorted(int(i) for i in p.loc[h, "polygon_id"]) for t, p, h in zip(tiles, polygons, holdout)
@@ -320,6 +286,145 @@ def train_network(
         "cropchain_version": cropchain.__version__,
         "library_versions": library_versions(),
     }
+
+
+def _check_arguments(
+    architecture: str,
+    features: Sequence[Any],
+    validity: Sequence[Any],
+    splits: Sequence[Any],
+    tiles: Sequence[str] | None,
+) -> list[str]:
+    """A network architecture, and the same (non-zero) number of tiles in each input list;
+    the tile names (default ``tile0``, ``tile1``...)."""
+    if not is_network(architecture):
+        raise ConfigError(
+            f"architectures.{architecture}: not a network; train it with cropchain.learning.train.train_model"
+        )
+    if not (len(features) == len(validity) == len(splits)) or not features:
+        raise ValueError("features, validity and splits must list the same tiles (at least one)")
+    return list(tiles) if tiles is not None else [f"tile{i}" for i in range(len(features))]
+
+
+def _build_model(
+    architecture: str, hyperparameters: dict[str, Any], seed: int, threads: int
+) -> NetworkClassifier:
+    """The untrained network, its monitor checked, PyTorch seeded and on ``threads`` threads."""
+    model: NetworkClassifier = get_model(architecture, seed=seed, threads=threads, **hyperparameters)
+    hp = model.training_hyperparameters
+    if hp["monitor"] not in MONITORS:
+        raise ConfigError(
+            f"architectures.{architecture}.monitor: {hp['monitor']!r} is not one of {', '.join(MONITORS)}"
+        )
+    model.set_threads(threads)
+    torch.manual_seed(seed)
+    return model
+
+
+def _tile_sources(
+    tiles: list[str],
+    features: Sequence[Any],
+    validity: Sequence[Any],
+    polygons: list,
+    holdout: list,
+    splits: Sequence[Any],
+    hp: dict[str, Any],
+    scratch: str,
+) -> list[TileSource]:
+    """The patch sources of the tiles with a clear learning pixel (cached in ``scratch``).
+
+    Raises
+    ------
+    InputError
+        no tile has a learning polygon over a clear pixel.
+    """
+    sources = []
+    for tile, fpath, vpath, polys, held in zip(tiles, features, validity, polygons, holdout):
+        src = TileSource.build(tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]), scratch=scratch)
+        if src is not None:
+            sources.append(src)
+    if not sources:
+        raise InputError(
+            splits[0],
+            "no learning polygon covers a clear pixel of any tile",
+            "check that the reference polygons overlap the tiles and the split ratio",
+        )
+    return sources
+
+
+def _class_counts(
+    sources: list[TileSource], architecture: str
+) -> tuple[np.ndarray, dict[int, int], dict[int, int]]:
+    """The classes learnt (codes with a training pixel) and their training and held-out pixels."""
+    codes = np.unique(np.concatenate([np.unique(s.train) for s in sources]))
+    classes = codes[codes > 0]
+    dropped = sorted(
+        set(np.unique(np.concatenate([np.unique(s.holdout) for s in sources])).tolist())
+        - set(classes.tolist())
+        - {0}
+    )
+    if dropped:
+        log.warning("classes %s have held-out pixels but no training pixel: not learnt", dropped)
+    n_train = {int(c): int(sum((s.train == c).sum() for s in sources)) for c in classes}
+    n_holdout = {int(c): int(sum((s.holdout == c).sum() for s in sources)) for c in classes}
+    log.info(
+        "%s: %d classes, training pixels %s, held-out pixels %s",
+        architecture,
+        len(classes),
+        n_train,
+        n_holdout,
+    )
+    return classes, n_train, n_holdout
+
+
+def _prepare_model(
+    model: NetworkClassifier,
+    sources: list[TileSource],
+    names: list[str],
+    classes: np.ndarray,
+    architecture: str,
+) -> None:
+    """Standardize the sources with the learning pixels' statistics and initialize the network
+    with them, on its device."""
+    mean, std = standardization(sources, channel_groups(names))
+    for src in sources:
+        src.standardize(mean, std)
+    model.initialize(names, classes, mean, std)
+    model.to_device()  # hyper-parameter device (auto: a CUDA GPU when present, else the CPU)
+    log.info(
+        "%s: %d parameters, receptive margin %d px, alignment %d px, on %s",
+        architecture,
+        model.n_parameters,
+        model.margin,
+        model.alignment,
+        model.device,
+    )
+
+
+def _class_weights(
+    sampler: PatchSampler, hp: dict[str, Any], device: Any
+) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Loss weights ``frequency ** -class_weight_power`` (mean 1) from drawn patches, and
+    their tensor (None when the power is 0)."""
+    frequencies = sampler.class_frequencies(N_FREQUENCY_PATCHES)
+    power = float(hp["class_weight_power"])
+    raw = np.where(frequencies > 0, np.maximum(frequencies, 1e-12) ** -power, 0.0)
+    weights = raw / max(raw.mean(), 1e-12)
+    weight = torch.as_tensor(weights, dtype=torch.float32, device=device) if power else None
+    return weights, weight
+
+
+def _training_metrics(
+    curves: dict[str, list],
+    best: int | None,
+    elapsed: float,
+    seconds: float,
+    hp: dict[str, Any],
+    threads: int,
+    n_train: dict[int, int],
+    n_holdout: dict[int, int],
+) -> dict[str, Any]:
+    """The content of ``metrics.json``: times, epochs, curves and the best epoch's held-out scores."""
     metrics = {
         "training_time_s": round(elapsed, 3),
         "fit_time_s": round(seconds, 3),
@@ -336,14 +441,7 @@ def train_network(
         metrics.update(
             {f"holdout_{k}": curves[f"holdout_{k}"][i] for k in ("loss", "overall_accuracy", "macro_f1")}
         )
-    model.save(out_dir)
-    write_text_atomic(out_dir / "model.json", json.dumps(meta, indent=2))
-    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-    plot_curves(curves, best, out_dir / "training_curves.png", title=f"{architecture} (seed {seed})")
-    log.info(
-        "trained %s in %.1f s: %d epochs, best epoch %s", architecture, elapsed, metrics["epochs_run"], best
-    )
-    return meta
+    return metrics
 
 
 def _feature_names(features: Sequence[FeatureSpec | str | os.PathLike]) -> tuple[list[str], list[Any]]:
@@ -403,7 +501,7 @@ def _fit(
     decay = float(hp["ema_decay"])
     ema = AveragedModel(net, multi_avg_fn=ema_update(decay), use_buffers=True) if decay > 0 else None
     kept = ema.module if ema is not None else net  # the weights evaluated and kept
-    batch, epochs, patience = int(hp["batch_size"]), int(hp["epochs"]), int(hp["patience"])
+    batch, epochs = int(hp["batch_size"]), int(hp["epochs"])
     steps = max(1, -(-int(hp["patches_per_epoch"]) // batch))
     curves: dict[str, list] = {
         "epoch": [],
@@ -413,28 +511,10 @@ def _fit(
         "holdout_macro_f1": [],
         "seconds": [],
     }
-    monitor = str(hp["monitor"])
-    sign = 1.0 if monitor == "loss" else -1.0  # lower is better
-    best_score, best_epoch, best_state, waited = float("inf"), None, None, 0
+    stopping = _EarlyStopping(str(hp["monitor"]), int(hp["patience"]))
     t0 = time.perf_counter()
     for epoch in tqdm(range(1, epochs + 1), desc=f"train {architecture}", unit="epoch", disable=None):
-        net.train()
-        losses = []
-        for _ in range(steps):
-            x, y = sampler.draw(batch)
-            logits, target = _labelled_logits(
-                net,
-                model.pixelwise,
-                torch.from_numpy(x).to(model.device),
-                torch.from_numpy(y).to(model.device),
-            )
-            loss = masked_cross_entropy(logits, target, weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(net)
-            losses.append(float(loss.detach()))
+        losses = _train_epoch(model, sampler, opt, ema, weight, batch, steps)
         curves["epoch"].append(epoch)
         curves["train_loss"].append(float(np.mean(losses)))
         curves["seconds"].append(round(time.perf_counter() - t0, 2))
@@ -451,28 +531,83 @@ def _fit(
                 scores["macro_f1"],
                 curves["seconds"][-1],
             )
-            if sign * scores[monitor] < best_score:
-                best_score, best_epoch, waited = sign * scores[monitor], epoch, 0
-                best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= patience:
-                    log.info(
-                        "early stop after epoch %d: no better held-out %s since epoch %d",
-                        epoch,
-                        monitor,
-                        best_epoch,
-                    )
-                    break
+            if stopping.stop(epoch, scores, kept):
+                break
         else:
             log.info(
                 "epoch %d: train loss %.4f (%.0f s)", epoch, curves["train_loss"][-1], curves["seconds"][-1]
             )
+    best_state = stopping.best_state
     if best_state is None:  # no held-out polygon: the last (averaged) weights
-        best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
+        best_state = _state_copy(kept)
     net.load_state_dict(best_state)
     net.eval()
-    return curves, best_epoch, time.perf_counter() - t0
+    return curves, stopping.best_epoch, time.perf_counter() - t0
+
+
+def _train_epoch(
+    model: NetworkClassifier,
+    sampler: PatchSampler,
+    opt: torch.optim.Optimizer,
+    ema: Any,
+    weight: torch.Tensor | None,
+    batch: int,
+    steps: int,
+) -> list[float]:
+    """One epoch of ``steps`` Adam steps on drawn batches (the average ``ema`` updated after
+    each); returns the batch losses."""
+    net = model.net
+    net.train()
+    losses = []
+    for _ in range(steps):
+        x, y = sampler.draw(batch)
+        logits, target = _labelled_logits(
+            net,
+            model.pixelwise,
+            torch.from_numpy(x).to(model.device),
+            torch.from_numpy(y).to(model.device),
+        )
+        loss = masked_cross_entropy(logits, target, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update_parameters(net)
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _state_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the weights and buffers of ``net``."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+class _EarlyStopping:
+    """Early stopping on a held-out score: keeps a copy of the weights of the best epoch and
+    says when ``patience`` epochs went by without a better one."""
+
+    def __init__(self, monitor: str, patience: int) -> None:
+        self.monitor, self.patience = monitor, patience
+        self.sign = 1.0 if monitor == "loss" else -1.0  # lower is better
+        self.best_score, self.best_epoch, self.best_state, self.waited = float("inf"), None, None, 0
+
+    def stop(self, epoch: int, scores: dict[str, float], kept: torch.nn.Module) -> bool:
+        """Record the held-out ``scores`` of ``epoch`` (copying ``kept``'s weights when they are
+        the best); whether training stops here."""
+        if self.sign * scores[self.monitor] < self.best_score:
+            self.best_score, self.best_epoch, self.waited = self.sign * scores[self.monitor], epoch, 0
+            self.best_state = _state_copy(kept)
+            return False
+        self.waited += 1
+        if self.waited >= self.patience:
+            log.info(
+                "early stop after epoch %d: no better held-out %s since epoch %d",
+                epoch,
+                self.monitor,
+                self.best_epoch,
+            )
+            return True
+        return False
 
 
 def plot_curves(

@@ -1,1 +1,2 @@
-"""Stages 7-8, mapping: tiled inference (classification, confidence, probabilities, smoothing) and vectorization."""
+"""Stages 7-8, mapping: tiled inference (classification, confidence, probabilities, smoothing) and
+vectorization."""

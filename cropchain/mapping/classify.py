@@ -44,6 +44,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ from cropchain.mapping.smoothing import (
     margin_uncertainty,
     smoothing_margin,
 )
+from cropchain.models import check_tiling
 from cropchain.nomenclature import (
     NODATA_CLASS,
     Nomenclature,
@@ -171,11 +173,16 @@ def _check_features(src: Any, path: Path, model: Any) -> None:
         problem = "; ".join(detail)
     else:
         first = next(i for i, (a, b) in enumerate(zip(bands, names)) if a != b)
-        problem = f"same features in a different order (band {first + 1} is {bands[first]!r}, the model expects {names[first]!r})"
+        problem = (
+            f"same features in a different order (band {first + 1} is {bands[first]!r}, "
+            f"the model expects {names[first]!r})"
+        )
     raise InputError(
         path,
-        f"band descriptions do not match the model's feature names ({len(bands)} bands, {len(names)} features): {problem}",
-        "classify with a model trained on features computed with the same configuration (dates, bands, indices)",
+        f"band descriptions do not match the model's feature names ({len(bands)} bands, {len(names)} "
+        f"features): {problem}",
+        "classify with a model trained on features computed with the same configuration (dates, bands, "
+        "indices)",
     )
 
 
@@ -187,7 +194,8 @@ def _check_same_grid(ref: Any, other: rasterio.DatasetReader, path: Path, ref_pa
     ):
         raise InputError(
             path,
-            f"grid ({other.width}x{other.height}, {other.crs}, {tuple(other.transform)[:6]}) differs from {ref_path.name} "
+            f"grid ({other.width}x{other.height}, {other.crs}, {tuple(other.transform)[:6]}) differs from "
+            f"{ref_path.name} "
             f"({ref.width}x{ref.height}, {ref.crs}, {tuple(ref.transform)[:6]})",
             "use the validity raster written by the gap filling of the same tile",
         )
@@ -202,6 +210,8 @@ def _expand(core: Window, overlap: int, height: int, width: int) -> Window:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
+# longer than 80 lines by its docstring only (every parameter and output documented); the body is
+# split into named steps (_WindowClassifier.classify, _TileOutputs)
 def classify_tile(
     features: FeatureSpec | str | os.PathLike,
     validity: str | os.PathLike,
@@ -289,37 +299,23 @@ def classify_tile(
     if predictor is None:
         predictor = model_image_predictor(model)
     margin = int(getattr(predictor, "margin", 0))
-    if overlap < margin:
-        raise ConfigError(
-            f"classify.overlap: {overlap} px is smaller than the predictor's margin ({margin} px); the map would show seams"
-        )
-    alignment = int(getattr(predictor, "alignment", 1))
-    if window % alignment or overlap % alignment:
-        raise ConfigError(
-            f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of {alignment} px "
-            "(the pooling grid of the network); the map would show seams"
-        )
-    measures = list(uncertainty)
-    bad = [m for m in measures if m not in UNCERTAINTY_MEASURES]
-    if bad or (out_uncertainty is not None and not measures) or len(set(measures)) != len(measures):
-        raise ConfigError(
-            f"classify.uncertainty: {measures} must be distinct measures among {list(UNCERTAINTY_MEASURES)} (at least one)"
-        )
+    check_tiling(window, overlap, margin, int(getattr(predictor, "alignment", 1)), "the predictor")
+    measures = _uncertainty_measures(uncertainty, out_uncertainty)
     nomenclature = as_nomenclature(nomenclature)
-    classes = np.asarray(model.classes_).astype(np.int64)
-    unknown = sorted(set(classes.tolist()) - set(nomenclature.codes))
-    if unknown:
-        raise InputError(
-            "model",
-            f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
-            "train and classify with the same nomenclature file",
-        )
+    classes = _model_classes(model, nomenclature)
     smooth = _smoothing_parameters(smoothing, nomenclature, classes)
-    smooth_margin = smoothing_margin(smooth["window_size"]) if smooth else 0
-    codes_u8 = classes.astype(np.uint8)
-    bands = np.asarray(
-        [list(nomenclature.codes).index(int(c)) for c in classes]
-    )  # probability band of each model class
+    job = _WindowClassifier(
+        model=model,
+        predictor=predictor,
+        classes=classes,
+        bands=np.asarray([list(nomenclature.codes).index(int(c)) for c in classes]),
+        n_codes=len(nomenclature.codes),
+        measures=measures,
+        smooth=smooth,
+        smooth_margin=smoothing_margin(smooth["window_size"]) if smooth else 0,
+        overlap=overlap,
+        margin=margin,
+    )
     validity = Path(validity)
     feature_spec, features = features, features_path(features)
 
@@ -331,112 +327,26 @@ def classify_tile(
         _check_features(fsrc, features, model)
         _check_same_grid(fsrc, vsrc, validity, features)
         height, width = fsrc.height, fsrc.width
-        cls_profile = geotiff_profile(fsrc.profile, count=1, dtype="uint8", nodata=NODATA_CLASS)
-        conf_profile = geotiff_profile(fsrc.profile, count=1, dtype="uint8", nodata=CONFIDENCE_NODATA)
         windows = list(block_windows(height, width, window))
         t0 = time.perf_counter()
         n_classified = 0
-        # written by window into tiled scratch files, then copied into COGs with overviews
-        tmp_cls = stack.enter_context(scratch_path(out_classification))
-        tmp_conf = stack.enter_context(scratch_path(out_confidence))
-        dcls = stack.enter_context(rasterio.open(tmp_cls, "w", **cls_profile))
-        dconf = stack.enter_context(rasterio.open(tmp_conf, "w", **conf_profile))
-        # the color table goes in before any pixel is written (libtiff cannot change
-        # PhotometricInterpretation afterwards)
-        _describe_outputs(dcls, dconf, nomenclature, features)
-        dprob = dunc = None
-        if out_probabilities is not None:
-            tmp_prob = stack.enter_context(scratch_path(out_probabilities))
-            dprob = stack.enter_context(
-                rasterio.open(
-                    tmp_prob,
-                    "w",
-                    **geotiff_profile(
-                        fsrc.profile, count=len(nomenclature.codes), dtype="uint8", nodata=PROBABILITY_NODATA
-                    ),
-                )
-            )
-            _describe_probabilities(dprob, nomenclature, features, smooth)
-        if out_uncertainty is not None:
-            tmp_unc = stack.enter_context(scratch_path(out_uncertainty))
-            dunc = stack.enter_context(
-                rasterio.open(
-                    tmp_unc,
-                    "w",
-                    **geotiff_profile(
-                        fsrc.profile, count=len(measures), dtype="uint8", nodata=UNCERTAINTY_NODATA
-                    ),
-                )
-            )
-            _describe_uncertainty(dunc, measures, features, smooth)
+        outputs = _TileOutputs.open(
+            stack,
+            fsrc.profile,
+            nomenclature,
+            features,
+            smooth,
+            measures,
+            out_classification,
+            out_confidence,
+            out_probabilities,
+            out_uncertainty,
+        )
         for core in tqdm(
             windows, desc=f"classify {features.parent.name or features.name}", unit="window", disable=None
         ):
-            # the smoother needs the probabilities `smooth_margin` px around the core, and the
-            # predictor needs `overlap` px of context around those (clipped at the tile border)
-            region = _expand(core, smooth_margin, height, width)
-            # a predictor of margin 0 (pixel classifiers) needs no context: read the region only
-            ext = region if margin == 0 else _expand(core, smooth_margin + overlap, height, width)
-            h, w = int(core.height), int(core.width)
-            valid_region = vsrc.read(1, window=region) > 0
-            top, left = int(core.row_off - region.row_off), int(core.col_off - region.col_off)
-            valid = valid_region[top : top + h, left : left + w]
-            cls = np.zeros((h, w), dtype=np.uint8)
-            conf = np.full((h, w), CONFIDENCE_NODATA, dtype=np.uint8)
-            prob = (
-                np.full((len(nomenclature.codes), h, w), PROBABILITY_NODATA, dtype=np.uint8)
-                if dprob
-                else None
-            )
-            unc = np.full((len(measures), h, w), UNCERTAINTY_NODATA, dtype=np.uint8) if dunc else None
-            if valid.any():
-                block = fsrc.read(window=ext, out_dtype=np.float32)
-                if predictor is None:
-                    proba = predict_proba_image(model, block, valid_region)
-                else:
-                    proba = np.asarray(predictor(model, block), dtype=np.float32)
-                    if proba.shape != (len(classes), block.shape[1], block.shape[2]):
-                        raise ValueError(
-                            f"predictor returned shape {proba.shape}, expected {(len(classes), *block.shape[1:])}"
-                        )
-                r, c = int(region.row_off - ext.row_off), int(region.col_off - ext.col_off)
-                proba = proba[:, r : r + int(region.height), c : c + int(region.width)]
-                if smooth:
-                    margins = (top, int(region.height) - top - h, left, int(region.width) - left - w)
-                    proba = bayes_smooth(
-                        proba,
-                        smooth["window_size"],
-                        smooth["smoothness"],
-                        smooth["neigh_fraction"],
-                        valid=valid_region,
-                        margins=margins,
-                    )
-                best = proba.argmax(axis=0)
-                top_p = np.take_along_axis(proba, best[None], axis=0)[0]
-                cls[valid] = codes_u8[best[valid]]
-                conf[valid] = _percent(top_p[valid])
-                if prob is not None:
-                    rows, cols = np.nonzero(valid)
-                    prob[:, rows, cols] = 0
-                    prob[bands[:, None], rows[None], cols[None]] = _percent(proba[:, rows, cols])
-                for i, measure in enumerate(measures if unc is not None else ()):
-                    unc[i] = UNCERTAINTY_MEASURES[measure](proba, valid)
-                n_classified += int(valid.sum())
-            dcls.write(cls, 1, window=core)
-            dconf.write(conf, 1, window=core)
-            if dprob:
-                dprob.write(prob, window=core)
-            if dunc:
-                dunc.write(unc, window=core)
-        for dst in (dcls, dconf, dprob, dunc):
-            if dst is not None:
-                dst.close()
-        write_class_map_cog(tmp_cls, out_classification, nomenclature)
-        write_cog(tmp_conf, out_confidence, overview_resampling="average")
-        if dprob:
-            write_cog(tmp_prob, out_probabilities, overview_resampling="average")
-        if dunc:
-            write_cog(tmp_unc, out_uncertainty, overview_resampling="average")
+            n_classified += outputs.write(core, *job.classify(fsrc, vsrc, core, height, width, outputs))
+        outputs.finish(nomenclature)
         elapsed = time.perf_counter() - t0
     log.info(
         "classified %s: %d x %d px (%d valid) in %.1f s, %.0f px/s, %d windows of %d px + %d px overlap%s",
@@ -449,8 +359,196 @@ def classify_tile(
         len(windows),
         window,
         overlap if margin else 0,
-        f" + {smooth_margin} px smoothing margin" if smooth else "",
+        f" + {job.smooth_margin} px smoothing margin" if smooth else "",
     )
+
+
+def _uncertainty_measures(uncertainty: Sequence[str], out_uncertainty: Any) -> list[str]:
+    """The uncertainty measures, checked: distinct, known, at least one when an output is asked."""
+    measures = list(uncertainty)
+    bad = [m for m in measures if m not in UNCERTAINTY_MEASURES]
+    if bad or (out_uncertainty is not None and not measures) or len(set(measures)) != len(measures):
+        raise ConfigError(
+            f"classify.uncertainty: {measures} must be distinct measures among {list(UNCERTAINTY_MEASURES)} "
+            "(at least one)"
+        )
+    return measures
+
+
+def _model_classes(model: Any, nomenclature: Nomenclature) -> np.ndarray:
+    """The model's class codes (int64 ``[K]``), which must all be nomenclature codes."""
+    classes = np.asarray(model.classes_).astype(np.int64)
+    unknown = sorted(set(classes.tolist()) - set(nomenclature.codes))
+    if unknown:
+        raise InputError(
+            "model",
+            f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
+            "train and classify with the same nomenclature file",
+        )
+    return classes
+
+
+@dataclass(frozen=True)
+class _WindowClassifier:
+    """The per-window step of :func:`classify_tile`: read, predict, smooth, label."""
+
+    model: Any
+    predictor: ImagePredictor | None
+    classes: np.ndarray  # model class codes [K]
+    bands: np.ndarray  # probability band of each model class [K]
+    n_codes: int  # nomenclature classes (probability bands)
+    measures: list[str]
+    smooth: dict | None
+    smooth_margin: int
+    overlap: int
+    margin: int
+
+    def classify(
+        self, fsrc: Any, vsrc: Any, core: Window, height: int, width: int, outputs: _TileOutputs
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, int]:
+        """Class, confidence, probability and uncertainty arrays of the ``core`` window (nodata
+        where validity is 0; probabilities / uncertainty None when not written) and its number
+        of classified pixels."""
+        # the smoother needs the probabilities `smooth_margin` px around the core, and the
+        # predictor needs `overlap` px of context around those (clipped at the tile border)
+        region = _expand(core, self.smooth_margin, height, width)
+        # a predictor of margin 0 (pixel classifiers) needs no context: read the region only
+        ext = region if self.margin == 0 else _expand(core, self.smooth_margin + self.overlap, height, width)
+        h, w = int(core.height), int(core.width)
+        valid_region = vsrc.read(1, window=region) > 0
+        top, left = int(core.row_off - region.row_off), int(core.col_off - region.col_off)
+        valid = valid_region[top : top + h, left : left + w]
+        cls = np.zeros((h, w), dtype=np.uint8)
+        conf = np.full((h, w), CONFIDENCE_NODATA, dtype=np.uint8)
+        prob = np.full((self.n_codes, h, w), PROBABILITY_NODATA, dtype=np.uint8) if outputs.dprob else None
+        unc = (
+            np.full((len(self.measures), h, w), UNCERTAINTY_NODATA, dtype=np.uint8) if outputs.dunc else None
+        )
+        if not valid.any():
+            return cls, conf, prob, unc, 0
+        block = fsrc.read(window=ext, out_dtype=np.float32)
+        proba = self._probabilities(block, valid_region, region, ext)
+        if self.smooth:
+            margins = (top, int(region.height) - top - h, left, int(region.width) - left - w)
+            proba = bayes_smooth(
+                proba,
+                self.smooth["window_size"],
+                self.smooth["smoothness"],
+                self.smooth["neigh_fraction"],
+                valid=valid_region,
+                margins=margins,
+            )
+        best = proba.argmax(axis=0)
+        top_p = np.take_along_axis(proba, best[None], axis=0)[0]
+        cls[valid] = self.classes.astype(np.uint8)[best[valid]]
+        conf[valid] = _percent(top_p[valid])
+        if prob is not None:
+            rows, cols = np.nonzero(valid)
+            prob[:, rows, cols] = 0
+            prob[self.bands[:, None], rows[None], cols[None]] = _percent(proba[:, rows, cols])
+        for i, measure in enumerate(self.measures if unc is not None else ()):
+            unc[i] = UNCERTAINTY_MEASURES[measure](proba, valid)
+        return cls, conf, prob, unc, int(valid.sum())
+
+    def _probabilities(
+        self, block: np.ndarray, valid_region: np.ndarray, region: Window, ext: Window
+    ) -> np.ndarray:
+        """Probabilities float32 ``[K, h, w]`` of ``region``, predicted on the block read over ``ext``."""
+        if self.predictor is None:
+            proba = predict_proba_image(self.model, block, valid_region)
+        else:
+            proba = np.asarray(self.predictor(self.model, block), dtype=np.float32)
+            if proba.shape != (len(self.classes), block.shape[1], block.shape[2]):
+                raise ValueError(
+                    f"predictor returned shape {proba.shape}, expected "
+                    f"{(len(self.classes), *block.shape[1:])}"
+                )
+        r, c = int(region.row_off - ext.row_off), int(region.col_off - ext.col_off)
+        return proba[:, r : r + int(region.height), c : c + int(region.width)]
+
+
+@dataclass
+class _TileOutputs:
+    """The rasters :func:`classify_tile` writes by window into tiled scratch files (then copied
+    into COGs with overviews): class map, confidence and, optionally, probabilities and
+    uncertainty (``dprob`` / ``dunc`` None when not asked)."""
+
+    paths: dict[str, Path]  # final outputs
+    tmp: dict[str, Path]  # scratch files
+    dcls: Any
+    dconf: Any
+    dprob: Any
+    dunc: Any
+
+    @classmethod
+    def open(
+        cls,
+        stack: ExitStack,
+        profile: Any,
+        nomenclature: Nomenclature,
+        features: Path,
+        smooth: dict | None,
+        measures: list[str],
+        out_classification: Any,
+        out_confidence: Any,
+        out_probabilities: Any,
+        out_uncertainty: Any,
+    ) -> _TileOutputs:
+        """Open the scratch files (closed by ``stack``) and describe them."""
+        paths = {"cls": out_classification, "conf": out_confidence}
+        if out_probabilities is not None:
+            paths["prob"] = out_probabilities
+        if out_uncertainty is not None:
+            paths["unc"] = out_uncertainty
+        tmp = {k: stack.enter_context(scratch_path(p)) for k, p in paths.items()}
+
+        def open_scratch(key: str, count: int, nodata: int) -> Any:
+            out_profile = geotiff_profile(profile, count=count, dtype="uint8", nodata=nodata)
+            return stack.enter_context(rasterio.open(tmp[key], "w", **out_profile))
+
+        dcls = open_scratch("cls", 1, NODATA_CLASS)
+        dconf = open_scratch("conf", 1, CONFIDENCE_NODATA)
+        # the color table goes in before any pixel is written (libtiff cannot change
+        # PhotometricInterpretation afterwards)
+        _describe_outputs(dcls, dconf, nomenclature, features)
+        dprob = dunc = None
+        if out_probabilities is not None:
+            dprob = open_scratch("prob", len(nomenclature.codes), PROBABILITY_NODATA)
+            _describe_probabilities(dprob, nomenclature, features, smooth)
+        if out_uncertainty is not None:
+            dunc = open_scratch("unc", len(measures), UNCERTAINTY_NODATA)
+            _describe_uncertainty(dunc, measures, features, smooth)
+        return cls(paths, tmp, dcls, dconf, dprob, dunc)
+
+    def write(
+        self,
+        core: Window,
+        cls: np.ndarray,
+        conf: np.ndarray,
+        prob: np.ndarray | None,
+        unc: np.ndarray | None,
+        n_classified: int,
+    ) -> int:
+        """Write the arrays of window ``core``; returns ``n_classified``."""
+        self.dcls.write(cls, 1, window=core)
+        self.dconf.write(conf, 1, window=core)
+        if self.dprob:
+            self.dprob.write(prob, window=core)
+        if self.dunc:
+            self.dunc.write(unc, window=core)
+        return n_classified
+
+    def finish(self, nomenclature: Nomenclature) -> None:
+        """Close the scratch files and copy them into the Cloud Optimized GeoTIFFs."""
+        for dst in (self.dcls, self.dconf, self.dprob, self.dunc):
+            if dst is not None:
+                dst.close()
+        write_class_map_cog(self.tmp["cls"], self.paths["cls"], nomenclature)
+        write_cog(self.tmp["conf"], self.paths["conf"], overview_resampling="average")
+        if self.dprob:
+            write_cog(self.tmp["prob"], self.paths["prob"], overview_resampling="average")
+        if self.dunc:
+            write_cog(self.tmp["unc"], self.paths["unc"], overview_resampling="average")
 
 
 def _percent(p: np.ndarray) -> np.ndarray:
@@ -563,6 +661,37 @@ def _overlaps(bounds: tuple, src: Any, crs: Any) -> bool:
     return bounds[0] < right and bounds[2] > left and bounds[1] < top and bounds[3] > bottom
 
 
+def _check_same_kind(paths: Sequence[Path], opened: Sequence[Any]) -> None:
+    """Every raster has the band count and dtype of the first (:class:`InputError` otherwise)."""
+    first = opened[0]
+    for p, src in zip(paths, opened):
+        if src.count != first.count or src.dtypes[0] != first.dtypes[0]:
+            raise InputError(
+                p,
+                f"{src.count} band(s) of {src.dtypes[0]} differ from {paths[0].name} ({first.count} of "
+                f"{first.dtypes[0]})",
+                "mosaic maps of the same kind (all classifications or all confidences)",
+            )
+
+
+def _write_first_wins(dst: Any, vrts: Sequence[Any], sources: Sequence[Any], first: Any) -> None:
+    """Write ``dst`` block by block from the warped ``vrts`` of ``sources`` (on ``dst``'s grid):
+    where several have data, the first in order wins (rasterio's merge method ``"first"``)."""
+    for _, win in dst.block_windows(1):
+        block = np.full((first.count, int(win.height), int(win.width)), first.nodata, dtype=first.dtypes[0])
+        empty = np.ones(block.shape, dtype=bool)
+        for vrt, src in zip(vrts, sources):
+            if not _overlaps(dst.window_bounds(win), src, first.crs):
+                continue
+            data = vrt.read(window=win)
+            fill = empty & (data != first.nodata)
+            block[fill] = data[fill]
+            empty &= ~fill
+            if not empty.any():
+                break
+        dst.write(block, window=win)
+
+
 def mosaic(
     rasters: Sequence[str | os.PathLike], out: str | os.PathLike, *, resampling: str = "nearest"
 ) -> None:
@@ -596,7 +725,8 @@ def mosaic(
         method = Resampling[resampling]
     except KeyError:
         raise ConfigError(
-            f"mosaic.resampling: unknown method {resampling!r}; use one of {[m.name for m in Resampling][:8]}..."
+            f"mosaic.resampling: unknown method {resampling!r}; use one of "
+            f"{[m.name for m in Resampling][:8]}..."
         ) from None
     paths = [Path(p) for p in rasters]
     out = Path(out)
@@ -605,13 +735,7 @@ def mosaic(
         for p in paths:
             opened.append(open_raster(p, "tile map"))
         first = opened[0]
-        for p, src in zip(paths, opened):
-            if src.count != first.count or src.dtypes[0] != first.dtypes[0]:
-                raise InputError(
-                    p,
-                    f"{src.count} band(s) of {src.dtypes[0]} differ from {paths[0].name} ({first.count} of {first.dtypes[0]})",
-                    "mosaic maps of the same kind (all classifications or all confidences)",
-                )
+        _check_same_kind(paths, opened)
         grid = _mosaic_grid(opened, first)
         profile = geotiff_profile(
             {"crs": first.crs, **grid}, count=first.count, dtype=first.dtypes[0], nodata=first.nodata
@@ -634,21 +758,7 @@ def mosaic(
                 dst.set_band_description(1, first.descriptions[0] or "")
                 dst.update_tags(**first.tags())
                 dst.update_tags(1, **first.tags(1))
-                for _, win in dst.block_windows(1):
-                    block = np.full(
-                        (first.count, int(win.height), int(win.width)), first.nodata, dtype=first.dtypes[0]
-                    )
-                    empty = np.ones(block.shape, dtype=bool)
-                    for vrt, src in zip(sources, opened[: len(paths)]):
-                        if not _overlaps(dst.window_bounds(win), src, first.crs):
-                            continue
-                        data = vrt.read(window=win)
-                        fill = empty & (data != first.nodata)
-                        block[fill] = data[fill]
-                        empty &= ~fill
-                        if not empty.any():
-                            break
-                    dst.write(block, window=win)
+                _write_first_wins(dst, sources, opened[: len(paths)], first)
             for style, out_style in zip(style_paths(paths[0]), style_paths(out)):
                 if style.is_file():  # the class map's RAT and QGIS style
                     write_text_atomic(out_style, style.read_text(encoding="utf-8"))

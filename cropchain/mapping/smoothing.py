@@ -127,6 +127,52 @@ def bayes_smooth(
         bad window size, smoothness <= 0 or of the wrong length, neigh_fraction outside (0, 1],
         margins larger than the block.
     """
+    sigma2 = _check_smoothing(probs, window_size, smoothness, neigh_fraction, margins)
+    k, h, w = probs.shape
+    top, bottom, left, right = (int(m) for m in margins)
+    ok = _valid_pixels(probs, valid)
+    half = window_size // 2
+    p = np.clip(probs.astype(np.float64), EPS, 1 - EPS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logits = np.log(p / (p.sum(axis=0) - p))
+    logits[:, ~ok] = np.nan
+    oh, ow = h - top - bottom, w - left - right
+    out = np.empty((k, oh, ow), dtype=np.float64)
+    n_win = window_size * window_size
+    # number of neighbours with data of each output pixel (the same for every class)
+    count = sliding_window_view(
+        np.pad(ok, half, mode="symmetric")[:, left : w - right + 2 * half], (window_size, window_size)
+    ).sum(axis=(-2, -1))
+    for c in range(k):
+        # neighbourhoods in float32 (numpy sorts float32 several times faster); sums in float64
+        padded = np.pad(
+            logits[c].astype(np.float32), half, mode="symmetric"
+        )  # the edge pixel repeated, as sits' mirror
+        for r0 in range(top, h - bottom, chunk_rows):
+            r1 = min(r0 + chunk_rows, h - bottom)
+            neigh = sliding_window_view(
+                padded[r0 : r1 + 2 * half, left : w - right + 2 * half], (window_size, window_size)
+            )
+            ordered = np.sort(neigh.reshape(-1, n_win), axis=-1)  # ascending, NaN (nodata) last
+            m0, s0 = _neighbourhood_prior(ordered, count[r0:r1].reshape(-1), neigh_fraction)
+            x0 = logits[c, r0:r1, left : w - right].reshape(-1)
+            wgt = s0 / (s0 + sigma2[c])
+            out[c, r0 - top : r1 - top] = (wgt * x0 + (1 - wgt) * m0).reshape(r1 - r0, ow)
+    smoothed = 1.0 / (1.0 + np.exp(-out))
+    smoothed /= smoothed.sum(axis=0, keepdims=True)
+    core_ok = ok[top : h - bottom, left : w - right]
+    smoothed[:, ~core_ok] = probs[:, top : h - bottom, left : w - right][:, ~core_ok]
+    return smoothed.astype(np.float32)
+
+
+def _check_smoothing(
+    probs: np.ndarray,
+    window_size: int,
+    smoothness: float | Sequence[float],
+    neigh_fraction: float,
+    margins: tuple[int, int, int, int],
+) -> np.ndarray:
+    """Check :func:`bayes_smooth`'s arguments; the smoothness ``sigma_k^2`` as float64 ``[K]``."""
     _check_window_size(window_size)
     if probs.ndim != 3:
         raise ValueError(f"probabilities must be [K, H, W], not {probs.shape}")
@@ -143,65 +189,43 @@ def bayes_smooth(
     top, bottom, left, right = (int(m) for m in margins)
     if min(margins) < 0 or top + bottom >= h or left + right >= w:
         raise ValueError(f"margins {margins} leave nothing of a {h} x {w} block")
-    ok = _valid_pixels(probs, valid)
-    half = window_size // 2
-    p = np.clip(probs.astype(np.float64), EPS, 1 - EPS)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logits = np.log(p / (p.sum(axis=0) - p))
-    logits[:, ~ok] = np.nan
-    oh, ow = h - top - bottom, w - left - right
-    out = np.empty((k, oh, ow), dtype=np.float64)
-    n_win = window_size * window_size
-    rank = np.arange(n_win)
+    return sigma2
+
+
+def _neighbourhood_prior(
+    ordered: np.ndarray, n_valid: np.ndarray, neigh_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance (float64 ``[n]``) of the prior of ``n`` pixels: over the highest
+    ``ceil(neigh_fraction x n_valid)`` of the logits with data of each neighbourhood
+    (``ordered``: float32 ``[n, window_size^2]``, ascending, NaN last; ``n_valid`` ``[n]``:
+    how many are not NaN). NaN mean, 0 variance where no neighbour has data."""
+    n_win = ordered.shape[1]
     n_full = math.ceil(neigh_fraction * n_win)  # neighbours kept where the whole window has data
-    # number of neighbours with data of each output pixel (the same for every class)
-    count = sliding_window_view(
-        np.pad(ok, half, mode="symmetric")[:, left : w - right + 2 * half], (window_size, window_size)
-    ).sum(axis=(-2, -1))
-    for c in range(k):
-        # neighbourhoods in float32 (numpy sorts float32 several times faster); sums in float64
-        padded = np.pad(
-            logits[c].astype(np.float32), half, mode="symmetric"
-        )  # the edge pixel repeated, as sits' mirror
-        for r0 in range(top, h - bottom, chunk_rows):
-            r1 = min(r0 + chunk_rows, h - bottom)
-            neigh = sliding_window_view(
-                padded[r0 : r1 + 2 * half, left : w - right + 2 * half], (window_size, window_size)
-            )
-            ordered = np.sort(neigh.reshape(-1, n_win), axis=-1)  # ascending, NaN (nodata) last
-            n_valid = count[r0:r1].reshape(-1)
-            m0 = np.empty(len(ordered))
-            s0 = np.empty(len(ordered))
-            full = n_valid == n_win
-            # whole windows with data (most pixels): the n_full highest are the last ones
-            high = ordered[full, n_win - n_full :]
-            mean = high.mean(axis=-1, dtype=np.float64)
-            m0[full] = mean
-            s0[full] = (
-                np.square(high - mean.astype(np.float32)[:, None]).sum(axis=-1, dtype=np.float64)
-                / (n_full - 1)
-                if n_full > 1
-                else 0.0
-            )
-            part = ~full & (n_valid > 0)
-            if part.any():  # windows with nodata: the highest ceil(fraction n) of the n with data
-                nv = n_valid[part, None]
-                nh = np.ceil(neigh_fraction * nv)
-                keep = (rank >= nv - nh) & (rank < nv)
-                vals = np.where(keep, ordered[part], 0.0)
-                m0[part] = vals.sum(axis=-1) / nh[:, 0]
-                dev = np.where(keep, (vals - m0[part, None]) ** 2, 0.0).sum(axis=-1)
-                s0[part] = np.where(nh[:, 0] > 1, dev / np.maximum(nh[:, 0] - 1, 1), 0.0)
-            m0[n_valid == 0] = np.nan  # nodata surrounded by nodata: passed through below
-            s0[n_valid == 0] = 0.0
-            x0 = logits[c, r0:r1, left : w - right].reshape(-1)
-            wgt = s0 / (s0 + sigma2[c])
-            out[c, r0 - top : r1 - top] = (wgt * x0 + (1 - wgt) * m0).reshape(r1 - r0, ow)
-    smoothed = 1.0 / (1.0 + np.exp(-out))
-    smoothed /= smoothed.sum(axis=0, keepdims=True)
-    core_ok = ok[top : h - bottom, left : w - right]
-    smoothed[:, ~core_ok] = probs[:, top : h - bottom, left : w - right][:, ~core_ok]
-    return smoothed.astype(np.float32)
+    m0 = np.empty(len(ordered))
+    s0 = np.empty(len(ordered))
+    full = n_valid == n_win
+    # whole windows with data (most pixels): the n_full highest are the last ones
+    high = ordered[full, n_win - n_full :]
+    mean = high.mean(axis=-1, dtype=np.float64)
+    m0[full] = mean
+    s0[full] = (
+        np.square(high - mean.astype(np.float32)[:, None]).sum(axis=-1, dtype=np.float64) / (n_full - 1)
+        if n_full > 1
+        else 0.0
+    )
+    part = ~full & (n_valid > 0)
+    if part.any():  # windows with nodata: the highest ceil(fraction n) of the n with data
+        rank = np.arange(n_win)
+        nv = n_valid[part, None]
+        nh = np.ceil(neigh_fraction * nv)
+        keep = (rank >= nv - nh) & (rank < nv)
+        vals = np.where(keep, ordered[part], 0.0)
+        m0[part] = vals.sum(axis=-1) / nh[:, 0]
+        dev = np.where(keep, (vals - m0[part, None]) ** 2, 0.0).sum(axis=-1)
+        s0[part] = np.where(nh[:, 0] > 1, dev / np.maximum(nh[:, 0] - 1, 1), 0.0)
+    m0[n_valid == 0] = np.nan  # nodata surrounded by nodata: passed through below
+    s0[n_valid == 0] = 0.0
+    return m0, s0
 
 
 def _normalised(probs: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -240,14 +264,8 @@ def margin_uncertainty(probs: np.ndarray, valid: np.ndarray | None = None) -> np
 def entropy_uncertainty(probs: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Normalised Shannon entropy ``100 H / log K`` of each pixel (sits' ``entropy``, scaled to 0-100).
 
-    Parameters
-    ----------
-    probs : ``[K, H, W]`` class probabilities or scores (normalised by their sum per pixel).
-    valid : ``[H, W]`` pixels with data (default: finite, positive sum).
-
-    Returns
-    -------
-    ``[H, W]`` uint8: 0 (one class certain) to 100 (all classes equally likely), 255 = nodata.
+    ``probs`` and ``valid`` as in :func:`margin_uncertainty`. Returns ``[H, W]`` uint8: 0 (one
+    class certain) to 100 (all classes equally likely), 255 = nodata.
     """
     p, ok = _normalised(probs, valid)
     with np.errstate(divide="ignore", invalid="ignore"):

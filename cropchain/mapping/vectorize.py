@@ -28,6 +28,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -174,29 +175,13 @@ def vectorize_map(
         raise ConfigError(f"vectorize.connectivity: {connectivity} must be 4 or 8")
     if mmu_ha < 0 or majority_radius < 0 or simplify_m < 0:
         raise ConfigError(
-            f"vectorize: mmu_ha ({mmu_ha}), majority_radius ({majority_radius}) and simplify_m ({simplify_m}) must be >= 0"
+            f"vectorize: mmu_ha ({mmu_ha}), majority_radius ({majority_radius}) and simplify_m "
+            f"({simplify_m}) must be >= 0"
         )
     nomenclature = as_nomenclature(nomenclature)
     classification = Path(classification)
-    with open_raster(classification, "classification map") as src:
-        if src.crs is None or not src.crs.is_projected:
-            raise InputError(
-                classification,
-                f"CRS {src.crs} is not projected: areas in hectares need metres",
-                "classify features in the tile's UTM projection",
-            )
-        labels = src.read(1)
-        nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
-        transform, crs = src.transform, src.crs
+    labels, nodata, transform, crs = _read_class_map(classification, nomenclature)
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    present = {int(c) for c in np.unique(labels)} - {nodata}
-    unknown = sorted(present - set(nomenclature.codes))
-    if unknown:
-        raise InputError(
-            classification,
-            f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
-            "vectorize with the nomenclature the map was classified with",
-        )
     if majority_radius > 0:
         labels = majority_filter(labels, majority_radius, nodata)
     valid = labels != nodata
@@ -212,17 +197,7 @@ def vectorize_map(
         pixel_area,
     )
 
-    geoms, codes = [], []
-    for geom, value in rasterio.features.shapes(
-        labels, mask=valid, connectivity=connectivity, transform=transform
-    ):
-        geoms.append(shapely.geometry.shape(geom))
-        codes.append(int(value))
-    geometry = _valid_multipolygons(np.array(geoms, dtype=object))
-    if simplify_m > 0 and len(geometry):
-        geometry = _valid_multipolygons(
-            shapely.coverage_simplify(geometry, simplify_m, simplify_boundary=True)
-        )
+    geometry, codes = _polygonize(labels, valid, connectivity, transform, simplify_m)
     names = dict(zip(nomenclature.codes, nomenclature.names))
     gdf = gpd.GeoDataFrame(
         {
@@ -238,3 +213,52 @@ def vectorize_map(
         "%s: %d polygons, %.1f ha classified -> %s", classification, len(gdf), gdf["area_ha"].sum(), out_gpkg
     )
     return gdf
+
+
+def _read_class_map(classification: Path, nomenclature: Nomenclature) -> tuple[np.ndarray, int, Any, Any]:
+    """Class codes ``[H, W]``, nodata value, transform and CRS of a class map in a projected
+    CRS whose codes are all in ``nomenclature``.
+
+    Raises
+    ------
+    InputError
+        missing/unreadable map, geographic CRS, codes not in the nomenclature.
+    """
+    with open_raster(classification, "classification map") as src:
+        if src.crs is None or not src.crs.is_projected:
+            raise InputError(
+                classification,
+                f"CRS {src.crs} is not projected: areas in hectares need metres",
+                "classify features in the tile's UTM projection",
+            )
+        labels = src.read(1)
+        nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
+        transform, crs = src.transform, src.crs
+    present = {int(c) for c in np.unique(labels)} - {nodata}
+    unknown = sorted(present - set(nomenclature.codes))
+    if unknown:
+        raise InputError(
+            classification,
+            f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
+            "vectorize with the nomenclature the map was classified with",
+        )
+    return labels, nodata, transform, crs
+
+
+def _polygonize(
+    labels: np.ndarray, valid: np.ndarray, connectivity: int, transform: Any, simplify_m: float
+) -> tuple[np.ndarray, list[int]]:
+    """One valid MultiPolygon per connected region of ``labels`` where ``valid`` (object array)
+    and its class code; the polygons simplified as a coverage when ``simplify_m`` > 0 (metres)."""
+    geoms, codes = [], []
+    for geom, value in rasterio.features.shapes(
+        labels, mask=valid, connectivity=connectivity, transform=transform
+    ):
+        geoms.append(shapely.geometry.shape(geom))
+        codes.append(int(value))
+    geometry = _valid_multipolygons(np.array(geoms, dtype=object))
+    if simplify_m > 0 and len(geometry):
+        geometry = _valid_multipolygons(
+            shapely.coverage_simplify(geometry, simplify_m, simplify_boundary=True)
+        )
+    return geometry, codes

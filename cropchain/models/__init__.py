@@ -4,7 +4,8 @@ A *pixel classifier* is any object with
 
 - ``classes_``: ``np.ndarray`` of int class codes (nomenclature codes), shape ``[K]``;
 - ``feature_names``: list of the ``F`` feature names it was trained on (the band
-  names of the tile's features (:func:`cropchain.series.features.feature_names`), e.g. ``"20180123_B02"``, ``"20180123_NDVI"``);
+  names of the tile's features (:func:`cropchain.series.features.feature_names`), e.g.
+  ``"20180123_B02"``, ``"20180123_NDVI"``);
 - ``predict_proba(X)``: ``X`` float32 ``[N, F]`` -> float32 ``[N, K]`` class probabilities,
   columns in the order of ``classes_``.
 
@@ -117,3 +118,28 @@ def get_model(name: str, *, seed: int = 0, threads: int = 1, **hyperparameters: 
 def count_parameters(module: Any) -> int:
     """Number of trainable parameters of a PyTorch ``module`` (``torch.nn.Module``)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def check_tiling(window: int, overlap: int, margin: int, alignment: int, name: str) -> None:
+    """Refuse a tiled inference that would show seams: the one check of a tiling (window and
+    overlap in px) against a predictor's receptive ``margin`` (px) and ``alignment`` (px, the
+    U-Nets' pooling grid), made before training (:func:`cropchain.learning.train_network.train_network`)
+    and before classifying (:func:`cropchain.mapping.classify.classify_tile`); ``name`` names the
+    predictor in the messages. (Here rather than in :mod:`cropchain.models.networks`: the
+    classification of pixel classifiers does not import PyTorch.)
+
+    Raises
+    ------
+    ConfigError
+        ``overlap`` below ``margin``, or ``window`` / ``overlap`` not multiples of ``alignment``.
+    """
+    if overlap < margin:
+        raise ConfigError(
+            f"classify.overlap: {overlap} px is smaller than the receptive margin of {name} ({margin} px); "
+            f"the map would show seams; set classify.overlap >= {margin} (a multiple of {alignment})"
+        )
+    if window % alignment or overlap % alignment:
+        raise ConfigError(
+            f"classify.window ({window}) and classify.overlap ({overlap}) must be multiples of "
+            f"{alignment} px for {name} (its pooling grid); the map would show seams"
+        )

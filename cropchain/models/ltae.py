@@ -21,8 +21,9 @@ encoder (also used by the parcel model PSE+L-TAE, :mod:`cropchain.models.parcel.
 Departure from the authors' code: the LayerNorm after the input map normalises each date over
 its ``d_model`` values (theirs normalises ``[d_model, T]`` jointly, which ties the weights to
 ``T``). With T31TEJ's 13 channels (10 bands, 3 indices) and 8 classes: 81,346 parameters,
-whatever the number of dates (``tests/test_networks.py`` checks the count term by term). Pixel-wise: margin 0, so tiled
-inference predicts only the clear pixels, by chunks of ``chunk_pixels``. In the attention, the
+whatever the number of dates (``tests/test_networks.py`` checks the count term by term).
+Pixel-wise: margin 0, so tiled inference predicts only the clear pixels, by chunks of
+``chunk_pixels``. In the attention, the
 master queries are folded into the key map (``q . (W_k h + b_k) = (q W_k) h + q . b_k``): 16
 instead of 128 outputs per date, the same function.
 """
@@ -43,6 +44,8 @@ from cropchain.models.networks import (
     Architecture,
     NetworkClassifier,
     TemporalLayout,
+    attach_layout,
+    by_chunks,
     pixel_series,
 )
 
@@ -55,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.2,
     "attention_dropout": 0.1,
     "period": 1000.0,  # of the date encoding, in days
-    "chunk_pixels": 256,  # pixels per forward pass in evaluation (the [256, T, d_model] temporaries fit the L2 cache)
+    # pixels per forward pass in evaluation (the [256, T, d_model] temporaries fit the L2 cache)
+    "chunk_pixels": 256,
 }
 #: pixel-wise like TempCNN: small patches centred on the drawn class
 TRAIN_DEFAULTS: dict[str, Any] = {"patch_size": 16, "batch_size": 16, "patches_per_epoch": 256}
@@ -118,7 +122,8 @@ class LTAE(nn.Module):
         super().__init__()
         if d_model % n_head or not mlp or mlp[0] != d_model:
             raise ValueError(
-                f"d_model ({d_model}) must be a multiple of n_head ({n_head}) and mlp {list(mlp)} start with d_model"
+                f"d_model ({d_model}) must be a multiple of n_head ({n_head}) and mlp {list(mlp)} start "
+                "with d_model"
             )
         self.n_head, self.d_k, self.d_model = int(n_head), int(d_k), int(d_model)
         self.in_norm = nn.LayerNorm(in_channels)
@@ -139,7 +144,8 @@ class LTAE(nn.Module):
         self.out_features = int(mlp[-1])
 
     def encode_dates(self, positions: Sequence[float] | np.ndarray) -> torch.Tensor:
-        """Date encoding ``[T, d_model]``: :func:`date_encoding` of ``d_model / n_head`` dimensions, once per head."""
+        """Date encoding ``[T, d_model]``: :func:`date_encoding` of ``d_model / n_head``
+        dimensions, once per head."""
         return date_encoding(positions, self.d_model // self.n_head, self.period).repeat(1, self.n_head)
 
     def forward(
@@ -193,9 +199,7 @@ class LTAEPixel(nn.Module):
         chunk_pixels: int = 256,
     ) -> None:
         super().__init__()
-        self.register_buffer("order", torch.as_tensor(layout.order), persistent=False)
-        self.n_dates, self.n_channels = layout.n_dates, layout.n_channels
-        self.chunk_pixels = int(chunk_pixels)
+        attach_layout(self, layout, chunk_pixels)
         self.encoder = LTAE(
             self.n_channels,
             days_since_first(layout.dates),
@@ -218,12 +222,7 @@ class LTAEPixel(nn.Module):
         if self.training:
             logits = self.classifier(self.decoder(self.encoder(s)))
         else:
-            logits = torch.cat(
-                [
-                    self.classifier(self.decoder(self.encoder(s[i : i + self.chunk_pixels])))
-                    for i in range(0, s.shape[0], self.chunk_pixels)
-                ]
-            )
+            logits = by_chunks(lambda c: self.classifier(self.decoder(self.encoder(c))), s, self.chunk_pixels)
         return logits.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 

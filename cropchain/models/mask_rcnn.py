@@ -114,7 +114,8 @@ class IgnoringRPN(RegionProposalNetwork):
 
 
 class IgnoringRoIHeads(RoIHeads):
-    """torchvision's RoI heads whose background proposals off the labelled land are ignored (module docstring)."""
+    """torchvision's RoI heads whose background proposals off the labelled land are ignored
+    (module docstring)."""
 
     min_labelled: float = 0.5
 
@@ -229,8 +230,3 @@ def set_input_size(model: MaskRCNN, size: int) -> None:
     """Scale inputs so that their shorter side is ``size`` px (``upscale x window`` at inference)."""
     model.transform.min_size = (int(size),)
     model.transform.max_size = int(size)
-
-
-def freeze_seed(seed: int) -> None:
-    """Seed PyTorch's generators (CPU) for a reproducible initialization and training."""
-    torch.manual_seed(seed)

@@ -70,10 +70,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "patience": 8,  # epochs without a better held-out score before stopping
     "monitor": "loss",  # held-out score of early stopping: loss, macro_f1 or overall_accuracy
     "holdout_fraction": 0.15,  # fraction of each class's learning polygons held out for early stopping
-    "class_weight_power": 0.5,  # loss weight of a class = frequency ** -power (0: unweighted, 1: inverse frequency)
+    # loss weight of a class = frequency ** -power (0: unweighted, 1: inverse frequency)
+    "class_weight_power": 0.5,
     "augment": True,  # random flips and 90-degree rotations of the patches
     "ema_decay": 0.0,  # exponential moving average of the weights, per step (0: none)
-    "device": "auto",  # training and inference: a CUDA GPU when PyTorch sees one, else the CPU (or cpu, cuda, cuda:N)
+    # training and inference: a CUDA GPU when PyTorch sees one, else the CPU (or cpu, cuda, cuda:N)
+    "device": "auto",
 }
 
 _DATED = re.compile(r"^(\d{8})_(.+)$")
@@ -127,7 +129,8 @@ def feature_layout(feature_names: Sequence[str]) -> TemporalLayout:
             raise InputError(
                 "features",
                 f"feature {name!r} is not named YYYYMMDD_<band or index>",
-                "use the features computed by cropchain.series.features (a temporal network needs dated features)",
+                "use the features computed by cropchain.series.features (a temporal network needs dated "
+                "features)",
             )
         date, channel = m.groups()
         cells[(date, channel)] = i
@@ -229,6 +232,22 @@ class UNet(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = block(torch.cat([x, skips.pop()], dim=1))
         return x
+
+
+def attach_layout(net: nn.Module, layout: TemporalLayout, chunk_pixels: int) -> None:
+    """Give a pixel-series network what :func:`pixel_series` and :func:`by_chunks` need: the
+    date-major ``order`` (a buffer, not saved), ``n_dates``, ``n_channels`` and ``chunk_pixels``
+    (pixels per chunk in evaluation)."""
+    net.register_buffer("order", torch.as_tensor(layout.order), persistent=False)
+    net.n_dates, net.n_channels = layout.n_dates, layout.n_channels
+    net.chunk_pixels = int(chunk_pixels)
+
+
+def by_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``fn`` applied to ``x`` ``[P, ...]`` by chunks of ``chunk`` rows (pixels), the results
+    concatenated along the first dimension: the evaluation of pixel-wise encoders with a
+    bounded memory."""
+    return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
 
 
 def pixel_series(x: torch.Tensor, order: torch.Tensor, n_dates: int, n_channels: int) -> torch.Tensor:
@@ -670,16 +689,12 @@ class NetworkClassifier:
             raise InputError(
                 path, "network weights not found", "run the training step for this architecture and run"
             )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a truncated or foreign file: torch raises many kinds
-            raise InputError(
-                path, f"not a readable PyTorch file ({type(exc).__name__}: {exc})", "retrain the model"
-            ) from None
+        state = load_torch_file(path, "retrain the model")
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise InputError(
                 path,
-                f"not a cropchain network (format {state.get('format') if isinstance(state, dict) else '?'!r})",
+                "not a cropchain network (format "
+                f"{state.get('format') if isinstance(state, dict) else '?'!r})",
                 "retrain the model with this version of cropchain",
             )
         model = get_model(
@@ -695,6 +710,20 @@ class NetworkClassifier:
         model._module().load_state_dict(state["state_dict"])
         model._module().eval()
         return model.to_device(device)
+
+
+def load_torch_file(path: Path, fix: str) -> Any:
+    """The object saved in PyTorch file ``path``, on the CPU (``torch.load(weights_only=True)``).
+
+    Raises
+    ------
+    InputError
+        unreadable file (truncated or foreign), with ``fix`` as the remedy.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: torch raises many kinds
+        raise InputError(path, f"not a readable PyTorch file ({type(exc).__name__}: {exc})", fix) from None
 
 
 def library_versions() -> dict[str, str]:

@@ -52,6 +52,7 @@ from torch import nn
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.models.device import resolve_device  # noqa: F401 (re-exported)
+from cropchain.models.networks import load_torch_file
 from cropchain.series.tile import GAPFILLED_NODATA
 
 #: sha256 of the published ``default_model.pt`` (nasaharvest/presto, commit 5afde40, 3,321,716 bytes)
@@ -376,12 +377,7 @@ def load_presto(path: str | os.PathLike, sha256: str | None = WEIGHTS_SHA256) ->
         weights (names and shapes of FACTS.md section 3).
     """
     path = check_weights(path, sha256)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: torch raises many kinds
-        raise InputError(
-            path, f"not a readable PyTorch file ({type(exc).__name__}: {exc})", "download the weights again"
-        ) from None
+    state = load_torch_file(path, "download the weights again")
     encoder = PrestoEncoder()
     prefix = "encoder."
     weights = (
@@ -506,7 +502,8 @@ def embed_composites(
     if missing or len(bands) != b:
         raise InputError(
             source,
-            f"Presto reads the bands {', '.join(S2_BANDS)}; bands {list(bands)} ({b} in the array), missing {missing}",
+            f"Presto reads the bands {', '.join(S2_BANDS)}; bands {list(bands)} ({b} in the array), missing "
+            f"{missing}",
             "ingest every 10 m and 20 m band (tiles.<tile>.bands)",
         )
     clear = np.asarray(clear, dtype=bool)

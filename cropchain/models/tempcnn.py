@@ -33,6 +33,8 @@ from cropchain.models.networks import (
     NetworkClassifier,
     TemporalConvs,
     TemporalLayout,
+    attach_layout,
+    by_chunks,
     inference_linear,
     pixel_series,
     time_major_linear,
@@ -74,9 +76,7 @@ class TempCNN(nn.Module):
         super().__init__()
         if convs < 1:
             raise ValueError(f"convs ({convs}) must be >= 1")
-        self.register_buffer("order", torch.as_tensor(layout.order), persistent=False)
-        self.n_dates, self.n_channels = layout.n_dates, layout.n_channels
-        self.chunk_pixels = int(chunk_pixels)
+        attach_layout(self, layout, chunk_pixels)
         self.filters = int(filters)
         self.temporal = TemporalConvs(self.n_channels, [filters] * convs, kernel, dropout)
         self.dense = nn.Linear(filters * self.n_dates, dense)
@@ -95,15 +95,10 @@ class TempCNN(nn.Module):
             dense = inference_linear(
                 time_major_linear(fuse_linear_bn_eval(self.dense, self.dense_bn), self.filters, self.n_dates)
             )
-            logits = torch.cat(
-                [
-                    self.classifier(
-                        torch.relu_(
-                            dense(self.temporal(s[i : i + self.chunk_pixels], convs, time_major=True))
-                        )
-                    )
-                    for i in range(0, s.shape[0], self.chunk_pixels)
-                ]
+            logits = by_chunks(
+                lambda c: self.classifier(torch.relu_(dense(self.temporal(c, convs, time_major=True)))),
+                s,
+                self.chunk_pixels,
             )
         return logits.view(n, h, w, -1).permute(0, 3, 1, 2)
 

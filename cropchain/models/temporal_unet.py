@@ -30,6 +30,8 @@ from cropchain.models.networks import (
     TemporalConvs,
     TemporalLayout,
     UNet,
+    attach_layout,
+    by_chunks,
     pixel_series,
 )
 
@@ -68,9 +70,7 @@ class TemporalUNet(nn.Module):
         chunk_pixels: int = 65536,
     ) -> None:
         super().__init__()
-        self.register_buffer("order", torch.as_tensor(layout.order), persistent=False)
-        self.n_dates, self.n_channels = layout.n_dates, layout.n_channels
-        self.chunk_pixels = int(chunk_pixels)
+        attach_layout(self, layout, chunk_pixels)
         self.temporal = TemporalConvs(self.n_channels, temporal_filters, temporal_kernel)
         self.project = nn.Sequential(
             nn.Linear(temporal_filters[-1] * self.n_dates, embedding, bias=False),
@@ -92,12 +92,7 @@ class TemporalUNet(nn.Module):
             emb = self.encode(series)
         else:  # evaluation: pixels are independent here, encode them by chunks (memory bound)
             folded = self.temporal.folded()
-            emb = torch.cat(
-                [
-                    self.encode(series[i : i + self.chunk_pixels], folded)
-                    for i in range(0, series.shape[0], self.chunk_pixels)
-                ]
-            )
+            emb = by_chunks(lambda c: self.encode(c, folded), series, self.chunk_pixels)
         emb = emb.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()  # [B, D, H, W]
         return self.head(self.unet(emb))
 

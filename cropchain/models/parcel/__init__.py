@@ -101,7 +101,8 @@ def get_parcel_model(
     unknown = sorted(set(hyperparameters) - accepted - set(fixed))
     if unknown:
         raise ConfigError(
-            f"parcels.models.{name}: unknown hyper-parameter(s) {unknown}; accepted: {', '.join(sorted(accepted))}"
+            f"parcels.models.{name}: unknown hyper-parameter(s) {unknown}; accepted: "
+            f"{', '.join(sorted(accepted))}"
         )
     for key, value in fixed.items():  # e.g. temporal_ratio, fixed by the name (saved in model.json)
         if key in hyperparameters and hyperparameters.pop(key) != value:

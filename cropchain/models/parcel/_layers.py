@@ -82,7 +82,8 @@ class ConvEncoder(nn.Module):
         side = conv_output_size(patch_size, len(widths))
         if side < 1:
             raise ValueError(
-                f"patch_size {patch_size} px is too small for {len(widths)} blocks of 3x3 convolution + 2x2 pooling"
+                f"patch_size {patch_size} px is too small for {len(widths)} blocks of 3x3 convolution + 2x2 "
+                "pooling"
             )
         blocks: list[nn.Module] = []
         n_in = n_bands

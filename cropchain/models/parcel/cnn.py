@@ -58,7 +58,8 @@ class ParcelCNN(ParcelClassifier):
         self.head = MLPHead(self.spatial.out_features, n_classes, dropout=dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x`` float32 ``[B, T, C, S, S]``, ``mask`` ``[B, S, S]`` (unused: 0 outside) -> logits ``[B, K]``."""
+        """``x`` float32 ``[B, T, C, S, S]``, ``mask`` ``[B, S, S]`` (unused: 0 outside) ->
+        logits ``[B, K]``."""
         b, t = x.shape[:2]
         emb = self.spatial(x.flatten(0, 1)).view(b, t, -1)
         return self.head(emb.amax(dim=1))

@@ -114,7 +114,8 @@ class ParcelCNNGRU(ParcelClassifier):
         self.head = MLPHead(hidden, n_classes, dropout=dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x`` float32 ``[B, T, C, S, S]``, ``mask`` ``[B, S, S]`` (unused: 0 outside) -> logits ``[B, K]``."""
+        """``x`` float32 ``[B, T, C, S, S]``, ``mask`` ``[B, S, S]`` (unused: 0 outside) ->
+        logits ``[B, K]``."""
         b, t = x.shape[:2]
         emb = self.spatial(x.flatten(0, 1)).view(b, t, -1)
         _, h = self.temporal(emb)
