@@ -121,7 +121,7 @@ class PrestoFeatures:
     Raises
     ------
     InputError
-        raw series, mask or dates inconsistent (:func:`cropchain.series.gapfill.check_inputs`), a band
+        raw series, mask or dates inconsistent (:func:`cropchain.series.tile.check_inputs`), a band
         Presto reads missing from the series, no raw date in the months, weights missing or
         with another sha256 (:func:`cropchain.models.presto.load_presto`).
     ConfigError
