@@ -12,6 +12,7 @@ and updated, never rebuilt by hand (rasterio's idiom).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,5 +176,51 @@ def read_dates(path: str | os.PathLike) -> list[str]:
         if len(d) != 8 or not d.isdigit():
             raise InputError(
                 path, f"line {d!r} is not a date YYYYMMDD", "write one date per line as YYYYMMDD"
+            )
+    return dates
+
+
+def read_date_list(path: str | os.PathLike) -> list[dt.date]:
+    """Read a dates file (one ``YYYYMMDD`` per line, OTB's convention) as calendar dates.
+
+    Returns
+    -------
+    list of datetime.date, strictly increasing (one acquisition per date).
+
+    Raises
+    ------
+    InputError
+        the file is missing, unreadable, not text, empty, has a line that is not ``YYYYMMDD``
+        or not a calendar date (``20180230``), or dates that are not strictly increasing.
+    """
+    try:
+        texts = read_dates(path)
+    except UnicodeDecodeError:
+        raise InputError(
+            path, "dates file is not a text file", "write one date per line as YYYYMMDD"
+        ) from None
+    except OSError as exc:
+        raise InputError(
+            path, f"dates file cannot be read ({exc.strerror})", "check the file's permissions"
+        ) from None
+    if not texts:
+        raise InputError(
+            path, "dates file is empty", "write one acquisition date per line as YYYYMMDD, in band order"
+        )
+    dates = []
+    for t in texts:
+        try:
+            dates.append(dt.datetime.strptime(t, "%Y%m%d").date())
+        except ValueError as exc:
+            raise InputError(
+                path, f"{t!r} is not a calendar date ({exc})", "write real calendar dates as YYYYMMDD"
+            ) from None
+    for a, b in zip(dates, dates[1:]):
+        if b <= a:
+            raise InputError(
+                path,
+                f"dates are not strictly increasing ({a:%Y%m%d} then {b:%Y%m%d})",
+                "sort the dates, one acquisition per date (the bands of a stack with them; "
+                "rerun ingest for raw_dates.txt)",
             )
     return dates
