@@ -450,6 +450,50 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
     return el
 
 
+#: ESA's names of the SCL classes 0-11 (``Scene_Classification_List`` of MTD_MSIL2A.xml).
+_SCL_NAMES = (
+    "SC_NODATA",
+    "SC_SATURATED_DEFECTIVE",
+    "SC_DARK_FEATURE_SHADOW",
+    "SC_CLOUD_SHADOW",
+    "SC_VEGETATION",
+    "SC_NOT_VEGETATED",
+    "SC_WATER",
+    "SC_UNCLASSIFIED",
+    "SC_CLOUD_MEDIUM_PROBA",
+    "SC_CLOUD_HIGH_PROBA",
+    "SC_THIN_CIRRUS",
+    "SC_SNOW_ICE",
+)
+
+
+def _write_image_characteristics(gi: ET.Element) -> None:
+    """``Product_Image_Characteristics`` of MTD_MSIL2A.xml: special values, quantification,
+    BOA_ADD_OFFSET (-1000, baseline >= 04.00), spectral information and the SCL classes."""
+    ic = _sub(gi, "Product_Image_Characteristics")
+    for text, idx in (("NODATA", "0"), ("SATURATED", "65535")):
+        sv = _sub(ic, "Special_Values")
+        _sub(sv, "SPECIAL_VALUE_TEXT", text)
+        _sub(sv, "SPECIAL_VALUE_INDEX", idx)
+    q = _sub(ic, "QUANTIFICATION_VALUES_LIST")
+    _sub(q, "BOA_QUANTIFICATION_VALUE", "10000", unit="none")
+    _sub(q, "AOT_QUANTIFICATION_VALUE", "1000.0", unit="none")
+    _sub(q, "WVP_QUANTIFICATION_VALUE", "1000.0", unit="cm")
+    off = _sub(ic, "BOA_ADD_OFFSET_VALUES_LIST")
+    for i in range(len(ESA_BAND_IDS)):
+        _sub(off, "BOA_ADD_OFFSET", "-1000", band_id=str(i))
+    si = _sub(ic, "Spectral_Information_List")
+    for i, b in enumerate(ESA_BAND_IDS):
+        phys = "B8A" if b == "B8A" else f"B{int(b[1:])}"
+        s = _sub(si, "Spectral_Information", bandId=str(i), physicalBand=phys)
+        _sub(s, "RESOLUTION", str(NATIVE_RESOLUTION.get(b, 60)))
+    scl = _sub(ic, "Scene_Classification_List")
+    for idx, text in enumerate(_SCL_NAMES):
+        e = _sub(scl, "Scene_Classification_ID")
+        _sub(e, "SCENE_CLASSIFICATION_TEXT", text)
+        _sub(e, "SCENE_CLASSIFICATION_INDEX", str(idx))
+
+
 def _write_mtd(
     path: Path,
     *,
@@ -492,43 +536,7 @@ def _write_mtd(
     gr = _sub(gl, "Granule", granuleIdentifier=granule_id, imageFormat="JPEG2000")
     for f in image_files:
         _sub(gr, "IMAGE_FILE", f)
-    ic = _sub(gi, "Product_Image_Characteristics")
-    for text, idx in (("NODATA", "0"), ("SATURATED", "65535")):
-        sv = _sub(ic, "Special_Values")
-        _sub(sv, "SPECIAL_VALUE_TEXT", text)
-        _sub(sv, "SPECIAL_VALUE_INDEX", idx)
-    q = _sub(ic, "QUANTIFICATION_VALUES_LIST")
-    _sub(q, "BOA_QUANTIFICATION_VALUE", "10000", unit="none")
-    _sub(q, "AOT_QUANTIFICATION_VALUE", "1000.0", unit="none")
-    _sub(q, "WVP_QUANTIFICATION_VALUE", "1000.0", unit="cm")
-    off = _sub(ic, "BOA_ADD_OFFSET_VALUES_LIST")
-    for i in range(len(ESA_BAND_IDS)):
-        _sub(off, "BOA_ADD_OFFSET", "-1000", band_id=str(i))
-    si = _sub(ic, "Spectral_Information_List")
-    for i, b in enumerate(ESA_BAND_IDS):
-        phys = "B8A" if b == "B8A" else f"B{int(b[1:])}"
-        s = _sub(si, "Spectral_Information", bandId=str(i), physicalBand=phys)
-        _sub(s, "RESOLUTION", str(NATIVE_RESOLUTION.get(b, 60)))
-    scl = _sub(ic, "Scene_Classification_List")
-    for idx, text in enumerate(
-        (
-            "SC_NODATA",
-            "SC_SATURATED_DEFECTIVE",
-            "SC_DARK_FEATURE_SHADOW",
-            "SC_CLOUD_SHADOW",
-            "SC_VEGETATION",
-            "SC_NOT_VEGETATED",
-            "SC_WATER",
-            "SC_UNCLASSIFIED",
-            "SC_CLOUD_MEDIUM_PROBA",
-            "SC_CLOUD_HIGH_PROBA",
-            "SC_THIN_CIRRUS",
-            "SC_SNOW_ICE",
-        )
-    ):
-        e = _sub(scl, "Scene_Classification_ID")
-        _sub(e, "SCENE_CLASSIFICATION_TEXT", text)
-        _sub(e, "SCENE_CLASSIFICATION_INDEX", str(idx))
+    _write_image_characteristics(gi)
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
 
@@ -878,6 +886,53 @@ def _self_intersecting(poly: Polygon) -> Polygon | None:
     return None
 
 
+def _rpg_parcels(gdf: gpd.GeoDataFrame, tile: str, rng: np.random.Generator) -> gpd.GeoDataFrame:
+    """The crop parcels of a demo layout with the RPG fields (``ID_PARCEL``, ``CODE_CULTU``,
+    ``SURF_PARC``), three of at least 1 ha given a self-intersecting (bow-tie) ring."""
+    crops = gdf[gdf["code"].isin(list(RPG_CODES))].copy()
+    crops["ID_PARCEL"] = [f"{tile}-{i:05d}" for i in crops["parcel_id"]]
+    crops["CODE_CULTU"] = crops["code"].map(RPG_CODES)
+    crops["SURF_PARC"] = np.round(crops.geometry.area / 1e4, 2)
+    big = crops.index[crops.geometry.area >= 1e4].to_numpy()
+    broken = 0
+    for idx in rng.permutation(big):
+        bad = _self_intersecting(crops.at[idx, "geometry"])
+        if bad is not None:
+            crops.at[idx, "geometry"] = bad
+            broken += 1
+        if broken == 3:
+            break
+    return crops
+
+
+def _corine_cover(
+    gdf: gpd.GeoDataFrame, crops: gpd.GeoDataFrame, rng: np.random.Generator, *, broken: bool
+) -> pd.DataFrame:
+    """The Corine-like polygons of a demo layout (``code_18``): forest, urban and water, and one
+    coarse arable polygon around a cluster of ``crops`` (self-intersecting when ``broken``)."""
+    # one polygon per 400 m block of forest, urban and water (see _landscape), so that
+    # each run can keep some of each class for validation
+    cover = gdf[gdf["code"].isin(list(CORINE_CODES))].explode(index_parts=False).reset_index(drop=True)
+    cover["geometry"] = cover.geometry.simplify(5.0, preserve_topology=True)
+    cover["code_18"] = cover["code"].map(CORINE_CODES).astype(np.int32)
+    # A coarse 'arable land' polygon around a cluster of crop parcels.
+    cent = np.column_stack([crops.geometry.centroid.x, crops.geometry.centroid.y])
+    seed_i = rng.integers(len(crops))
+    near = np.argsort(np.hypot(*(cent - cent[seed_i]).T))[:15]
+    arable = shapely.union_all(crops.geometry.iloc[near].buffer(0).to_numpy()).buffer(25.0).simplify(40.0)
+    if arable.geom_type != "Polygon":
+        arable = arable.convex_hull
+    if broken:
+        arable = _self_intersecting(arable) or arable
+    return pd.concat(
+        [
+            cover[["code_18", "geometry"]],
+            gpd.GeoDataFrame({"code_18": [CORINE_ARABLE]}, geometry=[arable], crs=DEMO_CRS),
+        ],
+        ignore_index=True,
+    )
+
+
 def generate_demo_references(
     out_dir: str | os.PathLike,
     tiles: Mapping[str, Mapping],
@@ -919,44 +974,9 @@ def generate_demo_references(
             crs=DEMO_CRS,
         )
         rng = _rng(seed, tile_n, 4)
-        crops = gdf[gdf["code"].isin(list(RPG_CODES))].copy()
-        crops["ID_PARCEL"] = [f"{tile_n}-{i:05d}" for i in crops["parcel_id"]]
-        crops["CODE_CULTU"] = crops["code"].map(RPG_CODES)
-        crops["SURF_PARC"] = np.round(crops.geometry.area / 1e4, 2)
-        big = crops.index[crops.geometry.area >= 1e4].to_numpy()
-        broken = 0
-        for idx in rng.permutation(big):
-            bad = _self_intersecting(crops.at[idx, "geometry"])
-            if bad is not None:
-                crops.at[idx, "geometry"] = bad
-                broken += 1
-            if broken == 3:
-                break
+        crops = _rpg_parcels(gdf, tile_n, rng)
         rpg.append(crops[["ID_PARCEL", "CODE_CULTU", "SURF_PARC", "geometry"]])
-
-        # one polygon per 400 m block of forest, urban and water (see _landscape), so that
-        # each run can keep some of each class for validation
-        cover = gdf[gdf["code"].isin(list(CORINE_CODES))].explode(index_parts=False).reset_index(drop=True)
-        cover["geometry"] = cover.geometry.simplify(5.0, preserve_topology=True)
-        cover["code_18"] = cover["code"].map(CORINE_CODES).astype(np.int32)
-        # A coarse 'arable land' polygon around a cluster of crop parcels.
-        cent = np.column_stack([crops.geometry.centroid.x, crops.geometry.centroid.y])
-        seed_i = rng.integers(len(crops))
-        near = np.argsort(np.hypot(*(cent - cent[seed_i]).T))[:15]
-        arable = shapely.union_all(crops.geometry.iloc[near].buffer(0).to_numpy()).buffer(25.0).simplify(40.0)
-        if arable.geom_type != "Polygon":
-            arable = arable.convex_hull
-        if k == 0:
-            arable = _self_intersecting(arable) or arable
-        clc.append(
-            pd.concat(
-                [
-                    cover[["code_18", "geometry"]],
-                    gpd.GeoDataFrame({"code_18": [CORINE_ARABLE]}, geometry=[arable], crs=DEMO_CRS),
-                ],
-                ignore_index=True,
-            )
-        )
+        clc.append(_corine_cover(gdf, crops, rng, broken=k == 0))
     parcels = gpd.GeoDataFrame(pd.concat(rpg, ignore_index=True), crs=DEMO_CRS).to_crs(REFERENCE_CRS)
     landcover = gpd.GeoDataFrame(pd.concat(clc, ignore_index=True), crs=DEMO_CRS).to_crs(REFERENCE_CRS)
     landcover["code_18"] = landcover["code_18"].astype(np.int32)
