@@ -39,6 +39,7 @@ Products are written as real L2A SAFE folders (processing baseline 05.00, BOA_AD
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -302,7 +303,7 @@ def demo_layout(
     cls, _, _, unit = _layout(tile, seed, width, height)
     transform = _grid_transform(origin, PIXEL_SIZE)
     geoms, codes = [], []
-    for geom, value in shapes(unit.astype(np.int32), connectivity=4, transform=transform):
+    for geom, _value in shapes(unit.astype(np.int32), connectivity=4, transform=transform):
         poly = shape(geom)
         r, c = rasterio.transform.rowcol(transform, *poly.representative_point().coords[0])
         geoms.append(poly)
@@ -449,6 +450,50 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
     return el
 
 
+#: ESA's names of the SCL classes 0-11 (``Scene_Classification_List`` of MTD_MSIL2A.xml).
+_SCL_NAMES = (
+    "SC_NODATA",
+    "SC_SATURATED_DEFECTIVE",
+    "SC_DARK_FEATURE_SHADOW",
+    "SC_CLOUD_SHADOW",
+    "SC_VEGETATION",
+    "SC_NOT_VEGETATED",
+    "SC_WATER",
+    "SC_UNCLASSIFIED",
+    "SC_CLOUD_MEDIUM_PROBA",
+    "SC_CLOUD_HIGH_PROBA",
+    "SC_THIN_CIRRUS",
+    "SC_SNOW_ICE",
+)
+
+
+def _write_image_characteristics(gi: ET.Element) -> None:
+    """``Product_Image_Characteristics`` of MTD_MSIL2A.xml: special values, quantification,
+    BOA_ADD_OFFSET (-1000, baseline >= 04.00), spectral information and the SCL classes."""
+    ic = _sub(gi, "Product_Image_Characteristics")
+    for text, idx in (("NODATA", "0"), ("SATURATED", "65535")):
+        sv = _sub(ic, "Special_Values")
+        _sub(sv, "SPECIAL_VALUE_TEXT", text)
+        _sub(sv, "SPECIAL_VALUE_INDEX", idx)
+    q = _sub(ic, "QUANTIFICATION_VALUES_LIST")
+    _sub(q, "BOA_QUANTIFICATION_VALUE", "10000", unit="none")
+    _sub(q, "AOT_QUANTIFICATION_VALUE", "1000.0", unit="none")
+    _sub(q, "WVP_QUANTIFICATION_VALUE", "1000.0", unit="cm")
+    off = _sub(ic, "BOA_ADD_OFFSET_VALUES_LIST")
+    for i in range(len(ESA_BAND_IDS)):
+        _sub(off, "BOA_ADD_OFFSET", "-1000", band_id=str(i))
+    si = _sub(ic, "Spectral_Information_List")
+    for i, b in enumerate(ESA_BAND_IDS):
+        phys = "B8A" if b == "B8A" else f"B{int(b[1:])}"
+        s = _sub(si, "Spectral_Information", bandId=str(i), physicalBand=phys)
+        _sub(s, "RESOLUTION", str(NATIVE_RESOLUTION.get(b, 60)))
+    scl = _sub(ic, "Scene_Classification_List")
+    for idx, text in enumerate(_SCL_NAMES):
+        e = _sub(scl, "Scene_Classification_ID")
+        _sub(e, "SCENE_CLASSIFICATION_TEXT", text)
+        _sub(e, "SCENE_CLASSIFICATION_INDEX", str(idx))
+
+
 def _write_mtd(
     path: Path,
     *,
@@ -491,43 +536,7 @@ def _write_mtd(
     gr = _sub(gl, "Granule", granuleIdentifier=granule_id, imageFormat="JPEG2000")
     for f in image_files:
         _sub(gr, "IMAGE_FILE", f)
-    ic = _sub(gi, "Product_Image_Characteristics")
-    for text, idx in (("NODATA", "0"), ("SATURATED", "65535")):
-        sv = _sub(ic, "Special_Values")
-        _sub(sv, "SPECIAL_VALUE_TEXT", text)
-        _sub(sv, "SPECIAL_VALUE_INDEX", idx)
-    q = _sub(ic, "QUANTIFICATION_VALUES_LIST")
-    _sub(q, "BOA_QUANTIFICATION_VALUE", "10000", unit="none")
-    _sub(q, "AOT_QUANTIFICATION_VALUE", "1000.0", unit="none")
-    _sub(q, "WVP_QUANTIFICATION_VALUE", "1000.0", unit="cm")
-    off = _sub(ic, "BOA_ADD_OFFSET_VALUES_LIST")
-    for i in range(len(ESA_BAND_IDS)):
-        _sub(off, "BOA_ADD_OFFSET", "-1000", band_id=str(i))
-    si = _sub(ic, "Spectral_Information_List")
-    for i, b in enumerate(ESA_BAND_IDS):
-        phys = "B8A" if b == "B8A" else f"B{int(b[1:])}"
-        s = _sub(si, "Spectral_Information", bandId=str(i), physicalBand=phys)
-        _sub(s, "RESOLUTION", str(NATIVE_RESOLUTION.get(b, 60)))
-    scl = _sub(ic, "Scene_Classification_List")
-    for idx, text in enumerate(
-        (
-            "SC_NODATA",
-            "SC_SATURATED_DEFECTIVE",
-            "SC_DARK_FEATURE_SHADOW",
-            "SC_CLOUD_SHADOW",
-            "SC_VEGETATION",
-            "SC_NOT_VEGETATED",
-            "SC_WATER",
-            "SC_UNCLASSIFIED",
-            "SC_CLOUD_MEDIUM_PROBA",
-            "SC_CLOUD_HIGH_PROBA",
-            "SC_THIN_CIRRUS",
-            "SC_SNOW_ICE",
-        )
-    ):
-        e = _sub(scl, "Scene_Classification_ID")
-        _sub(e, "SCENE_CLASSIFICATION_TEXT", text)
-        _sub(e, "SCENE_CLASSIFICATION_INDEX", str(idx))
+    _write_image_characteristics(gi)
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
 
@@ -556,7 +565,8 @@ class _Observation(NamedTuple):
 def _observations(
     tile: str, seed: int, width: int, height: int, dates: Sequence[dt.date]
 ) -> Iterator[_Observation]:
-    """The demo's acquisitions of one tile, date by date (reflectance model, clouds, shadows, cirrus, swath edge).
+    """The demo's acquisitions of one tile, date by date (reflectance model, clouds, shadows,
+    cirrus, swath edge).
 
     Shared by the SAFE and Theia writers, so that both formats carry the same scene.
     """
@@ -646,60 +656,92 @@ def generate_demo_products(
         ``R20m/*_SCL_20m.jp2``: uint16 DN = reflectance x 10000 + 1000 (0 = nodata), SCL uint8;
         lossless JPEG 2000.
     """
+    tile, out_dir, dates, t10, t20 = _prepare(out_dir, tile, dates, year, origin)
+    written = []
+    for obs in _observations(tile, seed, width, height, dates):
+        nodata10 = _up(obs.nodata20, height, width)
+        dn10 = np.clip(np.rint(obs.refl * 10000) + 1000, 1, 65535).astype(np.uint16)
+        dn10[:, nodata10] = 0
+        dn20 = np.clip(np.rint(_block_mean(obs.refl) * 10000) + 1000, 1, 65535).astype(np.uint16)
+        dn20[:, obs.nodata20] = 0
+        written.append(_write_safe_product(out_dir, tile, obs, dn10, dn20, (t10, t20), crs))
+        log.info("%s %s: %.0f%% cloud", tile, obs.date, 100 * obs.cloud.mean())
+    return written
+
+
+def _prepare(
+    out_dir: str | os.PathLike,
+    tile: str,
+    dates: Sequence[dt.date | str] | None,
+    year: int,
+    origin: tuple[float, float],
+) -> tuple[str, Path, list[dt.date], Affine, Affine]:
+    """What both product writers start from: the tile name (``T31TXA``), the output folder
+    (created), the sorted dates, and the 10 m and 20 m grid transforms at ``origin``."""
     tile = _tile_name(tile)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dates = _check_dates(dates, year)
-    H, W = height, width
-    t10 = _grid_transform(origin, PIXEL_SIZE)
-    t20 = _grid_transform(origin, 2 * PIXEL_SIZE)
+    return tile, out_dir, dates, _grid_transform(origin, PIXEL_SIZE), _grid_transform(origin, 2 * PIXEL_SIZE)
+
+
+@contextlib.contextmanager
+def _new_product(final: Path) -> Iterator[Path]:
+    """Write the product folder ``final`` atomically (a temporary folder renamed at the end),
+    replacing one already there."""
+    if final.exists():
+        shutil.rmtree(final)
+    with atomic_output(final) as tmp:
+        yield tmp
+
+
+def _write_safe_product(
+    out_dir: Path,
+    tile: str,
+    obs: _Observation,
+    dn10: np.ndarray,
+    dn20: np.ndarray,
+    transforms: tuple[Affine, Affine],
+    crs: str,
+) -> Path:
+    """One ``.SAFE`` folder of :func:`generate_demo_products`: the DN of the 10 m bands ``dn10``
+    uint16 [10, H, W] and of the 20 m bands ``dn20`` (both in SENTINEL2_BANDS order), the SCL and
+    ``MTD_MSIL2A.xml``. Returns the folder."""
+    date = obs.date
+    t10, t20 = transforms
     bands10 = [b for b in SENTINEL2_BANDS if NATIVE_RESOLUTION[b] == 10]
     bands20 = [b for b in SENTINEL2_BANDS if NATIVE_RESOLUTION[b] == 20]
-    written = []
-    for obs in _observations(tile, seed, width, height, dates):
-        i, date, refl, scl, cloud, nodata20 = obs.index, obs.date, obs.refl, obs.scl, obs.cloud, obs.nodata20
-        nodata10 = _up(nodata20, H, W)
-
-        dn10 = np.clip(np.rint(refl * 10000) + 1000, 1, 65535).astype(np.uint16)
-        dn10[:, nodata10] = 0
-        dn20 = np.clip(np.rint(_block_mean(refl) * 10000) + 1000, 1, 65535).astype(np.uint16)
-        dn20[:, nodata20] = 0
-
-        spacecraft = "Sentinel-2A" if i % 2 == 0 else "Sentinel-2B"
-        sensing = dt.datetime.combine(date, dt.time(10, 40, 21))
-        stamp = f"{sensing:%Y%m%dT%H%M%S}"
-        name = f"S2{spacecraft[-1]}_MSIL2A_{stamp}_N0500_R008_{tile}_{date:%Y%m%d}T120000.SAFE"
-        abs_orbit = 1000 + (date - dt.date(2015, 6, 23)).days * 14
-        granule = f"L2A_{tile}_A{abs_orbit:06d}_{stamp}"
-        files = {}
+    spacecraft = "Sentinel-2A" if obs.index % 2 == 0 else "Sentinel-2B"
+    sensing = dt.datetime.combine(date, dt.time(10, 40, 21))
+    stamp = f"{sensing:%Y%m%dT%H%M%S}"
+    name = f"S2{spacecraft[-1]}_MSIL2A_{stamp}_N0500_R008_{tile}_{date:%Y%m%d}T120000.SAFE"
+    abs_orbit = 1000 + (date - dt.date(2015, 6, 23)).days * 14
+    granule = f"L2A_{tile}_A{abs_orbit:06d}_{stamp}"
+    files = {}
+    for b in bands10:
+        files[b] = f"GRANULE/{granule}/IMG_DATA/R10m/{tile}_{stamp}_{b}_10m"
+    for b in [*bands20, "SCL"]:
+        files[b] = f"GRANULE/{granule}/IMG_DATA/R20m/{tile}_{stamp}_{b}_20m"
+    final = out_dir / name
+    with _new_product(final) as tmp:
+        for sub in ("R10m", "R20m"):
+            (tmp / "GRANULE" / granule / "IMG_DATA" / sub).mkdir(parents=True)
         for b in bands10:
-            files[b] = f"GRANULE/{granule}/IMG_DATA/R10m/{tile}_{stamp}_{b}_10m"
-        for b in [*bands20, "SCL"]:
-            files[b] = f"GRANULE/{granule}/IMG_DATA/R20m/{tile}_{stamp}_{b}_20m"
-        final = out_dir / name
-        if final.exists():
-            shutil.rmtree(final)
-        with atomic_output(final) as tmp:
-            for sub in ("R10m", "R20m"):
-                (tmp / "GRANULE" / granule / "IMG_DATA" / sub).mkdir(parents=True)
-            for b in bands10:
-                _jp2(tmp / (files[b] + ".jp2"), dn10[SENTINEL2_BANDS.index(b)], t10, crs)
-            for b in bands20:
-                _jp2(tmp / (files[b] + ".jp2"), dn20[SENTINEL2_BANDS.index(b)], t20, crs)
-            _jp2(tmp / (files["SCL"] + ".jp2"), scl, t20, crs)
-            _write_mtd(
-                tmp / "MTD_MSIL2A.xml",
-                name=name,
-                sensing=sensing,
-                generation=dt.datetime.combine(date, dt.time(12, 0, 0)),
-                spacecraft=spacecraft,
-                baseline="05.00",
-                image_files=list(files.values()),
-                granule_id=f"S2{spacecraft[-1]}_OPER_MSI_L2A_TL_2BPS_{date:%Y%m%d}T120000_A{abs_orbit:06d}_{tile}_N05.00",
-            )
-        log.info("%s %s: %.0f%% cloud", tile, date, 100 * cloud.mean())
-        written.append(final)
-    return written
+            _jp2(tmp / (files[b] + ".jp2"), dn10[SENTINEL2_BANDS.index(b)], t10, crs)
+        for b in bands20:
+            _jp2(tmp / (files[b] + ".jp2"), dn20[SENTINEL2_BANDS.index(b)], t20, crs)
+        _jp2(tmp / (files["SCL"] + ".jp2"), obs.scl, t20, crs)
+        _write_mtd(
+            tmp / "MTD_MSIL2A.xml",
+            name=name,
+            sensing=sensing,
+            generation=dt.datetime.combine(date, dt.time(12, 0, 0)),
+            spacecraft=spacecraft,
+            baseline="05.00",
+            image_files=list(files.values()),
+            granule_id=f"S2{spacecraft[-1]}_OPER_MSI_L2A_TL_2BPS_{date:%Y%m%d}T120000_A{abs_orbit:06d}_{tile}_N05.00",
+        )
+    return final
 
 
 #: CLM bits the Theia writer sets for each SCL class of the scene (Theia L2A format, see
@@ -781,55 +823,55 @@ def generate_demo_theia_products(
         swath), ``_SAT_R1`` / ``_R2`` (0: nothing saturated) and ``<name>_MTD_ALL.xml``. No
         ``_SRE_`` files.
     """
-    from cropchain.sources.theia import THEIA_BAND_NAMES, THEIA_NODATA
-
-    tile = _tile_name(tile)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dates = _check_dates(dates, year)
-    H, W = height, width
-    t10 = _grid_transform(origin, PIXEL_SIZE)
-    t20 = _grid_transform(origin, 2 * PIXEL_SIZE)
+    tile, out_dir, dates, t10, t20 = _prepare(out_dir, tile, dates, year, origin)
     written = []
     for obs in _observations(tile, seed, width, height, dates):
-        nodata20 = obs.nodata20
-        nodata10 = _up(nodata20, H, W)
-        fre10 = np.clip(np.rint(obs.refl * 10000), THEIA_NODATA + 1, 32767).astype(np.int16)
-        fre10[:, nodata10] = THEIA_NODATA
-        fre20 = np.clip(np.rint(_block_mean(obs.refl) * 10000), THEIA_NODATA + 1, 32767).astype(np.int16)
-        fre20[:, nodata20] = THEIA_NODATA
-        clm20 = np.zeros(obs.scl.shape, np.uint8)
-        for scl_class, bits in _THEIA_CLM_OF_SCL.items():
-            clm20[obs.scl == scl_class] = bits
-        platform = "SENTINEL2A" if obs.index % 2 == 0 else "SENTINEL2B"
-        sensing = dt.datetime.combine(obs.date, dt.time(10, 40, 21))
-        name = f"{platform}_{sensing:%Y%m%d-%H%M%S}-000_L2A_{tile}_C_V2-2"
-        final = out_dir / name
-        if final.exists():
-            shutil.rmtree(final)
-        with atomic_output(final) as tmp:
-            (tmp / "MASKS").mkdir(parents=True)
-            for b, theia_b in THEIA_BAND_NAMES.items():
-                k = SENTINEL2_BANDS.index(b)
-                if NATIVE_RESOLUTION[b] == 10:
-                    _theia_tif(tmp / f"{name}_FRE_{theia_b}.tif", fre10[k], t10, crs, THEIA_NODATA)
-                else:
-                    _theia_tif(tmp / f"{name}_FRE_{theia_b}.tif", fre20[k], t20, crs, THEIA_NODATA)
-            for res, transform, clm, edg in (
-                ("R1", t10, _up(clm20, H, W), nodata10),
-                ("R2", t20, clm20, nodata20),
-            ):
-                _theia_tif(tmp / "MASKS" / f"{name}_CLM_{res}.tif", clm, transform, crs, None)
-                _theia_tif(
-                    tmp / "MASKS" / f"{name}_EDG_{res}.tif", edg.astype(np.uint8), transform, crs, None
-                )
-                _theia_tif(tmp / "MASKS" / f"{name}_SAT_{res}.tif", np.zeros_like(clm), transform, crs, None)
-            _write_theia_mtd(
-                tmp / f"{name}_MTD_ALL.xml", name=name, sensing=sensing, platform=platform, tile=tile
-            )
+        written.append(_write_theia_product(out_dir, tile, obs, (t10, t20), crs))
         log.info("%s %s (Theia): %.0f%% cloud", tile, obs.date, 100 * obs.cloud.mean())
-        written.append(final)
     return written
+
+
+def _write_theia_product(
+    out_dir: Path, tile: str, obs: _Observation, transforms: tuple[Affine, Affine], crs: str
+) -> Path:
+    """One product folder of :func:`generate_demo_theia_products` (FRE bands, CLM / EDG / SAT
+    masks at R1 and R2, ``_MTD_ALL.xml``). Returns the folder."""
+    from cropchain.sources.theia import THEIA_BAND_NAMES, THEIA_NODATA
+
+    H, W = obs.refl.shape[1:]
+    t10, t20 = transforms
+    nodata20 = obs.nodata20
+    nodata10 = _up(nodata20, H, W)
+    fre10 = np.clip(np.rint(obs.refl * 10000), THEIA_NODATA + 1, 32767).astype(np.int16)
+    fre10[:, nodata10] = THEIA_NODATA
+    fre20 = np.clip(np.rint(_block_mean(obs.refl) * 10000), THEIA_NODATA + 1, 32767).astype(np.int16)
+    fre20[:, nodata20] = THEIA_NODATA
+    clm20 = np.zeros(obs.scl.shape, np.uint8)
+    for scl_class, bits in _THEIA_CLM_OF_SCL.items():
+        clm20[obs.scl == scl_class] = bits
+    platform = "SENTINEL2A" if obs.index % 2 == 0 else "SENTINEL2B"
+    sensing = dt.datetime.combine(obs.date, dt.time(10, 40, 21))
+    name = f"{platform}_{sensing:%Y%m%d-%H%M%S}-000_L2A_{tile}_C_V2-2"
+    final = out_dir / name
+    with _new_product(final) as tmp:
+        (tmp / "MASKS").mkdir(parents=True)
+        for b, theia_b in THEIA_BAND_NAMES.items():
+            k = SENTINEL2_BANDS.index(b)
+            if NATIVE_RESOLUTION[b] == 10:
+                _theia_tif(tmp / f"{name}_FRE_{theia_b}.tif", fre10[k], t10, crs, THEIA_NODATA)
+            else:
+                _theia_tif(tmp / f"{name}_FRE_{theia_b}.tif", fre20[k], t20, crs, THEIA_NODATA)
+        for res, transform, clm, edg in (
+            ("R1", t10, _up(clm20, H, W), nodata10),
+            ("R2", t20, clm20, nodata20),
+        ):
+            _theia_tif(tmp / "MASKS" / f"{name}_CLM_{res}.tif", clm, transform, crs, None)
+            _theia_tif(tmp / "MASKS" / f"{name}_EDG_{res}.tif", edg.astype(np.uint8), transform, crs, None)
+            _theia_tif(tmp / "MASKS" / f"{name}_SAT_{res}.tif", np.zeros_like(clm), transform, crs, None)
+        _write_theia_mtd(
+            tmp / f"{name}_MTD_ALL.xml", name=name, sensing=sensing, platform=platform, tile=tile
+        )
+    return final
 
 
 def _self_intersecting(poly: Polygon) -> Polygon | None:
@@ -842,6 +884,53 @@ def _self_intersecting(poly: Polygon) -> Polygon | None:
         if not cand.is_valid and "Self-intersection" in shapely.is_valid_reason(cand):
             return cand
     return None
+
+
+def _rpg_parcels(gdf: gpd.GeoDataFrame, tile: str, rng: np.random.Generator) -> gpd.GeoDataFrame:
+    """The crop parcels of a demo layout with the RPG fields (``ID_PARCEL``, ``CODE_CULTU``,
+    ``SURF_PARC``), three of at least 1 ha given a self-intersecting (bow-tie) ring."""
+    crops = gdf[gdf["code"].isin(list(RPG_CODES))].copy()
+    crops["ID_PARCEL"] = [f"{tile}-{i:05d}" for i in crops["parcel_id"]]
+    crops["CODE_CULTU"] = crops["code"].map(RPG_CODES)
+    crops["SURF_PARC"] = np.round(crops.geometry.area / 1e4, 2)
+    big = crops.index[crops.geometry.area >= 1e4].to_numpy()
+    broken = 0
+    for idx in rng.permutation(big):
+        bad = _self_intersecting(crops.at[idx, "geometry"])
+        if bad is not None:
+            crops.at[idx, "geometry"] = bad
+            broken += 1
+        if broken == 3:
+            break
+    return crops
+
+
+def _corine_cover(
+    gdf: gpd.GeoDataFrame, crops: gpd.GeoDataFrame, rng: np.random.Generator, *, broken: bool
+) -> pd.DataFrame:
+    """The Corine-like polygons of a demo layout (``code_18``): forest, urban and water, and one
+    coarse arable polygon around a cluster of ``crops`` (self-intersecting when ``broken``)."""
+    # one polygon per 400 m block of forest, urban and water (see _landscape), so that
+    # each run can keep some of each class for validation
+    cover = gdf[gdf["code"].isin(list(CORINE_CODES))].explode(index_parts=False).reset_index(drop=True)
+    cover["geometry"] = cover.geometry.simplify(5.0, preserve_topology=True)
+    cover["code_18"] = cover["code"].map(CORINE_CODES).astype(np.int32)
+    # A coarse 'arable land' polygon around a cluster of crop parcels.
+    cent = np.column_stack([crops.geometry.centroid.x, crops.geometry.centroid.y])
+    seed_i = rng.integers(len(crops))
+    near = np.argsort(np.hypot(*(cent - cent[seed_i]).T))[:15]
+    arable = shapely.union_all(crops.geometry.iloc[near].buffer(0).to_numpy()).buffer(25.0).simplify(40.0)
+    if arable.geom_type != "Polygon":
+        arable = arable.convex_hull
+    if broken:
+        arable = _self_intersecting(arable) or arable
+    return pd.concat(
+        [
+            cover[["code_18", "geometry"]],
+            gpd.GeoDataFrame({"code_18": [CORINE_ARABLE]}, geometry=[arable], crs=DEMO_CRS),
+        ],
+        ignore_index=True,
+    )
 
 
 def generate_demo_references(
@@ -885,44 +974,9 @@ def generate_demo_references(
             crs=DEMO_CRS,
         )
         rng = _rng(seed, tile_n, 4)
-        crops = gdf[gdf["code"].isin(list(RPG_CODES))].copy()
-        crops["ID_PARCEL"] = [f"{tile_n}-{i:05d}" for i in crops["parcel_id"]]
-        crops["CODE_CULTU"] = crops["code"].map(RPG_CODES)
-        crops["SURF_PARC"] = np.round(crops.geometry.area / 1e4, 2)
-        big = crops.index[crops.geometry.area >= 1e4].to_numpy()
-        broken = 0
-        for idx in rng.permutation(big):
-            bad = _self_intersecting(crops.at[idx, "geometry"])
-            if bad is not None:
-                crops.at[idx, "geometry"] = bad
-                broken += 1
-            if broken == 3:
-                break
+        crops = _rpg_parcels(gdf, tile_n, rng)
         rpg.append(crops[["ID_PARCEL", "CODE_CULTU", "SURF_PARC", "geometry"]])
-
-        # one polygon per 400 m block of forest, urban and water (see _landscape), so that
-        # each run can keep some of each class for validation
-        cover = gdf[gdf["code"].isin(list(CORINE_CODES))].explode(index_parts=False).reset_index(drop=True)
-        cover["geometry"] = cover.geometry.simplify(5.0, preserve_topology=True)
-        cover["code_18"] = cover["code"].map(CORINE_CODES).astype(np.int32)
-        # A coarse 'arable land' polygon around a cluster of crop parcels.
-        cent = np.column_stack([crops.geometry.centroid.x, crops.geometry.centroid.y])
-        seed_i = rng.integers(len(crops))
-        near = np.argsort(np.hypot(*(cent - cent[seed_i]).T))[:15]
-        arable = shapely.union_all(crops.geometry.iloc[near].buffer(0).to_numpy()).buffer(25.0).simplify(40.0)
-        if arable.geom_type != "Polygon":
-            arable = arable.convex_hull
-        if k == 0:
-            arable = _self_intersecting(arable) or arable
-        clc.append(
-            pd.concat(
-                [
-                    cover[["code_18", "geometry"]],
-                    gpd.GeoDataFrame({"code_18": [CORINE_ARABLE]}, geometry=[arable], crs=DEMO_CRS),
-                ],
-                ignore_index=True,
-            )
-        )
+        clc.append(_corine_cover(gdf, crops, rng, broken=k == 0))
     parcels = gpd.GeoDataFrame(pd.concat(rpg, ignore_index=True), crs=DEMO_CRS).to_crs(REFERENCE_CRS)
     landcover = gpd.GeoDataFrame(pd.concat(clc, ignore_index=True), crs=DEMO_CRS).to_crs(REFERENCE_CRS)
     landcover["code_18"] = landcover["code_18"].astype(np.int32)

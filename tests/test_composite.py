@@ -18,10 +18,9 @@ from cropchain.series.composite import (
     composite_series,
     month_grid,
     monthly_composite_tile,
-    scl_masked_for_kept,
 )
 from cropchain.series.tile import GAPFILLED_NODATA
-from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
+from cropchain.sources.sentinel2 import find_safe_products, ingest_safe, scl_masked_for_kept
 
 
 def reference_composites(

@@ -24,10 +24,9 @@ from cropchain.series.composite import (
     clear_months,
     month_grid,
     monthly_composite_tile,
-    scl_masked_for_kept,
 )
 from cropchain.series.features import FEATURES_NODATA, open_features
-from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
+from cropchain.sources.sentinel2 import find_safe_products, ingest_safe, scl_masked_for_kept
 
 WEIGHTS = SHARED / "models" / "presto" / "default_model.pt"
 BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]  # cropchain's ingest order

@@ -17,8 +17,7 @@ from cropchain.demo import (
     generate_demo_theia_products,
 )
 from cropchain.io.raster import read_dates
-from cropchain.series.composite import scl_masked_for_kept
-from cropchain.sources.sentinel2 import find_safe_products, ingest_safe
+from cropchain.sources.sentinel2 import find_safe_products, ingest_safe, scl_masked_for_kept
 
 pytestmark = pytest.mark.e2e
 

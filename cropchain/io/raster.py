@@ -181,17 +181,17 @@ def read_dates(path: str | os.PathLike) -> list[str]:
 
 
 def read_date_list(path: str | os.PathLike) -> list[dt.date]:
-    """Read a dates file (one ``YYYYMMDD`` per line, OTB's convention) as strictly increasing dates.
+    """Read a dates file (one ``YYYYMMDD`` per line, OTB's convention) as calendar dates.
 
     Returns
     -------
-    list of :class:`datetime.date`, never empty.
+    list of datetime.date, strictly increasing (one acquisition per date).
 
     Raises
     ------
     InputError
-        the file missing, unreadable or not text, empty, a line not a ``YYYYMMDD`` calendar
-        date, or the dates not strictly increasing (one acquisition per date).
+        the file is missing, unreadable, not text, empty, has a line that is not ``YYYYMMDD``
+        or not a calendar date (``20180230``), or dates that are not strictly increasing.
     """
     try:
         texts = read_dates(path)
@@ -204,16 +204,23 @@ def read_date_list(path: str | os.PathLike) -> list[dt.date]:
             path, f"dates file cannot be read ({exc.strerror})", "check the file's permissions"
         ) from None
     if not texts:
-        raise InputError(path, "dates file is empty", "write one acquisition date per line as YYYYMMDD")
-    try:
-        dates = [dt.datetime.strptime(t, "%Y%m%d").date() for t in texts]
-    except ValueError as exc:
-        raise InputError(path, f"invalid date ({exc})", "write real calendar dates as YYYYMMDD") from None
+        raise InputError(
+            path, "dates file is empty", "write one acquisition date per line as YYYYMMDD, in band order"
+        )
+    dates = []
+    for t in texts:
+        try:
+            dates.append(dt.datetime.strptime(t, "%Y%m%d").date())
+        except ValueError as exc:
+            raise InputError(
+                path, f"{t!r} is not a calendar date ({exc})", "write real calendar dates as YYYYMMDD"
+            ) from None
     for a, b in zip(dates, dates[1:]):
         if b <= a:
             raise InputError(
                 path,
                 f"dates are not strictly increasing ({a:%Y%m%d} then {b:%Y%m%d})",
-                "sort the dates and stack one acquisition per date (rerun ingest)",
+                "sort the dates, one acquisition per date (the bands of a stack with them; "
+                "rerun ingest for raw_dates.txt)",
             )
     return dates

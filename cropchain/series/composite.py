@@ -48,34 +48,7 @@ log = logging.getLogger(__name__)
 
 #: SCL classes kept by default: 4 vegetation, 5 not vegetated (bare soil), 6 water, 7 unclassified.
 DEFAULT_SCL_KEPT: tuple[int, ...] = (4, 5, 6, 7)
-#: Every SCL class of Sentinel-2 L2A (0 nodata .. 11 snow / ice).
-SCL_CLASSES: tuple[int, ...] = tuple(range(12))
 COMPOSITE_DAYS = (1, 15)
-
-
-def scl_masked_for_kept(kept: Sequence[int]) -> list[int]:
-    """The SCL classes to mask at ingest so that only ``kept`` classes are clear.
-
-    Parameters
-    ----------
-    kept : SCL classes kept (e.g. ``[4, 5, 6, 7]``), each 0-11.
-
-    Returns
-    -------
-    sorted list of the other SCL classes (0-11).
-
-    Raises
-    ------
-    ConfigError
-        an unknown class, or no class kept.
-    """
-    kept_set = {int(c) for c in kept}
-    bad = sorted(c for c in kept_set if c not in SCL_CLASSES)
-    if bad:
-        raise ConfigError(f"gapfill.scl_kept_classes: SCL classes are 0-11, got {bad}")
-    if not kept_set:
-        raise ConfigError("gapfill.scl_kept_classes: keep at least one SCL class (default 4, 5, 6, 7)")
-    return [c for c in SCL_CLASSES if c not in kept_set]
 
 
 def month_grid(start: dt.date | str, end: dt.date | str, day: int = 15) -> list[dt.date]:

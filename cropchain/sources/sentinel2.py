@@ -39,11 +39,22 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output, require_utf8_path
+from cropchain.io.atomic import require_utf8_path
 from cropchain.io.raster import GridReader, block_windows, geotiff_profile
+from cropchain.sources.common import (
+    RAW_NODATA,
+    REFLECTANCE_SCALE,
+    check_one_per_date,
+    check_one_tile,
+    normalize_tile,
+    parse_resampling,
+    product_tags,
+    unreadable,
+    write_raw_series,
+    write_windows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,9 @@ SENTINEL2_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B05", "B06", "B
 #: SCL classes masked by default: 0 nodata, 1 saturated/defective, 3 cloud shadows,
 #: 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus.
 DEFAULT_SCL_MASKED: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+
+#: Every SCL class of Sentinel-2 L2A (0 nodata .. 11 snow / ice).
+SCL_CLASSES: tuple[int, ...] = tuple(range(12))
 
 #: Native resolution (m) of every band of an L2A product, and of the scene classification.
 NATIVE_RESOLUTION: dict[str, int] = {
@@ -88,12 +102,6 @@ ESA_BAND_IDS: tuple[str, ...] = (
     "B11",
     "B12",
 )
-
-#: Value written in ``raw.tif`` where a band has DN 0 (L2A nodata); also the GeoTIFF nodata tag.
-RAW_NODATA = -32768
-
-#: ``raw.tif`` stores reflectance x this scale.
-REFLECTANCE_SCALE = 10000
 
 MTD_NAME = "MTD_MSIL2A.xml"
 _TILE_RE = re.compile(r"_T(\d{2}[A-Z]{3})(?:_|$)")
@@ -135,12 +143,6 @@ class SafeProduct:
         return self.date.strftime("%Y%m%d")
 
 
-def normalize_tile(tile: str) -> str:
-    """``"31TEJ"`` or ``"t31tej"`` -> ``"T31TEJ"``."""
-    t = str(tile).strip().upper()
-    return t if t.startswith("T") else "T" + t
-
-
 _TILE_ID_RE = re.compile(r"T?\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}", re.IGNORECASE)
 
 
@@ -149,6 +151,31 @@ def tile_id_of_name(name: str) -> str | None:
     not a tile id (``"herault"``, ``"OTB"``): only then can products be checked against it."""
     text = str(name).strip()
     return normalize_tile(text) if _TILE_ID_RE.fullmatch(text) else None
+
+
+def scl_masked_for_kept(kept: Sequence[int]) -> list[int]:
+    """The SCL classes to mask at ingest so that only ``kept`` classes are clear.
+
+    Parameters
+    ----------
+    kept : SCL classes kept (e.g. ``[4, 5, 6, 7]``), each 0-11.
+
+    Returns
+    -------
+    sorted list of the other SCL classes (0-11).
+
+    Raises
+    ------
+    ConfigError
+        an unknown class, or no class kept.
+    """
+    kept_set = {int(c) for c in kept}
+    bad = sorted(c for c in kept_set if c not in SCL_CLASSES)
+    if bad:
+        raise ConfigError(f"gapfill.scl_kept_classes: SCL classes are 0-11, got {bad}")
+    if not kept_set:
+        raise ConfigError("gapfill.scl_kept_classes: keep at least one SCL class (default 4, 5, 6, 7)")
+    return [c for c in SCL_CLASSES if c not in kept_set]
 
 
 def _local(tag: str) -> str:
@@ -313,9 +340,10 @@ def find_safe_products(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     return sorted(found, key=key)
 
 
-def _parse_mtd(mtd: Path) -> ET.Element:
+def _parse_mtd(mtd: Path, zipped: ZippedFolder | None = None) -> ET.Element:
+    text = zipped.read(MTD_NAME) if zipped else None
     try:
-        return ET.parse(mtd).getroot()
+        return ET.fromstring(text) if zipped else ET.parse(mtd).getroot()
     except (ET.ParseError, OSError) as exc:
         raise InputError(
             mtd,
@@ -444,53 +472,9 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
             f"not a Sentinel-2 L2A product: {MTD_NAME} is missing",
             "give complete L2A .SAFE folders (download the product again, or remove this folder)",
         )
-    if zipped:
-        try:
-            root = ET.fromstring(zipped.read(MTD_NAME))
-        except ET.ParseError as exc:
-            raise InputError(
-                mtd,
-                f"product metadata cannot be parsed ({exc})",
-                "download the product again; MTD_MSIL2A.xml is damaged",
-            ) from None
-    else:
-        root = _parse_mtd(mtd)
-    fix = "download the product again; MTD_MSIL2A.xml is incomplete"
-    start = _find_text(root, "PRODUCT_START_TIME", "DATATAKE_SENSING_START")
-    if start is None:
-        raise InputError(mtd, "no PRODUCT_START_TIME in the metadata", fix)
-    try:
-        sensing = dt.datetime.fromisoformat(start.replace("Z", "+00:00")).replace(tzinfo=None)
-    except ValueError:
-        raise InputError(mtd, f"PRODUCT_START_TIME {start!r} is not an ISO date-time", fix) from None
-    baseline = _find_text(root, "PROCESSING_BASELINE")
-    if baseline is None:
-        raise InputError(mtd, "no PROCESSING_BASELINE in the metadata", fix)
-    try:
-        baseline_num = float(baseline)
-    except ValueError:
-        raise InputError(mtd, f"PROCESSING_BASELINE {baseline!r} is not a number like 05.00", fix) from None
-    quant = _find_text(root, "BOA_QUANTIFICATION_VALUE", "L2A_BOA_QUANTIFICATION_VALUE")
-    if quant is None:
-        raise InputError(
-            mtd, "no BOA_QUANTIFICATION_VALUE in the metadata (is this a Level-2A product?)", fix
-        )
-    try:
-        quantification = float(quant)
-        if quantification <= 0:
-            raise ValueError
-    except ValueError:
-        raise InputError(mtd, f"BOA_QUANTIFICATION_VALUE {quant!r} is not a positive number", fix) from None
-    offsets = _band_offsets(root, mtd)
-    if baseline_num >= 4.0 and bands and not offsets:
-        raise InputError(
-            mtd,
-            f"processing baseline {baseline} but no BOA_ADD_OFFSET in the metadata",
-            "restore the original MTD_MSIL2A.xml (baselines >= 04.00 carry a -1000 offset per band)",
-        )
-    missing_off = [b for b in bands if offsets and b not in offsets]
-    if missing_off:
-        raise InputError(mtd, f"no BOA_ADD_OFFSET for band(s) {missing_off}", fix)
+    root = _parse_mtd(mtd, zipped)
+    sensing, baseline, quantification = _sensing_baseline_quantification(root, mtd)
+    offsets = _checked_offsets(root, mtd, baseline, bands)
     tile = _tile_of(root, Path(zipped.top) if zipped else safe)
     if tile is None:
         raise InputError(
@@ -515,23 +499,68 @@ def read_safe_product(safe_dir: str | os.PathLike, bands: Sequence[str] = SENTIN
     )
 
 
+def _sensing_baseline_quantification(root: ET.Element, mtd: Path) -> tuple[dt.datetime, str, float]:
+    """``PRODUCT_START_TIME`` (naive UTC), ``PROCESSING_BASELINE`` as written and
+    ``BOA_QUANTIFICATION_VALUE`` of the metadata; InputError naming ``mtd`` when one is missing
+    or malformed."""
+    fix = "download the product again; MTD_MSIL2A.xml is incomplete"
+    start = _find_text(root, "PRODUCT_START_TIME", "DATATAKE_SENSING_START")
+    if start is None:
+        raise InputError(mtd, "no PRODUCT_START_TIME in the metadata", fix)
+    try:
+        sensing = dt.datetime.fromisoformat(start.replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        raise InputError(mtd, f"PRODUCT_START_TIME {start!r} is not an ISO date-time", fix) from None
+    baseline = _find_text(root, "PROCESSING_BASELINE")
+    if baseline is None:
+        raise InputError(mtd, "no PROCESSING_BASELINE in the metadata", fix)
+    try:
+        float(baseline)
+    except ValueError:
+        raise InputError(mtd, f"PROCESSING_BASELINE {baseline!r} is not a number like 05.00", fix) from None
+    quant = _find_text(root, "BOA_QUANTIFICATION_VALUE", "L2A_BOA_QUANTIFICATION_VALUE")
+    if quant is None:
+        raise InputError(
+            mtd, "no BOA_QUANTIFICATION_VALUE in the metadata (is this a Level-2A product?)", fix
+        )
+    try:
+        quantification = float(quant)
+        if quantification <= 0:
+            raise ValueError
+    except ValueError:
+        raise InputError(mtd, f"BOA_QUANTIFICATION_VALUE {quant!r} is not a positive number", fix) from None
+    return sensing, baseline, quantification
+
+
+def _checked_offsets(root: ET.Element, mtd: Path, baseline: str, bands: Sequence[str]) -> dict[str, int]:
+    """``BOA_ADD_OFFSET`` per band; InputError when a baseline >= 04.00 product has none, or none
+    for one of ``bands``."""
+    offsets = _band_offsets(root, mtd)
+    if float(baseline) >= 4.0 and bands and not offsets:
+        raise InputError(
+            mtd,
+            f"processing baseline {baseline} but no BOA_ADD_OFFSET in the metadata",
+            "restore the original MTD_MSIL2A.xml (baselines >= 04.00 carry a -1000 offset per band)",
+        )
+    missing_off = [b for b in bands if offsets and b not in offsets]
+    if missing_off:
+        raise InputError(
+            mtd,
+            f"no BOA_ADD_OFFSET for band(s) {missing_off}",
+            "download the product again; MTD_MSIL2A.xml is incomplete",
+        )
+    return offsets
+
+
 def _open(path: Path):
     try:
         return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(
-            path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged"
-        ) from None
+        raise unreadable(path, exc) from None
 
 
 def _resampling(name: str) -> Resampling:
-    try:
-        return Resampling[str(name)]
-    except KeyError:
-        valid = ["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average"]
-        raise ConfigError(
-            f"ingest.resampling: unknown resampling {name!r} (valid: {', '.join(valid)})"
-        ) from None
+    return parse_resampling(name, ["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average"])
 
 
 def _grid(src) -> tuple:
@@ -558,9 +587,7 @@ def _read_window(reader: GridReader, path: Path, window) -> np.ndarray:
     try:
         return reader.read(window, "uint16")
     except rasterio.errors.RasterioError as exc:
-        raise InputError(
-            path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged"
-        ) from None
+        raise unreadable(path, exc) from None
 
 
 SAME_DATE_RULES = ("error", "merge")
@@ -613,9 +640,6 @@ def merge_same_date_products(
     InputError
         products of one date whose band files are not on one grid.
     """
-    from rasterio.windows import Window, from_bounds
-    from rasterio.windows import bounds as window_bounds
-
     work_dir = Path(work_dir)
     masked = np.array(sorted({int(c) for c in scl_masked_classes}), dtype=np.int64)
     by_date: dict[dt.date, list[SafeProduct]] = {}
@@ -626,95 +650,127 @@ def merge_same_date_products(
         if len(group) == 1:
             out.append(group[0])
             continue
-        group = sorted(group, key=_baseline_key)
-        ref = group[0]
-        folder = work_dir / f"{date:%Y%m%d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        merged: dict[str, Path] = {}
-        from_ref = total = 0
-        for band in [*ref.band_files, "SCL"]:
-            files = [p.scl_file if band == "SCL" else p.band_files.get(band) for p in group]
-            if any(f is None for f in files):
-                raise InputError(
-                    group[[f is None for f in files].index(True)].path,
-                    f"band {band} missing in one of the products of {date}",
-                    "give products with the same bands",
-                )
-            target = folder / f"{band}.tif"
-            with contextlib.ExitStack() as stack:
-                srcs = [stack.enter_context(_open(f)) for f in files]
-                scls = [stack.enter_context(_open(p.scl_file)) for p in group]
-                first = srcs[0]
-                for f, src in zip(files[1:], srcs[1:]):
-                    if _grid(src) != _grid(first):
-                        raise InputError(
-                            f,
-                            f"grid differs from {files[0]}, a product of the same date {date}",
-                            "products of one date can only be merged on one tile grid",
-                        )
-                profile = geotiff_profile(first.profile, count=1, dtype="uint16", nodata=0)
-                profile.update(driver="GTiff")
-                with rasterio.open(target, "w", **profile) as dst:
-                    for row in range(0, first.height, block):
-                        win = Window(0, row, first.width, min(block, first.height - row))
-                        shape = (int(win.height), int(win.width))
-                        value = np.zeros(shape, dtype=np.uint16)
-                        chosen = np.full(shape, -1, dtype=np.int16)
-                        fallback = np.full(shape, -1, dtype=np.int16)
-                        for k, (p, src, scl) in enumerate(zip(group, srcs, scls)):
-                            dn = src.read(1, window=win)
-                            sw = from_bounds(*window_bounds(win, first.transform), transform=scl.transform)
-                            cls = scl.read(
-                                1,
-                                window=sw,
-                                out_shape=shape,
-                                resampling=Resampling.nearest,
-                                boundless=True,
-                                fill_value=0,
-                            )
-                            has = (cls != 0) if band == "SCL" else (dn != 0)
-                            clear = has & ~np.isin(cls, masked)
-                            take = clear & (chosen < 0)
-                            chosen[take] = k
-                            fallback[has & (fallback < 0)] = k
-                            if band == "SCL":
-                                v = dn.astype(np.float64)
-                            else:
-                                v = (dn.astype(np.float64) + p.offsets.get(band, 0)) * (
-                                    ref.quantification / p.quantification
-                                ) - ref.offsets.get(band, 0)
-                                v = np.clip(np.rint(v), 1, 65535)
-                            pick = take | ((chosen < 0) & (fallback == k) & has)
-                            value[pick] = v[pick].astype(np.uint16)
-                        dst.write(value, 1, window=win)
-                        if band == "SCL":
-                            from_ref += int((chosen == 0).sum())
-                            total += int((chosen >= 0).sum())
-            merged[band] = target
-        log.warning(
-            "%s: %d products of the same date merged per pixel, the clear observation of the most recent "
-            "processing baseline first (%s); %.1f%% of the clear pixels from %s",
-            date,
-            len(group),
-            ", ".join(f"{p.path.name} (baseline {p.baseline})" for p in group),
-            100.0 * from_ref / total if total else 0.0,
-            ref.path.name,
-        )
-        out.append(
-            SafeProduct(
-                path=ref.path,
-                date=ref.date,
-                sensing_time=ref.sensing_time,
-                tile=ref.tile,
-                spacecraft=ref.spacecraft,
-                baseline=ref.baseline,
-                quantification=ref.quantification,
-                offsets=dict(ref.offsets),
-                band_files={b: merged[b] for b in ref.band_files},
-                scl_file=merged["SCL"],
-            )
-        )
+        out.append(_merge_date(date, sorted(group, key=_baseline_key), masked, work_dir, block))
     return out
+
+
+def _merge_date(
+    date: dt.date, group: list[SafeProduct], masked: np.ndarray, work_dir: Path, block: int
+) -> SafeProduct:
+    """The products of one date (newest baseline first) merged into ``work_dir/YYYYMMDD/<band>.tif``
+    (see :func:`merge_same_date_products`)."""
+    ref = group[0]
+    folder = work_dir / f"{date:%Y%m%d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    merged: dict[str, Path] = {}
+    from_ref = total = 0
+    for band in [*ref.band_files, "SCL"]:
+        merged[band] = folder / f"{band}.tif"
+        counts = _merge_band(group, band, date, merged[band], masked, block)
+        if band == "SCL":
+            from_ref, total = counts
+    log.warning(
+        "%s: %d products of the same date merged per pixel, the clear observation of the most recent "
+        "processing baseline first (%s); %.1f%% of the clear pixels from %s",
+        date,
+        len(group),
+        ", ".join(f"{p.path.name} (baseline {p.baseline})" for p in group),
+        100.0 * from_ref / total if total else 0.0,
+        ref.path.name,
+    )
+    return SafeProduct(
+        path=ref.path,
+        date=ref.date,
+        sensing_time=ref.sensing_time,
+        tile=ref.tile,
+        spacecraft=ref.spacecraft,
+        baseline=ref.baseline,
+        quantification=ref.quantification,
+        offsets=dict(ref.offsets),
+        band_files={b: merged[b] for b in ref.band_files},
+        scl_file=merged["SCL"],
+    )
+
+
+def _merge_band(
+    group: list[SafeProduct], band: str, date: dt.date, target: Path, masked: np.ndarray, block: int
+) -> tuple[int, int]:
+    """Write ``target``, ``band`` (or ``"SCL"``) of the products of one date merged per pixel
+    (see :func:`merge_same_date_products`; ``group`` newest baseline first, the reference).
+    Returns (pixels taken from the reference, pixels taken at all) by the clear rule."""
+    from rasterio.windows import Window
+
+    files = [p.scl_file if band == "SCL" else p.band_files.get(band) for p in group]
+    if any(f is None for f in files):
+        raise InputError(
+            group[[f is None for f in files].index(True)].path,
+            f"band {band} missing in one of the products of {date}",
+            "give products with the same bands",
+        )
+    from_ref = total = 0
+    with contextlib.ExitStack() as stack:
+        srcs = [stack.enter_context(_open(f)) for f in files]
+        scls = [stack.enter_context(_open(p.scl_file)) for p in group]
+        first = srcs[0]
+        for f, src in zip(files[1:], srcs[1:]):
+            if _grid(src) != _grid(first):
+                raise InputError(
+                    f,
+                    f"grid differs from {files[0]}, a product of the same date {date}",
+                    "products of one date can only be merged on one tile grid",
+                )
+        profile = geotiff_profile(first.profile, count=1, dtype="uint16", nodata=0)
+        profile.update(driver="GTiff")
+        with rasterio.open(target, "w", **profile) as dst:
+            for row in range(0, first.height, block):
+                win = Window(0, row, first.width, min(block, first.height - row))
+                value, chosen = _merge_window(group, band, srcs, scls, win, masked)
+                dst.write(value, 1, window=win)
+                if band == "SCL":
+                    from_ref += int((chosen == 0).sum())
+                    total += int((chosen >= 0).sum())
+    return from_ref, total
+
+
+def _merge_window(
+    group: list[SafeProduct], band: str, srcs: list, scls: list, win, masked: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One window of :func:`_merge_band`: the merged uint16 values [h, w] and the index of the
+    product each pixel's clear observation comes from (-1: none clear)."""
+    from rasterio.windows import bounds as window_bounds
+    from rasterio.windows import from_bounds
+
+    ref, first = group[0], srcs[0]
+    shape = (int(win.height), int(win.width))
+    value = np.zeros(shape, dtype=np.uint16)
+    chosen = np.full(shape, -1, dtype=np.int16)
+    fallback = np.full(shape, -1, dtype=np.int16)
+    for k, (p, src, scl) in enumerate(zip(group, srcs, scls)):
+        dn = src.read(1, window=win)
+        sw = from_bounds(*window_bounds(win, first.transform), transform=scl.transform)
+        cls = scl.read(
+            1,
+            window=sw,
+            out_shape=shape,
+            resampling=Resampling.nearest,
+            boundless=True,
+            fill_value=0,
+        )
+        has = (cls != 0) if band == "SCL" else (dn != 0)
+        clear = has & ~np.isin(cls, masked)
+        take = clear & (chosen < 0)
+        chosen[take] = k
+        fallback[has & (fallback < 0)] = k
+        if band == "SCL":
+            v = dn.astype(np.float64)
+        else:
+            v = (dn.astype(np.float64) + p.offsets.get(band, 0)) * (
+                ref.quantification / p.quantification
+            ) - ref.offsets.get(band, 0)
+            v = np.clip(np.rint(v), 1, 65535)
+        pick = take | ((chosen < 0) & (fallback == k) & has)
+        value[pick] = v[pick].astype(np.uint16)
+    return value, chosen
 
 
 def ingest_safe(
@@ -783,48 +839,88 @@ def ingest_safe(
         (p if isinstance(p, SafeProduct) else read_safe_product(p, bands) for p in products),
         key=lambda p: (p.sensing_time, p.path.name),
     )
-
-    expected = normalize_tile(tile) if tile else prods[0].tile
-    for p in prods:
-        if p.tile != expected:
-            first = (
-                f" (the tile named in the configuration, tiles.{tile})"
-                if tile
-                else f" (the tile of {prods[0].path.name})"
-            )
-            raise InputError(
-                p.path,
-                f"product of tile {p.tile}, expected {expected}{first}",
-                "give the products of one tile per ingest (one folder per tile), named after that tile",
-            )
+    expected = check_one_tile(prods, tile)
     if same_date == "merge" and len({p.date for p in prods}) < len(prods):
-        Path(out_raw).parent.mkdir(parents=True, exist_ok=True)
-        for stale in Path(out_raw).parent.glob(".same-date-*"):  # left by a killed ingest of this tile
-            shutil.rmtree(stale, ignore_errors=True)
-        with tempfile.TemporaryDirectory(dir=Path(out_raw).parent, prefix=".same-date-") as work:
-            merged = merge_same_date_products(prods, scl_masked_classes, work)
-            ingest_safe(
-                merged,
-                out_raw,
-                out_mask,
-                out_dates,
-                bands=bands,
-                scl_masked_classes=scl_masked_classes,
-                resampling=resampling,
-                tile=expected,
-                block=block,
-            )
+        outs = (out_raw, out_mask, out_dates)
+        _ingest_merged(prods, outs, bands, scl_masked_classes, resampling, expected, block)
         return
-    for a, b in zip(prods, prods[1:]):
-        if a.date == b.date:
-            raise InputError(
-                b.path,
-                f"same sensing date {a.date} as {a.path}",
-                "keep one product per date (e.g. the latest processing baseline) and remove the other, "
-                "or set ingest.same_date: merge (per pixel, the clear observation of the newest baseline)",
-            )
+    check_one_per_date(
+        prods,
+        "sensing",
+        "keep one product per date (e.g. the latest processing baseline) and remove the other, "
+        "or set ingest.same_date: merge (per pixel, the clear observation of the newest baseline)",
+    )
+    _write_safe_series(prods, (out_raw, out_mask, out_dates), bands, expected, rs, masked, block)
 
+
+def _write_safe_series(
+    prods: list[SafeProduct],
+    outs: tuple,
+    bands: tuple[str, ...],
+    expected: str,
+    rs: Resampling,
+    masked: np.ndarray,
+    block: int,
+) -> None:
+    """The writing part of :func:`ingest_safe`: products checked (one tile, one per date)."""
     ref_band = next((b for b in bands if NATIVE_RESOLUTION[b] == 10), bands[0])
+    base, grid = _reference_grid(prods, ref_band)
+    log.info(
+        "ingest %d products of tile %s (%s .. %s), %d bands, grid %dx%d",
+        len(prods),
+        expected,
+        prods[0].date,
+        prods[-1].date,
+        len(bands),
+        grid["width"],
+        grid["height"],
+    )
+    windows = list(block_windows(grid["height"], grid["width"], block))
+    datestrs = [p.datestr for p in prods]
+    labels = [f"{p.datestr} {p.spacecraft}" for p in prods]
+    tags = product_tags(
+        expected, datestrs, bands, ("SCL_MASKED", ",".join(str(int(c)) for c in masked)), None
+    )
+
+    def write_date(raw, msk, d: int) -> int:
+        return _write_safe_date(raw, msk, d, prods[d], bands, grid, windows, rs, masked)
+
+    write_raw_series(
+        outs, base, datestrs, bands, write_date, tile=expected, labels=labels, tags=tags, logger=log
+    )
+
+
+def _ingest_merged(
+    prods: list[SafeProduct],
+    outs: tuple,
+    bands: tuple[str, ...],
+    scl_masked_classes: Sequence[int],
+    resampling: str,
+    expected: str,
+    block: int,
+) -> None:
+    """:func:`ingest_safe` of products with several of one date, merged first
+    (:func:`merge_same_date_products`) into a temporary folder beside ``raw.tif``."""
+    out_raw = outs[0]
+    Path(out_raw).parent.mkdir(parents=True, exist_ok=True)
+    for stale in Path(out_raw).parent.glob(".same-date-*"):  # left by a killed ingest of this tile
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=Path(out_raw).parent, prefix=".same-date-") as work:
+        merged = merge_same_date_products(prods, scl_masked_classes, work)
+        ingest_safe(
+            merged,
+            *outs,
+            bands=bands,
+            scl_masked_classes=scl_masked_classes,
+            resampling=resampling,
+            tile=expected,
+            block=block,
+        )
+
+
+def _reference_grid(prods: list[SafeProduct], ref_band: str) -> tuple[dict, dict]:
+    """Profile and grid (crs, transform, width, height) of the first product's ``ref_band``;
+    InputError when it has no CRS or another product's ``ref_band`` is on another grid."""
     with _open(prods[0].band_files[ref_band]) as src:
         base = src.profile
         grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
@@ -842,74 +938,32 @@ def ingest_safe(
                     f"{tuple(grid['transform'])[:6]})",
                     "give products clipped to the same extent of the same tile",
                 )
+    return base, grid
 
-    n_dates, n_bands = len(prods), len(bands)
-    log.info(
-        "ingest %d products of tile %s (%s .. %s), %d bands, grid %dx%d",
-        n_dates,
-        expected,
-        prods[0].date,
-        prods[-1].date,
-        n_bands,
-        grid["width"],
-        grid["height"],
-    )
-    raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
-    mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
-    nearest = Resampling.nearest
-    windows = list(block_windows(grid["height"], grid["width"], block))
 
-    with (
-        atomic_output(out_raw) as tmp_raw,
-        atomic_output(out_mask) as tmp_mask,
-        atomic_output(out_dates) as tmp_dates,
-    ):
-        with (
-            rasterio.open(tmp_raw, "w", **raw_profile) as raw,
-            rasterio.open(tmp_mask, "w", **mask_profile) as msk,
-        ):
-            for d, p in enumerate(tqdm(prods, desc=f"ingest {expected}", unit="date", disable=None)):
-                scale = REFLECTANCE_SCALE / p.quantification
-                n_masked = 0
-                with contextlib.ExitStack() as stack:
-                    scl_reader = stack.enter_context(_grid_reader(p.scl_file, grid, nearest))
-                    readers = [
-                        stack.enter_context(_grid_reader(p.band_files[band], grid, rs)) for band in bands
-                    ]
-                    for win in windows:
-                        mask = np.isin(_read_window(scl_reader, p.scl_file, win), masked)
-                        for b, (band, reader) in enumerate(zip(bands, readers)):
-                            dn = _read_window(reader, p.band_files[band], win)
-                            nodata = dn == 0
-                            mask |= nodata
-                            refl = dn.astype(np.int32) + p.offsets.get(band, 0)
-                            if scale != 1:
-                                refl = np.rint(refl * scale)
-                            out = np.clip(refl, RAW_NODATA + 1, 32767).astype(np.int16)
-                            out[nodata] = RAW_NODATA
-                            raw.write(out, d * n_bands + b + 1, window=win)
-                        msk.write(mask.astype(np.uint8), d + 1, window=win)
-                        n_masked += int(mask.sum())
-                for b, band in enumerate(bands):
-                    raw.set_band_description(d * n_bands + b + 1, f"{p.datestr}_{band}")
-                msk.set_band_description(d + 1, p.datestr)
-                log.info(
-                    "%s %s: %.1f%% masked",
-                    p.datestr,
-                    p.spacecraft,
-                    100.0 * n_masked / (grid["width"] * grid["height"]),
-                )
-            raw.update_tags(
-                TILE=expected,
-                DATES=",".join(p.datestr for p in prods),
-                BANDS=",".join(bands),
-                SCALE=str(REFLECTANCE_SCALE),
-            )
-            msk.update_tags(
-                TILE=expected,
-                DATES=",".join(p.datestr for p in prods),
-                SCL_MASKED=",".join(str(int(c)) for c in masked),
-                CONVENTION="1=masked,0=clear",
-            )
-        tmp_dates.write_text("".join(p.datestr + "\n" for p in prods), encoding="utf-8")
-    log.info("wrote %s, %s, %s", out_raw, out_mask, out_dates)
+def _write_safe_date(
+    raw, msk, d: int, p: SafeProduct, bands: tuple[str, ...], grid: dict, windows: list, rs, masked
+) -> int:
+    """Write date ``d`` (product ``p``) window by window: the bands converted to reflectance
+    x10000 and the mask (SCL class in ``masked``, or DN 0 in any band). Returns the masked count."""
+    scale = REFLECTANCE_SCALE / p.quantification
+    n_bands = len(bands)
+    with contextlib.ExitStack() as stack:
+        scl_reader = stack.enter_context(_grid_reader(p.scl_file, grid, Resampling.nearest))
+        readers = [stack.enter_context(_grid_reader(p.band_files[band], grid, rs)) for band in bands]
+
+        def write_window(win):
+            mask = np.isin(_read_window(scl_reader, p.scl_file, win), masked)
+            for b, (band, reader) in enumerate(zip(bands, readers)):
+                dn = _read_window(reader, p.band_files[band], win)
+                nodata = dn == 0
+                mask |= nodata
+                refl = dn.astype(np.int32) + p.offsets.get(band, 0)
+                if scale != 1:
+                    refl = np.rint(refl * scale)
+                out = np.clip(refl, RAW_NODATA + 1, 32767).astype(np.int16)
+                out[nodata] = RAW_NODATA
+                raw.write(out, d * n_bands + b + 1, window=win)
+            return mask
+
+        return write_windows(msk, d, windows, write_window)

@@ -32,12 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output, require_utf8_path
-from cropchain.io.raster import block_windows, geotiff_profile, read_dates
-from cropchain.sources.sentinel2 import RAW_NODATA
+from cropchain.io.atomic import require_utf8_path
+from cropchain.io.raster import block_windows, read_date_list
+from cropchain.sources.common import RAW_NODATA, write_raw_series, write_windows
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,10 @@ def parse_file_date(
     path = Path(path)
     rx = _compile(pattern, "tiles.<tile>.date_pattern")
     m = rx.search(path.name)
-    fix = "rename the file, or set the tile's date_pattern (a regular expression with a group 'date') and date_format"
+    fix = (
+        "rename the file, or set the tile's date_pattern (a regular expression with a group 'date') "
+        "and date_format"
+    )
     if not m:
         raise InputError(path, f"no date in the file name: it does not match date_pattern {pattern!r}", fix)
     if "date" in rx.groupindex:
@@ -115,6 +117,23 @@ def parse_file_date(
         raise InputError(
             path, f"{text!r} in the file name is not a date in the format {date_format!r}", fix
         ) from None
+
+
+def _by_date(
+    paths: list[Path], what: str, folder: Path, date_pattern: str, date_format: str
+) -> dict[dt.date, Path]:
+    """Files by the date in their names; InputError on two files (``what``: image, mask) of one date."""
+    out: dict[dt.date, Path] = {}
+    for p in paths:
+        d = parse_file_date(p, date_pattern, date_format)
+        if d in out:
+            raise InputError(
+                p,
+                f"same date {d} as the {what} {out[d]}",
+                f"keep one {what} per date in {folder}, or narrow the glob",
+            )
+        out[d] = p
+    return out
 
 
 def find_stack_files(
@@ -169,21 +188,8 @@ def find_stack_files(
             "put one GeoTIFF per date there, or fix the tile's 'files' glob",
         )
 
-    def by_date(paths: list[Path], what: str) -> dict[dt.date, Path]:
-        out: dict[dt.date, Path] = {}
-        for p in paths:
-            d = parse_file_date(p, date_pattern, date_format)
-            if d in out:
-                raise InputError(
-                    p,
-                    f"same date {d} as the {what} {out[d]}",
-                    f"keep one {what} per date in {folder}, or narrow the glob",
-                )
-            out[d] = p
-        return out
-
-    img = by_date(images, "image")
-    msk = by_date(mask_paths, "mask") if masks else {}
+    img = _by_date(images, "image", folder, date_pattern, date_format)
+    msk = _by_date(mask_paths, "mask", folder, date_pattern, date_format) if masks else {}
     if masks:
         for d, p in img.items():
             if d not in msk:
@@ -322,7 +328,8 @@ class _Range:
         self.fraction = np.zeros(n_bands, dtype=bool)
 
     def add(self, values: np.ndarray, stored: np.ndarray, missing: np.ndarray) -> None:
-        """values: [B, h, w] file values; stored: (values + offset) * scale before rounding; missing: [B, h, w]."""
+        """values: [B, h, w] file values; stored: (values + offset) * scale before rounding;
+        missing: [B, h, w]."""
         b = values.shape[0]
         v = values.reshape(b, -1).astype(np.float64)
         okf = ~missing.reshape(b, -1)
@@ -382,7 +389,8 @@ def _check_range(
     *,
     whole: bool,
 ) -> None:
-    """Stop when the stored values of a band cannot hold its kind (float 0-1 at scale 1, x10000 at scale 10000).
+    """Stop when the stored values of a band cannot hold its kind (float 0-1 at scale 1, x10000
+    at scale 10000).
 
     ``whole``: ``rng`` covers every date of the stack (the reflectance / index floors of
     ``_MIN_TOP_STACK`` apply), else one date (only the clear-cut cases, so that a cloudy date
@@ -423,8 +431,8 @@ def _check_range(
         raise InputError(
             path,
             f"band {band} ({kind}) holds clear values {rng.lo[b]:.6g} to {rng.hi[b]:.6g}"
-            f"{' over all dates' if whole else ''}: with scale {scale:g} and offset {offset:g} they are stored "
-            f"{got}, where raw.tif needs {want}",
+            f"{' over all dates' if whole else ''}: with scale {scale:g} and offset {offset:g} they are "
+            f"stored {got}, where raw.tif needs {want}",
             fix,
         )
 
@@ -434,7 +442,6 @@ def _write_raw(
     out_raw: Path,
     out_mask: Path,
     out_dates: Path,
-    *,
     bands: list[str],
     nodata: float | None,
     scale: float,
@@ -445,6 +452,61 @@ def _write_raw(
     """Check every file against the first one's grid, then stream dates x windows into the outputs."""
     ref_path = entries[0].path
     n_dates, n_bands = len(entries), len(bands)
+    base = _check_files(entries, nodata)
+    log.info(
+        "ingest %d dates (%s .. %s) of %s, bands %s, grid %dx%d, value x %g + %g",
+        n_dates,
+        entries[0].date,
+        entries[-1].date,
+        tile or ref_path.parent,
+        ",".join(bands),
+        base["width"],
+        base["height"],
+        scale,
+        offset,
+    )
+    windows = list(block_windows(base["height"], base["width"], block))
+    datestrs = [f"{e.date:%Y%m%d}" for e in entries]
+    stack_range = _Range(n_bands)
+
+    def write_date(raw, msk, d: int) -> int:
+        value_range = _Range(n_bands)
+        masked_count = _write_stack_date(raw, msk, d, entries[d], windows, nodata, scale, offset, value_range)
+        _check_range(entries[d].path, bands, value_range, scale, offset, tile, whole=False)
+        stack_range.merge(value_range)
+        return masked_count
+
+    def check_whole() -> None:
+        where = ref_path if len({e.path for e in entries}) == 1 else ref_path.parent
+        _check_range(where, bands, stack_range, scale, offset, tile, whole=True)
+
+    tags = {
+        "DATES": ",".join(datestrs),
+        "BANDS": ",".join(bands),
+        "SCALE": f"{scale:g}",
+        "OFFSET": f"{offset:g}",
+        "SOURCE": "stack",
+    }
+    if tile:
+        tags["TILE"] = tile
+    write_raw_series(
+        (out_raw, out_mask, out_dates),
+        base,
+        datestrs,
+        bands,
+        write_date,
+        tile=tile or "",
+        labels=datestrs,
+        tags=(tags, {"DATES": ",".join(datestrs), "CONVENTION": "1=masked,0=clear"}),
+        logger=log,
+        finish=check_whole,
+    )
+
+
+def _check_files(entries: list[_Entry], nodata: float | None) -> dict:
+    """Check every image and mask file against the first image's grid and band count; warn when
+    nothing can mark a pixel masked. Returns the first image's profile."""
+    ref_path = entries[0].path
     with _open(ref_path, "image") as ref:
         base = ref.profile
         file_nodata = ref.nodata
@@ -474,94 +536,48 @@ def _write_raw(
             "taken as clear (set the tile's 'masks' or 'nodata' if the files hold clouds)",
             ref_path,
         )
+    return base
 
-    log.info(
-        "ingest %d dates (%s .. %s) of %s, bands %s, grid %dx%d, value x %g + %g",
-        n_dates,
-        entries[0].date,
-        entries[-1].date,
-        tile or ref_path.parent,
-        ",".join(bands),
-        base["width"],
-        base["height"],
-        scale,
-        offset,
-    )
-    raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
-    mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
-    windows = list(block_windows(base["height"], base["width"], block))
-    datestrs = [f"{e.date:%Y%m%d}" for e in entries]
-    stack_range = _Range(n_bands)
 
-    with (
-        atomic_output(out_raw) as tmp_raw,
-        atomic_output(out_mask) as tmp_mask,
-        atomic_output(out_dates) as tmp_dates,
-    ):
-        with (
-            rasterio.open(tmp_raw, "w", **raw_profile) as raw,
-            rasterio.open(tmp_mask, "w", **mask_profile) as msk,
-        ):
-            for d, e in enumerate(
-                tqdm(entries, desc=f"ingest {tile or ''}".strip(), unit="date", disable=None)
-            ):
-                masked_count = 0
-                value_range = _Range(n_bands)
-                with _open(e.path, "image") as src:
-                    nd = nodata if nodata is not None else src.nodata
-                    msrc = _open(e.mask, "mask file") if e.mask is not None else None
-                    try:
-                        for win in windows:
-                            try:
-                                values = src.read(list(e.band_indexes), window=win)
-                                m = msrc.read(e.mask_index, window=win) != 0 if msrc is not None else None
-                            except rasterio.errors.RasterioError as exc:
-                                bad = e.path if msrc is None else f"{e.path} or {e.mask}"
-                                raise InputError(
-                                    bad, f"cannot be read by GDAL ({exc})", "replace the damaged file"
-                                ) from None
-                            out, missing = _to_raw(values, nd, scale, offset, value_range)
-                            mask = missing.any(axis=0)
-                            if m is not None:
-                                mask |= m
-                            masked_count += int(mask.sum())
-                            raw.write(
-                                out, indexes=list(range(d * n_bands + 1, (d + 1) * n_bands + 1)), window=win
-                            )
-                            msk.write(mask.astype(np.uint8), d + 1, window=win)
-                    finally:
-                        if msrc is not None:
-                            msrc.close()
-                _check_range(e.path, bands, value_range, scale, offset, tile, whole=False)
-                stack_range.merge(value_range)
-                for b, band in enumerate(bands):
-                    raw.set_band_description(d * n_bands + b + 1, f"{datestrs[d]}_{band}")
-                msk.set_band_description(d + 1, datestrs[d])
-                log.info(
-                    "%s: %.1f%% masked", datestrs[d], 100.0 * masked_count / (base["width"] * base["height"])
-                )
-            _check_range(
-                ref_path if len({e.path for e in entries}) == 1 else ref_path.parent,
-                bands,
-                stack_range,
-                scale,
-                offset,
-                tile,
-                whole=True,
-            )
-            tags = {
-                "DATES": ",".join(datestrs),
-                "BANDS": ",".join(bands),
-                "SCALE": f"{scale:g}",
-                "OFFSET": f"{offset:g}",
-                "SOURCE": "stack",
-            }
-            if tile:
-                tags["TILE"] = tile
-            raw.update_tags(**tags)
-            msk.update_tags(DATES=",".join(datestrs), CONVENTION="1=masked,0=clear")
-        tmp_dates.write_text("".join(s + "\n" for s in datestrs), encoding="utf-8")
-    log.info("wrote %s, %s, %s", out_raw, out_mask, out_dates)
+def _write_stack_date(
+    raw,
+    msk,
+    d: int,
+    e: _Entry,
+    windows: list,
+    nodata: float | None,
+    scale: float,
+    offset: float,
+    value_range: _Range,
+) -> int:
+    """Write date ``d`` (entry ``e``) window by window: the bands converted by :func:`_to_raw`
+    (their clear values added to ``value_range``) and the mask (mask file non-zero, or a band
+    missing). Returns the masked count."""
+    n_bands = len(e.band_indexes)
+    indexes = list(range(d * n_bands + 1, (d + 1) * n_bands + 1))
+    with _open(e.path, "image") as src:
+        nd = nodata if nodata is not None else src.nodata
+        msrc = _open(e.mask, "mask file") if e.mask is not None else None
+
+        def write_window(win):
+            try:
+                values = src.read(list(e.band_indexes), window=win)
+                m = msrc.read(e.mask_index, window=win) != 0 if msrc is not None else None
+            except rasterio.errors.RasterioError as exc:
+                bad = e.path if msrc is None else f"{e.path} or {e.mask}"
+                raise InputError(bad, f"cannot be read by GDAL ({exc})", "replace the damaged file") from None
+            out, missing = _to_raw(values, nd, scale, offset, value_range)
+            mask = missing.any(axis=0)
+            if m is not None:
+                mask |= m
+            raw.write(out, indexes=indexes, window=win)
+            return mask
+
+        try:
+            return write_windows(msk, d, windows, write_window)
+        finally:
+            if msrc is not None:
+                msrc.close()
 
 
 def ingest_stack(
@@ -638,43 +654,8 @@ def ingest_stack(
                     f"({', '.join(file_bands or bands)}; the first image has {n_file})",
                     "name every band of the files, in order, in the tile's 'bands'",
                 )
-    _write_raw(
-        entries,
-        Path(out_raw),
-        Path(out_mask),
-        Path(out_dates),
-        bands=bands,
-        nodata=nodata,
-        scale=scale,
-        offset=offset,
-        block=block,
-        tile=tile,
-    )
-
-
-def _read_stack_dates(path: Path) -> list[dt.date]:
-    try:
-        texts = read_dates(path)
-    except UnicodeDecodeError:
-        raise InputError(
-            path, "dates file is not a text file", "write one date per line as YYYYMMDD"
-        ) from None
-    if not texts:
-        raise InputError(path, "dates file is empty", "write one date per line as YYYYMMDD, in band order")
-    dates = []
-    for t in texts:
-        try:
-            dates.append(dt.datetime.strptime(t, "%Y%m%d").date())
-        except ValueError:
-            raise InputError(path, f"{t!r} is not a calendar date", "write real dates as YYYYMMDD") from None
-    for a, b in zip(dates, dates[1:]):
-        if b <= a:
-            raise InputError(
-                path,
-                f"dates are not strictly increasing ({a:%Y%m%d} then {b:%Y%m%d})",
-                "order the dates (and the bands of the stack with them), one acquisition per date",
-            )
-    return dates
+    outs = (Path(out_raw), Path(out_mask), Path(out_dates))
+    _write_raw(entries, *outs, bands, nodata, scale, offset, block, tile)
 
 
 def ingest_stack_file(
@@ -714,7 +695,7 @@ def ingest_stack_file(
         as for :func:`ingest_stack`.
     """
     path, dates_file = Path(path), Path(dates_file)
-    dates = _read_stack_dates(dates_file)
+    dates = read_date_list(dates_file)
     bands, idx = _select_bands(bands, file_bands)
     n_file = len(file_bands) if file_bands is not None else len(bands)
     with _open(path, "time series") as src:
@@ -735,15 +716,5 @@ def ingest_stack_file(
                     "give one mask band per date (non-zero = masked)",
                 )
     entries = [_Entry(d, path, tuple(t * n_file + i for i in idx), mask, t + 1) for t, d in enumerate(dates)]
-    _write_raw(
-        entries,
-        Path(out_raw),
-        Path(out_mask),
-        Path(out_dates),
-        bands=bands,
-        nodata=nodata,
-        scale=scale,
-        offset=offset,
-        block=block,
-        tile=tile,
-    )
+    outs = (Path(out_raw), Path(out_mask), Path(out_dates))
+    _write_raw(entries, *outs, bands, nodata, scale, offset, block, tile)

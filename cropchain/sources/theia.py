@@ -41,18 +41,21 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from tqdm import tqdm
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output, require_utf8_path
-from cropchain.io.raster import GridReader, block_windows, geotiff_profile
-from cropchain.sources.sentinel2 import (
+from cropchain.io.atomic import require_utf8_path
+from cropchain.io.raster import GridReader, block_windows
+from cropchain.sources.common import (
     RAW_NODATA,
-    REFLECTANCE_SCALE,
-    SENTINEL2_BANDS,
-    ZippedFolder,
-    normalize_tile,
+    check_one_per_date,
+    check_one_tile,
+    parse_resampling,
+    product_tags,
+    unreadable,
+    write_raw_series,
+    write_windows,
 )
+from cropchain.sources.sentinel2 import SENTINEL2_BANDS, ZippedFolder
 
 log = logging.getLogger(__name__)
 
@@ -316,12 +319,7 @@ def read_theia_product(
 
 
 def _resampling(name: str) -> Resampling:
-    try:
-        return Resampling[str(name)]
-    except KeyError:
-        raise ConfigError(
-            f"ingest.resampling: unknown resampling {name!r} (valid: nearest, bilinear, cubic)"
-        ) from None
+    return parse_resampling(name, ["nearest", "bilinear", "cubic"])
 
 
 def _grid_reader(path: Path, grid: dict, resampling: Resampling, nodata: int | None) -> GridReader:
@@ -331,9 +329,7 @@ def _grid_reader(path: Path, grid: dict, resampling: Resampling, nodata: int | N
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioError as exc:
-        raise InputError(
-            path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged"
-        ) from None
+        raise unreadable(path, exc) from None
     if src.crs != grid["crs"]:
         src.close()
         raise InputError(
@@ -360,9 +356,7 @@ def _read_window(reader: GridReader, path: Path, window, dtype: str) -> np.ndarr
     try:
         return reader.read(window, dtype)
     except rasterio.errors.RasterioError as exc:
-        raise InputError(
-            path, f"cannot be read by GDAL ({exc})", "download the product again; the file is damaged"
-        ) from None
+        raise unreadable(path, exc) from None
 
 
 def ingest_theia(
@@ -413,7 +407,6 @@ def ingest_theia(
     bits = sorted({int(b) for b in clm_bits})
     if any(b < 0 or b > 7 for b in bits):
         raise ConfigError(f"tiles.<tile>.clm_bits: CLM bits are 0-7, got {list(clm_bits)}")
-    clm_value = np.uint8(sum(1 << b for b in bits))
     rs = _resampling(resampling)
     if not products:
         raise InputError(
@@ -422,28 +415,52 @@ def ingest_theia(
     prods = sorted(
         (read_theia_product(p, bands) for p in products), key=lambda p: (p.sensing_time, p.path.name)
     )
-    expected = normalize_tile(tile) if tile else prods[0].tile
-    for p in prods:
-        if p.tile != expected:
-            first = (
-                f" (the tile named in the configuration, tiles.{tile})"
-                if tile
-                else f" (the tile of {prods[0].path.name})"
-            )
-            raise InputError(
-                p.path,
-                f"product of tile {p.tile}, expected {expected}{first}",
-                "give the products of one tile per ingest (one folder per tile), named after that tile",
-            )
-    for a, b in zip(prods, prods[1:]):
-        if a.date == b.date:
-            raise InputError(
-                b.path,
-                f"same acquisition date {a.date} as {a.path}",
-                "keep one product per date (e.g. the latest version) and remove the other",
-            )
+    expected = check_one_tile(prods, tile)
+    check_one_per_date(
+        prods, "acquisition", "keep one product per date (e.g. the latest version) and remove the other"
+    )
+    _write_theia_series(prods, (out_raw, out_mask, out_dates), bands, expected, rs, bits, block)
 
-    ref = prods[0].mask_files[("CLM", "R1")]
+
+def _write_theia_series(
+    prods: list[TheiaProduct],
+    outs: tuple,
+    bands: tuple[str, ...],
+    expected: str,
+    rs: Resampling,
+    bits: list[int],
+    block: int,
+) -> None:
+    """The writing part of :func:`ingest_theia`: products checked (one tile, one per date)."""
+    clm_value = np.uint8(sum(1 << b for b in bits))
+    base, grid = _reference_grid(prods[0].mask_files[("CLM", "R1")])
+    log.info(
+        "ingest %d Theia products of tile %s (%s .. %s), %d bands, grid %dx%d, CLM bits %s masked",
+        len(prods),
+        expected,
+        prods[0].date,
+        prods[-1].date,
+        len(bands),
+        grid["width"],
+        grid["height"],
+        bits,
+    )
+    windows = list(block_windows(grid["height"], grid["width"], block))
+    masks = _mask_tests(bands, clm_value)
+    datestrs = [p.datestr for p in prods]
+    labels = [f"{p.datestr} {p.platform}" for p in prods]
+    tags = product_tags(expected, datestrs, bands, ("CLM_BITS", ",".join(map(str, bits))), "theia")
+
+    def write_date(raw, msk, d: int) -> int:
+        return _write_theia_date(raw, msk, d, prods[d], bands, masks, grid, windows, rs)
+
+    write_raw_series(
+        outs, base, datestrs, bands, write_date, tile=expected, labels=labels, tags=tags, logger=log
+    )
+
+
+def _reference_grid(ref: Path) -> tuple[dict, dict]:
+    """Profile and 10 m grid (crs, transform, width, height, path) of the mask file ``ref``."""
     try:
         with rasterio.open(ref) as src:
             base = src.profile
@@ -458,92 +475,52 @@ def ingest_theia(
         raise InputError(ref, f"cannot be read by GDAL ({exc})", "download the product again") from None
     if grid["crs"] is None:
         raise InputError(ref, "mask file has no CRS", "download the product again")
+    return base, grid
 
-    n_dates, n_bands = len(prods), len(bands)
+
+def _mask_tests(bands: tuple[str, ...], clm_value: np.uint8) -> list[tuple[tuple[str, str], np.uint8 | None]]:
+    """The mask files a date is masked by and the bits tested in each (None: any non-zero value):
+    the ``clm_value`` bits of CLM_R1, EDG_R1, EDG_R2 when a 20 m band is ingested, and the SAT
+    bits of the ingested bands at each resolution."""
     has_r2 = any(THEIA_SAT_BIT[b][0] == "R2" for b in bands)
-    log.info(
-        "ingest %d Theia products of tile %s (%s .. %s), %d bands, grid %dx%d, CLM bits %s masked",
-        n_dates,
-        expected,
-        prods[0].date,
-        prods[-1].date,
-        n_bands,
-        grid["width"],
-        grid["height"],
-        bits,
-    )
-    raw_profile = geotiff_profile(base, count=n_dates * n_bands, dtype="int16", nodata=RAW_NODATA)
-    mask_profile = geotiff_profile(base, count=n_dates, dtype="uint8", nodata=None)
-    nearest = Resampling.nearest
-    windows = list(block_windows(grid["height"], grid["width"], block))
+    masks = [(("CLM", "R1"), clm_value), (("EDG", "R1"), None)] + ([(("EDG", "R2"), None)] if has_r2 else [])
+    for res in ("R1", "R2"):
+        sat_value = np.uint8(sum(1 << bit for b in bands for r, bit in [THEIA_SAT_BIT[b]] if r == res))
+        if sat_value:
+            masks.append((("SAT", res), sat_value))
+    return masks
 
-    with (
-        atomic_output(out_raw) as tmp_raw,
-        atomic_output(out_mask) as tmp_mask,
-        atomic_output(out_dates) as tmp_dates,
-    ):
-        with (
-            rasterio.open(tmp_raw, "w", **raw_profile) as raw,
-            rasterio.open(tmp_mask, "w", **mask_profile) as msk,
-        ):
-            for d, p in enumerate(tqdm(prods, desc=f"ingest {expected}", unit="date", disable=None)):
-                masks = [(("CLM", "R1"), clm_value), (("EDG", "R1"), None)] + (
-                    [(("EDG", "R2"), None)] if has_r2 else []
-                )
-                for res in ("R1", "R2"):
-                    sat_value = np.uint8(
-                        sum(1 << bit for b in bands for r, bit in [THEIA_SAT_BIT[b]] if r == res)
-                    )
-                    if sat_value:
-                        masks.append((("SAT", res), sat_value))
-                n_masked = 0
-                with contextlib.ExitStack() as stack:
-                    mask_readers = [
-                        (
-                            p.mask_files[key],
-                            bits_value,
-                            stack.enter_context(_grid_reader(p.mask_files[key], grid, nearest, None)),
-                        )
-                        for key, bits_value in masks
-                    ]
-                    readers = [
-                        stack.enter_context(_grid_reader(p.band_files[band], grid, rs, THEIA_NODATA))
-                        for band in bands
-                    ]
-                    for win in windows:
-                        mask = np.zeros((int(win.height), int(win.width)), dtype=bool)
-                        for path, bits_value, reader in mask_readers:  # CLM bits, EDG, SAT bits of the bands
-                            m = _read_window(reader, path, win, "uint8")
-                            mask |= (m & bits_value) != 0 if bits_value is not None else m != 0
-                        for b, (band, reader) in enumerate(zip(bands, readers)):
-                            fre = _read_window(reader, p.band_files[band], win, "int16")
-                            nodata = fre == THEIA_NODATA
-                            mask |= nodata
-                            fre[nodata] = RAW_NODATA
-                            raw.write(fre, d * n_bands + b + 1, window=win)
-                        msk.write(mask.astype(np.uint8), d + 1, window=win)
-                        n_masked += int(mask.sum())
-                for b, band in enumerate(bands):
-                    raw.set_band_description(d * n_bands + b + 1, f"{p.datestr}_{band}")
-                msk.set_band_description(d + 1, p.datestr)
-                log.info(
-                    "%s %s: %.1f%% masked",
-                    p.datestr,
-                    p.platform,
-                    100.0 * n_masked / (grid["width"] * grid["height"]),
-                )
-            raw.update_tags(
-                TILE=expected,
-                DATES=",".join(p.datestr for p in prods),
-                BANDS=",".join(bands),
-                SCALE=str(REFLECTANCE_SCALE),
-                SOURCE="theia",
+
+def _write_theia_date(
+    raw, msk, d: int, p: TheiaProduct, bands: tuple[str, ...], masks: list, grid: dict, windows: list, rs
+) -> int:
+    """Write date ``d`` (product ``p``) window by window: the FRE bands as they are (nodata ->
+    :data:`RAW_NODATA`) and the mask (``masks`` tests, or a band nodata). Returns the masked count."""
+    n_bands = len(bands)
+    with contextlib.ExitStack() as stack:
+        mask_readers = [
+            (
+                p.mask_files[key],
+                bits_value,
+                stack.enter_context(_grid_reader(p.mask_files[key], grid, Resampling.nearest, None)),
             )
-            msk.update_tags(
-                TILE=expected,
-                DATES=",".join(p.datestr for p in prods),
-                CLM_BITS=",".join(map(str, bits)),
-                CONVENTION="1=masked,0=clear",
-            )
-        tmp_dates.write_text("".join(p.datestr + "\n" for p in prods), encoding="utf-8")
-    log.info("wrote %s, %s, %s", out_raw, out_mask, out_dates)
+            for key, bits_value in masks
+        ]
+        readers = [
+            stack.enter_context(_grid_reader(p.band_files[band], grid, rs, THEIA_NODATA)) for band in bands
+        ]
+
+        def write_window(win):
+            mask = np.zeros((int(win.height), int(win.width)), dtype=bool)
+            for path, bits_value, reader in mask_readers:  # CLM bits, EDG, SAT bits of the bands
+                m = _read_window(reader, path, win, "uint8")
+                mask |= (m & bits_value) != 0 if bits_value is not None else m != 0
+            for b, (band, reader) in enumerate(zip(bands, readers)):
+                fre = _read_window(reader, p.band_files[band], win, "int16")
+                nodata = fre == THEIA_NODATA
+                mask |= nodata
+                fre[nodata] = RAW_NODATA
+                raw.write(fre, d * n_bands + b + 1, window=win)
+            return mask
+
+        return write_windows(msk, d, windows, write_window)

@@ -1,7 +1,7 @@
 # Ingest: a tile's images -> raw.tif, raw_mask.tif, raw_dates.txt, whatever the source
 # (cropchain.sources.sentinel2: SAFE L2A and the demo; cropchain.sources.theia: Theia / MAJA L2A;
 # cropchain.sources.stack: per-date GeoTIFFs or one multi-band GeoTIFF with a dates file).
-from cropchain.series.composite import scl_masked_for_kept
+from cropchain.sources.sentinel2 import scl_masked_for_kept
 
 
 def ingest_scl_masked():
@@ -24,7 +24,7 @@ rule ingest:
         ingest=config["ingest"],
         scl_masked=ingest_scl_masked(),
         products=tile_products_stamp,  # content of the product folders (common.smk)
-        code=code_hash("cropchain.sources.sentinel2", "cropchain.sources.theia", "cropchain.sources.stack", "cropchain.io.raster"),
+        code=code_hash("cropchain.sources", "cropchain.sources.common", "cropchain.sources.sentinel2", "cropchain.sources.theia", "cropchain.sources.stack", "cropchain.io.raster"),
     log:
         f"{RESULTS}/logs/ingest/{{tile}}.log",
     benchmark:
