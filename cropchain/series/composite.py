@@ -5,7 +5,8 @@ Follows the compositing of MoisePlacier/Crop_type_classification (Sentinel-2 L2A
 
 1. an observation is **clear** where the ingest mask is 0 (for SAFE products the ingest then
    writes its mask from the SCL classes *kept*, 4-7 by default, instead of the classes masked
-   for gap filling; see ``scripts/ingest.py``) and no band of the date is nodata;
+   for gap filling; see :func:`cropchain.sources.sentinel2.scl_masked_for_kept`) and no band of
+   the date is nodata;
 2. the composite of a month is, per pixel and band, the **median of the clear observations**
    of that month (the mean of the two middle values for an even count);
 3. a month without any clear observation at a pixel takes the **mean of the nearest previous
@@ -46,8 +47,6 @@ from cropchain.series.tile import (
 
 log = logging.getLogger(__name__)
 
-#: SCL classes kept by default: 4 vegetation, 5 not vegetated (bare soil), 6 water, 7 unclassified.
-DEFAULT_SCL_KEPT: tuple[int, ...] = (4, 5, 6, 7)
 COMPOSITE_DAYS = (1, 15)
 
 
