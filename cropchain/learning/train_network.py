@@ -26,10 +26,10 @@ epochs, curves) and ``training_curves.png``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,7 +184,7 @@ def train_network(
         see :data:`cropchain.models.networks.TRAINING_DEFAULTS` and each architecture's
         ``DEFAULTS``).
     out_dir : folder receiving ``model.pt``, ``model.json``, ``metrics.json`` and
-        ``training_curves.png`` (and a scratch folder, removed at the end).
+        ``training_curves.png``.
     seed : random seed of the run.
     threads : PyTorch CPU threads.
     tiles : tile names (default ``tile0``, ``tile1``...), for logs and metadata.
@@ -227,14 +227,12 @@ def train_network(
     polygons = [read_learning_polygons(s, crs[i]) for i, s in enumerate(splits)]
     holdout = select_holdout(polygons, float(hp["holdout_fraction"]), seed)
 
-    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out_dir) as scratch:
+    with contextlib.ExitStack() as open_sources:
         sources = []
         for tile, fpath, vpath, polys, held in zip(tiles, features, validity, polygons, holdout):
-            src = TileSource.build(
-                tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]), scratch=scratch
-            )
+            src = TileSource.build(tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]))
             if src is not None:
-                sources.append(src)
+                sources.append(open_sources.enter_context(src))
         if not sources:
             raise InputError(
                 splits[0],
