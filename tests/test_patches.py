@@ -18,6 +18,7 @@ from cropchain.errors import InputError
 from cropchain.io.raster import geotiff_profile
 from cropchain.learning.patches import (
     IGNORE_INDEX,
+    FeatureBlocks,
     PatchSampler,
     TileSource,
     read_learning_polygons,
@@ -25,6 +26,7 @@ from cropchain.learning.patches import (
     standardization,
 )
 from cropchain.models.networks import channel_groups
+from cropchain.series.features import FeatureSpec, open_features
 
 CRS_UTM = CRS.from_epsg(32631)
 ORIGIN = (600000.0, 4800000.0)
@@ -125,7 +127,7 @@ def build_source(tile, tmp_path, holdout=None, pad=32):
     polygons, (fpath, vpath, spath) = tile
     learn = read_learning_polygons(spath, CRS_UTM)
     held = np.zeros(len(learn), dtype=bool) if holdout is None else holdout
-    return learn, TileSource.build("T", fpath, vpath, learn, held, pad=pad, scratch=tmp_path)
+    return learn, TileSource.build("T", fpath, vpath, learn, held, pad=pad)
 
 
 def test_only_learning_polygons_carry_labels(tile, tmp_path):
@@ -135,9 +137,12 @@ def test_only_learning_polygons_carry_labels(tile, tmp_path):
     with rasterio.open(vpath) as v:
         validity = v.read(1)
     transform = from_origin(ORIGIN[0], ORIGIN[1], 10, 10)
-    burn = lambda gdf: rasterio.features.rasterize(
-        zip(gdf.geometry, gdf["code"]), out_shape=validity.shape, transform=transform, fill=0
-    )
+
+    def burn(gdf):
+        return rasterio.features.rasterize(
+            zip(gdf.geometry, gdf["code"]), out_shape=validity.shape, transform=transform, fill=0
+        )
+
     val = burn(polygons[polygons["split"] == "validation"])
     assert src.window.row_off == 0 and src.features.shape == (96, 96, len(NAMES))
     assert (src.train[val > 0] == 0).all()  # validation pixels are unlabelled
@@ -153,10 +158,7 @@ def test_only_learning_polygons_carry_labels(tile, tmp_path):
     moved.loc[is_val, "geometry"] = moved.loc[is_val].geometry.buffer(20)
     moved.to_file(tmp_path / "moved.gpkg", layer="split", driver="GPKG")
     learn2 = read_learning_polygons(tmp_path / "moved.gpkg", CRS_UTM)
-    (tmp_path / "b").mkdir()
-    src2 = TileSource.build(
-        "T", fpath, vpath, learn2, np.zeros(len(learn2), bool), pad=32, scratch=tmp_path / "b"
-    )
+    src2 = TileSource.build("T", fpath, vpath, learn2, np.zeros(len(learn2), bool), pad=32)
     np.testing.assert_array_equal(src2.train, src.train)
 
 
@@ -269,6 +271,93 @@ def test_bad_inputs(tile, tmp_path):
         read_learning_polygons(tmp_path / "bad.gpkg")
     learn = read_learning_polygons(spath, CRS_UTM)
     with pytest.raises(InputError, match="validity raster"):
-        TileSource.build(
-            "T", fpath, tmp_path / "none.tif", learn, np.zeros(len(learn), bool), pad=8, scratch=tmp_path
-        )
+        TileSource.build("T", fpath, tmp_path / "none.tif", learn, np.zeros(len(learn), bool), pad=8)
+
+
+def write_series(folder: Path, polygons: gpd.GeoDataFrame, size: int) -> tuple[FeatureSpec, Path]:
+    """gapfilled.tif (int16, 3 dates x B04 B08 B11, a nodata strip), dates.txt and validity.tif."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    transform = from_origin(ORIGIN[0], ORIGIN[1], 10, 10)
+    codes = rasterio.features.rasterize(
+        zip(polygons.geometry, polygons["code"]), out_shape=(size, size), transform=transform, fill=0
+    )
+    series = 500 + 90 * codes[None] * np.arange(1, 10)[:, None, None] % 4000
+    series = (series + rng.integers(0, 300, series.shape)).astype(np.int16)
+    series[:, 40:44] = -32768
+    validity = np.where((series == -32768).all(axis=0), 0, 3).astype(np.uint8)
+    base = {"crs": CRS_UTM, "transform": transform, "width": size, "height": size}
+    with rasterio.open(
+        folder / "gapfilled.tif", "w", **geotiff_profile(base, count=9, dtype="int16", nodata=-32768)
+    ) as dst:
+        dst.write(series)
+        dst.descriptions = tuple(f"{d}_{b}" for d in DATES[:3] for b in CHANNELS[:3])
+    with rasterio.open(
+        folder / "validity.tif", "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=None)
+    ) as dst:
+        dst.write(validity, 1)
+    (folder / "dates.txt").write_text("\n".join(DATES[:3]) + "\n")
+    return FeatureSpec(
+        folder / "gapfilled.tif", folder / "dates.txt", tuple(CHANNELS[:3])
+    ), folder / "validity.tif"
+
+
+def row_chunk_standardization(features: np.ndarray, labelled: np.ndarray, groups: np.ndarray):
+    """The statistics as computed before windowed reads: sums over chunks of rows of the whole area."""
+    step = max(1, (1 << 22) // (features.shape[1] * features.shape[2]))
+    total, squares, count = (np.zeros(features.shape[2]) for _ in range(3))
+    for r0 in range(0, features.shape[0], step):
+        mask = labelled[r0 : r0 + step]
+        x = features[r0 : r0 + step][mask].astype(np.float64)
+        ok = (x != -9999.0) & ~np.isnan(x)
+        x = np.where(ok, x, 0.0)
+        total, squares, count = total + x.sum(axis=0), squares + (x * x).sum(axis=0), count + ok.sum(axis=0)
+    n = int(groups.max()) + 1
+    g_count = np.maximum(np.bincount(groups, count, n), 1)
+    g_mean = np.bincount(groups, total, n) / g_count
+    g_std = np.sqrt(np.maximum(np.bincount(groups, squares, n) / g_count - g_mean**2, 0.0))
+    g_std = np.where(g_std > 1e-9, g_std, 1.0)
+    return g_mean[groups].astype(np.float32), g_std[groups].astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["series", "geotiff"])
+def test_windowed_reads_give_the_patches_of_a_whole_area_read(tmp_path, kind):
+    """Patches, hold-out windows and statistics read through the block cache (several 256 px blocks,
+    a cache of one block) equal those of the whole labelled area read at once into memory."""
+    size = 300
+    polygons = parcel_layout(size=size, cell=12, seed=2)
+    if kind == "series":
+        features, vpath = write_series(tmp_path, polygons, size)
+        polygons.to_file(tmp_path / "split.gpkg", layer="split", driver="GPKG")
+        spath = tmp_path / "split.gpkg"
+    else:
+        features, vpath, spath = write_tile(tmp_path, polygons, size=size)
+    learn = read_learning_polygons(spath, CRS_UTM)
+    held = select_holdout([learn], 0.2, seed=0)[0]
+    with TileSource.build("T", features, vpath, learn, held, pad=16, cache_mb=1e-3) as src:
+        assert isinstance(src.features, FeatureBlocks) and src.window.width > 256
+        with open_features(features) as fsrc:
+            whole = fsrc.read(window=src.window).transpose(1, 2, 0).copy()  # [h, w, F]
+        assert (whole == -9999.0).any()
+        np.testing.assert_array_equal(np.asarray(src.features), whole)
+        ref = TileSource("T", src.window, whole, src.train, src.holdout, src.feature_names)
+        groups = channel_groups(src.feature_names)
+        mean, std = standardization([src], groups)
+        old_mean, old_std = row_chunk_standardization(whole, (src.train > 0) | (src.holdout > 0), groups)
+        np.testing.assert_array_equal(mean, old_mean)
+        np.testing.assert_array_equal(std, old_std)
+        src.standardize(mean, std)
+        ref.standardize(mean, std)
+        new = PatchSampler([src], [2, 5, 9], 32, np.random.default_rng(5))
+        old = PatchSampler([ref], [2, 5, 9], 32, np.random.default_rng(5))
+        for n in (1, 7, 16):
+            for a, b in zip(new.draw(n), old.draw(n)):
+                np.testing.assert_array_equal(a, b)
+        windows = new.holdout_windows()
+        assert len(windows) > 3
+        for a, b in zip(new.window_batch(windows), old.window_batch(windows)):
+            np.testing.assert_array_equal(a, b)
+        assert src.features.blocks_read > 4  # blocks were evicted and read again
+        assert len(src.features._cache) == 1  # memory: one block at most with this budget
+        x = src.features[250:270, 0:300]  # a read across blocks
+        np.testing.assert_array_equal(x, ref.features[250:270, 0:300])

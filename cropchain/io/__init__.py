@@ -1,1 +1,5 @@
-"""Low-level input/output shared by every stage: windowed raster reading (``raster``), atomic outputs (``atomic``) and the published map products (``products``: COG, raster attribute table, QGIS style)."""
+"""Low-level input/output shared by every stage.
+
+Windowed raster reading (``raster``), atomic outputs (``atomic``) and the published map products
+(``products``: COG, raster attribute table, QGIS style).
+"""

@@ -1,1 +1,4 @@
-"""Stages 5-6, learning: pixel samples, network patches, Presto embeddings and the training of every pixel architecture."""
+"""Stages 5-6, learning.
+
+Pixel samples, network patches, Presto embeddings and the training of every pixel architecture.
+"""

@@ -7,10 +7,11 @@ is ignored by the loss -- and the class of each patch is drawn at random first, 
 pixel of that class, then the patch around it, so that rare classes are seen as often as
 common ones.
 
-Per tile, :class:`TileSource` keeps the labelled area only (the bounding box of its
-learning polygons, grown by a patch) as a pixel-major ``[h, w, F]`` float32 memory map
-in a scratch folder: a patch is then ``patch_size`` contiguous reads, and memory stays
-bounded by the page cache, not the tile. :class:`PatchSampler` draws batches of
+Per tile, :class:`TileSource` holds the label rasters of the labelled area (the bounding
+box of its learning polygons, grown by a patch) and reads its features through windows
+(:class:`FeatureBlocks`): 256 px blocks of features computed on the fly from the int16
+gap-filled series, kept in a small LRU cache, so that memory is bounded by the cache
+(:data:`PATCH_CACHE_MB`), not by the tile. :class:`PatchSampler` draws batches of
 standardized patches with their label patches, flipped and rotated by multiples of 90
 degrees. A part of the learning polygons is held out (:func:`select_holdout`) for early
 stopping; :meth:`PatchSampler.holdout_windows` covers their pixels once each.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +46,10 @@ log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 #: nodata of the features (:data:`cropchain.series.features.FEATURES_NODATA`)
 FEATURES_NODATA = -9999.0
+#: side (px) of the feature blocks read and cached, on the grid of the labelled area
 _READ_BLOCK = 256
+#: default memory budget (MB) of a tile's feature block cache (:class:`FeatureBlocks`)
+PATCH_CACHE_MB = 512
 
 
 def read_learning_polygons(
@@ -95,9 +100,9 @@ def select_holdout(polygons: Sequence[gpd.GeoDataFrame], fraction: float, seed: 
     """Hold out a part of each class's learning polygons for early stopping.
 
     Per class, the polygons of all tiles (ordered by tile then ``polygon_id``) are
-    shuffled with the random stream ``(seed, "holdout", class)`` and the first ``round(fraction * n)`` are held out, at most
-    ``n - 1`` so that every class keeps a training polygon (a class with 1 to 3 polygons
-    at the default 0.15 keeps them all).
+    shuffled with the random stream ``(seed, "holdout", class)`` and the first
+    ``round(fraction * n)`` are held out, at most ``n - 1`` so that every class keeps a
+    training polygon (a class with 1 to 3 polygons at the default 0.15 keeps them all).
 
     Returns
     -------
@@ -135,23 +140,179 @@ def _crop_window(
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
+class FeatureBlocks:
+    """The features of a tile's labelled area, pixel-major, read by windows through an LRU block cache.
+
+    The area is cut in the blocks of ``block_windows(h, w, 256)`` (on the area's own grid);
+    a block is read whole (all features, one ``read`` of the feature source, computed on
+    the fly from the gap-filled series for a :class:`~cropchain.series.features.FeatureSpec`),
+    transposed to ``[hb, wb, F]``, standardized when :meth:`standardize` was called, and
+    kept in a least-recently-used cache. Every value is thus computed from the same read
+    windows as the whole-area read it replaces, and is the same float32 number.
+
+    Memory: at most ``cache_mb`` MB of blocks (one block of ``256 x 256 x F x 4`` bytes,
+    78 MB at 299 features, is always kept), plus the output of the current read.
+
+    Parameters
+    ----------
+    source : open feature source (:func:`~cropchain.series.features.open_features`); it is
+        closed by :meth:`close`.
+    window : the labelled area in the source's pixel grid.
+    n_features : ``F``, the number of features (bands) of the source.
+    cache_mb : memory budget of the cache (MB).
+
+    Indexing with two slices (``blocks[r0:r1, c0:c1]``, area-relative, step 1) returns
+    float32 ``[r1 - r0, c1 - c0, F]``; ``np.asarray(blocks)`` reads the whole area (for
+    small areas and tests only).
+    """
+
+    def __init__(self, source, window: Window, n_features: int, cache_mb: float = PATCH_CACHE_MB) -> None:
+        self._source = source
+        self.window = window
+        self.shape = (int(window.height), int(window.width), int(n_features))
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self._scale: tuple[np.ndarray, np.ndarray] | None = None
+        self.blocks_read = 0
+
+    def standardize(self, mean: np.ndarray, inv: np.ndarray) -> None:
+        """From now on, blocks are ``(x - mean) * inv`` (float32 ``[F]``), nodata and NaN 0."""
+        self._scale = (mean, inv)
+        self._cache.clear()
+        self._cached_bytes = 0
+
+    def _block(self, bi: int, bj: int) -> np.ndarray:
+        """Block ``(bi, bj)`` of the area: float32 ``[hb, wb, F]``, from the cache or read."""
+        key = (bi, bj)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        h, w, _ = self.shape
+        r0, c0 = bi * _READ_BLOCK, bj * _READ_BLOCK
+        hb, wb = min(_READ_BLOCK, h - r0), min(_READ_BLOCK, w - c0)
+        read = Window(self.window.col_off + c0, self.window.row_off + r0, wb, hb)
+        block = np.ascontiguousarray(
+            self._source.read(window=read, out_dtype=np.float32).transpose(1, 2, 0), dtype=np.float32
+        )
+        self.blocks_read += 1
+        if self._scale is not None:
+            mean, inv = self._scale
+            bad = (block == FEATURES_NODATA) | np.isnan(block)
+            block = (block - mean) * inv
+            block[bad] = 0.0
+        self._cache[key] = block
+        self._cached_bytes += block.nbytes
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
+        return block
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        h, w, n_features = self.shape
+        r0, r1, rstep = rows.indices(h)
+        c0, c1, cstep = cols.indices(w)
+        if rstep != 1 or cstep != 1:
+            raise IndexError("FeatureBlocks takes slices of step 1")
+        out = np.empty((max(0, r1 - r0), max(0, c1 - c0), n_features), dtype=np.float32)
+        for bi in range(r0 // _READ_BLOCK, (r1 - 1) // _READ_BLOCK + 1 if r1 > r0 else 0):
+            for bj in range(c0 // _READ_BLOCK, (c1 - 1) // _READ_BLOCK + 1 if c1 > c0 else 0):
+                block = self._block(bi, bj)
+                br, bc = bi * _READ_BLOCK, bj * _READ_BLOCK
+                i0, i1 = max(r0, br), min(r1, br + block.shape[0])
+                j0, j1 = max(c0, bc), min(c1, bc + block.shape[1])
+                out[i0 - r0 : i1 - r0, j0 - c0 : j1 - c0] = block[i0 - br : i1 - br, j0 - bc : j1 - bc]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:, :]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def close(self) -> None:
+        """Close the feature source and drop the cache."""
+        log.debug("%s: %d feature blocks read", self._source.name, self.blocks_read)
+        self._cache.clear()
+        self._cached_bytes = 0
+        self._source.close()
+
+
+def _check_grids(
+    tile: str, fsrc, vsrc, features: Path, validity: Path, pad: int, polygons: gpd.GeoDataFrame
+) -> Window | None:
+    """The labelled area (:func:`_crop_window`) once the feature names and grids are checked.
+
+    Raises
+    ------
+    InputError
+        bands without description, validity raster not on the features' grid.
+    """
+    if any(not n for n in fsrc.descriptions):
+        raise InputError(
+            features,
+            "some bands have no description (feature name)",
+            "rerun the features step, which names every band",
+        )
+    if (vsrc.width, vsrc.height, vsrc.crs) != (
+        fsrc.width,
+        fsrc.height,
+        fsrc.crs,
+    ) or not vsrc.transform.almost_equals(fsrc.transform):
+        raise InputError(
+            validity,
+            f"validity raster of tile {tile} is not on the grid of {features}",
+            "rerun gap filling and features for this tile",
+        )
+    return _crop_window(polygons, fsrc.transform, fsrc.height, fsrc.width, pad)
+
+
+def _labels(
+    polygons: gpd.GeoDataFrame,
+    holdout: np.ndarray,
+    transform: Affine,
+    window: Window,
+    clear: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """int16 ``[h, w]`` training and held-out class codes of ``window`` (0 elsewhere).
+
+    Polygons are burnt like the pixel samples (pixel centre inside); pixels that are not
+    ``clear`` (bool ``[h, w]``) carry no label. None when no polygon covers a clear pixel.
+    """
+    index = rasterize(
+        zip(polygons.geometry, range(1, len(polygons) + 1)),
+        out_shape=clear.shape,
+        transform=transform @ Affine.translation(window.col_off, window.row_off),
+        fill=0,
+        all_touched=False,
+        dtype="int32",
+    )
+    index[~clear] = 0
+    if not index.any():
+        return None
+    codes = np.concatenate([[0], polygons["code"].to_numpy(dtype=np.int16)])
+    held = np.concatenate([[False], np.asarray(holdout, dtype=bool)])
+    train = np.where(held[index], 0, codes[index]).astype(np.int16)
+    hold = np.where(held[index], codes[index], 0).astype(np.int16)
+    return train, hold
+
+
 @dataclass
 class TileSource:
-    """The labelled area of one tile: features as a pixel-major memory map and label rasters.
+    """The labelled area of one tile: its features, read by windows, and its label rasters.
 
     Attributes
     ----------
     tile : tile name.
     window : the area read, in the tile's pixel grid.
-    features : float32 ``[h, w, F]`` memory map (raw features, then standardized in place
-        by :meth:`standardize`; nodata -9999 becomes 0).
+    features : float32 ``[h, w, F]``, pixel-major: :class:`FeatureBlocks` (windowed reads
+        through a block cache, as built by :meth:`build`) or an array; raw features, then
+        standardized by :meth:`standardize` (nodata -9999 becomes 0).
     train : int16 ``[h, w]`` class code of the training (not held-out) learning pixels, 0 elsewhere.
     holdout : int16 ``[h, w]`` class code of the held-out learning pixels, 0 elsewhere.
     """
 
     tile: str
     window: Window
-    features: np.ndarray
+    features: FeatureBlocks | np.ndarray
     train: np.ndarray
     holdout: np.ndarray
     feature_names: list[str] = field(default_factory=list)
@@ -166,9 +327,9 @@ class TileSource:
         holdout: np.ndarray,
         *,
         pad: int,
-        scratch: str | os.PathLike,
+        cache_mb: float = PATCH_CACHE_MB,
     ) -> TileSource | None:
-        """Rasterize the learning polygons on the feature grid and cache the labelled area.
+        """Rasterize the learning polygons on the feature grid; features are read later, by windows.
 
         Polygons are burnt like the pixel samples (pixel centre inside,
         :mod:`cropchain.learning.samples`); pixels without any clear date (``validity == 0``) carry
@@ -183,11 +344,13 @@ class TileSource:
             raster CRS).
         holdout : bool ``[len(polygons)]``, polygons held out for early stopping.
         pad : px added around the polygons' bounds (a patch side).
-        scratch : folder receiving the memory map.
+        cache_mb : memory budget of the feature block cache (:class:`FeatureBlocks`), MB.
 
         Returns
         -------
-        TileSource, or None when no polygon covers a pixel of the tile.
+        TileSource, or None when no polygon covers a pixel of the tile. It keeps the
+        feature source open: close it (:meth:`close`, or use it as a context manager).
+        Memory: the int16 label rasters of the area, plus the block cache.
 
         Raises
         ------
@@ -195,58 +358,25 @@ class TileSource:
             unreadable rasters, grids that differ, bands without description.
         """
         validity = Path(validity)
-        with (
-            open_features(features, f"feature raster of tile {tile}") as fsrc,
-            open_raster(validity, f"validity raster of tile {tile}") as vsrc,
-        ):
-            features = features_path(features)
-            names = list(fsrc.descriptions)
-            if any(not n for n in names):
-                raise InputError(
-                    features,
-                    "some bands have no description (feature name)",
-                    "rerun the features step, which names every band",
-                )
-            if (vsrc.width, vsrc.height, vsrc.crs) != (
-                fsrc.width,
-                fsrc.height,
-                fsrc.crs,
-            ) or not vsrc.transform.almost_equals(fsrc.transform):
-                raise InputError(
-                    validity,
-                    f"validity raster of tile {tile} is not on the grid of {features}",
-                    "rerun gap filling and features for this tile",
-                )
-            window = _crop_window(polygons, fsrc.transform, fsrc.height, fsrc.width, pad)
-            if window is None:
+        fsrc = open_features(features, f"feature raster of tile {tile}")
+        try:
+            with open_raster(validity, f"validity raster of tile {tile}") as vsrc:
+                window = _check_grids(tile, fsrc, vsrc, features_path(features), validity, pad, polygons)
+                if window is None:
+                    fsrc.close()
+                    return None
+                clear = vsrc.read(1, window=window) > 0
+            labels = _labels(polygons, holdout, fsrc.transform, window, clear)
+            if labels is None:
+                fsrc.close()
                 return None
-            h, w = int(window.height), int(window.width)
-            transform = fsrc.transform @ Affine.translation(window.col_off, window.row_off)
-            index = rasterize(
-                zip(polygons.geometry, range(1, len(polygons) + 1)),
-                out_shape=(h, w),
-                transform=transform,
-                fill=0,
-                all_touched=False,
-                dtype="int32",
-            )
-            clear = vsrc.read(1, window=window) > 0
-            index[~clear] = 0
-            if not index.any():
-                return None
-            codes = np.concatenate([[0], polygons["code"].to_numpy(dtype=np.int16)])
-            held = np.concatenate([[False], np.asarray(holdout, dtype=bool)])
-            train = np.where(held[index], 0, codes[index]).astype(np.int16)
-            hold = np.where(held[index], codes[index], 0).astype(np.int16)
-            path = Path(scratch) / f"{tile}_features.npy"
-            mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(h, w, len(names)))
-            for sub in block_windows(h, w, _READ_BLOCK):
-                read = Window(
-                    window.col_off + sub.col_off, window.row_off + sub.row_off, sub.width, sub.height
-                )
-                block = fsrc.read(window=read, out_dtype=np.float32)  # [F, hb, wb]
-                r0, c0 = int(sub.row_off), int(sub.col_off)
-                mm[r0 : r0 + int(sub.height), c0 : c0 + int(sub.width)] = block.transpose(1, 2, 0)
+        except BaseException:
+            fsrc.close()
+            raise
+        train, hold = labels
+        h, w = train.shape
+        names = list(fsrc.descriptions)
+        blocks = FeatureBlocks(fsrc, window, len(names), cache_mb)
         log.info(
             "%s: labelled area %d x %d px at (%d, %d): %d training and %d held-out pixels",
             tile,
@@ -257,19 +387,25 @@ class TileSource:
             int((train > 0).sum()),
             int((hold > 0).sum()),
         )
-        return cls(tile, window, mm, train, hold, names)
+        return cls(tile, window, blocks, train, hold, names)
 
-    def labelled_rows(self) -> Iterator[tuple[slice, np.ndarray]]:
-        """(row slice, bool ``[rows, w]`` mask of learning pixels) by chunks of rows."""
+    def labelled_blocks(self) -> Iterator[tuple[slice, slice, np.ndarray]]:
+        """(row slice, column slice, bool ``[hb, wb]`` mask of learning pixels) per 256 px block."""
         labelled = (self.train > 0) | (self.holdout > 0)
-        step = max(1, (1 << 22) // max(1, self.features.shape[1] * self.features.shape[2]))
-        for r0 in range(0, labelled.shape[0], step):
-            yield slice(r0, r0 + step), labelled[r0 : r0 + step]
+        for win in block_windows(*labelled.shape, _READ_BLOCK):
+            rows = slice(int(win.row_off), int(win.row_off + win.height))
+            cols = slice(int(win.col_off), int(win.col_off + win.width))
+            yield rows, cols, labelled[rows, cols]
 
     def standardize(self, mean: np.ndarray, std: np.ndarray) -> None:
-        """In place: ``(x - mean) / std`` per feature; nodata (-9999) and NaN become 0."""
+        """``(x - mean) / std`` per feature (as ``(x - mean) * (1 / std)`` in float32); nodata
+        (-9999) and NaN become 0. Blocks read from now on are standardized; an array is
+        standardized in place."""
         mean = mean.astype(np.float32)
         inv = (1.0 / std).astype(np.float32)
+        if isinstance(self.features, FeatureBlocks):
+            self.features.standardize(mean, inv)
+            return
         step = max(1, (1 << 22) // max(1, self.features.shape[1] * self.features.shape[2]))
         for r0 in range(0, self.features.shape[0], step):
             block = np.asarray(self.features[r0 : r0 + step])
@@ -277,8 +413,17 @@ class TileSource:
             block = (block - mean) * inv
             block[bad] = 0.0
             self.features[r0 : r0 + step] = block
-        if isinstance(self.features, np.memmap):
-            self.features.flush()
+
+    def close(self) -> None:
+        """Close the feature source (nothing to do for array features)."""
+        if isinstance(self.features, FeatureBlocks):
+            self.features.close()
+
+    def __enter__(self) -> TileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def standardization(sources: Sequence[TileSource], groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +431,8 @@ def standardization(sources: Sequence[TileSource], groups: np.ndarray) -> tuple[
 
     Statistics are pooled over the features of a group (a band or index over its dates,
     :func:`cropchain.models.networks.channel_groups`), so that standardization keeps the
-    shape of the time series. Nodata values are left out.
+    shape of the time series. Nodata values are left out. The learning pixels are read
+    block by block (:meth:`TileSource.labelled_blocks`), each block once.
 
     Returns
     -------
@@ -297,10 +443,10 @@ def standardization(sources: Sequence[TileSource], groups: np.ndarray) -> tuple[
     squares = np.zeros(n_features)
     count = np.zeros(n_features)
     for src in sources:
-        for rows, mask in src.labelled_rows():
+        for rows, cols, mask in src.labelled_blocks():
             if not mask.any():
                 continue
-            x = np.asarray(src.features[rows])[mask].astype(np.float64)  # [n, F]
+            x = np.asarray(src.features[rows, cols])[mask].astype(np.float64)  # [n, F]
             ok = (x != FEATURES_NODATA) & ~np.isnan(x)
             x = np.where(ok, x, 0.0)
             total += x.sum(axis=0)

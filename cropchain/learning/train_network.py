@@ -26,10 +26,10 @@ epochs, curves) and ``training_curves.png``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,7 +163,7 @@ def train_network(
         see :data:`cropchain.models.networks.TRAINING_DEFAULTS` and each architecture's
         ``DEFAULTS``).
     out_dir : folder receiving ``model.pt``, ``model.json``, ``metrics.json`` and
-        ``training_curves.png`` (and a scratch folder, removed at the end).
+        ``training_curves.png``.
     seed : random seed of the run.
     threads : PyTorch CPU threads.
     tiles : tile names (default ``tile0``, ``tile1``...), for logs and metadata.
@@ -192,8 +192,8 @@ def train_network(
 
     names, polygons, holdout = _learning_polygons(features, splits, float(hp["holdout_fraction"]), seed)
 
-    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out_dir) as scratch:
-        sources = _tile_sources(tiles, features, validity, polygons, holdout, splits, hp, scratch)
+    with contextlib.ExitStack() as open_sources:
+        sources = _tile_sources(tiles, features, validity, polygons, holdout, splits, hp, open_sources)
         classes, n_train, n_holdout = _class_counts(sources, architecture)
         _prepare_model(model, sources, names, classes, architecture)
         if classify_window is not None and classify_overlap is not None:
@@ -329,9 +329,10 @@ def _tile_sources(
     holdout: list,
     splits: Sequence[Any],
     hp: dict[str, Any],
-    scratch: str,
+    open_sources: contextlib.ExitStack,
 ) -> list[TileSource]:
-    """The patch sources of the tiles with a clear learning pixel (cached in ``scratch``).
+    """The patch sources of the tiles with a clear learning pixel, each entered in ``open_sources``
+    (which closes their feature readers).
 
     Raises
     ------
@@ -340,9 +341,9 @@ def _tile_sources(
     """
     sources = []
     for tile, fpath, vpath, polys, held in zip(tiles, features, validity, polygons, holdout):
-        src = TileSource.build(tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]), scratch=scratch)
+        src = TileSource.build(tile, fpath, vpath, polys, held, pad=int(hp["patch_size"]))
         if src is not None:
-            sources.append(src)
+            sources.append(open_sources.enter_context(src))
     if not sources:
         raise InputError(
             splits[0],
