@@ -13,7 +13,7 @@ never predicted counts with F1 = 0. Used by training (held-out scores), map asse
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -171,8 +171,24 @@ def metrics_from_matrix(
     return confusion_metrics(lab[rows], lab[cols], kept, sample_weight=cm[rows, cols])
 
 
+def matrix_from_cells(cells: Mapping[tuple[int, int], int]) -> tuple[np.ndarray, list[int]]:
+    """Confusion matrix of pooled cells ``(reference code, predicted code) -> pixels``.
+
+    Returns ``(matrix, labels)``: ``labels`` the sorted codes met in the cells (either side),
+    ``matrix`` ``[K, K]`` int64, rows = reference, for :func:`metrics_from_matrix`. Used to pool
+    the confusion matrices of several tiles' reports on the union of their labels.
+    """
+    labels = sorted({a for a, _ in cells} | {b for _, b in cells})
+    index = {c: i for i, c in enumerate(labels)}
+    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for (a, b), n in cells.items():
+        cm[index[a], index[b]] = n
+    return cm, labels
+
+
 def name_classes(metrics: dict[str, Any], nomenclature: Nomenclature) -> None:
-    """Add the class ``name`` to ``per_class`` and ``commission_unvalidated`` of :func:`confusion_metrics` (in place)."""
+    """Add the class ``name`` to ``per_class`` and ``commission_unvalidated`` of
+    :func:`confusion_metrics` (in place)."""
     for key in ("per_class", "commission_unvalidated"):
         for code, d in metrics[key].items():
             d["name"] = nomenclature.name_of(code)

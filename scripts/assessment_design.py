@@ -1,4 +1,5 @@
-"""Rule assessment_design: sample size, allocation and stratified random points of one map (Olofsson et al. 2014)."""
+"""Rule assessment_design: sample size, allocation and stratified random points of one map
+(Olofsson et al. 2014)."""
 
 from cropchain.assessment.olofsson import design_sample
 from cropchain.workflow import run_step

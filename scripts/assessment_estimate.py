@@ -1,4 +1,5 @@
-"""Rule assessment_estimate: accuracies and error-adjusted areas of one map from the labelled sample (Olofsson et al. 2014)."""
+"""Rule assessment_estimate: accuracies and error-adjusted areas of one map from the labelled
+sample (Olofsson et al. 2014)."""
 
 from cropchain.assessment.olofsson import assess_map, write_assessment
 from cropchain.errors import ConfigError

@@ -1,4 +1,5 @@
-"""Rule assessment_validation_sample: the run's validation parcels as labelled points (`assessment.samples: validation`)."""
+"""Rule assessment_validation_sample: the run's validation parcels as labelled points
+(`assessment.samples: validation`)."""
 
 from cropchain.assessment.olofsson import validation_sample
 from cropchain.workflow import run_step

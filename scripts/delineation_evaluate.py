@@ -1,4 +1,5 @@
-"""Rules delineation_evaluate / delineation_baseline: RC-matching scores of field polygons on the validation parcels."""
+"""Rules delineation_evaluate / delineation_baseline: RC-matching scores of field polygons on the
+validation parcels."""
 
 from cropchain.delineation.metrics import evaluate_instances
 from cropchain.workflow import run_step

@@ -1,4 +1,5 @@
-"""Rule map_page: the page of one map (quicklook with legend, confusion matrix, accuracies, areas, training curves)."""
+"""Rule map_page: the page of one map (quicklook with legend, confusion matrix, accuracies, areas,
+training curves)."""
 
 from cropchain.assessment.report import write_map_page
 from cropchain.workflow import run_step

@@ -2,20 +2,12 @@
 
 from pathlib import Path
 
-from cropchain.parcels.train import predict_parcel_tile
+from cropchain.parcels.train import PARCEL_OUTPUTS, predict_parcel_tile
 from cropchain.workflow import run_step
 
 
 def main(smk):
-    o = smk.output
-    outputs = {
-        "gpkg": o.gpkg,
-        "tif": o.tif,
-        "json": o.json,
-        "csv": o.csv,
-        "png": o.png,
-        "pixel_json": o.pixel_json,
-    }
+    outputs = {key: getattr(smk.output, key) for key in PARCEL_OUTPUTS}
     predict_parcel_tile(
         Path(smk.input.model).parent,
         smk.input.dataset,

@@ -1,4 +1,5 @@
-"""Rule parcel_summary: parcel-level and pixel-level summaries of the parcel models and votes, training times."""
+"""Rule parcel_summary: parcel-level and pixel-level summaries of the parcel models and votes,
+training times."""
 
 from cropchain.assessment.report import summarize
 from cropchain.parcels.train import training_table

@@ -1,4 +1,5 @@
-"""Rule summary: metrics across tiles, runs (mean +- std) and architectures, as CSV and HTML, linking each map page."""
+"""Rule summary: metrics across tiles, runs (mean +- std) and architectures, as CSV and HTML,
+linking each map page."""
 
 from cropchain.assessment.report import summarize
 from cropchain.workflow import run_step

@@ -40,11 +40,9 @@ from cropchain.nomenclature import (
     Nomenclature,
     as_nomenclature,
 )
+from cropchain.reference.split import VALIDATION
 
 log = logging.getLogger(__name__)
-
-VALIDATION = "validation"
-
 
 _CODES = 256  # uint8 class codes
 
@@ -83,6 +81,44 @@ def _read_validation(split_gpkg: Path, nomenclature: Nomenclature, crs: Any) -> 
         )
     gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
     return gdf.to_crs(crs)
+
+
+def _count_pairs(src: rasterio.io.DatasetReader, gdf: gpd.GeoDataFrame) -> tuple[np.ndarray, int]:
+    """Pixel counts of (reference, predicted) pairs of the polygons ``gdf`` on the open map ``src``.
+
+    Window by window: the polygons are rasterized on the window grid and the labelled pixels
+    counted into ``[256 * 256]`` int64 counts (index ``reference * 256 + predicted``).
+    Labelled pixels where the map is nodata are not counted; their number is returned too.
+    """
+    nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
+    codes = gdf["code"].astype(int).to_numpy()
+    geoms = gdf.geometry.to_numpy()
+    tree = gdf.sindex
+    counts = np.zeros(_CODES * _CODES, dtype=np.int64)  # (reference, predicted) pixel counts
+    n_unclassified = 0
+    for win in block_windows(src.height, src.width, 1024):
+        bounds = rasterio.windows.bounds(win, src.transform)
+        idx = tree.query(shapely.box(*bounds))
+        if idx.size == 0:
+            continue
+        ref = rasterio.features.rasterize(
+            zip(geoms[idx], codes[idx]),
+            out_shape=(int(win.height), int(win.width)),
+            transform=src.window_transform(win),
+            fill=0,
+            dtype="int32",
+        )
+        labelled = ref > 0
+        if not labelled.any():
+            continue
+        pred = src.read(1, window=win)[labelled]
+        ref = ref[labelled]
+        classified = pred != nodata
+        n_unclassified += int((~classified).sum())
+        counts += np.bincount(
+            ref[classified].astype(np.int64) * _CODES + pred[classified], minlength=_CODES * _CODES
+        )
+    return counts, n_unclassified
 
 
 def evaluate_map(
@@ -134,34 +170,7 @@ def evaluate_map(
     classification, split_gpkg = Path(classification), Path(split_gpkg)
     with open_raster(classification, "classification map") as src:
         gdf = _read_validation(split_gpkg, nomenclature, src.crs)
-        nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
-        codes = gdf["code"].astype(int).to_numpy()
-        geoms = gdf.geometry.to_numpy()
-        tree = gdf.sindex
-        counts = np.zeros(_CODES * _CODES, dtype=np.int64)  # (reference, predicted) pixel counts
-        n_unclassified = 0
-        for win in block_windows(src.height, src.width, 1024):
-            bounds = rasterio.windows.bounds(win, src.transform)
-            idx = tree.query(shapely.box(*bounds))
-            if idx.size == 0:
-                continue
-            ref = rasterio.features.rasterize(
-                zip(geoms[idx], codes[idx]),
-                out_shape=(int(win.height), int(win.width)),
-                transform=src.window_transform(win),
-                fill=0,
-                dtype="int32",
-            )
-            labelled = ref > 0
-            if not labelled.any():
-                continue
-            pred = src.read(1, window=win)[labelled]
-            ref = ref[labelled]
-            classified = pred != nodata
-            n_unclassified += int((~classified).sum())
-            counts += np.bincount(
-                ref[classified].astype(np.int64) * _CODES + pred[classified], minlength=_CODES * _CODES
-            )
+        counts, n_unclassified = _count_pairs(src, gdf)
     # the pairs seen, weighted by their counts: the metrics of every pixel, from a matrix
     # (memory bounded by the windows, not by the number of validation pixels)
     pairs = np.flatnonzero(counts)
@@ -283,7 +292,8 @@ def _heatmap(cm: np.ndarray, names: list[str], report: dict[str, Any]) -> Any:
 
     ax.set_title(
         f"{report.get('architecture', '')} {report.get('tile', '')} run {report.get('run', '')}\n"
-        f"OA {100 * report['overall_accuracy']:.1f}%  kappa {fmt(report['kappa'])}  macro F1 {fmt(report['macro_f1'])}",
+        f"OA {100 * report['overall_accuracy']:.1f}%  kappa {fmt(report['kappa'])}  "
+        f"macro F1 {fmt(report['macro_f1'])}",
         fontsize=10,
     )
     return fig

@@ -333,6 +333,53 @@ def _users_accuracy_per_class(
     return np.full(len(codes), float(users_accuracy))
 
 
+def _mapped_class_counts(path: Path, nom: Nomenclature) -> tuple[dict[int, int], float]:
+    """:func:`class_pixel_counts` of a map, checked: some pixel classified, every code in ``nom``."""
+    counts, pixel_ha = class_pixel_counts(path)
+    if not counts:
+        raise InputError(
+            path, "no classified pixel (the whole map is nodata)", "check the classification step"
+        )
+    unknown = sorted(set(counts) - set(nom.codes))
+    if unknown:
+        raise InputError(
+            path,
+            f"class codes {unknown} are not in the nomenclature",
+            "use the nomenclature the map was made with",
+        )
+    return counts, pixel_ha
+
+
+def _write_sample_points(
+    path: Path,
+    points: pd.DataFrame,
+    nom: Nomenclature,
+    reference_field: str,
+    out_sample: str | os.PathLike,
+) -> None:
+    """Write the drawn ``points`` (:func:`stratified_sample`) as the ``sample`` layer of a GeoPackage.
+
+    Columns ``id``, ``stratum``, ``map_class``, ``row``, ``col`` and an empty Int32
+    ``reference_field``; point geometries in the CRS of the map ``path``.
+    """
+    with rasterio.open(path) as src:
+        crs = src.crs
+    gdf = gpd.GeoDataFrame(
+        {
+            "id": np.arange(1, len(points) + 1, dtype=np.int32),
+            "stratum": points["stratum"].astype(np.int32),
+            "map_class": [nom.name_of(c) for c in points["stratum"]],
+            "row": points["row"].astype(np.int32),
+            "col": points["col"].astype(np.int32),
+            reference_field: pd.array([None] * len(points), dtype="Int32"),
+        },
+        geometry=gpd.points_from_xy(points["x"], points["y"]),
+        crs=crs,
+    )
+    with atomic_output(out_sample) as tmp:
+        gdf.to_file(tmp, driver="GPKG", layer="sample", engine="pyogrio")
+
+
 def design_sample(
     classification: str | os.PathLike,
     nomenclature: Nomenclature | str | os.PathLike,
@@ -376,18 +423,7 @@ def design_sample(
     """
     nom = nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
     path = Path(classification)
-    counts, pixel_ha = class_pixel_counts(path)
-    if not counts:
-        raise InputError(
-            path, "no classified pixel (the whole map is nodata)", "check the classification step"
-        )
-    unknown = sorted(set(counts) - set(nom.codes))
-    if unknown:
-        raise InputError(
-            path,
-            f"class codes {unknown} are not in the nomenclature",
-            "use the nomenclature the map was made with",
-        )
+    counts, pixel_ha = _mapped_class_counts(path, nom)
     codes = sorted(counts)
     pixels = np.array([counts[c] for c in codes], dtype=np.int64)
     weights = pixels / pixels.sum()
@@ -396,22 +432,7 @@ def design_sample(
     n = int(math.ceil(n_eq13 - 1e-9)) if n_total is None else int(n_total)
     alloc = allocate(n, weights, allocation, min_per_class=min_per_class, available=pixels)
     points = stratified_sample(path, dict(zip(codes, alloc.tolist())), seed, counts)
-    with rasterio.open(path) as src:
-        crs = src.crs
-    gdf = gpd.GeoDataFrame(
-        {
-            "id": np.arange(1, len(points) + 1, dtype=np.int32),
-            "stratum": points["stratum"].astype(np.int32),
-            "map_class": [nom.name_of(c) for c in points["stratum"]],
-            "row": points["row"].astype(np.int32),
-            "col": points["col"].astype(np.int32),
-            reference_field: pd.array([None] * len(points), dtype="Int32"),
-        },
-        geometry=gpd.points_from_xy(points["x"], points["y"]),
-        crs=crs,
-    )
-    with atomic_output(out_sample) as tmp:
-        gdf.to_file(tmp, driver="GPKG", layer="sample", engine="pyogrio")
+    _write_sample_points(path, points, nom, reference_field, out_sample)
     design = {
         "classification": str(path),
         "pixel_area_ha": pixel_ha,
@@ -455,6 +476,40 @@ def design_sample(
 
 def _none_if_nan(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _stat(value: float, var: float) -> dict[str, float | None]:
+    """``{value, se, ci95}`` of an estimate and its variance (None where undefined)."""
+    se = math.sqrt(var) if var is not None and math.isfinite(var) else float("nan")
+    return {"value": _none_if_nan(value), "se": _none_if_nan(se), "ci95": _none_if_nan(Z95 * se)}
+
+
+def _producers_variance(
+    big_n: np.ndarray, frac: np.ndarray, ni: np.ndarray, ua: np.ndarray, pa: np.ndarray, dof: np.ndarray
+) -> np.ndarray:
+    """Variance of the producer's accuracies, Olofsson et al. 2014 eq. 7 (see :func:`estimate`).
+
+    ``big_n [K]`` mapped pixels, ``frac [K, K]`` ``n_ij / n_i.``, ``ni [K]`` points per
+    stratum, ``ua``, ``pa`` ``[K]`` accuracies, ``dof [K]`` ``n_i. - 1`` (NaN below 2 points).
+    Returns ``[K]`` float64, NaN where undefined (no estimated pixel, or a sampled stratum
+    with fewer than 2 points).
+    """
+    k = len(big_n)
+    sampled = ni > 0
+    n_hat = (big_n[:, None] * frac).sum(axis=0)  # estimated pixels of each reference class
+    v_pa = np.full(k, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(k):
+            if n_hat[j] <= 0 or not np.all(ni[sampled] > 1):
+                continue
+            first = big_n[j] ** 2 * (1 - pa[j]) ** 2 * ua[j] * (1 - ua[j]) / dof[j] if ni[j] > 0 else 0.0
+            others = sum(
+                big_n[i] ** 2 * frac[i, j] * (1 - frac[i, j]) / dof[i]
+                for i in range(k)
+                if i != j and ni[i] > 0
+            )
+            v_pa[j] = (first + pa[j] ** 2 * others) / n_hat[j] ** 2
+    return v_pa
 
 
 def estimate(
@@ -526,24 +581,8 @@ def estimate(
         v_oa = float(np.nansum(w**2 * ua * (1 - ua) / dof)) if np.all(ni[sampled] > 1) else np.nan
         cell = np.where(sampled[:, None], (w**2)[:, None] * frac * (1 - frac) / dof[:, None], 0.0)
         v_p = cell.sum(axis=0) if np.all(ni[sampled] > 1) else np.full(k, np.nan)
-        n_hat = (big_n[:, None] * frac).sum(axis=0)  # estimated pixels of each reference class
-        v_pa = np.full(k, np.nan)
-        for j in range(k):
-            if n_hat[j] <= 0 or not np.all(ni[sampled] > 1):
-                continue
-            first = big_n[j] ** 2 * (1 - pa[j]) ** 2 * ua[j] * (1 - ua[j]) / dof[j] if ni[j] > 0 else 0.0
-            others = sum(
-                big_n[i] ** 2 * frac[i, j] * (1 - frac[i, j]) / dof[i]
-                for i in range(k)
-                if i != j and ni[i] > 0
-            )
-            v_pa[j] = (first + pa[j] ** 2 * others) / n_hat[j] ** 2
+        v_pa = _producers_variance(big_n, frac, ni, ua, pa, dof)
     total_ha = big_n.sum() * pixel_area_ha
-
-    def stat(value: float, var: float) -> dict[str, float | None]:
-        se = math.sqrt(var) if var is not None and math.isfinite(var) else float("nan")
-        return {"value": _none_if_nan(value), "se": _none_if_nan(se), "ci95": _none_if_nan(Z95 * se)}
-
     unsampled = [codes[i] for i in range(k) if ni[i] == 0 and big_n[i] > 0]
     below_2 = [codes[i] for i in range(k) if 0 < ni[i] < 2]
     if unsampled:
@@ -561,9 +600,9 @@ def estimate(
         "error_matrix": {"rows": "map", "columns": "reference"},
         "error_matrix_counts": n.astype(np.int64).tolist(),
         "error_matrix_proportions": p.tolist(),
-        "overall_accuracy": stat(oa, v_oa),
-        "users_accuracy": {c: stat(ua[i], v_ua[i]) for i, c in enumerate(codes)},
-        "producers_accuracy": {c: stat(pa[i], v_pa[i]) for i, c in enumerate(codes)},
+        "overall_accuracy": _stat(oa, v_oa),
+        "users_accuracy": {c: _stat(ua[i], v_ua[i]) for i, c in enumerate(codes)},
+        "producers_accuracy": {c: _stat(pa[i], v_pa[i]) for i, c in enumerate(codes)},
         "areas": {
             c: {
                 "name": names[i],

@@ -29,6 +29,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ import cropchain
 from cropchain.errors import InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import open_raster
-from cropchain.metrics import MACRO_F1_DEFINITION, metrics_from_matrix
+from cropchain.metrics import MACRO_F1_DEFINITION, matrix_from_cells, metrics_from_matrix
 from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,82 @@ def _row_values(report: dict[str, Any]) -> tuple[dict[str, float], dict[int, str
     return values, names
 
 
+@dataclass
+class _Runs:
+    """The reports of :func:`summarize`, gathered per architecture and tile and pooled per run."""
+
+    seen: dict[tuple[str, str, str], Path] = field(default_factory=dict)  # (arch, tile, run) -> report
+    per_tile: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=lambda: defaultdict(list))
+    averaged: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
+    pooled: dict[tuple[str, str], dict[tuple[int, int], int]] = field(default_factory=dict)
+    class_names: dict[int, str] = field(default_factory=dict)
+
+
+def _collect_runs(paths: list[Path]) -> _Runs:
+    """Read the reports: metric values per (architecture, tile), confusion cells pooled per (architecture,
+    run)."""
+    runs = _Runs()
+    for path in paths:
+        rep = _read_report(path)
+        arch, tile, run = str(rep["architecture"]), str(rep["tile"]), str(rep["run"])
+        if (arch, tile, run) in runs.seen:
+            raise InputError(
+                path,
+                f"second report for architecture {arch}, tile {tile}, run {run} "
+                f"(first: {runs.seen[arch, tile, run]})",
+                "pass each report once",
+            )
+        runs.seen[arch, tile, run] = path
+        values, names = _row_values(rep)
+        runs.class_names.update(names)
+        runs.per_tile[arch, tile].append(values)
+        runs.averaged[arch, tile].update(int(c) for c in rep["macro_f1_classes"])
+        runs.averaged[arch, ALL_TILES].update(int(c) for c in rep["macro_f1_classes"])
+        # pool the tiles of a run: sum confusion matrices on the union of their labels
+        labels = [int(c) for c in rep["confusion_matrix"]["labels"]]
+        cm = np.asarray(rep["confusion_matrix"]["matrix"], dtype=np.int64)
+        acc = runs.pooled.setdefault((arch, run), {})
+        for i, a in enumerate(labels):
+            for j, b in enumerate(labels):
+                if cm[i, j]:
+                    acc[(a, b)] = acc.get((a, b), 0) + int(cm[i, j])
+    return runs
+
+
+def _summary_table(runs: _Runs) -> tuple[pd.DataFrame, list[int]]:
+    """Mean and std over runs per (architecture, tile), then per architecture on the pooled tiles.
+
+    Returns the table of :func:`summarize` and the class codes of its ``f1_<code>`` columns.
+    """
+    per_all: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for (arch, _run), cells in sorted(runs.pooled.items()):
+        m = metrics_from_matrix(*matrix_from_cells(cells))
+        values = {k: float(m[k]) for k in METRICS}
+        values[COMMISSION] = float(sum(d["share"] for d in m["commission_unvalidated"].values()))
+        values.update({f"f1_{c}": float(d["f1"]) for c, d in m["per_class"].items()})
+        per_all[arch].append(values)
+
+    rows = []
+    groups = [((a, t), v) for (a, t), v in sorted(runs.per_tile.items())] + [
+        ((a, ALL_TILES), v) for a, v in sorted(per_all.items())
+    ]
+    codes = sorted({int(k[3:]) for _, group in groups for r in group for k in r if k.startswith("f1_")})
+    for (arch, tile), group in groups:
+        row: dict[str, Any] = {
+            "architecture": arch,
+            "tile": tile,
+            "n_runs": len(group),
+            "macro_f1_classes": " ".join(str(c) for c in sorted(runs.averaged[arch, tile])),
+        }
+        for key in [*METRICS, COMMISSION, *(f"f1_{c}" for c in codes)]:
+            vals = np.array([r.get(key, np.nan) for r in group], dtype=float)
+            vals = vals[~np.isnan(vals)]
+            row[f"{key}_mean"] = float(vals.mean()) if vals.size else float("nan")
+            row[f"{key}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows), codes
+
+
 def summarize(
     report_jsons: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
@@ -138,66 +215,8 @@ def summarize(
     if not report_jsons:
         raise InputError(out_html, "no report to summarize", "evaluate at least one map first")
     paths = [Path(p) for p in report_jsons]
-    seen: dict[tuple[str, str, str], Path] = {}
-    per_tile: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
-    averaged: dict[tuple[str, str], set[int]] = defaultdict(set)
-    pooled: dict[tuple[str, str], dict[int, np.ndarray]] = {}
-    class_names: dict[int, str] = {}
-    for path in paths:
-        rep = _read_report(path)
-        arch, tile, run = str(rep["architecture"]), str(rep["tile"]), str(rep["run"])
-        if (arch, tile, run) in seen:
-            raise InputError(
-                path,
-                f"second report for architecture {arch}, tile {tile}, run {run} (first: {seen[arch, tile, run]})",
-                "pass each report once",
-            )
-        seen[arch, tile, run] = path
-        values, names = _row_values(rep)
-        class_names.update(names)
-        per_tile[arch, tile].append(values)
-        averaged[arch, tile].update(int(c) for c in rep["macro_f1_classes"])
-        averaged[arch, ALL_TILES].update(int(c) for c in rep["macro_f1_classes"])
-        # pool the tiles of a run: sum confusion matrices on the union of their labels
-        labels = [int(c) for c in rep["confusion_matrix"]["labels"]]
-        cm = np.asarray(rep["confusion_matrix"]["matrix"], dtype=np.int64)
-        acc = pooled.setdefault((arch, run), {})
-        for i, a in enumerate(labels):
-            for j, b in enumerate(labels):
-                if cm[i, j]:
-                    acc[(a, b)] = acc.get((a, b), 0) + int(cm[i, j])
-    per_all: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for (arch, run), cells in sorted(pooled.items()):
-        labels = sorted({a for a, _ in cells} | {b for _, b in cells})
-        index = {c: i for i, c in enumerate(labels)}
-        cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
-        for (a, b), n in cells.items():
-            cm[index[a], index[b]] = n
-        m = metrics_from_matrix(cm, labels)
-        values = {k: float(m[k]) for k in METRICS}
-        values[COMMISSION] = float(sum(d["share"] for d in m["commission_unvalidated"].values()))
-        values.update({f"f1_{c}": float(d["f1"]) for c, d in m["per_class"].items()})
-        per_all[arch].append(values)
-
-    rows = []
-    groups = [((a, t), v) for (a, t), v in sorted(per_tile.items())] + [
-        ((a, ALL_TILES), v) for a, v in sorted(per_all.items())
-    ]
-    codes = sorted({int(k[3:]) for _, runs in groups for r in runs for k in r if k.startswith("f1_")})
-    for (arch, tile), runs in groups:
-        row: dict[str, Any] = {
-            "architecture": arch,
-            "tile": tile,
-            "n_runs": len(runs),
-            "macro_f1_classes": " ".join(str(c) for c in sorted(averaged[arch, tile])),
-        }
-        for key in [*METRICS, COMMISSION, *(f"f1_{c}" for c in codes)]:
-            vals = np.array([r.get(key, np.nan) for r in runs], dtype=float)
-            vals = vals[~np.isnan(vals)]
-            row[f"{key}_mean"] = float(vals.mean()) if vals.size else float("nan")
-            row[f"{key}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else float("nan")
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    runs = _collect_runs(paths)
+    df, codes = _summary_table(runs)
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
     maps = ""
@@ -208,14 +227,14 @@ def summarize(
                 f"{len(pages)} map pages and {len(quicklooks or [])} quicklooks for {len(paths)} reports",
                 "pass one page (and quicklook) per report, in the same order",
             )
-        ids = [next(k for k, v in seen.items() if v == p) for p in paths]
+        ids = [next(k for k, v in runs.seen.items() if v == p) for p in paths]
         maps = _maps_section(
             ids,
             [Path(p) for p in pages],
             None if quicklooks is None else [Path(q) for q in quicklooks],
             Path(out_html),
         )
-    write_text_atomic(out_html, _html(df, codes, class_names, paths, _chart(df), maps))
+    write_text_atomic(out_html, _html(df, codes, runs.class_names, paths, _chart(df), maps))
     log.info(
         "summary of %d reports (%d architectures) -> %s, %s",
         len(paths),
@@ -237,7 +256,8 @@ def _cell(mean: float, std: float, percent: bool) -> str:
 
 
 def _table(df: pd.DataFrame, columns: list[tuple[str, str, bool]], unranked: tuple[str, ...] = ()) -> str:
-    """HTML table; the best (highest) mean per tile and column is bold (class ``best``), except in ``unranked`` columns."""
+    """HTML table; the best (highest) mean per tile and column is bold (class ``best``), except in
+    ``unranked`` columns."""
     best: dict[tuple[str, str], float] = {}
     for tile, g in df.groupby("tile"):
         for key, _, _ in columns:
@@ -333,7 +353,8 @@ def _maps_section(
             if first[2] is not None and first[2].is_file():
                 thumb = (
                     f'<a href="{html.escape(os.path.relpath(first[1], out_html.parent))}"><img class="thumb" '
-                    f'alt="{html.escape(arch)} {html.escape(tile)} run {html.escape(first[0])}" src="{_data_uri(first[2])}"></a><br>'
+                    f'alt="{html.escape(arch)} {html.escape(tile)} run {html.escape(first[0])}" '
+                    f'src="{_data_uri(first[2])}"></a><br>'
                 )
             links = " · ".join(
                 f'<a href="{html.escape(os.path.relpath(p, out_html.parent))}">run {html.escape(r)}</a>'
@@ -343,7 +364,8 @@ def _maps_section(
         out.append("<tr>" + "".join(row) + "</tr>")
     out.append("</tbody></table>")
     return (
-        "<h2>Maps</h2>\n<p>Each map's page: quicklook with legend, confusion matrix, user's and producer's accuracies, "
+        "<h2>Maps</h2>\n<p>Each map's page: quicklook with legend, confusion matrix, user's and producer's "
+        "accuracies, "
         "F-scores, mapped (and, with an assessment, estimated) areas, training curves of the networks.</p>\n"
         + "\n".join(out)
     )
@@ -374,8 +396,10 @@ def _html(
 <style>{_CSS}</style></head><body>
 <h1>cropchain accuracy summary</h1>
 <p>Mean ± standard deviation over runs (each run redraws the learning/validation split).
-Rows <em>all</em> pool the tiles of each run (summed confusion matrices). Best architecture per tile and metric in bold.</p>
-<p class="definition">{html.escape(MACRO_F1_DEFINITION[0].upper() + MACRO_F1_DEFINITION[1:])}; classes averaged: {html.escape(averaged)}.</p>
+Rows <em>all</em> pool the tiles of each run (summed confusion matrices). \
+Best architecture per tile and metric in bold.</p>
+<p class="definition">{html.escape(MACRO_F1_DEFINITION[0].upper() + MACRO_F1_DEFINITION[1:])}; \
+classes averaged: {html.escape(averaged)}.</p>
 <h2>Overall accuracy, kappa, macro F-score</h2>
 <img class="chart" alt="metrics per architecture" src="{chart}">
 {_table(df, metric_cols, unranked=(COMMISSION,))}
@@ -562,6 +586,55 @@ def _class_table(
     return "\n".join(out)
 
 
+def _read_areas(areas_json: str | os.PathLike) -> dict[str, Any]:
+    """The assessment JSON of a map (:func:`cropchain.assessment.olofsson.write_assessment`), checked."""
+    try:
+        areas = json.loads(Path(areas_json).read_text(encoding="utf-8"))
+        areas["areas"], areas["users_accuracy"], areas["producers_accuracy"]  # noqa: B018  (required keys)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            areas_json, f"not an assessment JSON ({exc!r})", "rerun the assessment_estimate step"
+        ) from None
+    return areas
+
+
+def _headline_rows(report: dict[str, Any], mapped_ha: float, areas: dict[str, Any] | None) -> str:
+    """Table rows of a map page's headline: accuracies, validation pixels, mapped area (ha)."""
+
+    def fmt(v: Any, pct: bool) -> str:
+        return _fmt_pct(v) + " %" if pct else ("–" if v is None else f"{v:.3f}")
+
+    metrics = "".join(
+        f"<tr><th>{label}</th><td>{fmt(report[key], pct)}</td></tr>"
+        for key, label, pct in (
+            ("overall_accuracy", "overall accuracy", True),
+            ("kappa", "kappa", False),
+            ("macro_f1", "macro F-score", True),
+        )
+    )
+    metrics += f"<tr><th>validation pixels</th><td>{report.get('n_pixels', 0):,}</td></tr>"
+    metrics += f"<tr><th>mapped area</th><td>{_fmt_ha(mapped_ha)} ha</td></tr>"
+    if areas is not None:
+        oa = areas["overall_accuracy"]
+        metrics += (
+            "<tr><th>overall accuracy, area-weighted (Olofsson)</th>"
+            f"<td>{_fmt_pct(oa['value'], oa['ci95'])} % "
+            f"({areas.get('n', '?')} sample points)</td></tr>"
+        )
+    return metrics
+
+
+def _product_links(classification: Path, tile: str, out_html: Path) -> str:
+    """List items linking (relative links) the map products written beside ``classification``."""
+    products = []
+    for name in MAP_PRODUCTS:
+        f = classification.with_name(f"{tile}_{name}.tif")
+        if f.is_file():
+            href = html.escape(os.path.relpath(f, out_html.parent))
+            products.append(f'<li><a href="{href}">{html.escape(f.name)}</a></li>')
+    return "".join(products)
+
+
 def write_map_page(
     classification: str | os.PathLike,
     report_json: str | os.PathLike,
@@ -611,49 +684,17 @@ def write_map_page(
             raise InputError(
                 png, "image not found", "rerun the step that writes it (evaluate, train_network)"
             )
-    areas = None
-    if areas_json:
-        try:
-            areas = json.loads(Path(areas_json).read_text(encoding="utf-8"))
-            areas["areas"], areas["users_accuracy"], areas["producers_accuracy"]  # noqa: B018  (required keys)
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(
-                areas_json, f"not an assessment JSON ({exc!r})", "rerun the assessment_estimate step"
-            ) from None
+    areas = _read_areas(areas_json) if areas_json else None
     counts, pixel_ha = class_pixel_counts(classification)
     arch, tile, run = report["architecture"], report["tile"], report["run"]
     title = f"{arch} · {tile} · run {run}"
     write_quicklook(classification, nomenclature, out_quicklook, counts=counts, title=title)
-
-    def fmt(v: Any, pct: bool) -> str:
-        return _fmt_pct(v) + " %" if pct else ("–" if v is None else f"{v:.3f}")
-
-    metrics = "".join(
-        f"<tr><th>{label}</th><td>{fmt(report[key], pct)}</td></tr>"
-        for key, label, pct in (
-            ("overall_accuracy", "overall accuracy", True),
-            ("kappa", "kappa", False),
-            ("macro_f1", "macro F-score", True),
-        )
-    )
-    metrics += f"<tr><th>validation pixels</th><td>{report.get('n_pixels', 0):,}</td></tr>"
-    metrics += f"<tr><th>mapped area</th><td>{_fmt_ha(sum(counts.values()) * pixel_ha)} ha</td></tr>"
-    if areas is not None:
-        oa = areas["overall_accuracy"]
-        metrics += (
-            f"<tr><th>overall accuracy, area-weighted (Olofsson)</th><td>{_fmt_pct(oa['value'], oa['ci95'])} % "
-            f"({areas.get('n', '?')} sample points)</td></tr>"
-        )
-    products = []
-    for name in MAP_PRODUCTS:
-        f = classification.with_name(f"{tile}_{name}.tif")
-        if f.is_file():
-            products.append(
-                f'<li><a href="{html.escape(os.path.relpath(f, out_html.parent))}">{html.escape(f.name)}</a></li>'
-            )
+    metrics = _headline_rows(report, sum(counts.values()) * pixel_ha, areas)
+    products = _product_links(classification, tile, out_html)
     area_note = (
-        "<p>Estimated areas and area-weighted accuracies: Olofsson et al. (2014), stratified estimators with the "
-        f"map classes as strata, from the labelled sample <code>{html.escape(str(areas.get('samples', '')))}</code>.</p>"
+        "<p>Estimated areas and area-weighted accuracies: Olofsson et al. (2014), stratified estimators "
+        "with the map classes as strata, from the labelled sample "
+        f"<code>{html.escape(str(areas.get('samples', '')))}</code>.</p>"
         if areas is not None
         else "<p>Mapped areas count the map's pixels (no assessment sample configured: no "
         "error-adjusted estimate).</p>"
@@ -664,7 +705,8 @@ def write_map_page(
         else ""
     )
     back = (
-        f'<p><a href="{html.escape(os.path.relpath(summary_html, out_html.parent))}">← summary of all maps</a></p>'
+        f'<p><a href="{html.escape(os.path.relpath(summary_html, out_html.parent))}">'
+        "← summary of all maps</a></p>"
         if summary_html
         else ""
     )
@@ -678,7 +720,8 @@ def write_map_page(
 <h2>Map</h2>
 <img class="figure" alt="quicklook of the map" src="{_data_uri(out_quicklook)}">
 <h2>Accuracy and area per class</h2>
-<p>User's accuracy = precision (share of the pixels mapped as the class that are the class), producer's accuracy =
+<p>User's accuracy = precision (share of the pixels mapped as the class that are the class), \
+producer's accuracy =
 recall (share of the class's validation pixels mapped as the class), on the validation polygons' pixels.</p>
 {_class_table(report, nomenclature, counts, pixel_ha, areas)}
 {area_note}
@@ -686,8 +729,9 @@ recall (share of the class's validation pixels mapped as the class), on the vali
 <img class="figure" alt="confusion matrix" src="{_data_uri(confusion_png)}">
 {curves}
 <h2>Products</h2>
-<ul>{"".join(products)}</ul>
-<p class="meta">Generated {now} by cropchain {html.escape(cropchain.__version__)} from {html.escape(str(report_json))}.</p>
+<ul>{products}</ul>
+<p class="meta">Generated {now} by cropchain {html.escape(cropchain.__version__)} \
+from {html.escape(str(report_json))}.</p>
 </body></html>
 """
     write_text_atomic(out_html, page)
@@ -696,7 +740,8 @@ recall (share of the class's validation pixels mapped as the class), on the vali
 
 _MAP_CSS = """
 img.figure { max-width: 100%; border: 1px solid #ddd; margin-bottom: 1.5em; }
-span.swatch { display: inline-block; width: 1.2em; height: 1.2em; border: 1px solid #444; vertical-align: middle; }
+span.swatch { display: inline-block; width: 1.2em; height: 1.2em; border: 1px solid #444; \
+vertical-align: middle; }
 table.metrics th { text-align: left; }
 table.classes td:nth-child(2) { text-align: left; }
 """

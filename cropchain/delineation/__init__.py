@@ -1,4 +1,2 @@
-"""Field delineation with Mask R-CNN (CESBIO study).
-
-Patches, training and windowed prediction (``fields``) and instance scores (``metrics``).
-"""
+"""Field delineation with Mask R-CNN (CESBIO study): patches, training and windowed prediction
+(``fields``) and instance scores (``metrics``)."""

@@ -54,15 +54,15 @@ from affine import Affine
 import cropchain
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
+from cropchain.learning.augment import random_dihedral
 from cropchain.models import count_parameters
 from cropchain.models.mask_rcnn import MODEL_DEFAULTS, build_mask_rcnn, set_input_size
-from cropchain.reference.split import read_split
+from cropchain.reference.split import LEARN, read_split
 from cropchain.series.features import FeatureSpec, features_path, open_features
 
 log = logging.getLogger(__name__)
 
 LAYER = "fields"
-LEARN, VALIDATION = "learn", "validation"
 
 #: the input variants of the study: name -> description
 VARIANTS: dict[str, str] = {
@@ -115,7 +115,8 @@ def select_date(dates: Sequence[str], date: str | None) -> str:
         date = str(date).replace("-", "")
         if date not in dates:
             raise ConfigError(
-                f"delineation: date {date} is not on the output date grid ({dates[0]} ... {dates[-1]}, {len(dates)} dates)"
+                f"delineation: date {date} is not on the output date grid "
+                f"({dates[0]} ... {dates[-1]}, {len(dates)} dates)"
             )
         return date
     year = int(dates[len(dates) // 2][:4])
@@ -153,7 +154,8 @@ def variant_channels(
     missing = [n for n in names if n not in index]
     if missing:
         raise ConfigError(
-            f"delineation: variant {variant} needs feature band(s) {missing[:3]} absent from features of the tile "
+            f"delineation: variant {variant} needs feature band(s) {missing[:3]} "
+            "absent from features of the tile "
             "(add B02 B03 B04 B08 to ingest.bands and NDVI to features.indices)"
         )
     return [index[n] for n in names], names
@@ -289,11 +291,9 @@ class PatchSampler:
 
 
 def augment(x: np.ndarray, m: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A random element of the dihedral group (90-degree rotations, flips), same for image ``[C, S, S]`` and instances ``[S, S]``."""
-    k, flip = int(rng.integers(4)), bool(rng.integers(2))
-    x, m = np.rot90(x, k, axes=(1, 2)), np.rot90(m, k)
-    if flip:
-        x, m = x[:, :, ::-1], m[:, ::-1]
+    """A random element of the dihedral group (90-degree rotations, flips), same for image ``[C, S, S]``
+    and instances ``[S, S]`` (:func:`cropchain.learning.augment.random_dihedral`); contiguous copies."""
+    x, m = random_dihedral(x, m, rng)
     return np.ascontiguousarray(x), np.ascontiguousarray(m)
 
 
@@ -337,39 +337,19 @@ def resolve_settings(
     return train, model, date
 
 
-def train_delineation(
-    features: Sequence[str | os.PathLike],
-    splits: Sequence[str | os.PathLike],
-    variant: str,
-    settings: dict[str, Any] | None,
-    out_dir: str | os.PathLike,
-    *,
-    seed: int,
-    threads: int = 1,
-    training: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train a Mask R-CNN on the learning parcels of a run and save it in ``out_dir``.
+def _learning_tiles(
+    features: Sequence[str | os.PathLike], splits: Sequence[str | os.PathLike], variant: str, date: Any
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str], int]:
+    """Images ``[C, H, W]`` and learning-parcel instance rasters ``[H, W]`` of every tile.
 
-    Parameters
-    ----------
-    features : the features of each tile (:class:`~cropchain.series.features.FeatureSpec`, or a feature GeoTIFF).
-    splits : the run's ``split.gpkg`` of each tile, same order.
-    variant : input variant (:data:`VARIANTS`).
-    settings : the variant's config section (``date``, training and model overrides).
-    out_dir : model folder: ``model.pt`` (state_dict), ``model.json`` (variant, channels,
-        normalization, input size, hyper-parameters, seed, versions), ``metrics.json``
-        (training time in s, steps, loss curve).
-    seed : the run's seed (``split.seed + run``).
-    training : ``delineation.training`` (over :data:`TRAINING_DEFAULTS`).
+    Returns ``(images, instances, channels, n_parcels)``; instances are 0 where a tile has no
+    valid pixel.
 
-    Returns
-    -------
-    The metrics dict written to ``metrics.json``.
+    Raises
+    ------
+    InputError
+        tiles whose channels differ.
     """
-    train, model_hp, date = resolve_settings(settings, training)
-    torch.set_num_threads(max(1, int(threads)))
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
     images, instances, channels = [], [], None
     n_parcels = 0
     for feat, split in zip(features, splits, strict=True):
@@ -389,15 +369,30 @@ def train_delineation(
                 "use one date grid for all tiles",
             )
         channels = tile.channels
-    size = int(train["patch_size"])
-    sampler = PatchSampler(images, instances, size, rng)
-    mean, std = normalization_stats(sampler, int(train["n_stats_patches"]))
-    input_size = int(round(size * float(train["upscale"])))
-    net = build_mask_rcnn(len(channels), mean, std, input_size=input_size, **model_hp)
-    opt = torch.optim.AdamW(
-        net.parameters(), lr=float(train["learning_rate"]), weight_decay=float(train["weight_decay"])
-    )
-    steps = int(train["steps"])
+    return images, instances, channels, n_parcels
+
+
+def _train_steps(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sampler: PatchSampler,
+    train: dict[str, Any],
+    model_hp: dict[str, Any],
+    input_size: int,
+    rng: np.random.Generator,
+    variant: str,
+) -> list[float]:
+    """``train["steps"]`` optimizer steps on drawn (and augmented) patches; returns the loss of each step.
+
+    The learning rate rises linearly over the first 5 % of the steps, then follows a cosine
+    decay to 0.
+
+    Raises
+    ------
+    RuntimeError
+        the loss is not finite.
+    """
+    size, steps = int(train["patch_size"]), int(train["steps"])
     warmup = max(1, steps // 20)
 
     def lr_factor(step: int) -> float:
@@ -406,22 +401,8 @@ def train_delineation(
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    log.info(
-        "delineation %s: %d learning parcels, %d channels (%s ... %s), %d parameters, %d steps of %d patches of %d px (x%s)",
-        variant,
-        n_parcels,
-        len(channels),
-        channels[0],
-        channels[-1],
-        count_parameters(net),
-        steps,
-        train["batch_size"],
-        size,
-        train["upscale"],
-    )
     net.train()
     curve: list[float] = []
-    start = time.perf_counter()
     for step in range(steps):
         xs, ts = [], []
         for _ in range(int(train["batch_size"])):
@@ -440,7 +421,8 @@ def train_delineation(
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise RuntimeError(
-                f"delineation {variant}: the training loss became {float(loss)} at step {step} (lower learning_rate)"
+                f"delineation {variant}: the training loss became {float(loss)} at step {step} "
+                "(lower learning_rate)"
             )
         opt.zero_grad()
         loss.backward()
@@ -455,6 +437,69 @@ def train_delineation(
                 curve[-1],
                 ", ".join(f"{k.removeprefix('loss_')} {float(v.detach()):.3f}" for k, v in losses.items()),
             )
+    return curve
+
+
+def train_delineation(
+    features: Sequence[str | os.PathLike],
+    splits: Sequence[str | os.PathLike],
+    variant: str,
+    settings: dict[str, Any] | None,
+    out_dir: str | os.PathLike,
+    *,
+    seed: int,
+    threads: int = 1,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a Mask R-CNN on the learning parcels of a run and save it in ``out_dir``.
+
+    Parameters
+    ----------
+    features : the features of each tile (:class:`~cropchain.series.features.FeatureSpec`, or a
+        feature GeoTIFF).
+    splits : the run's ``split.gpkg`` of each tile, same order.
+    variant : input variant (:data:`VARIANTS`).
+    settings : the variant's config section (``date``, training and model overrides).
+    out_dir : model folder: ``model.pt`` (state_dict), ``model.json`` (variant, channels,
+        normalization, input size, hyper-parameters, seed, versions), ``metrics.json``
+        (training time in s, steps, loss curve).
+    seed : the run's seed (``split.seed + run``).
+    training : ``delineation.training`` (over :data:`TRAINING_DEFAULTS`).
+
+    Returns
+    -------
+    The metrics dict written to ``metrics.json``.
+    """
+    train, model_hp, date = resolve_settings(settings, training)
+    torch.set_num_threads(max(1, int(threads)))
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    images, instances, channels, n_parcels = _learning_tiles(features, splits, variant, date)
+    size = int(train["patch_size"])
+    sampler = PatchSampler(images, instances, size, rng)
+    mean, std = normalization_stats(sampler, int(train["n_stats_patches"]))
+    input_size = int(round(size * float(train["upscale"])))
+    net = build_mask_rcnn(len(channels), mean, std, input_size=input_size, **model_hp)
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=float(train["learning_rate"]), weight_decay=float(train["weight_decay"])
+    )
+    steps = int(train["steps"])
+    log.info(
+        "delineation %s: %d learning parcels, %d channels (%s ... %s), %d parameters, "
+        "%d steps of %d patches of %d px (x%s)",
+        variant,
+        n_parcels,
+        len(channels),
+        channels[0],
+        channels[-1],
+        count_parameters(net),
+        steps,
+        train["batch_size"],
+        size,
+        train["upscale"],
+    )
+    start = time.perf_counter()
+    curve = _train_steps(net, opt, sampler, train, model_hp, input_size, rng, variant)
     elapsed = time.perf_counter() - start
     out_dir = Path(out_dir)
     meta = {

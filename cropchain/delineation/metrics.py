@@ -1,4 +1,5 @@
-"""Instance-level scores of field polygons: RC matching, precision / recall / F1, fragmentation, agglomeration.
+"""Instance-level scores of field polygons: RC matching, precision / recall / F1, fragmentation,
+agglomeration.
 
 **RC matching** (CESBIO study "Feedback on Mask R-CNN for croplands delineation"): a
 predicted polygon P matches a target (reference) polygon T when
@@ -57,6 +58,7 @@ import shapely
 
 from cropchain.errors import InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
+from cropchain.reference.split import VALIDATION, read_split
 
 log = logging.getLogger(__name__)
 
@@ -308,9 +310,6 @@ def evaluate_instances(
     name : the delineation variant or baseline name (report key ``architecture``).
     kind : ``mask_rcnn`` or ``vectorized_map`` (the baseline).
     """
-    from cropchain.delineation.fields import VALIDATION
-    from cropchain.reference.split import read_split
-
     pred = read_predictions(predictions)
     targets = read_split(split, VALIDATION)
     if pred.crs is not None and targets.crs is not None and pred.crs != targets.crs:

@@ -210,6 +210,112 @@ def _dates_bands(descriptions: tuple[str | None, ...], path: Path) -> tuple[list
     return dates, bands
 
 
+def _parcel_windows(
+    ref: Any, src: Any, vsrc: Any, gapfilled: Path, reference_gpkg: Path, tile: str
+) -> tuple[list[dict[str, Any]], list[Window], list[np.ndarray]]:
+    """Index rows, pixel windows and clear-pixel masks ``[h, w]`` bool of the reference parcels.
+
+    ``src`` is the open gap-filled series ``gapfilled``, ``vsrc`` the validity raster on its grid. Parcels
+    without a clear pixel are left out (with a warning).
+
+    Raises
+    ------
+    InputError
+        a parcel without a pixel on the grid.
+    """
+    rows: list[dict[str, Any]] = []
+    windows, masks = [], []
+    for i, (pid, geom) in enumerate(zip(ref["polygon_id"], ref.geometry)):
+        try:
+            win, inside = parcel_window_mask(
+                shapely.make_valid(geom) if geom is not None else geom,
+                src.transform,
+                src.height,
+                src.width,
+            )
+        except ValueError as exc:
+            raise InputError(
+                reference_gpkg,
+                f"parcel {int(pid)} has no pixel on the grid of {gapfilled} ({exc})",
+                "fuse the reference polygons on this tile's grid (rerun the reference step)",
+            ) from None
+        valid = inside & (vsrc.read(1, window=win) > 0)
+        row = {
+            "polygon_id": int(pid),
+            "code": int(ref["code"].iat[i]),
+            "name": str(ref["name"].iat[i]),
+            "n_pixels": int(inside.sum()),
+            "n_valid_pixels": int(valid.sum()),
+            "row_off": int(win.row_off),
+            "col_off": int(win.col_off),
+            "height": int(win.height),
+            "width": int(win.width),
+        }
+        if not valid.any():
+            log.warning(
+                "%s: parcel %d (%s) has no pixel with a clear date: left out of the parcel dataset",
+                tile,
+                row["polygon_id"],
+                row["name"],
+            )
+            continue
+        rows.append(row)
+        windows.append(win)
+        masks.append(valid)
+    return rows, windows, masks
+
+
+def _write_patches(
+    src: Any,
+    rows: list[dict[str, Any]],
+    windows: list[Window],
+    masks: list[np.ndarray],
+    shape: tuple[int, int, int],
+    tmp_npy: Path,
+    tmp_mask: Path,
+    tile: str,
+    gapfilled: Path,
+    validity: Path,
+) -> None:
+    """Resize each parcel's crop of ``src`` (the open ``gapfilled``) to its patch; write the ``.npy``
+    patches and masks.
+
+    ``shape`` is ``(T, C, S)``; the patches (int16 ``[N, T, C, S, S]``) and masks (uint8
+    ``[N, S, S]``) are written as memory-mapped ``.npy`` files ``tmp_npy`` and ``tmp_mask``.
+
+    Raises
+    ------
+    InputError
+        nodata inside a parcel where the validity raster counts clear dates.
+    """
+    n_dates, n_bands, patch_size = shape
+    n = len(rows)
+    nodata = src.nodata
+    x = np.lib.format.open_memmap(
+        tmp_npy, mode="w+", dtype=np.int16, shape=(n, n_dates, n_bands, patch_size, patch_size)
+    )
+    m_out = np.lib.format.open_memmap(tmp_mask, mode="w+", dtype=np.uint8, shape=(n, patch_size, patch_size))
+    for k in tqdm(range(n), desc=f"parcels {tile}", unit="parcel", disable=None):
+        block = src.read(window=windows[k])  # int16 [T*C, h, w]
+        valid = masks[k]
+        if nodata is not None and (block[:, valid] == nodata).any():
+            raise InputError(
+                gapfilled,
+                f"nodata inside parcel {rows[k]['polygon_id']} where {validity.name} counts clear dates",
+                "rerun the gap filling: gapfilled.tif and validity.tif disagree",
+            )
+        patch, inside_r = resize_patch(block.astype(np.float32), valid, patch_size)
+        x[k] = (
+            np.clip(np.rint(patch), -32767, 32767)
+            .astype(np.int16)
+            .reshape(n_dates, n_bands, patch_size, patch_size)
+        )
+        m_out[k] = inside_r
+    x.flush()
+    m_out.flush()
+    del x, m_out
+
+
 def build_parcel_dataset(
     gapfilled: str | os.PathLike,
     validity: str | os.PathLike,
@@ -264,81 +370,17 @@ def build_parcel_dataset(
                 f"grid differs from {gapfilled.name}",
                 "use the validity raster written with the same gap filling",
             )
-        nodata = src.nodata
         ref = _read_parcels(reference_gpkg, src.crs)
-        n_dates, n_bands = len(dates), len(bands)
-        rows: list[dict[str, Any]] = []
-        windows, masks = [], []
-        for i, (pid, geom) in enumerate(zip(ref["polygon_id"], ref.geometry)):
-            try:
-                win, inside = parcel_window_mask(
-                    shapely.make_valid(geom) if geom is not None else geom,
-                    src.transform,
-                    src.height,
-                    src.width,
-                )
-            except ValueError as exc:
-                raise InputError(
-                    reference_gpkg,
-                    f"parcel {int(pid)} has no pixel on the grid of {gapfilled} ({exc})",
-                    "fuse the reference polygons on this tile's grid (rerun the reference step)",
-                ) from None
-            valid = inside & (vsrc.read(1, window=win) > 0)
-            row = {
-                "polygon_id": int(pid),
-                "code": int(ref["code"].iat[i]),
-                "name": str(ref["name"].iat[i]),
-                "n_pixels": int(inside.sum()),
-                "n_valid_pixels": int(valid.sum()),
-                "row_off": int(win.row_off),
-                "col_off": int(win.col_off),
-                "height": int(win.height),
-                "width": int(win.width),
-            }
-            if not valid.any():
-                log.warning(
-                    "%s: parcel %d (%s) has no pixel with a clear date: left out of the parcel dataset",
-                    tile,
-                    row["polygon_id"],
-                    row["name"],
-                )
-                continue
-            rows.append(row)
-            windows.append(win)
-            masks.append(valid)
+        rows, windows, masks = _parcel_windows(ref, src, vsrc, gapfilled, reference_gpkg, tile)
         if not rows:
             raise InputError(
                 validity,
                 f"no reference parcel of {reference_gpkg.name} has a pixel with a clear date",
                 "check that the tile's images cover the reference parcels",
             )
-        n = len(rows)
         with atomic_output(out_npy) as tmp_npy, atomic_output(out_mask) as tmp_mask:
-            x = np.lib.format.open_memmap(
-                tmp_npy, mode="w+", dtype=np.int16, shape=(n, n_dates, n_bands, patch_size, patch_size)
-            )
-            m_out = np.lib.format.open_memmap(
-                tmp_mask, mode="w+", dtype=np.uint8, shape=(n, patch_size, patch_size)
-            )
-            for k in tqdm(range(n), desc=f"parcels {tile}", unit="parcel", disable=None):
-                block = src.read(window=windows[k])  # int16 [T*C, h, w]
-                valid = masks[k]
-                if nodata is not None and (block[:, valid] == nodata).any():
-                    raise InputError(
-                        gapfilled,
-                        f"nodata inside parcel {rows[k]['polygon_id']} where {validity.name} counts clear dates",
-                        "rerun the gap filling: gapfilled.tif and validity.tif disagree",
-                    )
-                patch, inside_r = resize_patch(block.astype(np.float32), valid, patch_size)
-                x[k] = (
-                    np.clip(np.rint(patch), -32767, 32767)
-                    .astype(np.int16)
-                    .reshape(n_dates, n_bands, patch_size, patch_size)
-                )
-                m_out[k] = inside_r
-            x.flush()
-            m_out.flush()
-            del x, m_out
+            shape = (len(dates), len(bands), patch_size)
+            _write_patches(src, rows, windows, masks, shape, tmp_npy, tmp_mask, tile, gapfilled, validity)
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     meta = {
         "tile": str(tile),
@@ -360,8 +402,8 @@ def build_parcel_dataset(
         "%s: parcel dataset of %d parcel(s) (%d dates x %d bands x %d x %d px) -> %s",
         tile,
         len(index),
-        n_dates,
-        n_bands,
+        len(dates),
+        len(bands),
         patch_size,
         patch_size,
         out_npy,
@@ -514,7 +556,8 @@ def check_compatible(datasets: list[ParcelDataset]) -> None:
         if ds.dates != first.dates or ds.bands != first.bands or ds.patch_size != first.patch_size:
             raise InputError(
                 ds.path,
-                f"dates/bands/patch size differ from {first.path} ({len(ds.dates)} vs {len(first.dates)} dates, "
+                f"dates/bands/patch size differ from {first.path} "
+                f"({len(ds.dates)} vs {len(first.dates)} dates, "
                 f"{ds.bands} vs {first.bands}, {ds.patch_size} vs {first.patch_size} px)",
                 "build every tile's parcel dataset with the same configuration",
             )

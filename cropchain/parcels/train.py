@@ -51,9 +51,11 @@ from cropchain.assessment.evaluate import evaluate_map, write_report
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, geotiff_profile, open_raster
+from cropchain.learning.augment import random_dihedral_batch
 from cropchain.metrics import (
     confusion_metrics,
     json_ready,
+    matrix_from_cells,
     metrics_from_matrix,
     name_classes,
 )
@@ -73,12 +75,13 @@ from cropchain.parcels.dataset import (
     parcel_window_mask,
     permute_dates,
 )
-from cropchain.reference.split import read_split
+from cropchain.reference.split import LEARN, VALIDATION, read_split
 
 log = logging.getLogger(__name__)
 
-LEARN, VALIDATION = "learn", "validation"
 LAYER = "parcels"
+#: the products of a parcel-level prediction or vote (keys of ``outputs``, :func:`predict_parcel_tile`)
+PARCEL_OUTPUTS = ("gpkg", "tif", "json", "csv", "png", "pixel_json")
 
 #: training settings (config ``parcels.training``; a model's own section may override them)
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -135,7 +138,8 @@ def label_rows(
     if absent.any():
         raise InputError(
             split_path,
-            f"{int(absent.sum())} parcel(s) of {dataset.path} are not in the split (e.g. id {int(ids[absent][0])})",
+            f"{int(absent.sum())} parcel(s) of {dataset.path} are not in the split "
+            f"(e.g. id {int(ids[absent][0])})",
             "rebuild the parcel dataset from the reference the split was drawn from",
         )
     codes = sp.loc[ids, "code"].to_numpy().astype(np.int64)
@@ -179,7 +183,8 @@ def holdout_mask(codes: np.ndarray, fraction: float, rng: np.random.Generator) -
 def _gather(
     datasets: Sequence[ParcelDataset], items: np.ndarray, mean: np.ndarray, std: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalized patches ``[n, T, C, S, S]`` and masks ``[n, S, S]`` (float32) of ``items`` (``[n, 2]``: dataset, row)."""
+    """Normalized patches ``[n, T, C, S, S]`` and masks ``[n, S, S]`` (float32) of ``items``
+    (``[n, 2]``: dataset, row)."""
     first = datasets[0]
     n, s = len(items), first.patch_size
     x = np.empty((n, len(first.dates), len(first.bands), s, s), dtype=np.float32)
@@ -190,18 +195,6 @@ def _gather(
         masks = np.asarray(datasets[d].masks[rows])
         x[sel] = normalize(datasets[d].patches[rows], masks, mean, std)
         m[sel] = masks
-    return x, m
-
-
-def _augment(x: np.ndarray, m: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random element of the dihedral group (flips, 90-degree rotations) per sample, same for patch and mask."""
-    x, m = x.copy(), m.copy()
-    for i in range(len(x)):
-        k, flip = int(rng.integers(4)), bool(rng.integers(2))
-        xi, mi = np.rot90(x[i], k, axes=(-2, -1)), np.rot90(m[i], k, axes=(-2, -1))
-        if flip:
-            xi, mi = xi[..., ::-1], mi[..., ::-1]
-        x[i], m[i] = xi, mi
     return x, m
 
 
@@ -232,6 +225,241 @@ def _as_tensors(x: np.ndarray, m: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
 
 
 # --------------------------------------------------------------------------- training
+
+
+def _learning_items(
+    dsets: Sequence[ParcelDataset], splits: Sequence[str | os.PathLike]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The learning parcels of every tile: ``items [N, 2]`` int64 (dataset, row), class codes ``[N]``.
+
+    Raises
+    ------
+    InputError
+        a dataset that does not match its split (:func:`label_rows`), or no learning parcel.
+    """
+    items, codes = [], []
+    for d, (ds, sp) in enumerate(zip(dsets, splits)):
+        rows, c = label_rows(ds, read_split(sp), LEARN, sp)
+        items.append(np.stack([np.full(rows.size, d), rows], axis=1))
+        codes.append(c)
+    items_a = np.concatenate(items).astype(np.int64)
+    codes_a = np.concatenate(codes)
+    if codes_a.size == 0:
+        raise InputError(
+            splits[0],
+            "no learning parcel in the parcel datasets",
+            "check the split and that the parcels have clear pixels",
+        )
+    return items_a, codes_a
+
+
+def _criterion(y_fit: np.ndarray, n_classes: int, class_weights: bool) -> torch.nn.CrossEntropyLoss:
+    """Cross-entropy, weighted by the inverse class frequency of ``y_fit`` (class indices) if asked."""
+    weights = None
+    if class_weights:
+        counts = np.bincount(y_fit, minlength=n_classes).astype(np.float64)
+        weights = torch.tensor(
+            np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0),
+            dtype=torch.float32,
+        )
+    return torch.nn.CrossEntropyLoss(weight=weights)
+
+
+@dataclass
+class _LearningData:
+    """The learning parcels of a training: datasets, ``items [N, 2]`` (dataset, row), class indices ``[N]``
+    and the per date and band normalization ``[T, C]``."""
+
+    dsets: Sequence[ParcelDataset]
+    items: np.ndarray
+    y: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass
+class _Fitted:
+    """Outcome of :func:`_fit_epochs`: one curve row per epoch, the best epoch and its hold-out loss."""
+
+    curves: list[dict[str, float]]
+    best_epoch: int
+    best_loss: float
+    elapsed: float
+
+
+def _train_epoch(
+    net: torch.nn.Module,
+    criterion: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    data: _LearningData,
+    fit: np.ndarray,
+    training: dict[str, Any],
+    rng: np.random.Generator,
+    permute: bool,
+) -> float:
+    """One epoch over the ``fit`` items in random batches; returns the mean training loss."""
+    batch = int(training["batch_size"])
+    net.train()
+    order = rng.permutation(fit)
+    batches = [order[i : i + batch] for i in range(0, order.size, batch)]
+    if len(batches) > 1 and batches[-1].size == 1:  # a batch of one breaks batch norm statistics
+        batches[-2] = np.concatenate(batches[-2:])
+        batches.pop()
+    total, seen = 0.0, 0
+    for sel in batches:
+        x, m = _gather(data.dsets, data.items[sel], data.mean, data.std)
+        if training["augment"]:
+            x, m = random_dihedral_batch(x, m, rng)
+        if permute:
+            x = permute_dates(x, rng)
+        xt, mt = _as_tensors(x, m)
+        yt = torch.from_numpy(data.y[sel])
+        optim.zero_grad()
+        loss = criterion(net(xt, mt), yt)
+        loss.backward()
+        optim.step()
+        total += loss.item() * sel.size
+        seen += sel.size
+    return total / max(seen, 1)
+
+
+def _fit_epochs(
+    net: torch.nn.Module,
+    model: str,
+    criterion: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    data: _LearningData,
+    fit: np.ndarray,
+    hold: np.ndarray,
+    training: dict[str, Any],
+    rng: np.random.Generator,
+    hold_perm: np.ndarray | None,
+    permute: bool,
+) -> _Fitted:
+    """Train ``net`` for up to ``training["epochs"]`` epochs, stopping early on the hold-out loss.
+
+    ``hold_perm`` (``[len(hold), T]`` or None) permutes the hold-out parcels' dates. ``net``
+    ends with the weights of the best epoch (lowest hold-out loss; the last epoch without
+    hold-out parcels).
+    """
+    curves: list[dict[str, float]] = []
+    best_state, best_loss, best_epoch, since = copy.deepcopy(net.state_dict()), math.inf, 0, 0
+    start = time.perf_counter()
+    for epoch in tqdm(
+        range(1, int(training["epochs"]) + 1), desc=f"train {model}", unit="epoch", disable=None
+    ):
+        row = {
+            "epoch": epoch,
+            "train_loss": _train_epoch(net, criterion, optim, data, fit, training, rng, permute),
+        }
+        if hold.size:
+            logits = _logits(net, data.dsets, data.items[hold], data.mean, data.std, hold_perm)
+            y_hold = torch.from_numpy(data.y[hold])
+            with torch.no_grad():
+                row["holdout_loss"] = float(criterion(logits, y_hold))
+            row["holdout_overall_accuracy"] = float((logits.argmax(1) == y_hold).float().mean())
+            if row["holdout_loss"] < best_loss:
+                best_loss, best_epoch, since = row["holdout_loss"], epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                since += 1
+        else:
+            best_state, best_epoch = copy.deepcopy(net.state_dict()), epoch
+        curves.append(row)
+        log.info(
+            "%s epoch %d: %s", model, epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+        )
+        if hold.size and since >= int(training["patience"]):
+            break
+    elapsed = time.perf_counter() - start
+    net.load_state_dict(best_state)
+    log.info(
+        "trained %s in %.1f s: %d epochs, best epoch %d (hold-out loss %.4f)",
+        model,
+        elapsed,
+        len(curves),
+        best_epoch,
+        best_loss,
+    )
+    return _Fitted(curves, best_epoch, best_loss, elapsed)
+
+
+def _log_training_start(
+    model: str,
+    net: torch.nn.Module,
+    classes: np.ndarray,
+    y_all: np.ndarray,
+    fit: np.ndarray,
+    hold: np.ndarray,
+    training: dict[str, Any],
+    permute: bool,
+) -> None:
+    """Log what is trained on what; warn when there is no hold-out set (no early stopping)."""
+    log.info(
+        "training %s (%d parameters, %s) on %d learning parcel(s) (%d held out for early stopping), "
+        "classes %s%s",
+        model,
+        count_parameters(net),
+        net.hyperparameters,
+        fit.size,
+        hold.size,
+        dict(zip(classes.tolist(), np.bincount(y_all, minlength=len(classes)).tolist())),
+        ", dates permuted" if permute else "",
+    )
+    if not hold.size:
+        log.warning(
+            "%s: no class has 2 learning parcels: no hold-out set, "
+            "training for %d epochs without early stopping",
+            model,
+            training["epochs"],
+        )
+
+
+def _model_metadata(
+    model: str,
+    net: torch.nn.Module,
+    settings: dict[str, Any],
+    training: dict[str, Any],
+    classes: np.ndarray,
+    data: _LearningData,
+    hold: np.ndarray,
+    seed: int,
+    permute: bool,
+) -> dict[str, Any]:
+    """The ``model.json`` of a trained parcel model (see :func:`train_parcel_model`)."""
+    dsets, items_a, first = data.dsets, data.items, data.dsets[0]
+    ids = [dsets[d].index["polygon_id"].iat[r] for d, r in items_a[hold]]
+    return {
+        "model": model,
+        "hyperparameters": net.hyperparameters,
+        "settings": dict(settings),
+        "training": training,
+        "n_bands": len(first.bands),
+        "patch_size": first.patch_size,
+        "classes": [int(c) for c in classes],
+        "dates": first.dates,
+        "bands": first.bands,
+        "normalization": {
+            "mean": data.mean.tolist(),
+            "std": data.std.tolist(),
+            "unit": "reflectance 0-1, per date and band",
+        },
+        "seed": int(seed),
+        "permute_dates": bool(permute),
+        "n_parameters": count_parameters(net),
+        "spatial_parameters": net.spatial_parameters(),
+        "temporal_parameters": net.temporal_parameters(),
+        "temporal_ratio": net.temporal_ratio(),
+        "n_learning_parcels": {
+            int(c): int(n) for c, n in zip(classes, np.bincount(data.y, minlength=len(classes)))
+        },
+        "holdout_parcels": [
+            {"tile": dsets[d].tile, "polygon_id": int(i)} for (d, _), i in zip(items_a[hold], ids)
+        ],
+        "tiles": [ds.tile for ds in dsets],
+        "cropchain_version": cropchain.__version__,
+        "library_versions": {"torch": torch.__version__, "numpy": np.__version__},
+    }
 
 
 def train_parcel_model(
@@ -288,19 +516,7 @@ def train_parcel_model(
     rng = np.random.default_rng([int(seed), 7])
     dsets = [load_parcel_dataset(p) for p in datasets]
     check_compatible(dsets)
-    items, codes = [], []
-    for d, (ds, sp) in enumerate(zip(dsets, splits)):
-        rows, c = label_rows(ds, read_split(sp), LEARN, sp)
-        items.append(np.stack([np.full(rows.size, d), rows], axis=1))
-        codes.append(c)
-    items_a = np.concatenate(items).astype(np.int64)
-    codes_a = np.concatenate(codes)
-    if codes_a.size == 0:
-        raise InputError(
-            splits[0],
-            "no learning parcel in the parcel datasets",
-            "check the split and that the parcels have clear pixels",
-        )
+    items_a, codes_a = _learning_items(dsets, splits)
     classes = np.unique(codes_a)
     y_all = np.searchsorted(classes, codes_a)
     held = holdout_mask(codes_a, float(training["holdout_fraction"]), rng)
@@ -311,141 +527,34 @@ def train_parcel_model(
     net = get_parcel_model(
         model, n_bands=len(first.bands), n_classes=len(classes), patch_size=first.patch_size, **model_hp
     )
-    weights = None
-    if training["class_weights"]:
-        counts = np.bincount(y_all[fit], minlength=len(classes)).astype(np.float64)
-        weights = torch.tensor(
-            np.where(counts > 0, counts.sum() / (len(classes) * np.maximum(counts, 1)), 0.0),
-            dtype=torch.float32,
-        )
-    criterion = torch.nn.CrossEntropyLoss(weight=weights)
+    criterion = _criterion(y_all[fit], len(classes), bool(training["class_weights"]))
     optim = torch.optim.Adam(
         net.parameters(), lr=float(training["learning_rate"]), weight_decay=float(training["weight_decay"])
     )
-    batch = int(training["batch_size"])
     # dates of the hold-out parcels permuted once (a fixed draw, so that epochs compare)
     hold_perm = np.argsort(
         np.random.default_rng([int(seed), 11]).random((hold.size, len(first.dates))), axis=1
     )
-    log.info(
-        "training %s (%d parameters, %s) on %d learning parcel(s) (%d held out for early stopping), classes %s%s",
-        model,
-        count_parameters(net),
-        net.hyperparameters,
-        fit.size,
-        hold.size,
-        dict(zip(classes.tolist(), np.bincount(y_all, minlength=len(classes)).tolist())),
-        ", dates permuted" if permute else "",
-    )
-    if not hold.size:
-        log.warning(
-            "%s: no class has 2 learning parcels: no hold-out set, training for %d epochs without early stopping",
-            model,
-            training["epochs"],
-        )
+    _log_training_start(model, net, classes, y_all, fit, hold, training, permute)
 
-    curves: list[dict[str, float]] = []
-    best_state, best_loss, best_epoch, since = copy.deepcopy(net.state_dict()), math.inf, 0, 0
-    start = time.perf_counter()
-    for epoch in tqdm(
-        range(1, int(training["epochs"]) + 1), desc=f"train {model}", unit="epoch", disable=None
-    ):
-        net.train()
-        order = rng.permutation(fit)
-        batches = [order[i : i + batch] for i in range(0, order.size, batch)]
-        if len(batches) > 1 and batches[-1].size == 1:  # a batch of one breaks batch norm statistics
-            batches[-2] = np.concatenate(batches[-2:])
-            batches.pop()
-        total, seen = 0.0, 0
-        for sel in batches:
-            x, m = _gather(dsets, items_a[sel], mean, std)
-            if training["augment"]:
-                x, m = _augment(x, m, rng)
-            if permute:
-                x = permute_dates(x, rng)
-            xt, mt = _as_tensors(x, m)
-            yt = torch.from_numpy(y_all[sel])
-            optim.zero_grad()
-            loss = criterion(net(xt, mt), yt)
-            loss.backward()
-            optim.step()
-            total += loss.item() * sel.size
-            seen += sel.size
-        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
-        if hold.size:
-            logits = _logits(net, dsets, items_a[hold], mean, std, hold_perm if permute else None)
-            y_hold = torch.from_numpy(y_all[hold])
-            with torch.no_grad():
-                row["holdout_loss"] = float(criterion(logits, y_hold))
-            row["holdout_overall_accuracy"] = float((logits.argmax(1) == y_hold).float().mean())
-            if row["holdout_loss"] < best_loss:
-                best_loss, best_epoch, since = row["holdout_loss"], epoch, 0
-                best_state = copy.deepcopy(net.state_dict())
-            else:
-                since += 1
-        else:
-            best_state, best_epoch = copy.deepcopy(net.state_dict()), epoch
-        curves.append(row)
-        log.info(
-            "%s epoch %d: %s", model, epoch, ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
-        )
-        if hold.size and since >= int(training["patience"]):
-            break
-    elapsed = time.perf_counter() - start
-    net.load_state_dict(best_state)
-    log.info(
-        "trained %s in %.1f s: %d epochs, best epoch %d (hold-out loss %.4f)",
-        model,
-        elapsed,
-        len(curves),
-        best_epoch,
-        best_loss,
-    )
+    data = _LearningData(dsets, items_a, y_all, mean, std)
+    hold_perm = hold_perm if permute else None
+    fitted = _fit_epochs(net, model, criterion, optim, data, fit, hold, training, rng, hold_perm, permute)
 
-    ids = [dsets[d].index["polygon_id"].iat[r] for d, r in items_a[hold]]
-    meta = {
-        "model": model,
-        "hyperparameters": net.hyperparameters,
-        "settings": dict(settings),
-        "training": training,
-        "n_bands": len(first.bands),
-        "patch_size": first.patch_size,
-        "classes": [int(c) for c in classes],
-        "dates": first.dates,
-        "bands": first.bands,
-        "normalization": {
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "unit": "reflectance 0-1, per date and band",
-        },
-        "seed": int(seed),
-        "permute_dates": bool(permute),
-        "n_parameters": count_parameters(net),
-        "spatial_parameters": net.spatial_parameters(),
-        "temporal_parameters": net.temporal_parameters(),
-        "temporal_ratio": net.temporal_ratio(),
-        "n_learning_parcels": {
-            int(c): int(n) for c, n in zip(classes, np.bincount(y_all, minlength=len(classes)))
-        },
-        "holdout_parcels": [
-            {"tile": dsets[d].tile, "polygon_id": int(i)} for (d, _), i in zip(items_a[hold], ids)
-        ],
-        "tiles": [ds.tile for ds in dsets],
-        "cropchain_version": cropchain.__version__,
-        "library_versions": {"torch": torch.__version__, "numpy": np.__version__},
-    }
+    meta = _model_metadata(model, net, settings, training, classes, data, hold, seed, permute)
     metrics = {
-        "training_time_s": round(elapsed, 3),
-        "epochs": len(curves),
-        "best_epoch": best_epoch,
-        "holdout_loss": None if not math.isfinite(best_loss) else best_loss,
+        "training_time_s": round(fitted.elapsed, 3),
+        "epochs": len(fitted.curves),
+        "best_epoch": fitted.best_epoch,
+        "holdout_loss": None if not math.isfinite(fitted.best_loss) else fitted.best_loss,
         "holdout_overall_accuracy": next(
-            (r.get("holdout_overall_accuracy") for r in curves if r["epoch"] == best_epoch), None
+            (r.get("holdout_overall_accuracy") for r in fitted.curves if r["epoch"] == fitted.best_epoch),
+            None,
         ),
         "n_learning_parcels": int(codes_a.size),
         "n_holdout_parcels": int(hold.size),
         "threads": int(threads),
-        "curves": curves,
+        "curves": fitted.curves,
     }
     with atomic_output(out_dir / "model.pt") as tmp:
         torch.save(net.state_dict(), tmp)
@@ -557,7 +666,8 @@ def predict_parcels(
     ):
         raise InputError(
             dataset.path,
-            f"dates/bands/patch size differ from the model's ({len(dataset.dates)} vs {len(meta['dates'])} dates, "
+            "dates/bands/patch size differ from the model's "
+            f"({len(dataset.dates)} vs {len(meta['dates'])} dates, "
             f"{dataset.bands} vs {meta['bands']})",
             "predict with a model trained on datasets of the same configuration",
         )
@@ -711,7 +821,8 @@ def parcel_report(
         "n_unclassified_parcels": int(len(val) - len(merged)),
     }
     log.info(
-        "%s %s run %s: parcel level OA %.4f kappa %.4f macro F1 %.4f on %d validation parcels (%d without prediction)",
+        "%s %s run %s: parcel level OA %.4f kappa %.4f macro F1 %.4f "
+        "on %d validation parcels (%d without prediction)",
         architecture,
         tile,
         run,
@@ -988,12 +1099,7 @@ def _pooled(reports: list[dict[str, Any]]) -> dict[str, float]:
         for i, a in enumerate(labels):
             for j, b in enumerate(labels):
                 cells[a, b] = cells.get((a, b), 0) + int(cm[i, j])
-    labels = sorted({a for a, _ in cells} | {b for _, b in cells})
-    pos = {c: i for i, c in enumerate(labels)}
-    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for (a, b), n in cells.items():
-        cm[pos[a], pos[b]] = n
-    m = metrics_from_matrix(cm, labels)
+    m = metrics_from_matrix(*matrix_from_cells(cells))
     return {k: float(m[k]) for k in ("overall_accuracy", "kappa", "macro_f1")}
 
 
@@ -1031,7 +1137,8 @@ def ablation_table(
         if (model, run, False) not in groups or (model, run, True) not in groups:
             raise InputError(
                 out_csv,
-                f"model {model} run {run} lacks its {'permuted' if (model, run, False) in groups else 'ordered'} report",
+                f"model {model} run {run} lacks its "
+                f"{'permuted' if (model, run, False) in groups else 'ordered'} report",
                 "give the reports of both variants",
             )
         a, b = _pooled(groups[model, run, False]), _pooled(groups[model, run, True])
