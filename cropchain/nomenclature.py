@@ -1,8 +1,8 @@
 """Nomenclature: the class codes, names and colors of a map.
 
-The file is a CSV with columns ``code,name,color`` (comma, semicolon or tab separated) (color as ``#RRGGBB``, ``#RGB`` or a
-named colour that matplotlib knows, e.g. ``purple`` or ``tab:green``); codes are integers
-1..254 (0 and 255 stay free for nodata in uint8 maps).
+The file is a CSV with columns ``code,name,color`` (comma, semicolon or tab separated) (color
+as ``#RRGGBB``, ``#RGB`` or a named colour that matplotlib knows, e.g. ``purple`` or
+``tab:green``); codes are integers 1..254 (0 and 255 stay free for nodata in uint8 maps).
 """
 
 from __future__ import annotations

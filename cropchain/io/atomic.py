@@ -167,8 +167,8 @@ def disk_full_error(path: str | os.PathLike, written: int | None = None) -> Disk
     )
     return DiskFullError(
         f"{path}: no space left on device (disk {mount}, {space}){wrote} -> free space on {mount} "
-        "(old results/, .snakemake/ caches, temporary files) or run the chain in a working directory on a larger "
-        "disk, then rerun: nothing partial was kept"
+        "(old results/, .snakemake/ caches, temporary files) or run the chain in a working directory "
+        "on a larger disk, then rerun: nothing partial was kept"
     )
 
 

@@ -77,7 +77,8 @@ def rat_xml(nomenclature: Nomenclature) -> str:
     ]
     for i, (name, ftype, usage) in enumerate(fields):
         lines.append(
-            f'      <FieldDefn index="{i}"><Name>{name}</Name><Type>{ftype}</Type><Usage>{usage}</Usage></FieldDefn>'
+            f'      <FieldDefn index="{i}"><Name>{name}</Name>'
+            f"<Type>{ftype}</Type><Usage>{usage}</Usage></FieldDefn>"
         )
     for row, (code, name, rgb) in enumerate(zip(nomenclature.codes, nomenclature.names, nomenclature.colors)):
         values = [str(code), _escape(name), *map(str, rgb), "255"]
@@ -89,14 +90,16 @@ def rat_xml(nomenclature: Nomenclature) -> str:
 def qml_style(nomenclature: Nomenclature) -> str:
     """QGIS style (``.qml``) of a class map: paletted renderer, one entry per class with its name."""
     entries = "\n".join(
-        f'        <paletteEntry value="{code}" color="#{r:02x}{g:02x}{b:02x}" alpha="255" label={quoteattr(name)}/>'
+        f'        <paletteEntry value="{code}" color="#{r:02x}{g:02x}{b:02x}" alpha="255"'
+        f" label={quoteattr(name)}/>"
         for code, name, (r, g, b) in zip(nomenclature.codes, nomenclature.names, nomenclature.colors)
     )
     return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.28.0" styleCategories="AllStyleCategories">
   <pipe>
     <provider>
-      <resampling enabled="false" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour" maxOversampling="2"/>
+      <resampling enabled="false" zoomedInResamplingMethod="nearestNeighbour" \
+zoomedOutResamplingMethod="nearestNeighbour" maxOversampling="2"/>
     </provider>
     <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
       <rasterTransparency>
