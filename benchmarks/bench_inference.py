@@ -119,10 +119,12 @@ def bench_networks(args: argparse.Namespace) -> None:
         colors=tuple((30 * int(c), 80, 80) for c in CODES),
     )
     print(
-        f"workdir {work}: {size}x{size} px, {n} features ({args.dates} dates x 13), {args.threads} thread(s), window {args.window}"
+        f"workdir {work}: {size}x{size} px, {n} features ({args.dates} dates x 13), "
+        f"{args.threads} thread(s), window {args.window}"
     )
     print(
-        f"{'network':15s} {'params':>9s} {'margin':>6s} {'overlap':>7s} {'wall s':>8s} {'px/s':>9s} {'px/s/core':>10s}"
+        f"{'network':15s} {'params':>9s} {'margin':>6s} {'overlap':>7s} "
+        f"{'wall s':>8s} {'px/s':>9s} {'px/s/core':>10s}"
     )
     for arch in args.archs.split(","):
         model = get_model(arch, seed=0, threads=args.threads)
@@ -142,7 +144,8 @@ def bench_networks(args: argparse.Namespace) -> None:
         wall = time.perf_counter() - t0
         rate = size * size / wall
         print(
-            f"{arch:15s} {model.n_parameters:9d} {model.margin:6d} {overlap:7d} {wall:8.2f} {rate:9.0f} {rate / args.threads:10.0f}"
+            f"{arch:15s} {model.n_parameters:9d} {model.margin:6d} {overlap:7d} "
+            f"{wall:8.2f} {rate:9.0f} {rate / args.threads:10.0f}"
         )
     if args.workdir is None:
         shutil.rmtree(work)
@@ -179,7 +182,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     names = [f"f{i:03d}" for i in range(args.features)]
     print(
-        f"workdir {work}: {args.size}x{args.size} px, {args.features} features, RF {args.trees} trees depth {args.depth}, {args.threads} thread(s)"
+        f"workdir {work}: {args.size}x{args.size} px, {args.features} features, "
+        f"RF {args.trees} trees depth {args.depth}, {args.threads} thread(s)"
     )
 
     feats, truth = synthetic_stack(args.size, args.features)
@@ -228,7 +232,8 @@ def main() -> None:
     rf.feature_names = names
     joblib.dump(rf, work / "model.joblib")
     print(
-        f"sklearn training {time.perf_counter() - t0:.1f} s, mean depth {np.mean([e.get_depth() for e in rf.estimators_]):.1f}"
+        f"sklearn training {time.perf_counter() - t0:.1f} s, "
+        f"mean depth {np.mean([e.get_depth() for e in rf.estimators_]):.1f}"
     )
 
     env = dict(

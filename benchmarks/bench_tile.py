@@ -282,10 +282,12 @@ def table(result: dict) -> str:
         proj = j["wall_s"] * (1 if j["rule"] in PER_RUN else factor)
         mpx = f"{j['mpx_per_s']:.3f}" if j["mpx_per_s"] and j["rule"] not in PER_RUN else "-"
         lines.append(
-            f"| {j['rule']} | {j['wall_s']:.1f} | {j['max_rss_mb']:.0f} | {j['written_mb']:.0f} | {mpx} | {proj:.0f} |"
+            f"| {j['rule']} | {j['wall_s']:.1f} | {j['max_rss_mb']:.0f} | "
+            f"{j['written_mb']:.0f} | {mpx} | {proj:.0f} |"
         )
     lines.append(
-        f"| **total** | {result['chain_wall_s']:.0f} (chain) | {max(j['max_rss_mb'] for j in result['jobs']):.0f} (max) | "
+        f"| **total** | {result['chain_wall_s']:.0f} (chain) | "
+        f"{max(j['max_rss_mb'] for j in result['jobs']):.0f} (max) | "
         f"| | **{result['projected_full_tile_s'] / 60:.1f} min** |"
     )
     return "\n".join(lines)
@@ -314,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         info = write_tile(data, args.size, args.dates)
         print(
-            f"synthetic tile {args.size} px x {args.dates} dates x {len(BANDS)} bands, {info['n_fields']} fields, "
+            f"synthetic tile {args.size} px x {args.dates} dates x {len(BANDS)} bands, "
+            f"{info['n_fields']} fields, "
             f"{info['n_parcels']} reference parcels, written in {time.perf_counter() - t0:.0f} s",
             flush=True,
         )
@@ -362,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(result: dict) -> None:
     print(
-        f"machine: {result['machine']}; tile {result['size']} x {result['size']} px, {result['dates']} dates x "
+        f"machine: {result['machine']}; tile {result['size']} x {result['size']} px, "
+        f"{result['dates']} dates x "
         f"{result['bands']} bands, {result['cores']} cores"
     )
     print(table(result))

@@ -1,4 +1,5 @@
-"""Accuracy assessment and area estimation (Olofsson et al. 2014): the paper's example, sampling design, estimation."""
+"""Accuracy assessment and area estimation (Olofsson et al. 2014): the paper's example, sampling design,
+estimation."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def test_olofsson_2014_example_internal_consistency():
 
 
 def test_sample_size_eq13_and_allocations_on_the_paper_design():
-    """Eq. 13 with the paper's design targets (U = 0.70, 0.60, 0.90, 0.95; S(O) = 0.01), and the allocations."""
+    """Eq. 13 with the paper's design targets (U = 0.70, 0.60, 0.90, 0.95; S(O) = 0.01), and the
+    allocations."""
     w = np.array(PAPER_PIXELS) / sum(PAPER_PIXELS)
     u = np.array([0.70, 0.60, 0.90, 0.95])
     by_hand = (np.sum(w * np.sqrt(u * (1 - u))) / 0.01) ** 2
@@ -129,7 +131,8 @@ def write_map(path: Path, labels: np.ndarray, pixel_m: float = 10.0) -> Path:
 
 
 def parcel_map(seed: int = 3, h: int = 2 * STRIPE_ROWS + 37, w: int = 150) -> np.ndarray:
-    """Parcels of 10x10 px (wheat 60%, rapeseed 30%, vineyard 10%) with a nodata border; taller than two stripes."""
+    """Parcels of 10x10 px (wheat 60%, rapeseed 30%, vineyard 10%) with a nodata border; taller than two
+    stripes."""
     rng = np.random.default_rng(seed)
     parcels = rng.choice(3, size=(h // 10 + 1, w // 10 + 1), p=[0.6, 0.3, 0.1])
     labels = np.asarray(CODES, np.uint8)[np.kron(parcels, np.ones((10, 10), int))[:h, :w]]
@@ -168,7 +171,8 @@ def test_stratified_sample_points_lie_in_their_stratum_and_follow_the_seed(tmp_p
 
 
 def test_stratified_sample_is_uniform_within_a_stratum(tmp_path):
-    """Every pixel of a stratum is equally likely: over many seeds, each half of a class gets about half the points."""
+    """Every pixel of a stratum is equally likely: over many seeds, each half of a class gets about half
+    the points."""
     labels = np.full((300, 40), 1, np.uint8)
     labels[:, 20:] = 4
     path = write_map(tmp_path / "map.tif", labels)
@@ -268,7 +272,8 @@ def test_assess_map_rejects_bad_samples(tmp_path):
 
 
 def test_validation_sample_labels_the_pixels_of_the_validation_parcels(tmp_path):
-    """`samples: validation`: one point per pixel centre of each validation parcel, with its code, in the map's CRS."""
+    """`samples: validation`: one point per pixel centre of each validation parcel, with its code, in the
+    map's CRS."""
     import shapely
 
     labels = parcel_map()
@@ -296,7 +301,8 @@ def test_validation_sample_labels_the_pixels_of_the_validation_parcels(tmp_path)
 
 
 def test_estimate_degenerate_strata():
-    """A class only in the reference (omitted by the map) and a stratum with one point: defined values only."""
+    """A class only in the reference (omitted by the map) and a stratum with one point: defined values
+    only."""
     counts = [
         [20, 0, 2],  # map class 1
         [1, 0, 0],  # map class 2: one point, variance undefined

@@ -1,5 +1,6 @@
 """Field delineation: RC matching, fragmentation / agglomeration, window merging, the Mask R-CNN
-and a tiny train -> predict -> evaluate round trip (cropchain.delineation.fields, cropchain.delineation.metrics)."""
+and a tiny train -> predict -> evaluate round trip (cropchain.delineation.fields,
+cropchain.delineation.metrics)."""
 
 from __future__ import annotations
 
@@ -213,7 +214,8 @@ def test_model_forward_backward_and_eval(channels):
 
 @pytest.fixture
 def tiny_tile(tmp_path):
-    """A 48 x 40 px features.tif (2 dates, B02 B03 B04 B08 NDVI) with bright fields and a split of 6 fields."""
+    """A 48 x 40 px features.tif (2 dates, B02 B03 B04 B08 NDVI) with bright fields and a split of 6
+    fields."""
     h, w = 48, 40
     transform = from_origin(500000, 4800000, 10, 10)
     rng = np.random.default_rng(0)
@@ -333,7 +335,8 @@ def test_ignoring_unlabelled_land_turns_its_negatives_into_ignored_examples():
     scaled = {**target, "boxes": target["boxes"] * 2}  # as the model's transform passes them to the RPN
     anchors = torch.tensor([[4.0, 4.0, 24.0, 24.0], [40.0, 40.0, 60.0, 60.0], [8.0, 8.0, 16.0, 16.0]])
     labels, _ = net.rpn.assign_targets_to_anchors([anchors], [scaled])
-    # the field's own box is positive; a box on unknown land is ignored; a misplaced box on the field stays negative
+    # the field's own box is positive; a box on unknown land is ignored; a misplaced box on the field
+    # stays negative
     assert labels[0].tolist() == [1.0, -1.0, 0.0]
     net.train()
     losses = net([torch.rand(4, 32, 32)], [target])

@@ -165,7 +165,7 @@ def test_bad_names_and_hyperparameters():
         get_parcel_model("parcel_cnn_gru70", n_bands=10, n_classes=8, temporal_ratio=0.9)
 
 
-# ------------------------------------------------------------------ PSE+L-TAE (Sainte Fare Garnot et al., CVPR 2020)
+# ---------------------------------------------------------- PSE+L-TAE (Sainte Fare Garnot et al., CVPR 2020)
 
 
 def test_pse_ltae_shapes_and_parameter_count():

@@ -38,7 +38,8 @@ def one_thread(torch_one_thread):
 def reference():
     if not (WEIGHTS.is_file() and REFERENCE.is_file()):
         pytest.skip(
-            f"Presto weights and reference embeddings not found in {PRESTO} (../shared is absent on this machine)"
+            f"Presto weights and reference embeddings not found in {PRESTO} "
+            "(../shared is absent on this machine)"
         )
     return dict(np.load(REFERENCE))
 
@@ -72,7 +73,8 @@ def test_embeddings_match_the_original_from_raw_inputs(reference, encoder, case)
     s2 = s2_in_cropchain_order(reference, case)
     clear = ~reference[f"{case}_cloud_mask"]
     x, mask, dw = presto_inputs(s2, clear)
-    # the preprocessing agrees with the original's inputs wherever they count (unmasked values, the mask per group)
+    # the preprocessing agrees with the original's inputs wherever they count (unmasked values, the mask
+    # per group)
     ref_mask = reference[f"{case}_mask"]
     ok = ref_mask == 0
     np.testing.assert_allclose(x[ok], reference[f"{case}_x"][ok], atol=1e-6)
@@ -208,7 +210,7 @@ def test_configuration_section(reference):
         )
 
 
-# ------------------------------------------------------------------ the embedding step of a tile's monthly composites
+# ---------------------------------------------------------- the embedding step of a tile's monthly composites
 
 RAW_ORDER = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]  # raw.tif's band order
 MONTHS = [f"2018{m:02d}15" for m in range(1, 13)]

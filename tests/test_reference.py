@@ -39,7 +39,7 @@ def write_grid(path: Path, crs: str = "EPSG:32631") -> Path:
 
 
 def write_nomenclature(path: Path, names: list[str]) -> Path:
-    colors = ["#%02x%02x%02x" % (30 * i, 255 - 30 * i, 100) for i in range(len(names))]
+    colors = [f"#{30 * i:02x}{255 - 30 * i:02x}{100:02x}" for i in range(len(names))]
     pd.DataFrame({"code": range(1, len(names) + 1), "name": names, "color": colors}).to_csv(path, index=False)
     return path
 

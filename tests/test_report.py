@@ -215,8 +215,8 @@ def test_map_page_shows_the_map_legend_accuracies_areas_and_curves(tmp_path):
     # per class: user's (precision) and producer's (recall) accuracies and F-scores, in %
     wheat = m["per_class"][1]
     assert (
-        f"<td>{100 * wheat['precision']:.1f}</td><td>{100 * wheat['recall']:.1f}</td><td>{100 * wheat['f1']:.1f}</td>"
-        in html_text
+        f"<td>{100 * wheat['precision']:.1f}</td><td>{100 * wheat['recall']:.1f}</td>"
+        f"<td>{100 * wheat['f1']:.1f}</td>" in html_text
     )
     # mapped areas by pixel counting (1 px = 0.01 ha) and the Olofsson estimates with their intervals
     assert "<td>600.0</td>" in html_text and "<td>450.0</td>" in html_text and "<td>50.0</td>" in html_text

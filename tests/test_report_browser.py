@@ -50,7 +50,8 @@ def browser():
 def images_of(driver) -> list[dict]:
     """Every <img> of the page once loaded: its alt text, whether it finished and its decoded width."""
     return driver.execute_script(
-        "return Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}));"
+        "return Array.from(document.images)"
+        ".map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth}));"
     )
 
 

@@ -202,7 +202,8 @@ def test_hyperparameter_reruns_one_architecture(copy_of_demo: Path):
     cfg["architectures"]["xgboost"]["max_depth"] = 4
     (copy_of_demo / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = planned_jobs(copy_of_demo, copy_of_demo / "config.yaml")
-    # xgboost of both runs: train, classify x2 tiles, vectorize, evaluate, map page, item; the mosaics; the summary
+    # xgboost of both runs: train, classify x2 tiles, vectorize, evaluate, map page, item; the mosaics;
+    # the summary
     # (every STAC Item records the whole config, so all Items are rewritten: metadata only)
     assert jobs == Counter(
         {

@@ -165,7 +165,9 @@ PartitionName={PARTITION} Nodes=ALL Default=NO MaxTime=INFINITE State=UP
             subprocess.run([daemon, "-f", str(self.conf)], env=self.env, check=True, timeout=60)
             pidfile = self.root / f"{daemon}.pid"
             self._wait(
-                lambda: pidfile.exists() and pidfile.read_text().strip(), 20, f"{daemon} wrote no pid file"
+                lambda pidfile=pidfile: pidfile.exists() and pidfile.read_text().strip(),
+                20,
+                f"{daemon} wrote no pid file",
             )
             self.pids[daemon] = int(pidfile.read_text())
         state = ""
@@ -236,7 +238,8 @@ def slurm_cluster(tmp_path_factory) -> Iterator[LocalSlurm]:
     missing = [b for b in BINARIES if shutil.which(b, path=SEARCH_PATH) is None]
     if missing:
         pytest.skip(
-            f"SLURM/munge commands not installed ({', '.join(missing)}): run .ci/install-system-packages as root"
+            f"SLURM/munge commands not installed ({', '.join(missing)}): "
+            "run .ci/install-system-packages as root"
         )
     if not MUNGE_KEY.exists():
         pytest.skip(f"{MUNGE_KEY} is missing: reinstall munge (.ci/install-system-packages)")

@@ -26,7 +26,8 @@ def parcels(seed: int = 0, h: int = 90, w: int = 110, k: int = 4, size: int = 15
 
 
 def noisy_probabilities(truth: np.ndarray, k: int = 4, noise: float = 1.3, seed: int = 1) -> np.ndarray:
-    """[K, H, W] float32 softmax of (true class score 1 + Gaussian noise): a classifier right about half of the time."""
+    """[K, H, W] float32 softmax of (true class score 1 + Gaussian noise): a classifier right about half
+    of the time."""
     rng = np.random.default_rng(seed)
     scores = np.eye(k)[truth].transpose(2, 0, 1) + rng.normal(0, noise, (k, *truth.shape))
     e = np.exp(scores - scores.max(axis=0))

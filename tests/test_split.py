@@ -59,7 +59,7 @@ def test_split_invariants(tmp_path, reference_gpkg, seed, run):
     valid = set(split.loc[split["split"] == "validation", "polygon_id"])
     assert not learn & valid and len(learn) + len(valid) == len(ref)
     # Per class: learn fraction = round(0.66 n), both sets non-empty when n >= 2.
-    for code, group in split.groupby("code"):
+    for _code, group in split.groupby("code"):
         n = len(group)
         n_learn = int((group["split"] == "learn").sum())
         assert n_learn == n_learning(n, 0.66)

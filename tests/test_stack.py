@@ -1,4 +1,5 @@
-"""GeoTIFF stacks as a tile source (cropchain.sources.stack): per-date files and OTB's single multi-band file."""
+"""GeoTIFF stacks as a tile source (cropchain.sources.stack): per-date files and OTB's single multi-band
+file."""
 
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ def test_per_date_files_with_masks(series, tmp_path):
 
 
 def test_nodata_value_band_selection_and_scaling(series, tmp_path):
-    """Clouds given by a nodata value; the files hold 4 bands of which 2 are taken; float 0-1 scaled x10000."""
+    """Clouds given by a nodata value; the files hold 4 bands of which 2 are taken; float 0-1 scaled
+    x10000."""
     cube, mask = series
     mask = mask.copy()
     mask[0, 0, 0] = 0
@@ -327,7 +329,8 @@ def test_values_that_the_scale_cannot_hold_stop(series, tmp_path):
     write_stack(tmp_path / "p", refl * 100, None, [f"{d:%Y%m%d}" for d in DATES])
     with pytest.raises(
         InputError,
-        match=r"/p: band B02 \(reflectance\) holds clear values .* over all dates.* set tiles.T31TXA.scale to 100$",
+        match=r"/p: band B02 \(reflectance\) holds clear values .* over all dates.* "
+        r"set tiles.T31TXA.scale to 100$",
     ):
         ingest_stack(find_stack_files(tmp_path / "p"), *_outputs(out), bands=BANDS, tile="T31TXA")
     assert _nothing_written(out)

@@ -1,4 +1,5 @@
-"""Theia / MAJA L2A ingest (cropchain.sources.theia) on products the demo generator writes in Theia's layout."""
+"""Theia / MAJA L2A ingest (cropchain.sources.theia) on products the demo generator writes in Theia's
+layout."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def test_layout_and_dates_from_names(scene):
 
 
 def test_theia_ingest_equals_safe_ingest_of_the_same_scene(scene, tmp_path):
-    """Same reflectance, same clouds: FRE at 10 m and 20 m and CLM/EDG give SAFE's raw.tif and raw_mask.tif."""
+    """Same reflectance, same clouds: FRE at 10 m and 20 m and CLM/EDG give SAFE's raw.tif and
+    raw_mask.tif."""
     ingest_theia(find_theia_products(scene["root"] / "theia"), *_outputs(tmp_path))
     raw_s, mask_s, dates_s = _outputs(scene["safe_out"])
     raw_t, mask_t, dates_t = _outputs(tmp_path)
@@ -97,7 +99,8 @@ def test_clm_bits_select_what_is_masked(scene, tmp_path, bits, scl_masked):
 
 
 def test_sat_bits_and_edges_of_the_bands_ingested(scene, tmp_path):
-    """SAT masks a pixel only through the bit of an ingested band; EDG_R2 only when a 20 m band is ingested."""
+    """SAT masks a pixel only through the bit of an ingested band; EDG_R2 only when a 20 m band is
+    ingested."""
     root = tmp_path / "products"
     shutil.copytree(scene["root"] / "theia", root)
     prod = find_theia_products(root)[0]

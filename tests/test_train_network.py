@@ -90,7 +90,7 @@ def test_loss_ignores_unlabelled_pixels():
 
 def test_training_outputs_and_reload(tile, tmp_path):
     polygons, (f, v, s) = tile
-    meta = train(tile, tmp_path / "m")
+    train(tile, tmp_path / "m")
     out = tmp_path / "m"
     for name in ("model.pt", "model.json", "metrics.json", "training_curves.png"):
         assert (out / name).stat().st_size > 0

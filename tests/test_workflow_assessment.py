@@ -44,7 +44,8 @@ def test_dry_run_adds_the_assessment_jobs_only_when_configured(tmp_path):
 
 
 def test_design_then_estimate_rules_on_a_map(tmp_path):
-    """The design rule draws points on a map; labelled (here from a known truth) they give areas with intervals."""
+    """The design rule draws points on a map; labelled (here from a known truth) they give areas with
+    intervals."""
     rng = np.random.default_rng(0)
     truth = np.kron(rng.integers(1, 8, (21, 21)), np.ones((10, 10), int))[:200, :200].astype(np.uint8)
     mapped = truth.copy()
