@@ -138,7 +138,8 @@ def _check_tile_source(tile: str, spec: dict[str, Any], config: dict[str, Any]) 
 
 
 def _calendar_date(value: Any, key: str) -> str:
-    """``YYYY-MM-DD`` text of a config date (a YAML date or text); ConfigError naming ``key`` if impossible."""
+    """``YYYY-MM-DD`` text of a config date (a YAML date or text); ConfigError naming ``key`` if
+    impossible."""
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, dt.date):
@@ -213,9 +214,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     presto_archs = [a for a in config.get("architectures") or {} if a in PRESTO_ARCHS]
     if presto_archs and not config.get("presto"):
         raise ConfigError(
-            f"architectures.{presto_archs[0]}: a Presto architecture needs the encoder's weights; add a section "
-            "`presto: {weights: <path of default_model.pt>}` (download it from "
-            "https://github.com/nasaharvest/presto/raw/main/data/default_model.pt, MIT licence; README, 'Presto')"
+            f"architectures.{presto_archs[0]}: a Presto architecture needs the encoder's weights; add a "
+            "section `presto: {weights: <path of default_model.pt>}` (download it from "
+            "https://github.com/nasaharvest/presto/raw/main/data/default_model.pt, MIT licence; "
+            "README, 'Presto')"
         )
     _check_smoothing(config)
     return config
@@ -225,13 +227,15 @@ def _check_smoothing(config: dict[str, Any]) -> None:
     smoothing = config["classify"]["smoothing"]
     if smoothing["window_size"] % 2 == 0:
         raise ConfigError(
-            f"classify.smoothing.window_size: {smoothing['window_size']} must be odd (a window centred on the pixel)"
+            f"classify.smoothing.window_size: {smoothing['window_size']} must be odd "
+            "(a window centred on the pixel)"
         )
     archs = smoothing["architectures"]
     unknown = [] if archs == "all" else [a for a in archs if a not in config["architectures"]]
     if unknown:
         raise ConfigError(
-            f"classify.smoothing.architectures: {unknown} are not in `architectures` {list(config['architectures'])}"
+            f"classify.smoothing.architectures: {unknown} are not in `architectures` "
+            f"{list(config['architectures'])}"
         )
 
 

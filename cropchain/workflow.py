@@ -8,12 +8,15 @@ instead of a traceback.
 
 from __future__ import annotations
 
+import ast
 import errno
+import hashlib
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cropchain
@@ -37,6 +40,71 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "GDAL_NUM_THREADS",
 )
+
+
+def _module_files(name: str) -> list[Path]:
+    """Source files of ``name`` under the cropchain package, sorted: a module (``cropchain.series.gapfill``),
+    a subpackage (``cropchain.sources``: its modules, recursively) or a glob of modules
+    (``cropchain.models.parcel.*``). Raises ValueError for a name that matches no file (a typo in a rule)."""
+    root = Path(cropchain.__file__).parent
+    parts = name.split(".")
+    if parts[0] != "cropchain":
+        raise ValueError(f"{name}: not a cropchain module")
+    path = root.joinpath(*parts[1:])
+    if parts[-1] == "*":
+        files = sorted(path.parent.glob("*.py"))
+    elif path.is_dir():
+        files = sorted(path.rglob("*.py"))
+    else:
+        files = [path.with_suffix(".py")] if path.with_suffix(".py").is_file() else []
+    if not files:
+        raise ValueError(f"{name}: no such module in {root}")
+    return files
+
+
+def _sibling_imports(path: Path) -> list[Path]:
+    """Modules of the same subpackage as ``path`` that it imports (``from cropchain.x.y import z``, at
+    any depth), read with :mod:`ast`: a helper module split off a module is hashed with it."""
+    root = Path(cropchain.__file__).parent
+    found: set[Path] = set()
+    if path.parent == root:  # a top-level module: its neighbours are the bottom layer, named by the rule
+        return []
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if (
+            not isinstance(node, ast.ImportFrom)
+            or node.level
+            or not (node.module or "").startswith("cropchain")
+        ):
+            continue
+        for name in [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]:
+            target = root.joinpath(*name.split(".")[1:])
+            target = target / "__init__.py" if target.is_dir() else target.with_suffix(".py")
+            if target.is_file() and target.parent == path.parent and target != path:
+                found.add(target)
+    return sorted(found)
+
+
+def code_hash(*names: str) -> str:
+    """Hash (16 hex digits) of the cropchain source a rule's jobs run, for the rule's ``code`` param:
+    editing that source reruns the rule's jobs (Snakemake's params rerun trigger).
+
+    ``names`` are modules, subpackages or globs (:func:`_module_files`); each module's imports
+    from its own subpackage are followed (:func:`_sibling_imports`), other imports are named by the rule.
+    The files are read, never imported (importing cropchain.models.parcel would load PyTorch each time
+    Snakemake parses the workflow), from the cropchain package Python imports: the Snakefile's folder
+    comes first on ``sys.path``, so a checkout's workflow hashes that checkout's code.
+    """
+    files: list[Path] = []
+    todo = [f for name in names for f in _module_files(name)]
+    while todo:
+        path = todo.pop(0)
+        if path not in files:
+            files.append(path)
+            todo[:0] = _sibling_imports(path)
+    h = hashlib.sha256(cropchain.__version__.encode())
+    for path in files:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def pin_threads(threads: int) -> Any:
@@ -90,8 +158,8 @@ def _system_error_line(exc: BaseException, where: str | None) -> str | None:
     name = printable_path(getattr(exc, "filename", None) or where or ".")
     if isinstance(exc, PermissionError):
         return (
-            f"{name}: permission denied ({exc.strerror}) -> give the user running the chain read access to the inputs "
-            "and write access to the working directory"
+            f"{name}: permission denied ({exc.strerror}) -> give the user running the chain read access "
+            "to the inputs and write access to the working directory"
         )
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return f"{name}: read-only file system -> run the chain in a writable working directory"

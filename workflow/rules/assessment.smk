@@ -2,14 +2,15 @@
 # a stratified random sampling design of each map (points to photo-interpret) and, given a labelled
 # sample (`assessment.samples`), the error-adjusted areas with 95% intervals (cropchain.assessment.olofsson).
 
-ASSESSMENT = config.get("assessment") or {}
-if not ASSESSMENT.get("enabled", True):
+ASSESSMENT = config.get("assessment") or {}  # filled by the schema's defaults when given
+if not ASSESSMENT.get("enabled"):
     ASSESSMENT = {}
-ASSESSMENT_DIR = f"{RESULTS}/runs/{{run}}/assessment/{{arch}}"
-CLASSIFICATION = f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif"  # rule classify
+ASSESSMENT_DIR = results("runs/{run}/assessment/{arch}")
+CLASSIFICATION = results("runs/{run}/maps/{arch}/{tile}_classification.tif")  # rule classify
 # `samples: validation`: each run's validation parcels as labelled points (a test of the mechanics)
 VALIDATION_POINTS = f"{ASSESSMENT_DIR}/{{tile}}_validation_points.gpkg"
-ASSESSMENT_SAMPLES = VALIDATION_POINTS if ASSESSMENT.get("samples") == "validation" else ASSESSMENT.get("samples")
+ASSESSMENT_SAMPLES = (VALIDATION_POINTS if ASSESSMENT.get("samples") == "validation"
+                      else ASSESSMENT.get("samples"))
 
 
 def assessment_outputs():
@@ -17,7 +18,7 @@ def assessment_outputs():
     if not ASSESSMENT:
         return []
     names = ["sample.gpkg"] + (["areas.json"] if ASSESSMENT.get("samples") else [])
-    return [f"{RESULTS}/runs/{run}/assessment/{arch}/{tile}_{name}"
+    return [results(f"runs/{run}/assessment/{arch}/{tile}_{name}")
             for run in RUNS for arch in ARCHS for tile in TILES for name in names]
 
 
@@ -32,9 +33,9 @@ rule assessment_design:
         assessment={k: v for k, v in ASSESSMENT.items() if k not in ("samples", "enabled")},
         code=code_hash("cropchain.assessment.olofsson"),
     log:
-        f"{RESULTS}/logs/assessment_design/{{run}}_{{arch}}_{{tile}}.log",
+        logs("assessment_design/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/assessment_design/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("assessment_design/{run}_{arch}_{tile}")
     resources:
         mem_mb=mem_mb("assessment"),
         runtime=runtime_min("assessment"),
@@ -51,12 +52,12 @@ rule assessment_estimate:
         json=f"{ASSESSMENT_DIR}/{{tile}}_areas.json",
         csv=f"{ASSESSMENT_DIR}/{{tile}}_areas.csv",
     params:
-        reference_field=ASSESSMENT.get("reference_field", "reference"),
+        reference_field=ASSESSMENT.get("reference_field"),
         code=code_hash("cropchain.assessment.olofsson"),
     log:
-        f"{RESULTS}/logs/assessment_estimate/{{run}}_{{arch}}_{{tile}}.log",
+        logs("assessment_estimate/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/assessment_estimate/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("assessment_estimate/{run}_{arch}_{tile}")
     resources:
         mem_mb=mem_mb("assessment"),
         runtime=runtime_min("assessment"),
@@ -67,16 +68,16 @@ rule assessment_estimate:
 rule assessment_validation_sample:
     input:
         classification=CLASSIFICATION,
-        split=f"{RESULTS}/runs/{{run}}/tiles/{{tile}}/split.gpkg",  # rule split
+        split=results("runs/{run}/tiles/{tile}/split.gpkg"),  # rule split
     output:
         points=VALIDATION_POINTS,
     params:
-        reference_field=ASSESSMENT.get("reference_field", "reference"),
+        reference_field=ASSESSMENT.get("reference_field"),
         code=code_hash("cropchain.assessment.olofsson"),
     log:
-        f"{RESULTS}/logs/assessment_validation_sample/{{run}}_{{arch}}_{{tile}}.log",
+        logs("assessment_validation_sample/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/assessment_validation_sample/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("assessment_validation_sample/{run}_{arch}_{tile}")
     resources:
         mem_mb=mem_mb("assessment"),
         runtime=runtime_min("assessment"),

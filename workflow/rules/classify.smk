@@ -1,11 +1,12 @@
-# Tiled inference (cropchain.mapping.classify): classification, confidence, uncertainty and validity per tile (and the
-# class probabilities with `classify.probabilities: true`); mosaic per run and architecture.
+# Tiled inference (cropchain.mapping.classify): classification, confidence, uncertainty and validity
+# per tile (and the class probabilities with `classify.probabilities: true`); mosaic per run and
+# architecture.
 from cropchain.config import smoothing_of
 
 # Probabilities are an output only when asked for (one band per class: large); switching the key
 # changes the rule's outputs and params, so Snakemake reruns the inference that writes them.
 PROBABILITIES = (
-    {"probabilities": f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_probabilities.tif"}
+    {"probabilities": results("runs/{run}/maps/{arch}/{tile}_probabilities.tif")}
     if config["classify"]["probabilities"] else {}
 )
 
@@ -14,23 +15,25 @@ rule classify:
     input:
         **series_of(),
         validity=rules.gapfill.output.validity,
-        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",  # rule train or train_network
+        model=results("runs/{run}/models/{arch}/model.json"),  # rule train or train_network
         nomenclature=config["nomenclature"],
     output:
-        classification=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif",
-        confidence=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_confidence.tif",
-        validity=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_validity.tif",
-        uncertainty=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_uncertainty.tif",
+        classification=results("runs/{run}/maps/{arch}/{tile}_classification.tif"),
+        confidence=results("runs/{run}/maps/{arch}/{tile}_confidence.tif"),
+        validity=results("runs/{run}/maps/{arch}/{tile}_validity.tif"),
+        uncertainty=results("runs/{run}/maps/{arch}/{tile}_uncertainty.tif"),
         **PROBABILITIES,
     params:
         classify={k: v for k, v in config["classify"].items() if k != "smoothing"},
         smoothing=lambda wc: smoothing_of(config, wc.arch),  # per architecture: editing it reruns only those
         features=FEATURES,
-        code=code_hash("cropchain.mapping.classify", "cropchain.learning.train", "cropchain.series.features", "cropchain.io.products", "cropchain.mapping.smoothing", "cropchain.workflow"),
+        code=code_hash("cropchain.mapping.classify", "cropchain.mapping.smoothing",
+                       "cropchain.learning.train", "cropchain.series.features", "cropchain.io.products",
+                       "cropchain.workflow"),
     log:
-        f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
+        logs("classify/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/classify/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("classify/{run}_{arch}_{tile}")
     threads: THREADS
     resources:
         mem_mb=mem_mb("classify"),
@@ -42,16 +45,16 @@ rule classify:
 rule mosaic:
     input:
         classifications=expand(
-            f"{RESULTS}/runs/{{{{run}}}}/maps/{{{{arch}}}}/{{tile}}_classification.tif", tile=TILES
+            results("runs/{{run}}/maps/{{arch}}/{tile}_classification.tif"), tile=TILES
         ),
     output:
-        mosaic=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/mosaic_classification.tif",
+        mosaic=results("runs/{run}/maps/{arch}/mosaic_classification.tif"),
     params:
         code=code_hash("cropchain.mapping.classify", "cropchain.io.products"),
     log:
-        f"{RESULTS}/logs/mosaic/{{run}}_{{arch}}.log",
+        logs("mosaic/{run}_{arch}"),
     benchmark:
-        f"{RESULTS}/benchmarks/mosaic/{{run}}_{{arch}}.tsv"
+        benchmarks("mosaic/{run}_{arch}")
     resources:
         mem_mb=mem_mb("mosaic"),
         runtime=runtime_min("mosaic"),

@@ -1,12 +1,10 @@
 # Config validation, input functions and wildcard constraints (snakemake-workflows style).
-import hashlib
 import os
-import importlib.util
 from pathlib import Path
 
-import cropchain
 from cropchain.config import validate_config
 from cropchain.errors import ConfigError
+from cropchain.workflow import code_hash  # the `code` param of every rule: editing the code reruns it
 from snakemake.logging import logger
 
 try:
@@ -22,6 +20,33 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 RESULTS = "results"
 RESOURCES = "resources"
+
+
+# --- paths (PyPSA-Eur / snakemake-workflows idiom): results("tiles/{tile}/raw.tif") ---
+def results(path):
+    """A path under the results folder (wildcards in braces, as in any rule path)."""
+    return f"{RESULTS}/{path}"
+
+
+def logs(name):
+    """The log file of a job, results/logs/{name}.log (name: the rule's folder and its wildcards)."""
+    return results(f"logs/{name}.log")
+
+
+def benchmarks(name):
+    """The benchmark file of a job, results/benchmarks/{name}.tsv."""
+    return results(f"benchmarks/{name}.tsv")
+
+
+def resources_path(path):
+    """A path under the resources folder (the demo's generated inputs)."""
+    return f"{RESOURCES}/{path}"
+
+
+def run_seed(wildcards):
+    """The random seed of a job of run `{run}`: split.seed + the run number (a rule param)."""
+    return config["split"]["seed"] + int(wildcards.run)
+
 TILES = list(config["tiles"])
 RUNS = [str(r) for r in range(config["split"]["runs"])]
 ARCHS = list(config["architectures"])
@@ -35,9 +60,10 @@ def series_of(tiles=None):
     """Inputs from which features are computed: the gap-filled series and dates of `tiles`
     (all tiles), or of the rule's `{tile}` wildcard when `tiles` is None and used per tile."""
     if tiles is None:
-        return {"gapfilled": f"{RESULTS}/tiles/{{tile}}/gapfilled.tif", "dates": f"{RESULTS}/tiles/{{tile}}/dates.txt"}
-    return {"gapfilled": expand(f"{RESULTS}/tiles/{{tile}}/gapfilled.tif", tile=tiles),
-            "dates": expand(f"{RESULTS}/tiles/{{tile}}/dates.txt", tile=tiles)}
+        return {"gapfilled": results("tiles/{tile}/gapfilled.tif"),
+                "dates": results("tiles/{tile}/dates.txt")}
+    return {"gapfilled": expand(results("tiles/{tile}/gapfilled.tif"), tile=tiles),
+            "dates": expand(results("tiles/{tile}/dates.txt"), tile=tiles)}
 
 
 wildcard_constraints:
@@ -79,14 +105,6 @@ def clear_stale_locks():
 clear_stale_locks()
 
 
-def code_hash(*modules):
-    """Hash of the source of the cropchain modules a rule runs: editing them reruns the rule."""
-    h = hashlib.sha256(cropchain.__version__.encode())
-    for name in modules:
-        h.update(Path(importlib.util.find_spec(name).origin).read_bytes())
-    return h.hexdigest()[:16]
-
-
 def demo_tiles():
     return [t for t, spec in config["tiles"].items() if spec["source"] == "demo"]
 
@@ -95,8 +113,9 @@ def demo_tile_specs():
     """Origin and size of each demo tile: side by side along x, in EPSG:32631."""
     from cropchain.demo import demo_origin
 
-    demo = config.get("demo") or {}
-    w, h = demo.get("width", 200), demo.get("height", 200)
+    if not demo_tiles():
+        return {}
+    w, h = config["demo"]["width"], config["demo"]["height"]  # a demo tile needs the `demo` section
     return {t: {"origin": demo_origin(i, w), "width": w, "height": h} for i, t in enumerate(demo_tiles())}
 
 
@@ -107,7 +126,7 @@ def tile_products(wildcards):
     spec = config["tiles"][wildcards.tile]
     source = spec["source"]
     if source == "demo":
-        return [f"{RESOURCES}/demo/{wildcards.tile}"]
+        return [resources_path(f"demo/{wildcards.tile}")]
     if source == "stack_file":
         return [spec[key] for key in ("file", "dates_file", "mask_file") if key in spec]
     folder = Path(spec["products"])
@@ -128,8 +147,8 @@ def tile_products(wildcards):
 
     for p in found:  # Snakemake itself cannot write a non-UTF-8 path in its locks
         if printable_path(p) != p:
-            raise WorkflowError(f"{printable_path(p)}: a file or folder name is not valid UTF-8 "
-                                "-> rename it in UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r on the folder)")
+            raise WorkflowError(f"{printable_path(p)}: a file or folder name is not valid UTF-8 -> rename it "
+                                "in UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r on the folder)")
     if not found:
         raise WorkflowError(
             f"tiles.{wildcards.tile}.products: no {what} under {folder} "
@@ -164,14 +183,14 @@ def reference_inputs():
 
 
 def all_outputs():
-    outs = [f"{RESULTS}/reports/summary.html", f"{RESULTS}/reports/summary.csv"]
+    outs = [results("reports/summary.html"), results("reports/summary.csv")]
     for run in RUNS:
         for arch in ARCHS:
-            outs.append(f"{RESULTS}/runs/{run}/maps/{arch}/mosaic_classification.tif")
+            outs.append(results(f"runs/{run}/maps/{arch}/mosaic_classification.tif"))
             for tile in TILES:
-                outs.append(f"{RESULTS}/runs/{run}/vectors/{arch}/{tile}.gpkg")
-                outs.append(f"{RESULTS}/runs/{run}/reports/{arch}/{tile}.json")
-                outs.append(f"{RESULTS}/runs/{run}/maps/{arch}/{tile}_item.json")
+                outs.append(results(f"runs/{run}/vectors/{arch}/{tile}.gpkg"))
+                outs.append(results(f"runs/{run}/reports/{arch}/{tile}.json"))
+                outs.append(results(f"runs/{run}/maps/{arch}/{tile}_item.json"))
     if config.get("parcels"):
         outs += parcel_outputs()  # workflow/rules/parcels.smk
     if config.get("delineation"):
@@ -195,7 +214,7 @@ def tile_shape(tile):
     or the first 10 m band found among its products; a whole Sentinel-2 tile otherwise."""
     import rasterio
 
-    raw = Path(f"{RESULTS}/tiles/{tile}/raw.tif")
+    raw = Path(results(f"tiles/{tile}/raw.tif"))
     spec = config["tiles"][tile]
     try:
         if raw.exists():
@@ -227,45 +246,90 @@ def n_features():
     return n_output_dates() * (len(config["ingest"]["bands"]) + len(config["features"]["indices"]))
 
 
+# Jobs that load PyTorch (~1 GB): parcel and delineation rules.
+TORCH_RULES = ("parcel_dataset", "train_parcel", "predict_parcel", "delineation_train", "delineation_predict",
+               "delineation_evaluate")
+
+
 def mem_mb(rule):
-    """Callable giving the memory (MB) of a job of `rule` from its wildcards and inputs."""
-    from cropchain.mapping.classify import PREDICT_CHUNK
+    """Callable giving the memory (MB) of a job of `rule` from its wildcards and inputs: a base (Python,
+    the libraries and GDAL's block cache; 1 GB with PyTorch) plus 1.5 x what the step holds (need_mb)."""
     from cropchain.workflow import GDAL_CACHE_MB
 
-    window = config["classify"]["window"] + 2 * config["classify"]["overlap"]
-    n_bands, n_dates, n_feat = len(config["ingest"]["bands"]), n_output_dates(), n_features()
-    base = 300 + GDAL_CACHE_MB
-    n_classes = max(1, sum(1 for line in Path(config["nomenclature"]).read_text().splitlines()[1:] if line.strip())) \
-        if Path(config["nomenclature"]).is_file() else 50
+    base = 1000 if rule in TORCH_RULES else 300 + GDAL_CACHE_MB
 
     def estimate(wildcards, input, attempt=1):
-        hw = tile_shape(wildcards.tile) if hasattr(wildcards, "tile") else FULL_TILE
-        px = hw[0] * hw[1]
-        if rule == "ingest":  # one date and one 1024 px window at a time, a few arrays per band
-            need = min(1024 * 1024, px) * n_bands * 24
-        elif rule == "gapfill":  # THREADS + 2 windows of 256 px: input and output series, plan
-            need = (THREADS + 2) * min(256 * 256, px) * n_dates * (4 * n_bands + 40)
-        elif rule == "samples":  # 1024 px windows of labels and one date, buffered learning rows
-            need = min(1024 * 1024, px) * (8 + 2 * n_bands) + 2 * (1 << 16) * n_feat * 4
-        elif rule == "train":  # the learning pixels (Parquet decompresses ~3x), forests
-            need = 1000 + 10 * input.size_mb
-        elif rule == "classify":  # a window (+ smoothing margin) of features and series, probabilities,
-            # pixel-major chunks, the model
-            side = window + 2 * (config["classify"]["smoothing"]["window_size"] // 2)
-            need = min(side * side, px) * (n_feat * 4 + n_dates * n_bands * 2 + 3 * 4 * n_classes) \
-                + 2 * PREDICT_CHUNK * n_feat * 4 \
-                + 3 * sum(f.stat().st_size for f in Path(input.model).parent.glob("model.*") if f.exists())
-        elif rule == "vectorize":  # the map, its filtered and sieved copies (uint8), strips of votes
-            need = px * 6 + 1024 * hw[1] * 20
-        elif rule == "evaluate":  # 1024 px windows of the map and burnt validation polygons
-            need = 1024 * 1024 * 8 + px * 2
-        elif rule == "reference":  # vector sources of the tile
-            need = 700e6
-        else:
-            need = 0
-        return int(base + 1.5 * need / 1e6) * attempt
+        return int(base + 1.5 * need_mb(rule, wildcards, input)) * attempt
 
     return estimate
+
+
+def need_mb(rule, wildcards, input):
+    """Memory (MB) of the arrays a job of `rule` holds (cropchain's docstrings say which)."""
+    from cropchain.mapping.classify import PREDICT_CHUNK
+
+    n_bands, n_dates, n_feat = len(config["ingest"]["bands"]), n_output_dates(), n_features()
+    hw = tile_shape(wildcards.tile) if hasattr(wildcards, "tile") else FULL_TILE
+    px = hw[0] * hw[1]
+    if rule == "ingest":  # one date and one 1024 px window at a time, a few arrays per band
+        return min(1024 * 1024, px) * n_bands * 24 / 1e6
+    if rule == "gapfill":  # THREADS + 2 windows of 256 px: input and output series, plan
+        return (THREADS + 2) * min(256 * 256, px) * n_dates * (4 * n_bands + 40) / 1e6
+    if rule == "samples":  # 1024 px windows of labels and one date, buffered learning rows
+        return (min(1024 * 1024, px) * (8 + 2 * n_bands) + 2 * (1 << 16) * n_feat * 4) / 1e6
+    if rule == "train":  # the learning pixels (Parquet decompresses ~3x), forests
+        return (1000 + 10 * input.size_mb) / 1e6
+    if rule == "classify":  # a window (+ smoothing margin) of features and series, probabilities,
+        # pixel-major chunks, the model
+        window = config["classify"]["window"] + 2 * config["classify"]["overlap"]
+        side = window + 2 * (config["classify"]["smoothing"]["window_size"] // 2)
+        model = sum(f.stat().st_size for f in Path(input.model).parent.glob("model.*") if f.exists())
+        return (min(side * side, px) * (n_feat * 4 + n_dates * n_bands * 2 + 3 * 4 * n_classes())
+                + 2 * PREDICT_CHUNK * n_feat * 4 + 3 * model) / 1e6
+    if rule == "vectorize":  # the map, its filtered and sieved copies (uint8), strips of votes
+        return (px * 6 + 1024 * hw[1] * 20) / 1e6
+    if rule == "evaluate":  # 1024 px windows of the map and burnt validation polygons
+        return (1024 * 1024 * 8 + px * 2) / 1e6
+    if rule == "reference":  # vector sources of the tile
+        return 700e6 / 1e6
+    if rule in TORCH_RULES:
+        return torch_need_mb(rule, wildcards, hw)
+    return 0
+
+
+def torch_need_mb(rule, wildcards, hw):
+    """Memory (MB) of a parcel or delineation job: PyTorch (~1 GB, 1.5 GB for Mask R-CNN) and the
+    arrays of cropchain.parcels.dataset / .train, cropchain.delineation.fields."""
+    n_dates, n_bands = n_output_dates(), len(config["ingest"]["bands"])
+    if rule == "parcel_dataset":  # one parcel crop of up to 512 x 512 px, float32, x3
+        return 1000 + n_dates * n_bands * 512 * 512 * 4 * 3 / 1e6
+    if rule in ("train_parcel", "predict_parcel"):
+        size, batch = config["parcels"]["patch_size"], config["parcels"]["training"]["batch_size"]
+        if rule == "train_parcel":  # a batch and the activations of ~64 channels per date, x6
+            return 1000 + batch * n_dates * max(n_bands, 64) * size * size * 4 * 6 / 1e6
+        # prediction batches of 64 parcels + the evaluation's whole-tile label rasters
+        return 1000 + 64 * n_dates * max(n_bands, 64) * size * size * 4 * 3 / 1e6 + hw[0] * hw[1] * 16 / 1e6
+    # delineation: the variant's channels of the whole tile (float32), the activations of a batch of
+    # upscaled patches (~64 channels at stride 2, x8)
+    training, window = config["delineation"]["training"], config["delineation"]["inference"]["window"]
+    if not hasattr(wildcards, "tile"):
+        hw = max(map(tile_shape, TILES))
+    tile = max(4, n_dates) * hw[0] * hw[1] * 4 * 2 / 1e6
+    if rule == "delineation_train":
+        side = training["patch_size"] * training["upscale"]
+        return 1500 + tile * len(TILES) + training["batch_size"] * 64 * (side / 2) ** 2 * 4 * 8 / 1e6
+    if rule == "delineation_predict":
+        side = window * training["upscale"]
+        return 1500 + tile + 100 * side * side * 4 * 2 / 1e6 + 64 * (side / 2) ** 2 * 4 * 4 / 1e6
+    return 500
+
+
+def n_classes():
+    """Classes of the nomenclature (a table with a header line); 50 while the file does not exist."""
+    path = Path(config["nomenclature"])
+    if not path.is_file():
+        return 50
+    return max(1, sum(1 for line in path.read_text().splitlines()[1:] if line.strip()))
 
 
 def runtime_min(rule):

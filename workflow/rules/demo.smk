@@ -3,15 +3,15 @@
 
 rule demo_products:
     output:
-        directory(f"{RESOURCES}/demo/{{tile}}"),
+        directory(resources_path("demo/{tile}")),
     params:
         demo=config.get("demo"),
         spec=lambda wc: demo_tile_specs()[wc.tile],
         code=code_hash("cropchain.demo"),
     log:
-        f"{RESULTS}/logs/demo_products/{{tile}}.log",
+        logs("demo_products/{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/demo_products/{{tile}}.tsv"
+        benchmarks("demo_products/{tile}")
     resources:
         mem_mb=mem_mb("demo_products"),
         runtime=runtime_min("demo_products"),
@@ -21,16 +21,16 @@ rule demo_products:
 
 rule demo_reference:
     output:
-        parcels=f"{RESOURCES}/demo/reference/parcels.gpkg",
-        landcover=f"{RESOURCES}/demo/reference/landcover.gpkg",
+        parcels=resources_path("demo/reference/parcels.gpkg"),
+        landcover=resources_path("demo/reference/landcover.gpkg"),
     params:
         demo=config.get("demo"),
         specs=demo_tile_specs(),
         code=code_hash("cropchain.demo"),
     log:
-        f"{RESULTS}/logs/demo_reference.log",
+        logs("demo_reference"),
     benchmark:
-        f"{RESULTS}/benchmarks/demo_reference.tsv"
+        benchmarks("demo_reference")
     resources:
         mem_mb=mem_mb("demo_reference"),
         runtime=runtime_min("demo_reference"),

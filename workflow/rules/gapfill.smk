@@ -8,17 +8,17 @@ rule gapfill:
         mask=rules.ingest.output.mask,
         dates=rules.ingest.output.dates,
     output:
-        gapfilled=f"{RESULTS}/tiles/{{tile}}/gapfilled.tif",
-        dates=f"{RESULTS}/tiles/{{tile}}/dates.txt",
-        validity=f"{RESULTS}/tiles/{{tile}}/validity.tif",
+        gapfilled=results("tiles/{tile}/gapfilled.tif"),
+        dates=results("tiles/{tile}/dates.txt"),
+        validity=results("tiles/{tile}/validity.tif"),
     params:
         dates=config["dates"],
         gapfill=config["gapfill"],
         code=code_hash("cropchain.series.gapfill", "cropchain.series.composite"),
     log:
-        f"{RESULTS}/logs/gapfill/{{tile}}.log",
+        logs("gapfill/{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/gapfill/{{tile}}.tsv"
+        benchmarks("gapfill/{tile}")
     threads: THREADS
     resources:
         mem_mb=mem_mb("gapfill"),

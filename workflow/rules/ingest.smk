@@ -16,19 +16,19 @@ rule ingest:
     input:
         products=tile_products,
     output:
-        raw=f"{RESULTS}/tiles/{{tile}}/raw.tif",
-        mask=f"{RESULTS}/tiles/{{tile}}/raw_mask.tif",
-        dates=f"{RESULTS}/tiles/{{tile}}/raw_dates.txt",
+        raw=results("tiles/{tile}/raw.tif"),
+        mask=results("tiles/{tile}/raw_mask.tif"),
+        dates=results("tiles/{tile}/raw_dates.txt"),
     params:
         source=lambda wc: config["tiles"][wc.tile],
         ingest=config["ingest"],
         scl_masked=ingest_scl_masked(),
         products=tile_products_stamp,  # content of the product folders (common.smk)
-        code=code_hash("cropchain.sources", "cropchain.sources.common", "cropchain.sources.sentinel2", "cropchain.sources.theia", "cropchain.sources.stack", "cropchain.io.raster"),
+        code=code_hash("cropchain.sources", "cropchain.io.raster"),
     log:
-        f"{RESULTS}/logs/ingest/{{tile}}.log",
+        logs("ingest/{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/ingest/{{tile}}.tsv"
+        benchmarks("ingest/{tile}")
     threads: THREADS  # GDAL decodes and encodes blocks on them (GDAL_NUM_THREADS)
     resources:
         mem_mb=mem_mb("ingest"),

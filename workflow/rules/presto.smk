@@ -13,7 +13,8 @@ def presto_weights(wildcards):
     """`presto.weights` (checked against `presto.sha256` by the job): an input, so that a new
     file reruns the embeddings."""
     if not PRESTO:
-        raise WorkflowError(f"architecture {wildcards.arch if hasattr(wildcards, 'arch') else 'presto_*'} needs the `presto` "
+        arch = wildcards.arch if hasattr(wildcards, "arch") else "presto_*"
+        raise WorkflowError(f"architecture {arch} needs the `presto` "
                             "section of the configuration (presto.weights: path of default_model.pt)")
     return PRESTO["weights"]
 
@@ -22,33 +23,34 @@ def raw_series_of(tiles=None):
     """The raw series of `tiles` (all tiles), or of the `{tile}` wildcard when None."""
     names = {"raw": "raw.tif", "mask": "raw_mask.tif", "raw_dates": "raw_dates.txt"}
     if tiles is None:
-        return {k: f"{RESULTS}/tiles/{{tile}}/{v}" for k, v in names.items()}
-    return {k: expand(f"{RESULTS}/tiles/{{tile}}/{v}", tile=tiles) for k, v in names.items()}
+        return {k: results(f"tiles/{{tile}}/{v}") for k, v in names.items()}
+    return {k: expand(results(f"tiles/{{tile}}/{v}"), tile=tiles) for k, v in names.items()}
 
 
 PRESTO_PARAMS = {k: PRESTO.get(k) for k in ("sha256", "months", "batch_size", "device")}
-PRESTO_CODE = ("cropchain.learning.presto_features", "cropchain.models.presto", "cropchain.series.composite", "cropchain.series.features")
+PRESTO_CODE = ("cropchain.learning.presto_features", "cropchain.models.presto", "cropchain.series.composite",
+               "cropchain.series.features")
 
 
 rule samples_presto:
     input:
         **raw_series_of(TILES),
         weights=presto_weights,
-        validity=expand(f"{RESULTS}/tiles/{{tile}}/validity.tif", tile=TILES),
-        split=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
+        validity=expand(results("tiles/{tile}/validity.tif"), tile=TILES),
+        split=expand(results("runs/{{run}}/tiles/{tile}/split.gpkg"), tile=TILES),
     output:
-        pixels=f"{RESULTS}/runs/{{run}}/pixels_presto.parquet",
+        pixels=results("runs/{run}/pixels_presto.parquet"),
     params:
         tiles=TILES,
         samples=config["samples"],
         presto=PRESTO_PARAMS,
         start=config["dates"]["start"],
-        seed=lambda wc: config["split"]["seed"] + int(wc.run),
+        seed=run_seed,
         code=code_hash("cropchain.learning.samples", *PRESTO_CODE),
     log:
-        f"{RESULTS}/logs/samples_presto/{{run}}.log",
+        logs("samples_presto/{run}"),
     benchmark:
-        f"{RESULTS}/benchmarks/samples_presto/{{run}}.tsv"
+        benchmarks("samples_presto/{run}")
     threads: THREADS
     resources:
         mem_mb=mem_mb("samples"),
@@ -61,19 +63,20 @@ rule train_presto:
     input:
         pixels=rules.samples_presto.output.pixels,
     output:
-        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.joblib",
-        meta=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
-        metrics=f"{RESULTS}/runs/{{run}}/models/{{arch}}/metrics.json",
+        model=results("runs/{run}/models/{arch}/model.joblib"),
+        meta=results("runs/{run}/models/{arch}/model.json"),
+        metrics=results("runs/{run}/models/{arch}/metrics.json"),
     wildcard_constraints:
         arch="|".join(PRESTO_ARCHS),
     params:
         hyperparameters=lambda wc: config["architectures"][wc.arch],
-        seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=code_hash("cropchain.learning.train", "cropchain.models.presto_heads", "cropchain.models.random_forest", "cropchain.models.xgboost"),
+        seed=run_seed,
+        code=code_hash("cropchain.learning.train", "cropchain.models.presto_heads",
+                       "cropchain.models.random_forest", "cropchain.models.xgboost"),
     log:
-        f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
+        logs("train/{run}_{arch}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{run}}_{{arch}}.tsv"
+        benchmarks("train/{run}_{arch}")
     threads: THREADS
     resources:
         mem_mb=mem_mb("train"),
@@ -87,13 +90,13 @@ rule classify_presto:
         **raw_series_of(),
         weights=presto_weights,
         validity=rules.gapfill.output.validity,
-        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
+        model=results("runs/{run}/models/{arch}/model.json"),
         nomenclature=config["nomenclature"],
     output:
-        classification=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_classification.tif",
-        confidence=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_confidence.tif",
-        validity=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_validity.tif",
-        uncertainty=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_uncertainty.tif",
+        classification=results("runs/{run}/maps/{arch}/{tile}_classification.tif"),
+        confidence=results("runs/{run}/maps/{arch}/{tile}_confidence.tif"),
+        validity=results("runs/{run}/maps/{arch}/{tile}_validity.tif"),
+        uncertainty=results("runs/{run}/maps/{arch}/{tile}_uncertainty.tif"),
         **PROBABILITIES,  # the products of rule classify, for every architecture
     wildcard_constraints:
         arch="|".join(PRESTO_ARCHS),
@@ -102,11 +105,13 @@ rule classify_presto:
         smoothing=lambda wc: smoothing_of(config, wc.arch),
         presto=PRESTO_PARAMS,
         start=config["dates"]["start"],
-        code=code_hash("cropchain.mapping.classify", "cropchain.learning.train", "cropchain.io.products", "cropchain.workflow", *PRESTO_CODE),
+        code=code_hash("cropchain.mapping.classify", "cropchain.mapping.smoothing",
+                       "cropchain.learning.train", "cropchain.io.products", "cropchain.workflow",
+                       *PRESTO_CODE),
     log:
-        f"{RESULTS}/logs/classify/{{run}}_{{arch}}_{{tile}}.log",
+        logs("classify/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/classify/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("classify/{run}_{arch}_{tile}")
     threads: THREADS
     resources:
         mem_mb=mem_mb("classify"),

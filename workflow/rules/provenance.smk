@@ -6,14 +6,14 @@ rule manifest:
     input:
         products=tile_products,
     output:
-        manifest=f"{RESULTS}/tiles/{{tile}}/inputs.json",
+        manifest=results("tiles/{tile}/inputs.json"),
     params:
         products=tile_products_stamp,  # content of the product folders (common.smk)
         code=code_hash("cropchain.provenance"),
     log:
-        f"{RESULTS}/logs/manifest/{{tile}}.log",
+        logs("manifest/{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/manifest/{{tile}}.tsv"
+        benchmarks("manifest/{tile}")
     resources:
         mem_mb=mem_mb("manifest"),
         runtime=runtime_min("manifest"),
@@ -35,17 +35,17 @@ rule stac_item:
         manifest=rules.manifest.output.manifest,
         references=reference_inputs() + [config["nomenclature"]],
         model=model_weights,  # model.joblib or model.pt (train.smk)
-        model_meta=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
+        model_meta=results("runs/{run}/models/{arch}/model.json"),
     output:
-        item=f"{RESULTS}/runs/{{run}}/maps/{{arch}}/{{tile}}_item.json",
+        item=results("runs/{run}/maps/{arch}/{tile}_item.json"),
     params:
         config=config,
-        seed=lambda wc: config["split"]["seed"] + int(wc.run),
+        seed=run_seed,
         code=code_hash("cropchain.provenance"),
     log:
-        f"{RESULTS}/logs/stac_item/{{run}}_{{arch}}_{{tile}}.log",
+        logs("stac_item/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/stac_item/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("stac_item/{run}_{arch}_{tile}")
     resources:
         mem_mb=mem_mb("stac_item"),
         runtime=runtime_min("stac_item"),

@@ -1,4 +1,5 @@
-# Reference fusion per tile (cropchain.reference.fusion) and learning/validation split per run (cropchain.reference.split).
+# Reference fusion per tile (cropchain.reference.fusion) and learning/validation split per run
+# (cropchain.reference.split).
 
 
 rule reference:
@@ -7,14 +8,14 @@ rule reference:
         nomenclature=config["nomenclature"],
         grid=rules.ingest.output.raw,
     output:
-        reference=f"{RESULTS}/tiles/{{tile}}/reference.gpkg",
+        reference=results("tiles/{tile}/reference.gpkg"),
     params:
         reference=config["reference"],
         code=code_hash("cropchain.reference.fusion"),
     log:
-        f"{RESULTS}/logs/reference/{{tile}}.log",
+        logs("reference/{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/reference/{{tile}}.tsv"
+        benchmarks("reference/{tile}")
     resources:
         mem_mb=mem_mb("reference"),
         runtime=runtime_min("reference"),
@@ -26,15 +27,15 @@ rule split:
     input:
         reference=rules.reference.output.reference,
     output:
-        split=f"{RESULTS}/runs/{{run}}/tiles/{{tile}}/split.gpkg",
+        split=results("runs/{run}/tiles/{tile}/split.gpkg"),
     params:
         # the ratio and seed, not the number of runs: adding a run leaves the others as they are
         split={"ratio": config["split"]["ratio"], "seed": config["split"]["seed"]},
         code=code_hash("cropchain.reference.split"),
     log:
-        f"{RESULTS}/logs/split/{{run}}_{{tile}}.log",
+        logs("split/{run}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/split/{{run}}_{{tile}}.tsv"
+        benchmarks("split/{run}_{tile}")
     resources:
         mem_mb=mem_mb("split"),
         runtime=runtime_min("split"),

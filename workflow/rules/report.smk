@@ -1,5 +1,6 @@
-# Reports: per tile/run/architecture on the validation polygons (cropchain.assessment.evaluate), a page per map
-# (quicklook, confusion matrix, accuracies, areas, training curves) and the summary (cropchain.assessment.report).
+# Reports: per tile/run/architecture on the validation polygons (cropchain.assessment.evaluate), a page
+# per map (quicklook, confusion matrix, accuracies, areas, training curves) and the summary
+# (cropchain.assessment.report).
 
 
 rule evaluate:
@@ -8,10 +9,10 @@ rule evaluate:
         split=rules.split.output.split,
         nomenclature=config["nomenclature"],
     output:
-        json=f"{RESULTS}/runs/{{run}}/reports/{{arch}}/{{tile}}.json",
-        csv=f"{RESULTS}/runs/{{run}}/reports/{{arch}}/{{tile}}_confusion.csv",
+        json=results("runs/{run}/reports/{arch}/{tile}.json"),
+        csv=results("runs/{run}/reports/{arch}/{tile}_confusion.csv"),
         png=report(
-            f"{RESULTS}/runs/{{run}}/reports/{{arch}}/{{tile}}_confusion.png",
+            results("runs/{run}/reports/{arch}/{tile}_confusion.png"),
             caption="../report/confusion.rst",
             category="Confusion matrices",
             subcategory="{arch}",
@@ -20,9 +21,9 @@ rule evaluate:
     params:
         code=code_hash("cropchain.assessment.evaluate"),
     log:
-        f"{RESULTS}/logs/evaluate/{{run}}_{{arch}}_{{tile}}.log",
+        logs("evaluate/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("evaluate/{run}_{arch}_{tile}")
     resources:
         mem_mb=mem_mb("evaluate"),
         runtime=runtime_min("evaluate"),
@@ -34,9 +35,10 @@ def map_page_extras(wildcards):
     """Optional inputs of a map page: the network's training curves, the assessment's area estimates."""
     extras = {}
     if wildcards.arch in NETWORK_ARCHS:  # train.smk
-        extras["curves"] = f"{RESULTS}/runs/{wildcards.run}/models/{wildcards.arch}/training_curves.png"
+        extras["curves"] = results(f"runs/{wildcards.run}/models/{wildcards.arch}/training_curves.png")
     if ASSESSMENT.get("samples"):  # assessment.smk
-        extras["areas"] = f"{RESULTS}/runs/{wildcards.run}/assessment/{wildcards.arch}/{wildcards.tile}_areas.json"
+        run, arch, tile = wildcards.run, wildcards.arch, wildcards.tile
+        extras["areas"] = results(f"runs/{run}/assessment/{arch}/{tile}_areas.json")
     return extras
 
 
@@ -49,26 +51,26 @@ rule map_page:
         nomenclature=config["nomenclature"],
     output:
         html=report(
-            f"{RESULTS}/runs/{{run}}/reports/{{arch}}/{{tile}}.html",
+            results("runs/{run}/reports/{arch}/{tile}.html"),
             caption="../report/map_page.rst",
             category="Maps",
             subcategory="{arch}",
             labels={"tile": "{tile}", "run": "{run}", "architecture": "{arch}", "file": "page"},
         ),
         quicklook=report(
-            f"{RESULTS}/runs/{{run}}/reports/{{arch}}/{{tile}}_quicklook.png",
+            results("runs/{run}/reports/{arch}/{tile}_quicklook.png"),
             caption="../report/quicklook.rst",
             category="Maps",
             subcategory="{arch}",
             labels={"tile": "{tile}", "run": "{run}", "architecture": "{arch}", "file": "quicklook"},
         ),
     params:
-        summary=f"{RESULTS}/reports/summary.html",
+        summary=results("reports/summary.html"),
         code=code_hash("cropchain.assessment.report"),
     log:
-        f"{RESULTS}/logs/map_page/{{run}}_{{arch}}_{{tile}}.log",
+        logs("map_page/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/map_page/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("map_page/{run}_{arch}_{tile}")
     resources:
         mem_mb=mem_mb("summary"),
         runtime=runtime_min("summary"),
@@ -79,21 +81,21 @@ rule map_page:
 rule summary:
     input:
         reports=expand(
-            f"{RESULTS}/runs/{{run}}/reports/{{arch}}/{{tile}}.json", run=RUNS, arch=ARCHS, tile=TILES
+            results("runs/{run}/reports/{arch}/{tile}.json"), run=RUNS, arch=ARCHS, tile=TILES
         ),
-        pages=expand(f"{RESULTS}/runs/{{run}}/reports/{{arch}}/{{tile}}.html", run=RUNS, arch=ARCHS, tile=TILES),
+        pages=expand(results("runs/{run}/reports/{arch}/{tile}.html"), run=RUNS, arch=ARCHS, tile=TILES),
         quicklooks=expand(
-            f"{RESULTS}/runs/{{run}}/reports/{{arch}}/{{tile}}_quicklook.png", run=RUNS, arch=ARCHS, tile=TILES
+            results("runs/{run}/reports/{arch}/{tile}_quicklook.png"), run=RUNS, arch=ARCHS, tile=TILES
         ),
     output:
-        csv=f"{RESULTS}/reports/summary.csv",
-        html=report(f"{RESULTS}/reports/summary.html", caption="../report/summary.rst", category="Summary"),
+        csv=results("reports/summary.csv"),
+        html=report(results("reports/summary.html"), caption="../report/summary.rst", category="Summary"),
     params:
         code=code_hash("cropchain.assessment.report", "cropchain.assessment.evaluate"),
     log:
-        f"{RESULTS}/logs/summary.log",
+        logs("summary"),
     benchmark:
-        f"{RESULTS}/benchmarks/summary.tsv"
+        benchmarks("summary")
     resources:
         mem_mb=mem_mb("summary"),
         runtime=runtime_min("summary"),

@@ -4,20 +4,20 @@
 rule samples:
     input:
         **series_of(TILES),
-        validity=expand(f"{RESULTS}/tiles/{{tile}}/validity.tif", tile=TILES),
-        split=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
+        validity=expand(results("tiles/{tile}/validity.tif"), tile=TILES),
+        split=expand(results("runs/{{run}}/tiles/{tile}/split.gpkg"), tile=TILES),
     output:
-        pixels=f"{RESULTS}/runs/{{run}}/pixels.parquet",
+        pixels=results("runs/{run}/pixels.parquet"),
     params:
         tiles=TILES,
         samples=config["samples"],
         features=FEATURES,
-        seed=lambda wc: config["split"]["seed"] + int(wc.run),
+        seed=run_seed,
         code=code_hash("cropchain.learning.samples", "cropchain.series.features"),
     log:
-        f"{RESULTS}/logs/samples/{{run}}.log",
+        logs("samples/{run}"),
     benchmark:
-        f"{RESULTS}/benchmarks/samples/{{run}}.tsv"
+        benchmarks("samples/{run}")
     threads: THREADS  # GDAL decodes and encodes blocks on them (GDAL_NUM_THREADS)
     resources:
         mem_mb=mem_mb("samples"),

@@ -10,26 +10,27 @@ NETWORK_ARCHS = [a for a, (_, k) in MODEL_BUILTIN.items() if k == "network"]
 def model_weights(wildcards):
     """The weights file of a trained model: model.pt for a network, model.joblib otherwise."""
     name = "model.pt" if wildcards.arch in NETWORK_ARCHS else "model.joblib"
-    return f"{RESULTS}/runs/{wildcards.run}/models/{wildcards.arch}/{name}"
+    return results(f"runs/{wildcards.run}/models/{wildcards.arch}/{name}")
 
 
 rule train:
     input:
         pixels=rules.samples.output.pixels,
     output:
-        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.joblib",
-        meta=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
-        metrics=f"{RESULTS}/runs/{{run}}/models/{{arch}}/metrics.json",
+        model=results("runs/{run}/models/{arch}/model.joblib"),
+        meta=results("runs/{run}/models/{arch}/model.json"),
+        metrics=results("runs/{run}/models/{arch}/metrics.json"),
     wildcard_constraints:
         arch="|".join(PIXEL_ARCHS),
     params:
         hyperparameters=lambda wc: config["architectures"][wc.arch],
-        seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=lambda wc: code_hash("cropchain.learning.train", f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
+        seed=run_seed,
+        code=lambda wc: code_hash("cropchain.learning.train",
+                                  f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
     log:
-        f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
+        logs("train/{run}_{arch}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{run}}_{{arch}}.tsv"
+        benchmarks("train/{run}_{arch}")
     threads: THREADS
     resources:
         mem_mb=mem_mb("train"),
@@ -41,14 +42,14 @@ rule train:
 rule train_network:
     input:
         **series_of(TILES),
-        validity=expand(f"{RESULTS}/tiles/{{tile}}/validity.tif", tile=TILES),
-        split=expand(f"{RESULTS}/runs/{{{{run}}}}/tiles/{{tile}}/split.gpkg", tile=TILES),
+        validity=expand(results("tiles/{tile}/validity.tif"), tile=TILES),
+        split=expand(results("runs/{{run}}/tiles/{tile}/split.gpkg"), tile=TILES),
     output:
-        model=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.pt",
-        meta=f"{RESULTS}/runs/{{run}}/models/{{arch}}/model.json",
-        metrics=f"{RESULTS}/runs/{{run}}/models/{{arch}}/metrics.json",
+        model=results("runs/{run}/models/{arch}/model.pt"),
+        meta=results("runs/{run}/models/{arch}/model.json"),
+        metrics=results("runs/{run}/models/{arch}/metrics.json"),
         curves=report(
-            f"{RESULTS}/runs/{{run}}/models/{{arch}}/training_curves.png",
+            results("runs/{run}/models/{arch}/training_curves.png"),
             caption="../report/training_curves.rst",
             category="Training curves",
             subcategory="{arch}",
@@ -60,13 +61,14 @@ rule train_network:
         tiles=TILES,
         hyperparameters=lambda wc: config["architectures"][wc.arch],
         features=FEATURES,
-        seed=lambda wc: config["split"]["seed"] + int(wc.run),
-        code=lambda wc: code_hash("cropchain.learning.train_network", "cropchain.series.features", "cropchain.learning.patches", "cropchain.models.networks",
+        seed=run_seed,
+        code=lambda wc: code_hash("cropchain.learning.train_network", "cropchain.series.features",
+                                  "cropchain.learning.patches", "cropchain.models.networks",
                                   f"cropchain.models.{MODEL_BUILTIN[wc.arch][0]}"),
     log:
-        f"{RESULTS}/logs/train/{{run}}_{{arch}}.log",
+        logs("train/{run}_{arch}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{run}}_{{arch}}.tsv"
+        benchmarks("train/{run}_{arch}")
     threads: THREADS
     resources:
         mem_mb=mem_mb("train"),

@@ -6,14 +6,14 @@ rule vectorize:
         classification=rules.classify.output.classification,
         nomenclature=config["nomenclature"],
     output:
-        vectors=f"{RESULTS}/runs/{{run}}/vectors/{{arch}}/{{tile}}.gpkg",
+        vectors=results("runs/{run}/vectors/{arch}/{tile}.gpkg"),
     params:
         vectorize=config["vectorize"],
         code=code_hash("cropchain.mapping.vectorize"),
     log:
-        f"{RESULTS}/logs/vectorize/{{run}}_{{arch}}_{{tile}}.log",
+        logs("vectorize/{run}_{arch}_{tile}"),
     benchmark:
-        f"{RESULTS}/benchmarks/vectorize/{{run}}_{{arch}}_{{tile}}.tsv"
+        benchmarks("vectorize/{run}_{arch}_{tile}")
     resources:
         mem_mb=mem_mb("vectorize"),
         runtime=runtime_min("vectorize"),
