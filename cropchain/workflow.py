@@ -62,24 +62,30 @@ def _module_files(name: str) -> list[Path]:
     return files
 
 
-def _sibling_imports(path: Path) -> list[Path]:
-    """Modules of the same subpackage as ``path`` that it imports (``from cropchain.x.y import z``, at
-    any depth), read with :mod:`ast`: a helper module split off a module is hashed with it."""
+def _imported_modules(path: Path) -> list[Path]:
+    """cropchain modules that ``path`` imports (``from cropchain.x.y import z``, ``import cropchain.x``,
+    at any depth in the file), read with :mod:`ast`: whatever a job's code imports is hashed with it,
+    whichever subpackage it lives in (a helper split off a module, a bottom-layer function)."""
     root = Path(cropchain.__file__).parent
     found: set[Path] = set()
-    if path.parent == root:  # a top-level module: its neighbours are the bottom layer, named by the rule
-        return []
     for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
         if (
-            not isinstance(node, ast.ImportFrom)
-            or node.level
-            or not (node.module or "").startswith("cropchain")
+            isinstance(node, ast.ImportFrom)
+            and not node.level
+            and (node.module or "").startswith("cropchain")
         ):
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.startswith("cropchain.")]
+        else:
             continue
-        for name in [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]:
-            target = root.joinpath(*name.split(".")[1:])
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "cropchain" or len(parts) == 1:
+                continue  # ``import cropchain`` (the version, hashed anyway)
+            target = root.joinpath(*parts[1:])
             target = target / "__init__.py" if target.is_dir() else target.with_suffix(".py")
-            if target.is_file() and target.parent == path.parent and target != path:
+            if target.is_file() and target != path:
                 found.add(target)
     return sorted(found)
 
@@ -88,8 +94,10 @@ def code_hash(*names: str) -> str:
     """Hash (16 hex digits) of the cropchain source a rule's jobs run, for the rule's ``code`` param:
     editing that source reruns the rule's jobs (Snakemake's params rerun trigger).
 
-    ``names`` are modules, subpackages or globs (:func:`_module_files`); each module's imports
-    from its own subpackage are followed (:func:`_sibling_imports`), other imports are named by the rule.
+    ``names`` are modules, subpackages or globs (:func:`_module_files`); every cropchain module they
+    import is followed, transitively (:func:`_imported_modules`), so a rule names the modules its script
+    calls and the hash covers all the cropchain code its jobs run. Modules loaded by name at run time
+    (the architectures of the :mod:`cropchain.models` registry) are named by the rule.
     The files are read, never imported (importing cropchain.models.parcel would load PyTorch each time
     Snakemake parses the workflow), from the cropchain package Python imports: the Snakefile's folder
     comes first on ``sys.path``, so a checkout's workflow hashes that checkout's code.
@@ -100,7 +108,7 @@ def code_hash(*names: str) -> str:
         path = todo.pop(0)
         if path not in files:
             files.append(path)
-            todo[:0] = _sibling_imports(path)
+            todo[:0] = _imported_modules(path)
     h = hashlib.sha256(cropchain.__version__.encode())
     for path in files:
         h.update(path.read_bytes())

@@ -14,7 +14,7 @@ rule gapfill:
     params:
         dates=config["dates"],
         gapfill=config["gapfill"],
-        code=code_hash("cropchain.series.gapfill", "cropchain.series.composite"),
+        code=code_hash("cropchain.series.temporal"),  # and what it imports: gapfill, composite, dates, tile
     log:
         logs("gapfill/{tile}"),
     benchmark:
