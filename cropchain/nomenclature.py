@@ -65,6 +65,7 @@ def _parse_color(value: object, path: Path, line: int) -> tuple[int, int, int]:
     )
 
 
+# 84 lines, of which 10 are the signature and docstring (shapes, units, errors): 74 of code
 def read_nomenclature(path: str | os.PathLike) -> Nomenclature:
     """Read a nomenclature CSV (``code,name,color``).
 

@@ -147,6 +147,7 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+# 92 lines, of which 30 are the signature and docstring (shapes, units, errors): 62 of code
 def write_stac_item(
     out_json: str | os.PathLike,
     *,

@@ -121,6 +121,7 @@ def _count_pairs(src: rasterio.io.DatasetReader, gdf: gpd.GeoDataFrame) -> tuple
     return counts, n_unclassified
 
 
+# 93 lines, of which 45 are the signature and docstring (shapes, units, errors): 48 of code
 def evaluate_map(
     classification: str | os.PathLike,
     split_gpkg: str | os.PathLike,

@@ -380,6 +380,7 @@ def _write_sample_points(
         gdf.to_file(tmp, driver="GPKG", layer="sample", engine="pyogrio")
 
 
+# 87 lines, of which 41 are the signature and docstring (shapes, units, errors): 46 of code
 def design_sample(
     classification: str | os.PathLike,
     nomenclature: Nomenclature | str | os.PathLike,
@@ -512,6 +513,7 @@ def _producers_variance(
     return v_pa
 
 
+# 106 lines, of which 47 are the signature and docstring (shapes, units, errors): 59 of code
 def estimate(
     counts: np.ndarray | Sequence[Sequence[int]],
     mapped_pixels: Sequence[float],

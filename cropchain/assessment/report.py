@@ -635,6 +635,7 @@ def _product_links(classification: Path, tile: str, out_html: Path) -> str:
     return "".join(products)
 
 
+# 101 lines, of which 38 are the signature and docstring (shapes, units, errors): 63 of code
 def write_map_page(
     classification: str | os.PathLike,
     report_json: str | os.PathLike,

@@ -440,6 +440,7 @@ def _train_steps(
     return curve
 
 
+# 99 lines, of which 30 are the signature and docstring (shapes, units, errors): 69 of code
 def train_delineation(
     features: Sequence[str | os.PathLike],
     splits: Sequence[str | os.PathLike],

@@ -316,6 +316,7 @@ def _write_patches(
     del x, m_out
 
 
+# 93 lines, of which 38 are the signature and docstring (shapes, units, errors): 55 of code
 def build_parcel_dataset(
     gapfilled: str | os.PathLike,
     validity: str | os.PathLike,

@@ -462,6 +462,7 @@ def _model_metadata(
     }
 
 
+# 99 lines, of which 40 are the signature and docstring (shapes, units, errors): 59 of code
 def train_parcel_model(
     datasets: Sequence[str | os.PathLike],
     splits: Sequence[str | os.PathLike],
@@ -751,6 +752,7 @@ def write_parcel_map(
             dst.write(out, 1, window=win)
 
 
+# 82 lines, of which 40 are the signature and docstring (shapes, units, errors): 42 of code
 def parcel_report(
     predicted: pd.DataFrame,
     split: pd.DataFrame,
@@ -993,6 +995,7 @@ def majority_vote(labels: np.ndarray, nodata: int = NODATA_CLASS) -> tuple[int, 
     return int(codes[best]), float(counts[best] / values.size)
 
 
+# 83 lines, of which 37 are the signature and docstring (shapes, units, errors): 46 of code
 def majority_vote_tile(
     classification: str | os.PathLike,
     split_gpkg: str | os.PathLike,

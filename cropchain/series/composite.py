@@ -206,6 +206,7 @@ def clear_months(valid: np.ndarray, dates: Sequence[dt.date], months: Sequence[d
     return out
 
 
+# 93 lines, of which 44 are the signature and docstring (shapes, units, errors): 49 of code
 def monthly_composite_tile(
     raw: str | os.PathLike,
     mask: str | os.PathLike,

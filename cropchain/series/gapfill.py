@@ -264,6 +264,7 @@ def gapfill_series(
 
 
 # --------------------------------------------------------------------------- tiles
+# 107 lines, of which 56 are the signature and docstring (shapes, units, errors): 51 of code
 def gapfill_tile(
     raw: str | os.PathLike,
     mask: str | os.PathLike,
