@@ -210,7 +210,6 @@ def _expand(core: Window, overlap: int, height: int, width: int) -> Window:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-# longer than 80 lines by its docstring only (every parameter and output documented); the body is
 # 149 lines, of which 82 are the signature and docstring (shapes, units, errors): 67 of code, split into
 # named steps (_WindowClassifier.classify, _TileOutputs)
 def classify_tile(
