@@ -29,7 +29,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pyogrio
 import rasterio
 from affine import Affine
 from rasterio.features import rasterize
@@ -37,7 +36,7 @@ from rasterio.windows import Window, from_bounds
 
 from cropchain.errors import InputError
 from cropchain.io.raster import block_windows, open_raster
-from cropchain.reference.split import LEARN, VALIDATION
+from cropchain.reference.split import LEARN, read_split
 from cropchain.series.features import FeatureSpec, features_path, open_features
 
 log = logging.getLogger(__name__)
@@ -74,19 +73,7 @@ def read_learning_polygons(
         missing or unreadable file, missing columns, unknown split values, no CRS.
     """
     split_path = Path(split_path)
-    if not split_path.is_file():
-        raise InputError(split_path, "split polygons not found", "run the split step first")
-    try:
-        gdf = pyogrio.read_dataframe(split_path, layer="split", columns=["polygon_id", "code", "split"])
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
-        raise InputError(
-            split_path,
-            f"layer 'split' with polygon_id, code, split cannot be read ({exc})",
-            "rerun the split step",
-        ) from None
-    bad = sorted(set(gdf["split"].astype(str)) - {LEARN, VALIDATION})
-    if bad:
-        raise InputError(split_path, f"unknown split value(s) {bad}", f"use {[LEARN, VALIDATION]}")
+    gdf = read_split(split_path)
     if gdf.crs is None:
         raise InputError(split_path, "split layer has no CRS", "rerun the reference fusion and split steps")
     gdf = gdf.loc[(gdf["split"].astype(str) == LEARN) & ~(gdf.geometry.is_empty | gdf.geometry.isna())]

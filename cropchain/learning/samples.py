@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyogrio
 import rasterio
 from affine import Affine
 from rasterio.features import rasterize
@@ -39,7 +38,7 @@ from tqdm import tqdm
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output
 from cropchain.io.raster import block_windows, open_raster
-from cropchain.reference.split import LEARN, VALIDATION
+from cropchain.reference.split import LEARN, VALIDATION, read_split
 from cropchain.series.features import (
     FeatureSpec,
     features_path,
@@ -111,19 +110,7 @@ def _open_tile(spec: dict) -> tuple[_Tile, list[str]]:
                 "rerun the gap filling of this tile",
             )
         crs = fds.crs
-    if not split_path.is_file():
-        raise InputError(split_path, f"split polygons of tile {tile} not found", "run the split step first")
-    try:
-        gdf = pyogrio.read_dataframe(split_path, layer="split", columns=["polygon_id", "code", "split"])
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
-        raise InputError(
-            split_path,
-            f"layer 'split' with polygon_id, code, split cannot be read ({exc})",
-            "rerun the split step",
-        ) from None
-    bad = sorted(set(gdf["split"].astype(str)) - set(_SPLITS))
-    if bad:
-        raise InputError(split_path, f"unknown split value(s) {bad}", f"use {list(_SPLITS)}")
+    gdf = read_split(split_path)[["polygon_id", "code", "split", "geometry"]]
     if gdf["polygon_id"].duplicated().any() or (gdf["polygon_id"] <= 0).any():
         raise InputError(
             split_path, "polygon_id must be unique and > 0", "rerun the reference fusion and split steps"

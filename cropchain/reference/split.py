@@ -158,17 +158,18 @@ def _draw_split(ref: gpd.GeoDataFrame, ratio: float, seed: int, run: int, tile: 
 
 def read_split(split_gpkg: str | os.PathLike, which: str | None = None) -> gpd.GeoDataFrame:
     """The run's split of a tile (written by :func:`split_polygons`): ``polygon_id``, ``code``,
-    ``name``, ``split``, geometry; only the polygons of ``which`` (``learn`` / ``validation``)
-    when given.
+    ``name``, ``split`` (``learn`` / ``validation``), geometry, in the file's order; only the
+    polygons of ``which`` when given. The one reader of split files (samples, patches, parcels,
+    delineation, assessment).
 
     Raises
     ------
     InputError
-        missing/unreadable file, missing columns.
+        missing/unreadable file, missing columns, a split value other than learn / validation.
     """
     split_gpkg = Path(split_gpkg)
     if not split_gpkg.is_file():
-        raise InputError(split_gpkg, "split file not found", "run the split step of this run first")
+        raise InputError(split_gpkg, "split polygons not found", "run the split step of this run first")
     try:
         gdf = pyogrio.read_dataframe(split_gpkg)
     except Exception as exc:  # pyogrio's DataSourceError / DataLayerError
@@ -180,6 +181,9 @@ def read_split(split_gpkg: str | os.PathLike, which: str | None = None) -> gpd.G
         raise InputError(
             split_gpkg, f"missing column(s) {missing}", "rerun the split step (cropchain.reference.split)"
         )
+    bad = sorted(set(gdf["split"].astype(str)) - {LEARN, VALIDATION})
+    if bad:
+        raise InputError(split_gpkg, f"unknown split value(s) {bad}", f"use {[LEARN, VALIDATION]}")
     if which is not None:
         gdf = gdf[gdf["split"] == which]
     return gdf.reset_index(drop=True)
