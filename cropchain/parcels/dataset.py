@@ -45,7 +45,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyogrio
 import rasterio
 import rasterio.features
 import rasterio.windows
@@ -56,6 +55,7 @@ from tqdm import tqdm
 from cropchain.errors import InputError
 from cropchain.io.atomic import atomic_output
 from cropchain.io.raster import open_raster
+from cropchain.reference.fusion import read_reference
 
 log = logging.getLogger(__name__)
 
@@ -159,23 +159,7 @@ def resize_patch(
 
 
 def _read_parcels(reference_gpkg: Path, crs: Any) -> Any:
-    if not reference_gpkg.is_file():
-        raise InputError(
-            reference_gpkg, "reference polygons not found", "run the reference fusion step of this tile first"
-        )
-    try:
-        ref = pyogrio.read_dataframe(reference_gpkg)
-    except Exception as exc:  # pyogrio's DataSourceError / DataLayerError on broken files
-        raise InputError(
-            reference_gpkg, f"cannot be read as a vector file ({exc})", "rerun the reference fusion step"
-        ) from None
-    missing = [c for c in ("polygon_id", "code", "name") if c not in ref.columns]
-    if missing:
-        raise InputError(
-            reference_gpkg,
-            f"missing column(s) {missing}",
-            "rerun the reference fusion step (cropchain.reference.fusion)",
-        )
+    ref = read_reference(reference_gpkg, ("polygon_id", "code", "name"))
     if ref.empty:
         raise InputError(
             reference_gpkg,
@@ -184,9 +168,7 @@ def _read_parcels(reference_gpkg: Path, crs: Any) -> Any:
         )
     if ref.crs is None:
         raise InputError(reference_gpkg, "no CRS", "write the reference polygons with their CRS")
-    if ref["polygon_id"].duplicated().any():
-        raise InputError(reference_gpkg, "duplicate polygon_id values", "rerun the reference fusion step")
-    return ref.to_crs(crs).sort_values("polygon_id", kind="stable").reset_index(drop=True)
+    return ref.to_crs(crs)
 
 
 def _dates_bands(descriptions: tuple[str | None, ...], path: Path) -> tuple[list[str], list[str]]:

@@ -628,3 +628,42 @@ def _assemble(
         )
     fused.insert(0, "polygon_id", np.arange(1, len(fused) + 1, dtype=np.int64))
     return fused[COLUMNS]
+
+
+def read_reference(
+    reference_gpkg: str | os.PathLike, required: tuple[str, ...] = tuple(COLUMNS[:-1])
+) -> gpd.GeoDataFrame:
+    """The fused reference polygons of a tile (layer ``reference`` written by :func:`fuse_reference`),
+    sorted by ``polygon_id``; the one reader of ``reference.gpkg`` (split, parcel datasets).
+
+    Parameters
+    ----------
+    reference_gpkg : the tile's ``reference.gpkg``.
+    required : the attribute columns the caller needs (all of ``COLUMNS`` by default).
+
+    Raises
+    ------
+    InputError
+        the file missing or unreadable, a required column missing, duplicate ``polygon_id`` values.
+    """
+    reference_gpkg = Path(reference_gpkg)
+    if not reference_gpkg.is_file():
+        raise InputError(
+            reference_gpkg, "reference polygons not found", "run the reference fusion step of this tile first"
+        )
+    try:
+        ref = pyogrio.read_dataframe(reference_gpkg, layer=LAYER)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InputError(
+            reference_gpkg, f"layer 'reference' cannot be read ({exc})", "rerun the reference fusion step"
+        ) from None
+    missing = [c for c in required if c not in ref.columns]
+    if missing:
+        raise InputError(
+            reference_gpkg,
+            f"missing column(s) {missing}",
+            "rerun the reference fusion step (cropchain.reference.fusion)",
+        )
+    if ref["polygon_id"].duplicated().any():
+        raise InputError(reference_gpkg, "duplicate polygon_id values", "rerun the reference fusion step")
+    return ref.sort_values("polygon_id", kind="stable").reset_index(drop=True)

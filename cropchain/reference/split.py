@@ -20,6 +20,7 @@ import pyogrio
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output
+from cropchain.reference.fusion import read_reference
 
 log = logging.getLogger(__name__)
 
@@ -104,28 +105,10 @@ def split_polygons(
 
 def _read_reference(reference_gpkg: Path) -> gpd.GeoDataFrame:
     """The fused reference polygons (layer ``reference``), checked, sorted by ``polygon_id``."""
-    if not reference_gpkg.is_file():
-        raise InputError(
-            reference_gpkg, "reference polygons not found", "run the reference fusion step first"
-        )
-    try:
-        ref = pyogrio.read_dataframe(reference_gpkg, layer="reference")
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(
-            reference_gpkg, f"layer 'reference' cannot be read ({exc})", "rerun the reference fusion step"
-        ) from None
-    missing = [c for c in _REQUIRED if c not in ref.columns]
-    if missing:
-        raise InputError(
-            reference_gpkg,
-            f"missing column(s) {missing}",
-            "rerun the reference fusion step (cropchain.reference.fusion)",
-        )
+    ref = read_reference(reference_gpkg, _REQUIRED)
     if ref.empty:
         raise InputError(reference_gpkg, "no reference polygon", "check the reference sources of this tile")
-    if ref["polygon_id"].duplicated().any():
-        raise InputError(reference_gpkg, "duplicate polygon_id values", "rerun the reference fusion step")
-    return ref.sort_values("polygon_id", kind="stable").reset_index(drop=True)
+    return ref
 
 
 def _draw_split(ref: gpd.GeoDataFrame, ratio: float, seed: int, run: int, tile: str) -> np.ndarray:
