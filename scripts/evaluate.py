@@ -1,6 +1,8 @@
-"""Rule evaluate: accuracy report of one map on the validation polygons of its run."""
+"""Rule evaluate: accuracy report of one map on the validation polygons of its run (with the
+assessment's estimated areas when `assessment.samples` is set)."""
 
 from cropchain.assessment.evaluate import evaluate_map, write_report
+from cropchain.assessment.olofsson import read_assessment, report_areas
 from cropchain.nomenclature import read_nomenclature
 from cropchain.workflow import run_step
 
@@ -15,6 +17,9 @@ def main(smk):
         run=int(smk.wildcards.run),
         architecture=smk.wildcards.arch,
     )
+    areas_json = getattr(smk.input, "areas", None)  # report.smk's assessment_areas
+    if areas_json:
+        report.update(report_areas(read_assessment(areas_json)))
     write_report(report, smk.output.json, smk.output.csv, smk.output.png, nomenclature)
 
 

@@ -300,6 +300,56 @@ def test_validation_sample_labels_the_pixels_of_the_validation_parcels(tmp_path)
     assert r["n"] == 125
 
 
+def test_report_json_carries_the_estimated_areas_of_the_assessment(tmp_path):
+    """Rule evaluate with `assessment.samples`: the report JSON gets `areas` (per class: name, mapped_ha,
+    estimated_ha, ci95_ha, the values of the areas JSON) and `areas_definition`; nothing else changes."""
+    import shapely
+
+    from cropchain.assessment.evaluate import evaluate_map, write_report
+    from cropchain.assessment.olofsson import read_assessment, report_areas
+
+    labels = parcel_map(seed=4, h=300, w=300)
+    mapped = labels.copy()
+    mapped[(labels == 4) & (np.random.default_rng(1).random(labels.shape) < 0.3)] = 1  # errors: intervals
+    path = write_map(tmp_path / "map.tif", mapped)
+    x0, y0 = ORIGIN
+    cells = [(r, c) for r in range(0, 300, 10) for c in range(10, 300, 10) if (r + c) % 30 == 0]
+    split = gpd.GeoDataFrame(
+        {
+            "polygon_id": range(len(cells)),
+            "code": [int(labels[r, c]) for r, c in cells],
+            "split": "validation",
+        },
+        geometry=[
+            shapely.box(x0 + 10 * c, y0 - 10 * (r + 10), x0 + 10 * (c + 10), y0 - 10 * r) for r, c in cells
+        ],
+        crs=32631,
+    )
+    split.to_file(tmp_path / "split.gpkg")
+    validation_sample(tmp_path / "split.gpkg", path, tmp_path / "points.gpkg")
+    write_assessment(assess_map(path, tmp_path / "points.gpkg", NOM), tmp_path / "areas.json")
+    report = evaluate_map(path, tmp_path / "split.gpkg", NOM, tile="T31TXA", run=0, architecture="rf")
+    plain, with_areas = tmp_path / "plain", tmp_path / "with_areas"
+    for out, extra in ((plain, {}), (with_areas, report_areas(read_assessment(tmp_path / "areas.json")))):
+        out.mkdir()
+        write_report({**report, **extra}, out / "r.json", out / "r.csv", out / "r.png", NOM)
+    saved = json.loads((with_areas / "r.json").read_text())
+    assessment = json.loads((tmp_path / "areas.json").read_text())
+    assert set(saved["areas"]) == set(assessment["areas"]) == {str(c) for c in CODES}
+    for code, a in saved["areas"].items():
+        assert set(a) == {"name", "mapped_ha", "estimated_ha", "ci95_ha"}
+        assert a == {k: assessment["areas"][code][k] for k in a}
+    assert saved["areas"]["4"]["name"] == "rapeseed" and saved["areas"]["4"]["ci95_ha"] > 0
+    assert saved["areas_definition"].startswith("Olofsson et al. 2014")
+    assert saved["areas_definition"].endswith(f"sample: {tmp_path / 'points.gpkg'}")
+    # without an assessment the report is what it was: no `areas`, the rest byte for byte
+    assert "areas" not in json.loads((plain / "r.json").read_text())
+    del saved["areas"], saved["areas_definition"]
+    assert json.dumps(saved, indent=2) + "\n" == (plain / "r.json").read_text()
+    with pytest.raises(InputError, match="labelled sample"):
+        report_areas({"areas": {}})  # an assessment that does not name its sample
+
+
 def test_estimate_degenerate_strata():
     """A class only in the reference (omitted by the map) and a stratum with one point: defined values
     only."""

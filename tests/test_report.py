@@ -229,6 +229,39 @@ def test_map_page_shows_the_map_legend_accuracies_areas_and_curves(tmp_path):
     assert set(NOM_COLORS.colors) <= colours
 
 
+def test_map_page_and_report_show_the_same_estimated_areas(tmp_path):
+    """With an assessment the report JSON carries the estimated areas (rule evaluate): the page shows the
+    assessment's, and refuses a report whose areas are not those (stale) or a page without them."""
+    from cropchain.assessment.olofsson import estimate, read_assessment, report_areas, write_assessment
+    from cropchain.assessment.report import write_map_page
+
+    values = np.zeros((100, 100), np.uint8)
+    values[:, :60], values[:, 60:90], values[:, 90:] = 1, 2, 8
+    classification = _class_map(tmp_path / "T31TEJ_classification.tif", values)
+    report_json, _ = fake_report(tmp_path, "rf", "T31TEJ", 0, [[50, 5, 0], [4, 40, 1], [0, 2, 20]])
+    areas = estimate([[45, 5, 0], [3, 40, 2], [0, 1, 19]], [6000, 3000, 1000], 0.01, [1, 2, 8])
+    areas["samples"] = "sample.gpkg"
+    write_assessment(areas, tmp_path / "areas.json")
+    report = json.loads(report_json.read_text())
+    report.update(report_areas(read_assessment(tmp_path / "areas.json")))
+    report_json.write_text(json.dumps(report))
+
+    def page(**kwargs):
+        out = tmp_path / "page.html"
+        png = report_json.with_suffix(".png")
+        write_map_page(classification, report_json, png, NOM, out, tmp_path / "ql.png", **kwargs)
+        return out.read_text()
+
+    a = report["areas"]["2"]
+    assert f"{a['estimated_ha']:,.1f} ± {a['ci95_ha']:,.1f}" in page(areas_json=tmp_path / "areas.json")
+    with pytest.raises(InputError, match="no assessment"):
+        page()
+    report["areas"]["2"]["estimated_ha"] += 1.0
+    report_json.write_text(json.dumps(report))
+    with pytest.raises(InputError, match="differ"):
+        page(areas_json=tmp_path / "areas.json")
+
+
 def test_summary_links_every_map_page_and_shows_a_chart(tmp_path, reports):
     import re
 

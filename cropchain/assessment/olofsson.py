@@ -859,3 +859,59 @@ def write_assessment(
             )
         with atomic_output(out_csv) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
+
+
+# the keys of each class in the `areas` of a map's accuracy report (rule evaluate)
+REPORT_AREA_FIELDS = ("name", "mapped_ha", "estimated_ha", "ci95_ha")
+AREAS_DEFINITION = (
+    "Olofsson et al. 2014 stratified estimator (strata = map classes), error-adjusted area "
+    "and its 95% CI half-width (1.96 SE), mapped = pixel counting"
+)
+
+
+def read_assessment(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an assessment JSON (:func:`write_assessment`), checked for its ``areas``, ``users_accuracy``
+    and ``producers_accuracy`` (codes as string keys).
+
+    Raises
+    ------
+    InputError
+        unreadable file, not JSON, or one of those keys missing.
+    """
+    try:
+        assessment = json.loads(Path(path).read_text(encoding="utf-8"))
+        assessment["areas"], assessment["users_accuracy"], assessment["producers_accuracy"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            path, f"not an assessment JSON ({exc!r})", "rerun the assessment_estimate step"
+        ) from None
+    return assessment
+
+
+def report_areas(assessment: Mapping[str, Any]) -> dict[str, Any]:
+    """The area keys of a map's accuracy report (:func:`cropchain.assessment.evaluate.evaluate_map`'s dict,
+    rule evaluate with ``assessment.samples``), from its assessment (:func:`read_assessment`).
+
+    Returns
+    -------
+    ``{"areas": {code: {name, mapped_ha, estimated_ha, ci95_ha}}, "areas_definition": str}``: the
+    values of the assessment's ``areas`` (hectares; ``mapped_ha`` counts the map's pixels,
+    ``estimated_ha`` is the error-adjusted area of eq. 11 and ``ci95_ha`` the half-width of its 95%
+    interval, None where undefined), codes and class order as in the assessment; the definition names
+    the estimator and the labelled sample.
+
+    Raises
+    ------
+    InputError
+        an assessment without the ``samples`` it was estimated from.
+    """
+    if "samples" not in assessment:
+        raise InputError(
+            assessment.get("classification", "assessment"),
+            "the assessment does not name its labelled sample",
+            "write it with assess_map (rule assessment_estimate)",
+        )
+    return {
+        "areas": {code: {k: a[k] for k in REPORT_AREA_FIELDS} for code, a in assessment["areas"].items()},
+        "areas_definition": f"{AREAS_DEFINITION}; sample: {assessment['samples']}",
+    }

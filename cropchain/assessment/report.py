@@ -586,16 +586,24 @@ def _class_table(
     return "\n".join(out)
 
 
-def _read_areas(areas_json: str | os.PathLike) -> dict[str, Any]:
-    """The assessment JSON of a map (:func:`cropchain.assessment.olofsson.write_assessment`), checked."""
-    try:
-        areas = json.loads(Path(areas_json).read_text(encoding="utf-8"))
-        areas["areas"], areas["users_accuracy"], areas["producers_accuracy"]  # noqa: B018  (required keys)
-    except (OSError, ValueError, KeyError) as exc:
+def _check_report_areas(report: dict[str, Any], assessment: dict[str, Any] | None, report_json: Path) -> None:
+    """The estimated areas a report carries (rule evaluate with ``assessment.samples``) are those of the
+    page's assessment (:func:`cropchain.assessment.olofsson.report_areas`): one source for the page.
+    Raises InputError when the page has no assessment or the two differ (one of them is stale)."""
+    from cropchain.assessment.olofsson import report_areas
+
+    if "areas" not in report:
+        return
+    if assessment is None:
         raise InputError(
-            areas_json, f"not an assessment JSON ({exc!r})", "rerun the assessment_estimate step"
-        ) from None
-    return areas
+            report_json, "carries estimated areas but the page has no assessment", "give its areas JSON"
+        )
+    if report["areas"] != report_areas(assessment)["areas"]:
+        raise InputError(
+            report_json,
+            "its estimated areas differ from those of the assessment",
+            "rerun evaluate after assessment_estimate",
+        )
 
 
 def _headline_rows(report: dict[str, Any], mapped_ha: float, areas: dict[str, Any] | None) -> str:
@@ -661,7 +669,8 @@ def write_map_page(
         mailed or gathered by ``snakemake --report``): overall accuracy, kappa and macro
         F-score; quicklook with legend; per-class user's and producer's accuracies, F-scores
         and mapped areas (ha), with the estimated areas and area-weighted accuracies and their
-        95 % intervals of Olofsson et al. (2014) when ``areas_json`` is given; the confusion
+        95 % intervals of Olofsson et al. (2014) when ``areas_json`` is given (the report's own
+        ``areas``, if any, must be those of ``areas_json``); the confusion
         matrix; the training curves of a network; links to the map products beside the
         classification and to the summary.
     out_quicklook : the quicklook PNG (:func:`write_quicklook`), also a file of its own.
@@ -672,9 +681,10 @@ def write_map_page(
     Raises
     ------
     InputError
-        a missing or invalid input (report, images, map, assessment).
+        a missing or invalid input (report, images, map, assessment), or a report whose ``areas``
+        are not those of ``areas_json``.
     """
-    from cropchain.assessment.olofsson import class_pixel_counts
+    from cropchain.assessment.olofsson import class_pixel_counts, read_assessment
 
     nomenclature = nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
     classification, out_html = Path(classification), Path(out_html)
@@ -685,7 +695,8 @@ def write_map_page(
             raise InputError(
                 png, "image not found", "rerun the step that writes it (evaluate, train_network)"
             )
-    areas = _read_areas(areas_json) if areas_json else None
+    areas = read_assessment(areas_json) if areas_json else None
+    _check_report_areas(report, areas, Path(report_json))
     counts, pixel_ha = class_pixel_counts(classification)
     arch, tile, run = report["architecture"], report["tile"], report["run"]
     title = f"{arch} · {tile} · run {run}"

@@ -3,8 +3,24 @@
 # (cropchain.assessment.report).
 
 
+def assessment_areas(wildcards):
+    """The map's area estimates (rule assessment_estimate of assessment.smk, which reads no report) as
+    an optional input `areas`: with `assessment.samples` only."""
+    if not ASSESSMENT.get("samples"):
+        return {}
+    run, arch, tile = wildcards.run, wildcards.arch, wildcards.tile
+    return {"areas": results(f"runs/{run}/assessment/{arch}/{tile}_areas.json")}
+
+
+def evaluate_code(wildcards):
+    """The evaluate job's code: with the area estimates, the module that reads them too."""
+    areas = ["cropchain.assessment.olofsson"] if assessment_areas(wildcards) else []
+    return code_hash("cropchain.assessment.evaluate", *areas)
+
+
 rule evaluate:
     input:
+        unpack(assessment_areas),
         classification=rules.classify.output.classification,
         split=rules.split.output.split,
         nomenclature=config["nomenclature"],
@@ -19,7 +35,7 @@ rule evaluate:
             labels={"tile": "{tile}", "run": "{run}", "architecture": "{arch}"},
         ),
     params:
-        code=code_hash("cropchain.assessment.evaluate"),
+        code=evaluate_code,
     log:
         logs("evaluate/{run}_{arch}_{tile}"),
     benchmark:
@@ -36,9 +52,7 @@ def map_page_extras(wildcards):
     extras = {}
     if wildcards.arch in NETWORK_ARCHS:  # train.smk
         extras["curves"] = results(f"runs/{wildcards.run}/models/{wildcards.arch}/training_curves.png")
-    if ASSESSMENT.get("samples"):  # assessment.smk
-        run, arch, tile = wildcards.run, wildcards.arch, wildcards.tile
-        extras["areas"] = results(f"runs/{run}/assessment/{arch}/{tile}_areas.json")
+    extras.update(assessment_areas(wildcards))
     return extras
 
 
