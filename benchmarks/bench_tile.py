@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -229,14 +230,25 @@ OUTPUTS = {
 }
 
 
+def _logged_peak_rss(log: Path) -> float | None:
+    """The job's exact peak RSS (MB) from its log (``cropchain.workflow.run_step``'s last line)."""
+    if not log.is_file():
+        return None
+    found = re.findall(r"done in [0-9.]+ s, peak RSS ([0-9.]+) MB", log.read_text(errors="replace"))
+    return float(found[-1]) if found else None
+
+
 def collect(work: Path, size: int, n_dates: int) -> dict:
-    """Per job: wall s, peak RSS MB (Snakemake benchmark files), MB of the files it wrote, Mpx/s."""
+    """Per job: wall s, peak RSS MB (exact, from the job's log; Snakemake's benchmark files only
+    sample memory and miss the peak of a short job), MB of the files it wrote, Mpx/s."""
     jobs = []
-    for tsv in sorted((work / "results/benchmarks").rglob("*.tsv")):
+    benchmarks = work / "results/benchmarks"
+    for tsv in sorted(benchmarks.rglob("*.tsv")):
         with open(tsv) as f:
             row = next(csv.DictReader(f, delimiter="\t"))
         s = float(row["s"])
         rule = tsv.stem if tsv.parent.name == "benchmarks" else tsv.parent.name
+        logged = _logged_peak_rss(work / "results/logs" / tsv.relative_to(benchmarks).with_suffix(".log"))
         written = sum(
             f.stat().st_size for pattern in OUTPUTS.get(rule, []) for f in (work / "results").glob(pattern)
         )
@@ -245,7 +257,8 @@ def collect(work: Path, size: int, n_dates: int) -> dict:
                 "rule": rule,
                 "job": tsv.stem,
                 "wall_s": s,
-                "max_rss_mb": float(row["max_rss"] or 0),
+                "max_rss_mb": logged if logged is not None else float(row["max_rss"] or 0),
+                "sampled_rss_mb": float(row["max_rss"] or 0),
                 "written_mb": written / 1e6,
                 "cpu_s": float(row["cpu_time"] or 0),
                 "mpx_per_s": size * size / 1e6 / s if s > 0 else None,
@@ -274,21 +287,22 @@ def projection(jobs: list[dict], size: int) -> float:
 def table(result: dict) -> str:
     size = result["size"]
     lines = [
-        f"| job | wall s | peak RSS MB | written MB | Mpx/s | projected s at {FULL_TILE} px |",
-        "|---|---|---|---|---|---|",
+        "| job | wall s | peak RSS MB | sampled RSS MB | written MB | Mpx/s "
+        f"| projected s at {FULL_TILE} px |",
+        "|---|---|---|---|---|---|---|",
     ]
     factor = FULL_TILE**2 / size**2
     for j in result["jobs"]:
         proj = j["wall_s"] * (1 if j["rule"] in PER_RUN else factor)
         mpx = f"{j['mpx_per_s']:.3f}" if j["mpx_per_s"] and j["rule"] not in PER_RUN else "-"
         lines.append(
-            f"| {j['rule']} | {j['wall_s']:.1f} | {j['max_rss_mb']:.0f} | "
+            f"| {j['rule']} | {j['wall_s']:.1f} | {j['max_rss_mb']:.0f} | {j.get('sampled_rss_mb', 0):.0f} | "
             f"{j['written_mb']:.0f} | {mpx} | {proj:.0f} |"
         )
     lines.append(
         f"| **total** | {result['chain_wall_s']:.0f} (chain) | "
         f"{max(j['max_rss_mb'] for j in result['jobs']):.0f} (max) | "
-        f"| | **{result['projected_full_tile_s'] / 60:.1f} min** |"
+        f"| | | **{result['projected_full_tile_s'] / 60:.1f} min** |"
     )
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -27,8 +28,22 @@ from cropchain.series.features import FeatureSpec
 log = logging.getLogger("cropchain.workflow")
 
 
-#: GDAL block cache of a job (MB)
-GDAL_CACHE_MB = 256
+#: GDAL block cache of a job (MB). Dirty blocks of the files a job writes stay in the cache
+#: until it is full, so a job's memory grows with the tile up to this bound (ingest at 5490 px:
+#: 383 MB with 256 MB, 173 MB with 64 MB, and no slower)
+GDAL_CACHE_MB = 64
+
+#: rules whose GDAL block cache differs from :data:`GDAL_CACHE_MB` (MB): inference reads windows
+#: of every band (360 bands x 512 px: 189 MB of int16 blocks), which GDAL decodes on the job's
+#: threads only when they fit in the cache; the mosaic's and the vectorization's block-by-block
+#: copies need a few blocks (their peak at 5490 px: 274 -> 219 MB and 272 MB with 16 MB)
+GDAL_CACHE_MB_BY_RULE = {"classify": 256, "mosaic": 16, "vectorize": 16}
+
+
+def gdal_cache_mb(rule: str) -> int:
+    """GDAL block cache (MB) of a job of ``rule``."""
+    return GDAL_CACHE_MB_BY_RULE.get(rule, GDAL_CACHE_MB)
+
 
 #: environment variables naming the thread count of the libraries a job may load
 THREAD_VARIABLES = (
@@ -222,7 +237,7 @@ def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
     os.environ.setdefault("OGR_CURRENT_DATE", "2000-01-01T00:00:00Z")
     # GDAL's block cache defaults to 5 % of the node's RAM (12.8 GB on a 256 GB node): a job that
     # streams windows needs a few blocks per band, so the cache is bounded like the job's windows
-    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+    os.environ.setdefault("GDAL_CACHEMAX", str(gdal_cache_mb(str(getattr(snakemake, "rule", "")))))
     logfile = snakemake.log[0] if len(snakemake.log) else None
     configure(logfile)
     threads = int(
@@ -261,4 +276,24 @@ def run_step(snakemake: Any, step: Callable[[Any], None]) -> None:
             sys.exit(1)
         log.exception("rule %s failed on an unexpected error (please report it)", snakemake.rule)
         raise
-    log.info("rule %s done in %.1f s", snakemake.rule, time.perf_counter() - start)
+    log.info(
+        "rule %s done in %.1f s, peak RSS %.0f MB",
+        snakemake.rule,
+        time.perf_counter() - start,
+        peak_rss_mb(),
+    )
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory (MB) of this process: exact (the kernel's high-water mark of its
+    address space, ``VmHWM`` of ``/proc/self/status``), where Snakemake's benchmark files sample
+    memory every few tenths of a second and miss the peak of a short job. Elsewhere than Linux,
+    ``getrusage``'s ``ru_maxrss`` (which also counts the process it was forked from)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB on Linux

@@ -13,7 +13,8 @@ from sklearn.ensemble import RandomForestClassifier
 
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.raster import geotiff_profile
-from cropchain.mapping.classify import classify_tile, mosaic, predict_proba_image
+from cropchain.mapping import classify as classify_module
+from cropchain.mapping.classify import classify_tile, mosaic, pixel_major, predict_proba_image
 from cropchain.nomenclature import Nomenclature
 
 H, W, F = 130, 150, 6
@@ -120,6 +121,41 @@ def test_windowed_pixel_model_equals_whole_image(tmp_path, scene):
     ok = validity > 0
     assert (cls[ok] == truth[ok]).mean() > 0.8  # the forest learnt the scene: the map is not trivial
     assert set(np.unique(cls[ok])) == set(CODES)
+
+
+@pytest.mark.parametrize("cols", [slice(0, 5000), slice(37, 4133), "sparse", "empty"])
+def test_pixel_major_is_the_transposed_copy(cols):
+    """The blocked copy equals numpy's transposing copy (tiles cut mid-way on both axes)."""
+    rng = np.random.default_rng(3)
+    block = rng.normal(size=(37, 5000)).astype(np.float32)  # 37 features: not a multiple of the tile
+    if cols == "sparse":
+        cols = np.flatnonzero(rng.random(5000) > 0.4)
+    elif cols == "empty":
+        cols = np.array([], dtype=np.int64)
+    expected = np.ascontiguousarray(block[:, cols].T)
+    got = pixel_major(block, cols)
+    assert got.flags.c_contiguous and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    buffer = np.full(expected.shape, np.nan, dtype=np.float32)
+    assert pixel_major(block, cols, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, expected)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        pixel_major(block, cols, out=np.empty((expected.shape[0] + 1, 37), np.float32))
+
+
+def test_predict_proba_image_by_chunks_equals_per_pixel_prediction(scene, monkeypatch):
+    """Chunked prediction (contiguous and gathered chunks) = the forest on the pixel table."""
+    feats, _, rf = scene
+    monkeypatch.setattr(classify_module, "PREDICT_CHUNK", 1000)  # many chunks, the last one partial
+    monkeypatch.setattr(classify_module, "_TRANSPOSE_TILE", (96, 4))
+    valid = np.ones(feats.shape[1:], dtype=bool)
+    valid[40:60, :] = False  # a nodata band: gathered chunks beside contiguous ones
+    valid[::7, ::3] = False
+    proba = predict_proba_image(rf, feats, valid)
+    table = feats.reshape(F, -1).T
+    expected = rf.predict_proba(table[valid.reshape(-1)]).astype(np.float32)
+    np.testing.assert_array_equal(proba[:, valid].T, expected)
+    assert not proba[:, ~valid].any()
 
 
 def test_windowed_spatial_predictor_equals_whole_image(tmp_path, scene):

@@ -153,3 +153,23 @@ def test_features_computed_per_window_equal_the_stored_stack(tmp_path):
                 read_feature_pixels(fr, win, rows, cols), read_feature_pixels(stored, win, rows, cols)
             )
         assert (fr.read(window=Window(3, 5, 3, 3)) == FEATURES_NODATA).all()  # no clear date: nodata
+
+
+def test_features_read_into_a_reused_buffer(tmp_path):
+    """``read(out=...)`` window after window (large, then smaller: the series buffer is reused)
+    gives the numbers of fresh reads; a wrong ``out`` is refused."""
+    from rasterio.windows import Window
+
+    from cropchain.series.features import FeatureSpec, open_features
+
+    path, dates, _ = write_gapfilled(tmp_path, BANDS, seed=4)
+    with open_features(FeatureSpec(path, dates, tuple(BANDS))) as fr:
+        flat = np.full(fr.count * H * W, np.nan, dtype=np.float32)
+        for win in (Window(0, 0, W, H), Window(5, 2, 11, 13), Window(30, 40, 10, 5)):
+            shape = (fr.count, int(win.height), int(win.width))
+            out = flat[: np.prod(shape)].reshape(shape)
+            assert fr.read(window=win, out=out) is out
+            with open_features(FeatureSpec(path, dates, tuple(BANDS))) as fresh:
+                np.testing.assert_array_equal(out, fresh.read(window=win))
+        with pytest.raises(ValueError, match="C-contiguous float32"):
+            fr.read(window=Window(0, 0, 4, 4), out=np.empty((fr.count, 4, 5), np.float32))

@@ -159,3 +159,40 @@ def test_unknown_code_and_geographic_crs(tmp_path):
     with pytest.raises(InputError, match="not projected"):
         vectorize_map(write_map(tmp_path / "geo.tif", noisy_map(), crs=4326), NOM, tmp_path / "v.gpkg")
     assert not (tmp_path / "v.gpkg").exists()
+
+
+@pytest.mark.parametrize("nodata", [0, 255])
+def test_streamed_vectorization_equals_the_whole_map_pipeline(tmp_path, monkeypatch, nodata):
+    """Strips of a few rows (streamed regularisation, sieve and polygons through files) give the
+    polygons of the in-memory pipeline: majority filter of the whole map, sieve and polygonize
+    of arrays; also for a map whose nodata is not 0."""
+    import rasterio.features
+    import shapely
+
+    from cropchain.mapping import vectorize as vec
+
+    labels = noisy_map(seed=5, h=97, w=83)
+    if nodata:
+        labels[labels == 0] = nodata
+    path = tmp_path / "map.tif"
+    base = {
+        "crs": CRS.from_epsg(32631),
+        "transform": from_origin(700000, 4800000, 10, 10),
+        "width": 83,
+        "height": 97,
+    }
+    with rasterio.open(path, "w", **geotiff_profile(base, count=1, dtype="uint8", nodata=nodata)) as dst:
+        dst.write(labels, 1)
+    monkeypatch.setattr(vec, "STRIP_PIXELS", 83 * 7)  # strips of 7 rows, the last one partial
+    got = vectorize_map(path, NOM, tmp_path / "s.gpkg", mmu_ha=0.1, majority_radius=2)
+
+    regular = majority_filter(labels, 2, nodata, block_rows=10_000)
+    valid = regular != nodata
+    sieved = rasterio.features.sieve(regular, 10, mask=valid, connectivity=8)
+    shapes = list(rasterio.features.shapes(sieved, mask=valid, connectivity=8, transform=base["transform"]))
+    assert len(got) == len(shapes) > 10
+    assert got["code"].tolist() == [int(v) for _, v in shapes]
+    expected = vec._valid_multipolygons(
+        np.array([shapely.geometry.shape(g) for g, _ in shapes], dtype=object)
+    )
+    assert all(shapely.equals_exact(np.asarray(got.geometry), expected, 0))

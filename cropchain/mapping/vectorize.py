@@ -18,8 +18,10 @@ What is guaranteed: every output polygon covers at least the MMU (rounded up to 
 pixels), except a region with no classified neighbour at all (an island of classes
 surrounded only by nodata and/or the tile edge), which the sieve cannot merge anywhere
 and which is kept. Without simplification the polygons cover exactly the classified
-pixels. The whole classification is held in memory (uint8, one byte per pixel), since
-sieving and polygonizing are global operations on the tile.
+pixels. The map is streamed: the majority filter runs on strips of rows into a scratch
+GeoTIFF, GDAL sieves that file's band into one array (one byte per pixel: the sieve merges
+regions across the whole tile) kept in a second scratch file, and polygonizes line by line.
+The polygons themselves are held until written.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +38,12 @@ import numpy as np
 import rasterio
 import rasterio.features
 import shapely
+from rasterio.windows import Window
 from scipy import ndimage
 
 from cropchain.errors import ConfigError, InputError
-from cropchain.io.atomic import atomic_output
-from cropchain.io.raster import open_raster
+from cropchain.io.atomic import atomic_output, scratch_path
+from cropchain.io.raster import geotiff_profile, open_raster
 from cropchain.nomenclature import (
     NODATA_CLASS,
     Nomenclature,
@@ -57,8 +61,12 @@ def disk_footprint(radius: int) -> np.ndarray:
     return (x * x + y * y) <= radius * radius
 
 
+#: pixels voted at once by :func:`majority_filter` (a strip of about 1 Mpx, whatever the map's width)
+STRIP_PIXELS = 1 << 20
+
+
 def majority_filter(
-    labels: np.ndarray, radius: int, nodata: int = NODATA_CLASS, *, block_rows: int = 1024
+    labels: np.ndarray, radius: int, nodata: int = NODATA_CLASS, *, block_rows: int | None = None
 ) -> np.ndarray:
     """Majority vote of the class codes in a disk of ``radius`` px (OTB ClassificationMapRegularization).
 
@@ -68,10 +76,10 @@ def majority_filter(
     radius : disk radius in px (0 returns a copy).
     nodata : nodata code: these pixels do not vote and stay nodata; no classified pixel
         becomes nodata.
-    block_rows : rows voted at once: the filter runs on strips of ``block_rows`` rows read
-        with ``radius`` rows of context on each side, so that its working memory (four int32
-        arrays of a strip) is bounded by the strip, not the map; the result does not depend
-        on it.
+    block_rows : rows voted at once (default: :data:`STRIP_PIXELS` divided by the width):
+        the filter runs on strips of ``block_rows`` rows read with ``radius`` rows of context
+        on each side, so that its working memory (about seven int32 arrays of a strip: 28 MB
+        by default) is bounded by the strip, not the map; the result does not depend on it.
 
     Returns
     -------
@@ -84,7 +92,9 @@ def majority_filter(
         return out
     footprint = disk_footprint(radius).astype(np.int32)
     codes = [int(c) for c in np.unique(labels) if c != nodata]
-    height = labels.shape[0]
+    height, width = labels.shape
+    if block_rows is None:
+        block_rows = max(1, STRIP_PIXELS // max(1, width))
     for r0 in range(0, height, max(1, int(block_rows))):
         r1 = min(height, r0 + block_rows)
         a0, a1 = max(0, r0 - radius), min(height, r1 + radius)  # the strip and its context
@@ -180,24 +190,39 @@ def vectorize_map(
         )
     nomenclature = as_nomenclature(nomenclature)
     classification = Path(classification)
-    labels, nodata, transform, crs = _read_class_map(classification, nomenclature)
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    if majority_radius > 0:
-        labels = majority_filter(labels, majority_radius, nodata)
-    valid = labels != nodata
-    mmu_px = math.ceil(mmu_ha * 10_000 / pixel_area - 1e-9) if mmu_ha > 0 else 0
-    if mmu_px > 1:
-        labels = rasterio.features.sieve(labels, mmu_px, mask=valid, connectivity=connectivity)
-    log.info(
-        "%s: majority radius %d px, MMU %.3f ha = %d px of %.1f m2",
-        classification,
-        majority_radius,
-        mmu_ha,
-        mmu_px,
-        pixel_area,
-    )
-
-    geometry, codes = _polygonize(labels, valid, connectivity, transform, simplify_m)
+    with (
+        _open_class_map(classification) as src,
+        scratch_path(Path(out_gpkg).with_suffix(".regularised.tif")) as regularised,
+        scratch_path(Path(out_gpkg).with_suffix(".sieved.tif")) as sieved,
+    ):
+        nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
+        transform, crs = src.transform, src.crs
+        pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+        _regularise(src, classification, regularised, nomenclature, majority_radius, nodata)
+        mmu_px = math.ceil(mmu_ha * 10_000 / pixel_area - 1e-9) if mmu_ha > 0 else 0
+        log.info(
+            "%s: majority radius %d px, MMU %.3f ha = %d px of %.1f m2",
+            classification,
+            majority_radius,
+            mmu_ha,
+            mmu_px,
+            pixel_area,
+        )
+        with rasterio.open(regularised) as reg:
+            valid = rasterio.band(reg, 2)
+            if mmu_px > 1:  # GDAL sieves the file's band into an array (1 byte per pixel), kept in a file
+                labels = rasterio.features.sieve(
+                    rasterio.band(reg, 1), mmu_px, mask=valid, connectivity=connectivity
+                )
+                profile = geotiff_profile(reg.profile, count=1, dtype=reg.dtypes[0], nodata=None)
+                with rasterio.open(sieved, "w", **profile) as dst:
+                    dst.write(labels, 1)
+                del labels
+            with rasterio.open(sieved) if mmu_px > 1 else nullcontext(reg) as final:
+                # GDAL polygonizes the bands line by line
+                geometry, codes = _polygonize(
+                    rasterio.band(final, 1), valid, connectivity, transform, simplify_m
+                )
     names = dict(zip(nomenclature.codes, nomenclature.names))
     gdf = gpd.GeoDataFrame(
         {
@@ -215,41 +240,69 @@ def vectorize_map(
     return gdf
 
 
-def _read_class_map(classification: Path, nomenclature: Nomenclature) -> tuple[np.ndarray, int, Any, Any]:
-    """Class codes ``[H, W]``, nodata value, transform and CRS of a class map in a projected
-    CRS whose codes are all in ``nomenclature``.
+def _open_class_map(classification: Path) -> Any:
+    """The open class map, checked to be in a projected CRS (metres).
 
     Raises
     ------
     InputError
-        missing/unreadable map, geographic CRS, codes not in the nomenclature.
+        missing/unreadable map, geographic CRS.
     """
-    with open_raster(classification, "classification map") as src:
-        if src.crs is None or not src.crs.is_projected:
-            raise InputError(
-                classification,
-                f"CRS {src.crs} is not projected: areas in hectares need metres",
-                "classify features in the tile's UTM projection",
-            )
-        labels = src.read(1)
-        nodata = NODATA_CLASS if src.nodata is None else int(src.nodata)
-        transform, crs = src.transform, src.crs
-    present = {int(c) for c in np.unique(labels)} - {nodata}
-    unknown = sorted(present - set(nomenclature.codes))
-    if unknown:
+    src = open_raster(classification, "classification map")
+    if src.crs is None or not src.crs.is_projected:
+        src.close()
         raise InputError(
             classification,
-            f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
-            "vectorize with the nomenclature the map was classified with",
+            f"CRS {src.crs} is not projected: areas in hectares need metres",
+            "classify features in the tile's UTM projection",
         )
-    return labels, nodata, transform, crs
+    return src
+
+
+def _regularise(
+    src: Any, classification: Path, out: Path, nomenclature: Nomenclature, radius: int, nodata: int
+) -> None:
+    """Write ``out`` (a GeoTIFF of the map's grid and dtype): band 1 the class codes after the
+    majority filter of ``radius`` px, band 2 the classified pixels (1, nodata 0); strip by strip
+    of about :data:`STRIP_PIXELS` px read with ``radius`` rows of context (memory: a strip,
+    not the map). The same numbers as :func:`majority_filter` of the whole map.
+
+    Raises
+    ------
+    InputError
+        class codes that are not in the nomenclature.
+    """
+    height, width = src.height, src.width
+    rows = max(1, STRIP_PIXELS // width)
+    footprint = disk_footprint(radius).astype(np.int32) if radius > 0 else None
+    profile = geotiff_profile(src.profile, count=2, dtype=src.dtypes[0], nodata=None)
+    with rasterio.open(out, "w", **profile) as dst:
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            a0, a1 = max(0, r0 - radius), min(height, r1 + radius)  # the strip and its context
+            labels = src.read(1, window=Window(0, a0, width, a1 - a0))
+            present = {int(c) for c in np.unique(labels)} - {nodata}
+            unknown = sorted(present - set(nomenclature.codes))
+            if unknown:
+                raise InputError(
+                    classification,
+                    f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
+                    "vectorize with the nomenclature the map was classified with",
+                )
+            if footprint is not None:  # a code absent from a strip has no vote in it: same result
+                labels = _majority_strip(labels, footprint, sorted(present), nodata)
+            labels = labels[r0 - a0 : r1 - a0]
+            window = Window(0, r0, width, r1 - r0)
+            dst.write(labels, 1, window=window)
+            dst.write((labels != nodata).astype(labels.dtype), 2, window=window)
 
 
 def _polygonize(
-    labels: np.ndarray, valid: np.ndarray, connectivity: int, transform: Any, simplify_m: float
+    labels: Any, valid: Any, connectivity: int, transform: Any, simplify_m: float
 ) -> tuple[np.ndarray, list[int]]:
-    """One valid MultiPolygon per connected region of ``labels`` where ``valid`` (object array)
-    and its class code; the polygons simplified as a coverage when ``simplify_m`` > 0 (metres)."""
+    """One valid MultiPolygon per connected region of ``labels`` where ``valid`` is non-zero
+    (object array) and its class code; the polygons simplified as a coverage when
+    ``simplify_m`` > 0 (metres). ``labels``, ``valid``: rasterio bands or arrays."""
     geoms, codes = [], []
     for geom, value in rasterio.features.shapes(
         labels, mask=valid, connectivity=connectivity, transform=transform

@@ -237,6 +237,7 @@ class FeatureRaster:
         self.profile = geotiff_profile(src.profile, count=self.count, dtype="float32", nodata=FEATURES_NODATA)
         self.nodatavals = (FEATURES_NODATA,) * self.count
         self.name = str(self.path)
+        self._series_buffer = np.empty(0, dtype=src.dtypes[0])  # grown by read()
 
     # feature index (0-based) -> (date index, position among the date's features)
     def _locate(self, i: int) -> tuple[int, int]:
@@ -274,6 +275,7 @@ class FeatureRaster:
         indexes: Sequence[int] | int | None = None,
         window: Window | None = None,
         out_dtype: str | np.dtype = "float32",
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Features of ``window`` (the whole grid by default), computed from the series.
 
@@ -282,6 +284,10 @@ class FeatureRaster:
         indexes : 1-based feature band indexes (rasterio's convention; all by default).
         window : :class:`rasterio.windows.Window` of the grid.
         out_dtype : accepted for rasterio compatibility; features are float32.
+        out : optional C-contiguous float32 ``[len(indexes), h, w]`` array to write into (as
+            rasterio's ``out``): a caller reading window after window reuses one buffer
+            instead of paying the page faults of a fresh one each time (about 0.4 s per
+            512 px window of 468 features).
 
         Returns
         -------
@@ -294,10 +300,20 @@ class FeatureRaster:
             h, w = self.height, self.width
         else:
             h, w = int(window.height), int(window.width)
-        out = np.empty((len(wanted), h, w), dtype=np.float32)
+        if out is None:
+            out = np.empty((len(wanted), h, w), dtype=np.float32)
+        elif out.shape != (len(wanted), h, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out: expected a C-contiguous float32 {(len(wanted), h, w)} array, got {out.shape}"
+            )
         n_dates, n_bands = len(self.dates), len(self.bands)
         if indexes is None:  # every feature, written in place date by date (the inference path)
-            series = self._src.read(window=window)  # one read of the window's series (int16)
+            # one read of the window's series (int16), into a buffer kept from window to window
+            size = self._src.count * h * w
+            if self._series_buffer.size < size:
+                self._series_buffer = np.empty(size, dtype=self._src.dtypes[0])
+            series = self._series_buffer[:size].reshape(self._src.count, h, w)
+            self._src.read(window=window, out=series)
             for t in range(n_dates):
                 _date_features_into(
                     series[t * n_bands : (t + 1) * n_bands],

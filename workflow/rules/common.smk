@@ -254,9 +254,9 @@ TORCH_RULES = ("parcel_dataset", "train_parcel", "predict_parcel", "delineation_
 def mem_mb(rule):
     """Callable giving the memory (MB) of a job of `rule` from its wildcards and inputs: a base (Python,
     the libraries and GDAL's block cache; 1 GB with PyTorch) plus 1.5 x what the step holds (need_mb)."""
-    from cropchain.workflow import GDAL_CACHE_MB
+    from cropchain.workflow import gdal_cache_mb
 
-    base = 1000 if rule in TORCH_RULES else 300 + GDAL_CACHE_MB
+    base = 1000 if rule in TORCH_RULES or rule == "train_network" else 300 + gdal_cache_mb(rule)
 
     def estimate(wildcards, input, attempt=1):
         return int(base + 1.5 * need_mb(rule, wildcards, input)) * attempt
@@ -277,8 +277,12 @@ def need_mb(rule, wildcards, input):
         return (THREADS + 2) * min(256 * 256, px) * n_dates * (4 * n_bands + 40) / 1e6
     if rule == "samples":  # 1024 px windows of labels and one date, buffered learning rows
         return (min(1024 * 1024, px) * (8 + 2 * n_bands) + 2 * (1 << 16) * n_feat * 4) / 1e6
-    if rule == "train":  # the learning pixels (Parquet decompresses ~3x), forests
-        return (1000 + 10 * input.size_mb) / 1e6
+    if rule == "train":  # the learning pixels (Parquet decompresses ~3x, copies), forests
+        return 10 * input.size_mb  # input.size_mb is in MB already
+    if rule == "train_network":  # the patch sampler's block cache, batches and activations
+        from cropchain.learning.patches import PATCH_CACHE_MB
+
+        return PATCH_CACHE_MB + 500
     if rule == "classify":  # a window (+ smoothing margin) of features and series, probabilities,
         # pixel-major chunks, the model
         window = config["classify"]["window"] + 2 * config["classify"]["overlap"]
@@ -286,10 +290,12 @@ def need_mb(rule, wildcards, input):
         model = sum(f.stat().st_size for f in Path(input.model).parent.glob("model.*") if f.exists())
         return (min(side * side, px) * (n_feat * 4 + n_dates * n_bands * 2 + 3 * 4 * n_classes())
                 + 2 * PREDICT_CHUNK * n_feat * 4 + 3 * model) / 1e6
-    if rule == "vectorize":  # the map, its filtered and sieved copies (uint8), strips of votes
-        return (px * 6 + 1024 * hw[1] * 20) / 1e6
+    if rule == "vectorize":  # the sieved map (uint8) and GDAL's sieve, a strip of votes (~1 Mpx)
+        return (px * 2 + (1 << 20) * 28) / 1e6
     if rule == "evaluate":  # 1024 px windows of the map and burnt validation polygons
         return (1024 * 1024 * 8 + px * 2) / 1e6
+    if rule == "summary":  # summaries and map pages: matplotlib, quicklooks of <= 1000 px from overviews
+        return 150
     if rule == "reference":  # vector sources of the tile
         return 700e6 / 1e6
     if rule in TORCH_RULES:

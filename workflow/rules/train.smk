@@ -71,7 +71,7 @@ rule train_network:
         benchmarks("train/{run}_{arch}")
     threads: THREADS
     resources:
-        mem_mb=mem_mb("train"),
+        mem_mb=mem_mb("train_network"),
         runtime=runtime_min("train"),
     script:
         "../../scripts/train_network.py"
