@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,3 +162,25 @@ def as_nomenclature(nomenclature: Nomenclature | str | os.PathLike) -> Nomenclat
         as :func:`read_nomenclature`, for a path.
     """
     return nomenclature if isinstance(nomenclature, Nomenclature) else read_nomenclature(nomenclature)
+
+
+def require_codes(
+    nomenclature: Nomenclature,
+    codes: Iterable[int],
+    where: str | os.PathLike,
+    fix: str,
+    what: str = "class codes",
+) -> None:
+    """Check that every code of ``codes`` (ints) is a class of ``nomenclature``.
+
+    Raises
+    ------
+    InputError
+        naming ``where`` (the file or object the codes come from), the unknown codes, the
+        nomenclature's codes and ``fix``.
+    """
+    unknown = sorted({int(c) for c in codes} - set(nomenclature.codes))
+    if unknown:
+        raise InputError(
+            where, f"{what} {unknown} are not in the nomenclature {list(nomenclature.codes)}", fix
+        )

@@ -30,13 +30,14 @@ log = logging.getLogger("cropchain.workflow")
 
 #: GDAL block cache of a job (MB). Dirty blocks of the files a job writes stay in the cache
 #: until it is full, so a job's memory grows with the tile up to this bound (ingest at 5490 px:
-#: 383 MB with 256 MB, 173 MB with 64 MB, and no slower)
+#: 374 MB with 256 MB, 169 MB with 64 MB, and no slower)
 GDAL_CACHE_MB = 64
 
 #: rules whose GDAL block cache differs from :data:`GDAL_CACHE_MB` (MB): inference reads windows
 #: of every band (360 bands x 512 px: 189 MB of int16 blocks), which GDAL decodes on the job's
 #: threads only when they fit in the cache; the mosaic's and the vectorization's block-by-block
-#: copies need a few blocks (their peak at 5490 px: 274 -> 219 MB and 272 MB with 16 MB)
+#: copies need a few blocks (peaks at 5490 px, 64 -> 16 MB: mosaic 268 -> 214 MB; vectorize 266 MB
+#: with 16 MB)
 GDAL_CACHE_MB_BY_RULE = {"classify": 256, "mosaic": 16, "vectorize": 16}
 
 

@@ -39,6 +39,7 @@ from cropchain.nomenclature import (
     NODATA_CLASS,
     Nomenclature,
     as_nomenclature,
+    require_codes,
 )
 from cropchain.reference.split import VALIDATION
 
@@ -72,13 +73,13 @@ def _read_validation(split_gpkg: Path, nomenclature: Nomenclature, crs: Any) -> 
             "no polygon with split == 'validation'",
             "check the split ratio: each class needs validation polygons",
         )
-    unknown = sorted(set(gdf["code"].astype(int)) - set(nomenclature.codes))
-    if unknown:
-        raise InputError(
-            split_gpkg,
-            f"codes {unknown} are not in the nomenclature",
-            "fuse the reference with the same nomenclature",
-        )
+    require_codes(
+        nomenclature,
+        gdf["code"].astype(int),
+        split_gpkg,
+        "fuse the reference with the same nomenclature",
+        "codes",
+    )
     gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
     return gdf.to_crs(crs)
 
@@ -183,13 +184,9 @@ def evaluate_map(
             "check that the split and the map cover the same tile",
         )
     present = set(np.unique(y_true_a).tolist()) | set(np.unique(y_pred_a).tolist())
-    unknown = sorted(present - set(nomenclature.codes))
-    if unknown:
-        raise InputError(
-            classification,
-            f"class codes {unknown} are not in the nomenclature",
-            "evaluate with the nomenclature the map was made with",
-        )
+    require_codes(
+        nomenclature, present, classification, "evaluate with the nomenclature the map was made with"
+    )
     labels = [c for c in nomenclature.codes if c in present]
     m = confusion_metrics(y_true_a, y_pred_a, labels, sample_weight=weights)
     name_classes(m, nomenclature)

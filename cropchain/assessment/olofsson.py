@@ -49,7 +49,7 @@ from rasterio.features import rasterize
 from cropchain.errors import ConfigError, InputError
 from cropchain.io.atomic import atomic_output, write_text_atomic
 from cropchain.io.raster import block_windows, open_raster
-from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature
+from cropchain.nomenclature import NODATA_CLASS, Nomenclature, read_nomenclature, require_codes
 from cropchain.reference.split import VALIDATION, read_split
 
 log = logging.getLogger(__name__)
@@ -340,13 +340,7 @@ def _mapped_class_counts(path: Path, nom: Nomenclature) -> tuple[dict[int, int],
         raise InputError(
             path, "no classified pixel (the whole map is nodata)", "check the classification step"
         )
-    unknown = sorted(set(counts) - set(nom.codes))
-    if unknown:
-        raise InputError(
-            path,
-            f"class codes {unknown} are not in the nomenclature",
-            "use the nomenclature the map was made with",
-        )
+    require_codes(nom, counts, path, "use the nomenclature the map was made with")
     return counts, pixel_ha
 
 
@@ -724,13 +718,7 @@ def assess_map(
         if inside.any():
             mapped[inside] = [int(v[0]) for v in src.sample(xy[inside])]
     ref = gdf[reference_field].to_numpy()
-    unknown = sorted(set(ref.tolist()) - set(nom.codes))
-    if unknown:
-        raise InputError(
-            samples,
-            f"reference codes {unknown} are not in the nomenclature",
-            "label with the nomenclature's codes",
-        )
+    require_codes(nom, ref.tolist(), samples, "label with the nomenclature's codes", "reference codes")
     keep = mapped != nodata
     n_outside = int((~keep).sum())
     if n_outside:

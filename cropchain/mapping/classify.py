@@ -75,6 +75,7 @@ from cropchain.nomenclature import (
     NODATA_CLASS,
     Nomenclature,
     as_nomenclature,
+    require_codes,
 )
 from cropchain.series.features import FeatureRaster, FeatureSpec, features_path, open_features
 
@@ -426,13 +427,9 @@ def _uncertainty_measures(uncertainty: Sequence[str], out_uncertainty: Any) -> l
 def _model_classes(model: Any, nomenclature: Nomenclature) -> np.ndarray:
     """The model's class codes (int64 ``[K]``), which must all be nomenclature codes."""
     classes = np.asarray(model.classes_).astype(np.int64)
-    unknown = sorted(set(classes.tolist()) - set(nomenclature.codes))
-    if unknown:
-        raise InputError(
-            "model",
-            f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
-            "train and classify with the same nomenclature file",
-        )
+    require_codes(
+        nomenclature, classes.tolist(), "model", "train and classify with the same nomenclature file"
+    )
     return classes
 
 

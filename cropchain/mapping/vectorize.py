@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from cropchain.nomenclature import (
     NODATA_CLASS,
     Nomenclature,
     as_nomenclature,
+    require_codes,
 )
 
 log = logging.getLogger(__name__)
@@ -92,14 +94,21 @@ def majority_filter(
         return out
     footprint = disk_footprint(radius).astype(np.int32)
     codes = [int(c) for c in np.unique(labels) if c != nodata]
-    height, width = labels.shape
-    if block_rows is None:
-        block_rows = max(1, STRIP_PIXELS // max(1, width))
-    for r0 in range(0, height, max(1, int(block_rows))):
-        r1 = min(height, r0 + block_rows)
-        a0, a1 = max(0, r0 - radius), min(height, r1 + radius)  # the strip and its context
+    for r0, r1, a0, a1 in _strips(*labels.shape, radius, block_rows):
         out[r0:r1] = _majority_strip(labels[a0:a1], footprint, codes, nodata)[r0 - a0 : r1 - a0]
     return out
+
+
+def _strips(
+    height: int, width: int, radius: int, rows: int | None = None
+) -> Iterator[tuple[int, int, int, int]]:
+    """Strips ``(r0, r1, a0, a1)`` of a ``[height, width]`` map: rows ``r0:r1`` (``rows`` of
+    them, default :data:`STRIP_PIXELS` // ``width``) and ``a0:a1``, the same with ``radius``
+    rows of context on each side (clipped at the edges)."""
+    rows = max(1, int(rows) if rows is not None else STRIP_PIXELS // max(1, width))
+    for r0 in range(0, height, rows):
+        r1 = min(height, r0 + rows)
+        yield r0, r1, max(0, r0 - radius), min(height, r1 + radius)
 
 
 def _majority_strip(labels: np.ndarray, footprint: np.ndarray, codes: list[int], nodata: int) -> np.ndarray:
@@ -272,23 +281,19 @@ def _regularise(
     InputError
         class codes that are not in the nomenclature.
     """
-    height, width = src.height, src.width
-    rows = max(1, STRIP_PIXELS // width)
+    width = src.width
     footprint = disk_footprint(radius).astype(np.int32) if radius > 0 else None
     profile = geotiff_profile(src.profile, count=2, dtype=src.dtypes[0], nodata=None)
     with rasterio.open(out, "w", **profile) as dst:
-        for r0 in range(0, height, rows):
-            r1 = min(height, r0 + rows)
-            a0, a1 = max(0, r0 - radius), min(height, r1 + radius)  # the strip and its context
-            labels = src.read(1, window=Window(0, a0, width, a1 - a0))
+        for r0, r1, a0, a1 in _strips(src.height, width, radius):
+            labels = src.read(1, window=Window(0, a0, width, a1 - a0))  # the strip and its context
             present = {int(c) for c in np.unique(labels)} - {nodata}
-            unknown = sorted(present - set(nomenclature.codes))
-            if unknown:
-                raise InputError(
-                    classification,
-                    f"class codes {unknown} are not in the nomenclature {list(nomenclature.codes)}",
-                    "vectorize with the nomenclature the map was classified with",
-                )
+            require_codes(
+                nomenclature,
+                present,
+                classification,
+                "vectorize with the nomenclature the map was classified with",
+            )
             if footprint is not None:  # a code absent from a strip has no vote in it: same result
                 labels = _majority_strip(labels, footprint, sorted(present), nodata)
             labels = labels[r0 - a0 : r1 - a0]

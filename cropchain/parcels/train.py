@@ -65,6 +65,7 @@ from cropchain.nomenclature import (
     NODATA_CLASS,
     Nomenclature,
     as_nomenclature,
+    require_codes,
 )
 from cropchain.parcels.dataset import (
     ParcelDataset,
@@ -928,13 +929,12 @@ def predict_parcel_tile(
     split_path = Path(split_gpkg)
     split = read_split(split_path)
     label_rows(dataset, split, LEARN, split_path)  # checks that the dataset matches the split
-    unknown = sorted(set(model.classes.tolist()) - set(nomenclature.codes))
-    if unknown:
-        raise InputError(
-            Path(model_dir) / "model.json",
-            f"class codes {unknown} are not in the nomenclature",
-            "train and predict with the same nomenclature file",
-        )
+    require_codes(
+        nomenclature,
+        model.classes.tolist(),
+        Path(model_dir) / "model.json",
+        "train and predict with the same nomenclature file",
+    )
     t0 = time.perf_counter()
     proba = predict_parcels(model, dataset, permute=permute)
     log.info("%s: %d parcels classified in %.1f s", tile, len(dataset), time.perf_counter() - t0)
@@ -1057,13 +1057,12 @@ def majority_vote_tile(
                 continue
             rows.append({"polygon_id": int(pid), "code": code, "confidence": int(round(100 * share))})
     pred = pd.DataFrame(rows, columns=["polygon_id", "code", "confidence"])
-    unknown = sorted(set(pred["code"].tolist()) - set(nomenclature.codes))
-    if unknown:
-        raise InputError(
-            classification,
-            f"class codes {unknown} are not in the nomenclature",
-            "vote with the nomenclature the map was made with",
-        )
+    require_codes(
+        nomenclature,
+        pred["code"].tolist(),
+        classification,
+        "vote with the nomenclature the map was made with",
+    )
     parcels = _with_geometry(pred, split)
     name = f"vote_{architecture}"
     return _finish(
