@@ -201,6 +201,25 @@ def write_config(work: Path, data: Path, dates: list[dt.date], threads: int) -> 
     return path
 
 
+def _watch_tile_folder(proc: subprocess.Popen, tiles: Path, every_s: float = 1.0) -> dict:
+    """Sizes under the tile's folder while the chain runs, until ``proc`` ends: the peak of their
+    sum and each file's largest size (``raw.tif`` is a temp() file, deleted after gap filling)."""
+    peak_total, peak_files = 0, {}
+    while proc.poll() is None:
+        sizes = {}
+        for p in tiles.glob("*") if tiles.is_dir() else []:
+            try:
+                if p.is_file():  # with the temporary names of outputs being written
+                    sizes[p.name] = p.stat().st_size
+            except FileNotFoundError:  # renamed or deleted meanwhile
+                continue
+        peak_total = max(peak_total, sum(sizes.values()))
+        for name, size in sizes.items():
+            peak_files[name] = max(size, peak_files.get(name, 0))
+        time.sleep(every_s)
+    return {"intermediates_peak_total": peak_total, "intermediates_peak_files": peak_files}
+
+
 def _du(path: Path) -> int:
     return (
         sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -238,7 +257,7 @@ def _logged_peak_rss(log: Path) -> float | None:
     return float(found[-1]) if found else None
 
 
-def collect(work: Path, size: int, n_dates: int) -> dict:
+def collect(work: Path, size: int, n_dates: int, peak_files: dict | None = None) -> dict:
     """Per job: wall s, peak RSS MB (exact, from the job's log; Snakemake's benchmark files only
     sample memory and miss the peak of a short job), MB of the files it wrote, Mpx/s."""
     jobs = []
@@ -252,6 +271,8 @@ def collect(work: Path, size: int, n_dates: int) -> dict:
         written = sum(
             f.stat().st_size for pattern in OUTPUTS.get(rule, []) for f in (work / "results").glob(pattern)
         )
+        if rule == "ingest" and peak_files:  # raw.tif, a temp() file, is gone by now
+            written = max(written, sum(v for k, v in peak_files.items() if k.startswith("raw")))
         jobs.append(
             {
                 "rule": rule,
@@ -319,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(f"/tmp/bench_tile_{args.size}")
     if args.report_only:
         result = json.loads((work / "bench_tile.json").read_text())
-        result.update(collect(work, args.size, result["dates"]))
+        result.update(collect(work, args.size, result["dates"], result.get("intermediates_peak_files")))
         result["projected_full_tile_s"] = projection(result["jobs"], args.size)
         (work / "bench_tile.json").write_text(json.dumps(result, indent=2))
         _print(result)
@@ -340,26 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work / ".snakemake", ignore_errors=True)
     config = write_config(work, data, dates, args.cores)
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            "snakemake",
-            "-s",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(work),
-            "--configfile",
-            str(config),
-            "--cores",
-            str(args.cores),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work)]
+    cmd += ["--configfile", str(config), "--cores", str(args.cores)]
+    with open(work / "snakemake.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        peak = _watch_tile_folder(proc, work / "results/tiles/T31TBM")
     wall = time.perf_counter() - t0
-    (work / "snakemake.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode:
-        print(proc.stderr[-4000:], file=sys.stderr)
+        print((work / "snakemake.log").read_text()[-4000:], file=sys.stderr)
         return proc.returncode
     result = {
         "size": args.size,
@@ -369,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         "chain_wall_s": wall,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
-        **collect(work, args.size, len(dates)),
+        **collect(work, args.size, len(dates), peak["intermediates_peak_files"]),
+        **peak,
     }
     result["projected_full_tile_s"] = projection(result["jobs"], args.size)
     (work / "bench_tile.json").write_text(json.dumps(result, indent=2))
@@ -389,6 +399,16 @@ def _print(result: dict) -> None:
         f"({result['bytes_per_px_band_date']:.2f} bytes per pixel per band and date): "
         + ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in result["intermediates_bytes"].items())
     )
+    if "intermediates_peak_total" in result:
+        px = result["size"] ** 2 * result["bands"] * result["dates"]
+        print(
+            f"peak under results/tiles/T31TBM while the chain ran (sampled every second): "
+            f"{result['intermediates_peak_total'] / 1e9:.2f} GB "
+            f"({result['intermediates_peak_total'] / px:.2f} bytes per pixel per band and date); "
+            + ", ".join(
+                f"{k} {v / 1e9:.2f} GB" for k, v in result["intermediates_peak_files"].items() if v > 1e8
+            )
+        )
     print(f"learning samples (runs/0/pixels.parquet): {result['samples_bytes'] / 1e6:.1f} MB")
 
 

@@ -186,6 +186,61 @@ def test_shapefile_dbf_edited_alone_reruns_the_fusion(tmp_path: Path):
     assert re.search(r"^reference\s+1$", text, re.M) and not re.search(r"^ingest\s", text, re.M), text
 
 
+def test_raw_series_is_kept_or_deleted_after_gap_filling(tmp_path: Path):
+    """`ingest.keep_raw: true` keeps `raw.tif`; switched to false (the default) nothing reruns
+    (the option is not a parameter of the series), a new parcel register reruns the fusion (whose
+    grid is `raw_mask.tif`) and not the ingest, and the next gap filling deletes `raw.tif` once it
+    has read it. (test_workflow_demo: a default run leaves no `raw.tif`.)"""
+    import pyogrio
+
+    from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references
+
+    work = tmp_path / "temp_raw"
+    generate_demo_products(
+        work / "products" / "T31TXA",
+        "T31TXA",
+        seed=4,
+        width=32,
+        height=32,
+        dates=["2021-03-01", "2021-06-01", "2021-09-01"],
+    )
+    ref = work / "resources/demo/reference"
+    generate_demo_references(
+        ref, {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}}, seed=4
+    )
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    del cfg["demo"]
+    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
+    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products/T31TXA"}}
+    cfg["ingest"]["keep_raw"] = True
+    configfile = work / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tile = work / "results/tiles/T31TXA"
+    targets = ["results/tiles/T31TXA/gapfilled.tif", "results/tiles/T31TXA/reference.gpkg"]
+
+    snakemake(work, configfile, *targets)
+    assert (tile / "raw.tif").is_file()
+    cfg["ingest"]["keep_raw"] = False
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    first = snakemake(work, configfile, "--dry-run", *targets)
+    assert "Nothing to be done" in first.stdout + first.stderr
+
+    parcels = pyogrio.read_dataframe(ref / "parcels.gpkg")
+    pyogrio.write_dataframe(parcels.iloc[1:], ref / "parcels.gpkg")  # one parcel withdrawn
+    out = snakemake(work, configfile, "--dry-run", *targets)
+    text = out.stdout + out.stderr
+    assert re.search(r"^reference\s+1$", text, re.M), text
+    assert not re.search(r"^(ingest|gapfill)\s", text, re.M), text
+
+    cfg["gapfill"]["mode"] = "spline"  # a new gap filling reads raw.tif, then deletes it
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    ran = snakemake(work, configfile, *targets)
+    text = ran.stdout + ran.stderr
+    assert not re.search(r"^ingest\s", text, re.M) and re.search(r"^gapfill\s+1$", text, re.M), text
+    assert not (tile / "raw.tif").exists()
+    assert (tile / "raw_mask.tif").is_file() and (tile / "gapfilled.tif").is_file()
+
+
 def test_new_reference_reruns_fusion_and_after(copy_of_demo: Path):
     import geopandas as gpd
 

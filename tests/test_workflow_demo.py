@@ -19,8 +19,11 @@ def test_demo_products_and_reports(demo_run: Path):
     res = demo_run / "results"
     tiles, runs, archs = ["T31TXA", "T31TXB"], ["0", "1"], ["rf", "xgboost"]
     for tile in tiles:
-        with rasterio.open(res / "tiles" / tile / "raw.tif") as src:
-            assert src.dtypes[0] == "int16" and src.count % 10 == 0
+        assert not (res / "tiles" / tile / "raw.tif").exists()  # a temp() file (ingest.keep_raw: false)
+        with rasterio.open(res / "tiles" / tile / "raw_mask.tif") as src:
+            assert src.dtypes[0] == "uint8" and (src.width, src.height) == (200, 200)
+        with rasterio.open(res / "tiles" / tile / "gapfilled.tif") as src:
+            assert src.dtypes[0] == "int16" and src.count == 23 * 10
         dates = (res / "tiles" / tile / "dates.txt").read_text().split()
         assert dates[0] == "20210115" and len(dates) == 23
     for run in runs:

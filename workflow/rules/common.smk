@@ -210,11 +210,12 @@ FULL_TILE = (10980, 10980)  # a whole Sentinel-2 tile at 10 m, when the size can
 
 
 def tile_shape(tile):
-    """(height, width) of a tile in 10 m pixels: from its raw.tif when ingested, the demo config,
-    or the first 10 m band found among its products; a whole Sentinel-2 tile otherwise."""
+    """(height, width) of a tile in 10 m pixels: from its raw_mask.tif when ingested (kept when
+    raw.tif is a temp() file), the demo config, or the first 10 m band found among its products;
+    a whole Sentinel-2 tile otherwise."""
     import rasterio
 
-    raw = Path(results(f"tiles/{tile}/raw.tif"))
+    raw = Path(results(f"tiles/{tile}/raw_mask.tif"))
     spec = config["tiles"][tile]
     try:
         if raw.exists():

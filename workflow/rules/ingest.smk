@@ -16,12 +16,14 @@ rule ingest:
     input:
         products=tile_products,
     output:
-        raw=results("tiles/{tile}/raw.tif"),
+        # temp() unless ingest.keep_raw: deleted once gap filling (and Presto) have read it
+        raw=(results("tiles/{tile}/raw.tif") if config["ingest"]["keep_raw"]
+             else temp(results("tiles/{tile}/raw.tif"))),
         mask=results("tiles/{tile}/raw_mask.tif"),
         dates=results("tiles/{tile}/raw_dates.txt"),
     params:
         source=lambda wc: config["tiles"][wc.tile],
-        ingest=config["ingest"],
+        ingest={k: v for k, v in config["ingest"].items() if k != "keep_raw"},  # what the series depends on
         scl_masked=ingest_scl_masked(),
         products=tile_products_stamp,  # content of the product folders (common.smk)
         code=code_hash("cropchain.sources", "cropchain.io.raster"),

@@ -6,7 +6,7 @@ rule reference:
     input:
         sources=reference_inputs(),
         nomenclature=config["nomenclature"],
-        grid=rules.ingest.output.raw,
+        grid=rules.ingest.output.mask,  # the tile grid; raw.tif may be a temp() file (ingest.keep_raw)
     output:
         reference=results("tiles/{tile}/reference.gpkg"),
     params:
