@@ -187,10 +187,11 @@ def test_shapefile_dbf_edited_alone_reruns_the_fusion(tmp_path: Path):
 
 
 def test_raw_series_is_kept_or_deleted_after_gap_filling(tmp_path: Path):
-    """`ingest.keep_raw: true` keeps `raw.tif`; switched to false (the default) nothing reruns
-    (the option is not a parameter of the series), a new parcel register reruns the fusion (whose
-    grid is `raw_mask.tif`) and not the ingest, and the next gap filling deletes `raw.tif` once it
-    has read it. (test_workflow_demo: a default run leaves no `raw.tif`.)"""
+    """`ingest.keep_raw: true` keeps `raw.tif`; switched to false (what the default, null, means
+    without a Presto architecture) nothing reruns (the option is not a parameter of the series),
+    a new parcel register reruns the fusion (whose grid is `raw_mask.tif`) and not the ingest, and
+    the next gap filling deletes `raw.tif` once it has read it. (test_workflow_demo: a default run
+    leaves no `raw.tif`; test_workflow_presto: with presto_rf it stays.)"""
     import pyogrio
 
     from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references

@@ -4,13 +4,15 @@ beside rf on the same split; the embeddings are computed per window and never st
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from conftest import SHARED, absolute_config, snakemake
+import yaml
+from conftest import SHARED, absolute_config, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -76,3 +78,15 @@ def test_presto_rf_trained_on_embeddings_mapped_and_reported(presto_run: Path):
 def test_rerun_does_nothing(presto_run: Path):
     proc = snakemake(presto_run, presto_run / "config.yaml", "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_raw_series_kept_with_a_presto_architecture(presto_run: Path):
+    """ingest.keep_raw null (the default) keeps raw.tif when a Presto architecture reads it in every
+    run: one more run embeds its samples from it instead of re-ingesting the tile."""
+    for tile in ("T31TXA", "T31TXB"):
+        assert (presto_run / f"results/tiles/{tile}/raw.tif").is_file()
+    cfg = yaml.safe_load((presto_run / "config.yaml").read_text())
+    cfg["split"]["runs"] = 2
+    proc = snakemake(presto_run, write_config(presto_run / "config_two_runs.yaml", cfg), "-n")
+    text = proc.stdout + proc.stderr
+    assert "samples_presto" in text and not re.search(r"^(ingest|gapfill|reference)\s", text, re.M), text

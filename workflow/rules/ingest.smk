@@ -1,7 +1,15 @@
 # Ingest: a tile's images -> raw.tif, raw_mask.tif, raw_dates.txt, whatever the source
 # (cropchain.sources.sentinel2: SAFE L2A and the demo; cropchain.sources.theia: Theia / MAJA L2A;
 # cropchain.sources.stack: per-date GeoTIFFs or one multi-band GeoTIFF with a dates file).
+from cropchain.models import PRESTO_ARCHS
 from cropchain.sources.sentinel2 import scl_masked_for_kept
+
+
+def keep_raw():
+    """ingest.keep_raw, or when null: whether a Presto architecture (which reads raw.tif in every
+    run) is configured."""
+    keep = config["ingest"]["keep_raw"]
+    return any(a in PRESTO_ARCHS for a in config["architectures"]) if keep is None else bool(keep)
 
 
 def ingest_scl_masked():
@@ -16,9 +24,8 @@ rule ingest:
     input:
         products=tile_products,
     output:
-        # temp() unless ingest.keep_raw: deleted once gap filling (and Presto) have read it
-        raw=(results("tiles/{tile}/raw.tif") if config["ingest"]["keep_raw"]
-             else temp(results("tiles/{tile}/raw.tif"))),
+        # temp() unless kept (keep_raw()): deleted once gap filling has read it
+        raw=results("tiles/{tile}/raw.tif") if keep_raw() else temp(results("tiles/{tile}/raw.tif")),
         mask=results("tiles/{tile}/raw_mask.tif"),
         dates=results("tiles/{tile}/raw_dates.txt"),
     params:
