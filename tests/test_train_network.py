@@ -13,7 +13,7 @@ from test_patches import parcel_layout, write_tile
 from cropchain.errors import ConfigError, InputError
 from cropchain.learning.patches import IGNORE_INDEX
 from cropchain.learning.train import load_model, train_model
-from cropchain.learning.train_network import masked_cross_entropy, train_network
+from cropchain.learning.train_network import drop_dates, masked_cross_entropy, train_network
 from cropchain.mapping.classify import classify_tile
 from cropchain.nomenclature import Nomenclature
 
@@ -180,3 +180,43 @@ def test_errors(tile, tmp_path):
         train_model(tmp_path / "pixels.parquet", "tempcnn", {}, tmp_path / "d", seed=0)
     with pytest.raises(InputError, match="split polygons not found"):
         train_network([f], [v], [tmp_path / "none.gpkg"], "tempcnn", TINY["tempcnn"], tmp_path / "e", seed=0)
+
+
+def test_date_dropout_drops_whole_dates_and_keeps_one():
+    """Each dropped date loses all its channels (wherever the layout puts them), the other dates
+    are untouched, about `rate` of the dates go, and no patch loses every date."""
+    import numpy as np
+
+    from cropchain.models.networks import feature_layout
+
+    dates, channels = ["20210105", "20210115", "20210125", "20210204", "20210214"], ["B04", "B08", "NDVI"]
+    names = [f"{d}_{c}" for c in channels for d in dates]  # channel-major, as FeatureRaster names them
+    layout = feature_layout(names)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(names), 4, 4)).astype(np.float32) + 5  # no zero by chance
+    before = x.copy()
+    out = drop_dates(x, layout.order, layout.n_dates, 0.4, np.random.default_rng(1))
+    assert out is x
+    cells = layout.order.reshape(layout.n_dates, len(channels))  # [date, channel] -> feature index
+    zeroed = (x[:, cells] == 0).all(axis=(3, 4))  # [n, T, C]
+    kept = (x[:, cells] == before[:, cells]).all(axis=(3, 4))
+    assert (zeroed.all(axis=2) | kept.all(axis=2)).all()  # a date goes whole or not at all
+    dropped = zeroed.all(axis=2)
+    assert 0.35 < dropped.mean() < 0.45 and not dropped.all(axis=1).any()
+    for t, d in enumerate(dates):  # the layout's date t is the date of those feature names
+        assert {names[i][:8] for i in cells[t]} == {d}
+    again = drop_dates(before.copy(), layout.order, layout.n_dates, 0.4, np.random.default_rng(1))
+    np.testing.assert_array_equal(again, x)  # seeded
+    nearly_all = drop_dates(before.copy(), layout.order, layout.n_dates, 0.999, np.random.default_rng(2))
+    assert ((nearly_all[:, cells] != 0).all(axis=(2, 3, 4)).sum(axis=1) == 1).all()
+
+
+def test_date_dropout_trains_and_is_refused_where_there_are_no_dates(tile, tmp_path):
+    meta = train(tile, tmp_path / "ltae", "ltae", seed=1, epochs=2, date_dropout=0.3)
+    assert meta["hyperparameters"]["date_dropout"] == 0.3
+    a = torch.load(tmp_path / "ltae" / "model.pt", weights_only=True)["state_dict"]
+    train(tile, tmp_path / "plain", "ltae", seed=1, epochs=2)
+    b = torch.load(tmp_path / "plain" / "model.pt", weights_only=True)["state_dict"]
+    assert not all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # the dropout acted
+    with pytest.raises(ConfigError, match=r"fg_unet: unknown hyper-parameter\(s\) \['date_dropout'\]"):
+        train(tile, tmp_path / "fg", "fg_unet", seed=1, epochs=1, date_dropout=0.3)

@@ -316,6 +316,9 @@ def _build_model(
         raise ConfigError(
             f"architectures.{architecture}.monitor: {hp['monitor']!r} is not one of {', '.join(MONITORS)}"
         )
+    rate = float(hp.get("date_dropout", 0.0))  # a key of the temporal networks only
+    if not 0 <= rate < 1:
+        raise ConfigError(f"architectures.{architecture}.date_dropout: {rate} is not in [0, 1)")
     model.set_threads(threads)
     torch.manual_seed(seed)
     return model
@@ -560,8 +563,11 @@ def _train_epoch(
     net = model.net
     net.train()
     losses = []
+    rate = float(model.training_hyperparameters.get("date_dropout", 0.0))
     for _ in range(steps):
         x, y = sampler.draw(batch)
+        if rate > 0:
+            x = drop_dates(x, net.order.cpu().numpy(), net.n_dates, rate, sampler.rng)
         logits, target = _labelled_logits(
             net,
             model.pixelwise,
@@ -576,6 +582,39 @@ def _train_epoch(
             ema.update_parameters(net)
         losses.append(float(loss.detach()))
     return losses
+
+
+def drop_dates(
+    x: np.ndarray, order: np.ndarray, n_dates: int, rate: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Random date dropout, an augmentation of the series for small reference sets.
+
+    Each date of each patch is dropped with probability ``rate``: all its channels (bands and
+    indices) set to 0, the standardized mean, which is also what nodata becomes; one date drawn
+    at random is kept when all would be dropped. Training only; inference sees every date.
+
+    Parameters
+    ----------
+    x : float32 ``[n, F, P, P]`` standardized patches, modified in place.
+    order : int64 ``[T * C]``, the feature indices of each (date, channel), date-major
+        (:class:`cropchain.models.networks.TemporalLayout`).
+    n_dates : ``T``.
+    rate : probability of dropping a date, in [0, 1).
+    rng : the patch sampler's generator (the draws are seeded with the run).
+
+    Returns
+    -------
+    ``x``.
+    """
+    n = x.shape[0]
+    drop = rng.random((n, n_dates)) < rate
+    every = drop.all(axis=1)
+    if every.any():
+        drop[every, rng.integers(0, n_dates, int(every.sum()))] = False
+    by_feature = np.zeros((n, x.shape[1]), dtype=bool)
+    by_feature[:, order] = np.repeat(drop, len(order) // n_dates, axis=1)
+    x[by_feature] = 0.0
+    return x
 
 
 def _state_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -62,7 +62,14 @@ DEFAULTS: dict[str, Any] = {
     "chunk_pixels": 256,
 }
 #: pixel-wise like TempCNN: small patches centred on the drawn class
-TRAIN_DEFAULTS: dict[str, Any] = {"patch_size": 16, "batch_size": 16, "patches_per_epoch": 256}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "patch_size": 16,
+    "batch_size": 16,
+    "patches_per_epoch": 256,
+    # probability that a date of a training patch is dropped, all its channels set to 0 (the
+    # standardized mean, as nodata): cropchain.learning.train_network.drop_dates; 0 = none
+    "date_dropout": 0.0,
+}
 
 
 def date_encoding(positions: Sequence[float] | np.ndarray, dim: int, period: float = 1000.0) -> torch.Tensor:

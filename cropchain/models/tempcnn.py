@@ -50,7 +50,14 @@ DEFAULTS: dict[str, Any] = {
 }
 #: a pixel-wise network learns from the labelled pixels of a patch only: small patches
 #: centred on the drawn class keep the batches class-balanced at the pixel level
-TRAIN_DEFAULTS: dict[str, Any] = {"patch_size": 16, "batch_size": 16, "patches_per_epoch": 256}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "patch_size": 16,
+    "batch_size": 16,
+    "patches_per_epoch": 256,
+    # probability that a date of a training patch is dropped, all its channels set to 0 (the
+    # standardized mean, as nodata): cropchain.learning.train_network.drop_dates; 0 = none
+    "date_dropout": 0.0,
+}
 
 
 class TempCNN(nn.Module):
