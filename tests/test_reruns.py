@@ -187,8 +187,8 @@ def test_shapefile_dbf_edited_alone_reruns_the_fusion(tmp_path: Path):
 
 
 def test_raw_series_is_kept_or_deleted_after_gap_filling(tmp_path: Path):
-    """`ingest.keep_raw: true` keeps `raw.tif`; switched to false (what the default, null, means
-    without a Presto architecture) nothing reruns (the option is not a parameter of the series),
+    """`ingest.keep_raw: true` keeps `raw.tif`; switched to the default (null: deleted without a
+    Presto architecture) nothing reruns (the option is not a parameter of the series),
     a new parcel register reruns the fusion (whose grid is `raw_mask.tif`) and not the ingest, and
     the next gap filling deletes `raw.tif` once it has read it. (test_workflow_demo: a default run
     leaves no `raw.tif`; test_workflow_presto: with presto_rf it stays.)"""
@@ -221,7 +221,7 @@ def test_raw_series_is_kept_or_deleted_after_gap_filling(tmp_path: Path):
 
     snakemake(work, configfile, *targets)
     assert (tile / "raw.tif").is_file()
-    cfg["ingest"]["keep_raw"] = False
+    del cfg["ingest"]["keep_raw"]  # the default, null: deleted without a Presto architecture
     configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
     first = snakemake(work, configfile, "--dry-run", *targets)
     assert "Nothing to be done" in first.stdout + first.stderr

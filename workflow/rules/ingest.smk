@@ -8,7 +8,7 @@ from cropchain.sources.sentinel2 import scl_masked_for_kept
 def keep_raw():
     """ingest.keep_raw, or when null: whether a Presto architecture (which reads raw.tif in every
     run) is configured."""
-    keep = config["ingest"]["keep_raw"]
+    keep = config["ingest"].get("keep_raw")  # a null default is not filled in
     return any(a in PRESTO_ARCHS for a in config["architectures"]) if keep is None else bool(keep)
 
 
