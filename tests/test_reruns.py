@@ -46,6 +46,28 @@ def copy_of_demo(demo_run: Path, tmp_path: Path) -> Path:
     return work
 
 
+def one_safe_tile(work: Path, dates: list) -> tuple[list[Path], dict, Path]:
+    """A 32 x 32 px tile T31TXA of SAFE products on ``dates`` and the demo's references under
+    ``work``, and the demo configuration pointing at them: (products, config, config file)."""
+    from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references
+
+    products = generate_demo_products(
+        work / "products" / "T31TXA", "T31TXA", seed=4, width=32, height=32, dates=dates
+    )
+    generate_demo_references(
+        work / "resources/demo/reference",
+        {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}},
+        seed=4,
+    )
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    del cfg["demo"]
+    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
+    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products/T31TXA"}}
+    configfile = work / "config.yaml"
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return products, cfg, configfile
+
+
 def test_new_date_reruns_one_tile(tmp_path: Path):
     """Two tiles of SAFE products (as a user holds them); one more product for one tile."""
     import datetime as dt
@@ -103,28 +125,9 @@ def test_file_replaced_inside_a_safe_reruns_ingest_and_manifest(tmp_path: Path):
     import datetime as dt
     import os
 
-    from cropchain.demo import (
-        demo_origin,
-        generate_demo_products,
-        generate_demo_references,
-    )
-
     work = tmp_path / "safe"
     dates = [dt.date(2021, 3, 1), dt.date(2021, 6, 1), dt.date(2021, 9, 1)]
-    products = generate_demo_products(
-        work / "products" / "T31TXA", "T31TXA", seed=4, width=32, height=32, dates=dates
-    )
-    generate_demo_references(
-        work / "resources/demo/reference",
-        {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}},
-        seed=4,
-    )
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    del cfg["demo"]
-    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
-    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products/T31TXA"}}
-    configfile = work / "config.yaml"
-    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    products, _, configfile = one_safe_tile(work, dates)
     targets = ["results/tiles/T31TXA/raw.tif", "results/tiles/T31TXA/inputs.json"]
     snakemake(work, configfile, *targets)
     first = snakemake(work, configfile, "--dry-run", *targets)
@@ -194,30 +197,13 @@ def test_raw_series_is_kept_or_deleted_after_gap_filling(tmp_path: Path):
     leaves no `raw.tif`; test_workflow_presto: with presto_rf it stays.)"""
     import pyogrio
 
-    from cropchain.demo import demo_origin, generate_demo_products, generate_demo_references
-
     work = tmp_path / "temp_raw"
-    generate_demo_products(
-        work / "products" / "T31TXA",
-        "T31TXA",
-        seed=4,
-        width=32,
-        height=32,
-        dates=["2021-03-01", "2021-06-01", "2021-09-01"],
-    )
+    _, cfg, configfile = one_safe_tile(work, ["2021-03-01", "2021-06-01", "2021-09-01"])
     ref = work / "resources/demo/reference"
-    generate_demo_references(
-        ref, {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}}, seed=4
-    )
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    del cfg["demo"]
-    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
-    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products/T31TXA"}}
-    cfg["ingest"]["keep_raw"] = True
-    configfile = work / "config.yaml"
-    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
     tile = work / "results/tiles/T31TXA"
     targets = ["results/tiles/T31TXA/gapfilled.tif", "results/tiles/T31TXA/reference.gpkg"]
+    cfg["ingest"]["keep_raw"] = True
+    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     snakemake(work, configfile, *targets)
     assert (tile / "raw.tif").is_file()
