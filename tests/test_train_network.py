@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import rasterio
 import rasterio.features
@@ -220,3 +221,44 @@ def test_date_dropout_trains_and_is_refused_where_there_are_no_dates(tile, tmp_p
     assert not all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # the dropout acted
     with pytest.raises(ConfigError, match=r"fg_unet: unknown hyper-parameter\(s\) \['date_dropout'\]"):
         train(tile, tmp_path / "fg", "fg_unet", seed=1, epochs=1, date_dropout=0.3)
+
+
+@pytest.mark.parametrize("arch", ["tempcnn", "fg_unet"])
+def test_seed_ensemble_holds_the_lone_network_and_averages_probabilities(tile, tmp_path, arch):
+    _, (f, v, s) = tile
+    extra = {"epochs": 2, "patches_per_epoch": 8}
+    train(tile, tmp_path / "one", arch, seed=3, **extra)
+    train(tile, tmp_path / "three", arch, seed=3, ensemble=3, **extra)
+    one = torch.load(tmp_path / "one" / "model.pt", weights_only=True)["state_dict"]
+    three = torch.load(tmp_path / "three" / "model.pt", weights_only=True)["state_dict"]
+    # member 0 trains exactly as the network without `ensemble`; the others differ from it
+    assert all(torch.equal(one[k], three[f"members.0.{k}"]) for k in one)
+    for i in (1, 2):
+        assert not all(
+            torch.equal(one[k], three[f"members.{i}.{k}"]) for k in one if one[k].is_floating_point()
+        )
+    metrics = json.loads((tmp_path / "three" / "metrics.json").read_text())
+    assert [m["seed"] for m in metrics["members"]] == [3, 1003, 2003]
+    assert 0 <= metrics["ensemble_holdout_macro_f1"] <= 1
+    # the ensemble's probabilities are the mean of its members'
+    ensemble = load_model(tmp_path / "three")
+    block = rasterio.open(f).read()
+    p = ensemble.predict_proba_image(block)
+    members = [m.eval() for m in ensemble.net.members]
+    singles = []
+    for m in members:
+        ensemble.net, saved = m, ensemble.net
+        singles.append(ensemble.predict_proba_image(block))
+        ensemble.net = saved
+    assert p.shape == (3, 96, 96)
+    np.testing.assert_allclose(p, np.mean(singles, axis=0), atol=1e-5)
+    total = p.sum(axis=0)
+    valid = total > 0  # a pixel-wise network gives 0 where every feature is nodata
+    assert valid.mean() > 0.5 and np.allclose(total[valid], 1, atol=1e-5)
+    assert ensemble.margin == load_model(tmp_path / "one").margin
+
+
+def test_ensemble_must_be_a_whole_number(tile, tmp_path):
+    for bad in (0, 2.5, True):
+        with pytest.raises(ConfigError, match=r"tempcnn\.ensemble: .* is not a whole number >= 1"):
+            train(tile, tmp_path / "m", "tempcnn", epochs=1, ensemble=bad)

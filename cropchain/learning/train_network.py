@@ -17,16 +17,22 @@ As in Stoian et al. (Remote Sensing 2019) and Poulain et al. (ESA Phi-week 2018)
   the weights is what is evaluated and kept (Polyak averaging; off by default: on T31TEJ
   it stopped the trainings too early);
 - seeds fix the weights' initialisation, the hold-out, the patches and dropout, so that a
-  run is reproducible with the same number of threads (``torch.set_num_threads``).
+  run is reproducible with the same number of threads (``torch.set_num_threads``);
+- optionally (``ensemble`` = n > 1) a seed ensemble: n networks trained in turn with seeds
+  ``seed + 1000 i`` on the same standardization, hold-out and class weights, their
+  probabilities averaged at inference (:class:`~cropchain.models.networks.SeedEnsemble`;
+  Lakshminarayanan et al., NeurIPS 2017); member 0 is the network trained without it.
 
 Outputs in ``out_dir``: ``model.pt`` (weights, normalization, classes, feature names,
 hyper-parameters), ``model.json`` (the same metadata, readable), ``metrics.json`` (time,
-epochs, curves) and ``training_curves.png``.
+epochs, curves; of member 0 for an ensemble, each member's under ``members``) and
+``training_curves.png``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -57,7 +63,9 @@ from cropchain.models.networks import (
     WEIGHTS_FILE,
     NetworkClassifier,
     channel_groups,
+    ensemble_members,
     library_versions,
+    member_seeds,
 )
 from cropchain.series.features import FeatureSpec, features_path, open_features
 
@@ -202,14 +210,33 @@ def train_network(
         sampler = PatchSampler(sources, classes, int(hp["patch_size"]), rng, augment=bool(hp["augment"]))
         weights, weight = _class_weights(sampler, hp, model.device)
         windows = _holdout_windows(sampler, hp)
-        curves, best, seconds = _fit(model, sampler, windows, weight, hp, architecture)
+        fits = _fit_members(model, sampler, windows, weight, hp, architecture)
+        scores = {}
+        if windows and len(fits) > 1:
+            scores = _evaluate(model.net, model.pixelwise, sampler, windows, weight, int(hp["batch_size"]))
+            log.info(
+                "ensemble of %d %s: held-out loss %.4f, OA %.3f, macro F1 %.3f",
+                len(fits),
+                architecture,
+                scores["loss"],
+                scores["overall_accuracy"],
+                scores["macro_f1"],
+            )
 
     elapsed = time.perf_counter() - start
     class_weights = None if weight is None else dict(zip(classes, weights))
     meta = _metadata(
         model, architecture, seed, names, class_weights, tiles, polygons, holdout, n_train, n_holdout
     )
+    curves, best, seconds = fits[0]
     metrics = _training_metrics(curves, best, elapsed, seconds, hp, threads, n_train, n_holdout)
+    if len(fits) > 1:
+        metrics["members"] = [
+            {"seed": s, **_training_metrics(c, b, t, t, hp, threads, n_train, n_holdout)}
+            for s, (c, b, t) in zip(member_seeds(seed, len(fits)), fits)
+        ]
+        metrics["fit_time_s"] = round(sum(t for _, _, t in fits), 3)
+        metrics.update({f"ensemble_holdout_{k}": v for k, v in scores.items()})
     _save(model, out_dir, meta, metrics, title=f"{architecture} (seed {seed})")
     log.info(
         "trained %s in %.1f s: %d epochs, best epoch %s", architecture, elapsed, metrics["epochs_run"], best
@@ -486,19 +513,50 @@ def ema_update(decay: float):
     return update
 
 
-def _fit(
+def _fit_members(
     model: NetworkClassifier,
     sampler: PatchSampler,
     windows: list,
     weight: torch.Tensor | None,
     hp: dict[str, Any],
     architecture: str,
+) -> list[tuple[dict[str, list], int | None, float]]:
+    """Train the network, or each member of a seed ensemble in turn, with :func:`_fit`; the
+    curves, best epoch and fit seconds of each.
+
+    Member 0 trains exactly as a lone network (the run's seed, ``sampler``'s generator);
+    member ``i`` > 0 reseeds PyTorch (dropout) and draws its patches with its own seed
+    (:func:`~cropchain.models.networks.member_seeds`). All members share the standardization,
+    the held-out polygons, the class weights and the early-stopping rule.
+    """
+    members = ensemble_members(model._module())
+    seeds = member_seeds(model.seed, len(members))
+    fits = []
+    for i, (net, seed) in enumerate(zip(members, seeds)):
+        if i > 0:
+            torch.manual_seed(seed)
+            sampler = copy.copy(sampler)
+            sampler.rng = np.random.default_rng([seed, 20190917])
+            log.info("%s: ensemble member %d of %d (seed %d)", architecture, i + 1, len(members), seed)
+        fits.append(_fit(model, net, sampler, windows, weight, hp, architecture))
+    model._module().eval()
+    return fits
+
+
+def _fit(
+    model: NetworkClassifier,
+    net: torch.nn.Module,
+    sampler: PatchSampler,
+    windows: list,
+    weight: torch.Tensor | None,
+    hp: dict[str, Any],
+    architecture: str,
 ) -> tuple[dict[str, list], int | None, float]:
-    """The training loop: Adam, an exponential moving average of the weights (evaluated and
-    kept), early stopping on the held-out loss, the best weights restored."""
+    """The training loop of ``net`` (``model``'s module or one member of it): Adam, an
+    exponential moving average of the weights (evaluated and kept), early stopping on the
+    held-out loss, the best weights restored."""
     from torch.optim.swa_utils import AveragedModel
 
-    net = model.net
     opt = torch.optim.Adam(
         net.parameters(), lr=float(hp["learning_rate"]), weight_decay=float(hp["weight_decay"])
     )
@@ -518,7 +576,7 @@ def _fit(
     stopping = _EarlyStopping(str(hp["monitor"]), int(hp["patience"]))
     t0 = time.perf_counter()
     for epoch in tqdm(range(1, epochs + 1), desc=f"train {architecture}", unit="epoch", disable=None):
-        losses = _train_epoch(model, sampler, opt, ema, weight, batch, steps)
+        losses = _train_epoch(model, net, sampler, opt, ema, weight, batch, steps)
         curves["epoch"].append(epoch)
         curves["train_loss"].append(float(np.mean(losses)))
         curves["seconds"].append(round(time.perf_counter() - t0, 2))
@@ -551,6 +609,7 @@ def _fit(
 
 def _train_epoch(
     model: NetworkClassifier,
+    net: torch.nn.Module,
     sampler: PatchSampler,
     opt: torch.optim.Optimizer,
     ema: Any,
@@ -558,9 +617,8 @@ def _train_epoch(
     batch: int,
     steps: int,
 ) -> list[float]:
-    """One epoch of ``steps`` Adam steps on drawn batches (the average ``ema`` updated after
-    each); returns the batch losses."""
-    net = model.net
+    """One epoch of ``steps`` Adam steps of ``net`` on drawn batches (the average ``ema``
+    updated after each); returns the batch losses."""
     net.train()
     losses = []
     rate = float(model.training_hyperparameters.get("date_dropout", 0.0))

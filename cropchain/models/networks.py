@@ -16,6 +16,10 @@ hyper-parameters. It follows the model protocol of :mod:`cropchain.models`:
   tile coincide);
 - pixel-wise networks (``margin == 0``: TempCNN) also have ``predict_proba(X [N, F])``.
 
+With the ``ensemble`` hyper-parameter (n > 1) the module is a :class:`SeedEnsemble` of n
+networks of the architecture whose class probabilities are averaged; everything above holds
+for it unchanged.
+
 Inputs are standardized per channel: the mean and standard deviation of a band or index
 are pooled over its dates (the features ``YYYYMMDD_<channel>``), so that a time series
 keeps its shape; nodata (-9999) becomes 0, the mean of the learning set.
@@ -74,6 +78,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "class_weight_power": 0.5,
     "augment": True,  # random flips and 90-degree rotations of the patches
     "ema_decay": 0.0,  # exponential moving average of the weights, per step (0: none)
+    # networks trained from different seeds whose class probabilities are averaged (1: one network)
+    "ensemble": 1,
     # training and inference: a CUDA GPU when PyTorch sees one, else the CPU (or cpu, cuda, cuda:N)
     "device": "auto",
 }
@@ -395,6 +401,53 @@ def receptive_margin(net: nn.Module, n_features: int, alignment: int = 1, *, bou
 
 
 # --------------------------------------------------------------------------------------
+# seed ensembles
+# --------------------------------------------------------------------------------------
+#: member ``i`` of an ensemble is initialised and trained with seed ``seed + MEMBER_SEED_STEP * i``
+MEMBER_SEED_STEP = 1000
+
+
+def member_seeds(seed: int, n_members: int) -> list[int]:
+    """The seeds of the ``n_members`` networks of a seed ensemble trained for run seed ``seed``:
+    ``seed + 1000 * i``; member 0 has the run's seed, so it is the network trained without
+    ``ensemble``."""
+    return [int(seed) + MEMBER_SEED_STEP * i for i in range(int(n_members))]
+
+
+class SeedEnsemble(nn.Module):
+    """Networks of one architecture trained from different seeds, their class probabilities
+    averaged (a deep ensemble: Lakshminarayanan et al., NeurIPS 2017, "Simple and Scalable
+    Predictive Uncertainty Estimation using Deep Ensembles").
+
+    ``forward`` maps ``[B, F, H, W]`` to ``log(mean_i softmax(member_i(x)))`` ``[B, K, H, W]``,
+    so that the softmax of the output is the members' mean probability and every caller of a
+    single network (tiled inference, the receptive margin of member 0) is unchanged. The
+    members' attributes (``alignment``, ``pixelwise``, ``order``, ``n_dates``...) are those of
+    member 0; the members are trained one after the other
+    (:func:`cropchain.learning.train_network.train_network`).
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("a seed ensemble needs at least 2 members")
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        for key in ("alignment", "pixelwise", "n_dates", "n_channels"):
+            if hasattr(first, key):
+                setattr(self, key, getattr(first, key))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([F.log_softmax(m(x), dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - float(np.log(len(self.members)))
+
+
+def ensemble_members(net: nn.Module) -> list[nn.Module]:
+    """The networks to train in ``net``: the members of a :class:`SeedEnsemble`, else ``[net]``."""
+    return list(net.members) if isinstance(net, SeedEnsemble) else [net]
+
+
+# --------------------------------------------------------------------------------------
 # the model wrapper
 # --------------------------------------------------------------------------------------
 
@@ -475,7 +528,17 @@ class NetworkClassifier:
     def build_net(
         self, n_features: int, n_classes: int, feature_names: Sequence[str] | None = None
     ) -> nn.Module:
-        """A freshly initialised module (seeded with ``seed``) for ``n_features`` inputs."""
+        """A freshly initialised module (seeded with ``seed``) for ``n_features`` inputs; with
+        ``ensemble`` = n > 1, a :class:`SeedEnsemble` of n modules seeded with
+        :func:`member_seeds`.
+
+        Raises
+        ------
+        ConfigError
+            invalid hyper-parameters, ``ensemble`` not a whole number >= 1.
+        InputError
+            features that are not a dates x channels grid for an architecture that needs one.
+        """
         layout = feature_layout(feature_names) if self.arch.needs_layout else None
         if layout is not None and len(layout.order) != n_features:
             raise InputError(
@@ -483,13 +546,29 @@ class NetworkClassifier:
                 f"{n_features} features but {len(layout.order)} (date, channel) cells",
                 "rerun the features step",
             )
-        torch.manual_seed(self.seed)
-        try:
-            return self.arch.net(n_features, n_classes, layout, **self.architecture_hyperparameters)
-        except (TypeError, ValueError) as exc:
+        n_members = self.hyperparameters["ensemble"]
+        if not isinstance(n_members, int) or isinstance(n_members, bool) or n_members < 1:
             raise ConfigError(
-                f"architectures.{self.architecture}: invalid hyper-parameters ({exc})"
-            ) from None
+                f"architectures.{self.architecture}.ensemble: {n_members!r} is not a whole number >= 1"
+            )
+        members, rng_after_first = [], None
+        for seed in member_seeds(self.seed, n_members):
+            torch.manual_seed(seed)
+            try:
+                members.append(
+                    self.arch.net(n_features, n_classes, layout, **self.architecture_hyperparameters)
+                )
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"architectures.{self.architecture}: invalid hyper-parameters ({exc})"
+                ) from None
+            if rng_after_first is None:
+                rng_after_first = torch.get_rng_state()
+        if n_members == 1:
+            return members[0]
+        # PyTorch's generator as after building member 0 alone: member 0 trains as a lone network
+        torch.set_rng_state(rng_after_first)
+        return SeedEnsemble(members)
 
     def initialize(
         self,
@@ -515,8 +594,9 @@ class NetworkClassifier:
         self.net = self.build_net(n, len(self.classes_), self.feature_names)
         self.alignment = int(getattr(self.net, "alignment", 1))
         self.pixelwise = bool(getattr(self.net, "pixelwise", False))
-        if margin is None:
-            margin = 0 if self.pixelwise else receptive_margin(self.net, n, self.alignment)
+        if margin is None:  # members share the architecture, hence the margin
+            probe = ensemble_members(self.net)[0]
+            margin = 0 if self.pixelwise else receptive_margin(probe, n, self.alignment)
         self.margin = int(margin)
         self.set_threads(self.threads)
 
