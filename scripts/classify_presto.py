@@ -15,6 +15,7 @@ def main(smk):
             smk.input.weights,
             smk.params.presto,
             smk.params.start,
+            inputs=smk.params.inputs,
         ),
     )
 

@@ -7,7 +7,7 @@ from cropchain.workflow import run_step
 
 def main(smk):
     features = [
-        presto_spec(r, m, d, smk.input.weights, smk.params.presto, smk.params.start)
+        presto_spec(r, m, d, smk.input.weights, smk.params.presto, smk.params.start, inputs=smk.params.inputs)
         for r, m, d in zip(smk.input.raw, smk.input.mask, smk.input.raw_dates)
     ]
     tiles = run_tiles(smk.params.tiles, features, smk.input.validity, smk.input.split)

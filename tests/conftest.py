@@ -82,6 +82,18 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+def safe_demo_config(products: dict[str, str]) -> dict:
+    """The demo configuration turned into tiles of SAFE products: ``products`` maps each tile
+    to its folder (relative to the work folder)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    del cfg["demo"]
+    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
+    cfg["tiles"] = {tile: {"source": "safe", "products": folder} for tile, folder in products.items()}
+    return cfg
+
+
 def absolute_config(name: str, workdir: Path, **overrides) -> Path:
     """Copy ``config/<name>`` to ``workdir`` with project-relative input paths made absolute."""
     import yaml

@@ -680,18 +680,12 @@ def test_contested_reference_overlap_is_a_warning_with_a_correct_result(tmp_path
 
 def test_non_utf8_product_folder_in_the_workflow(demo_safe, tmp_path):
     """Snakemake cannot even write a non-UTF-8 input path in its locks: the input function names it."""
-    import yaml
-    from conftest import snakemake
+    from conftest import safe_demo_config, snakemake, write_config
 
     folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/products/donn\xe9es"))
     folder.parent.mkdir()
     shutil.copytree(demo_safe / "safe", folder)
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    del cfg["demo"]
-    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
-    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products"}}
-    configfile = tmp_path / "config.yaml"
-    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    configfile = write_config(tmp_path / "config.yaml", safe_demo_config({"T31TXA": "products"}))
     proc = snakemake(tmp_path, configfile, "--dry-run", "results/tiles/T31TXA/raw.tif", check=False)
     assert proc.returncode == 1
     assert (

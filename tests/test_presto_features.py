@@ -206,3 +206,67 @@ def test_device_auto_is_the_cpu_without_a_gpu():
             resolve_device("cuda")
     with pytest.raises(ConfigError, match="not a device"):
         resolve_device("tpu")
+
+
+def test_encoder_inputs_give_the_embeddings_back(tile: Path, weights: Path):
+    """With inputs=True the features are what the encoder reads (composites, clear months,
+    latitude / longitude): run through the published encoder they give the embeddings of
+    the default features, pixel for pixel."""
+    from cropchain.learning.presto_features import input_names, split_inputs
+    from cropchain.models.presto import embed_series, load_presto
+
+    with spec_of(tile, weights, inputs=True).open() as f, spec_of(tile, weights).open() as g:
+        assert f.encoder is None and f.count == 12 * 11 + 2 == len(f.descriptions)
+        assert f.descriptions == input_names(g.months)
+        assert f.descriptions[:2] == ("presto_t00_m01_B02", "presto_t00_m01_B03")
+        assert f.descriptions[10:12] == ("presto_t00_m01_clear", "presto_t01_m02_B02")
+        inputs, want = f.read(), g.read()
+    X = inputs.reshape(f.count, -1).T
+    series, clear, latlon, months = split_inputs(X, f.descriptions)
+    assert months.tolist() == list(range(12)) and not clear[:, 4:6].any()  # May, June: no image
+    assert series.min() >= 0 and (series > 0).any() and 43 < latlon[:, 0].mean() < 50
+    got = embed_series(series, clear, latlon, [m for m in g.months], load_presto(weights))
+    np.testing.assert_allclose(got.T.reshape(want.shape), want, atol=1e-5)
+    with pytest.raises(ValueError, match="not the Presto encoder inputs"):
+        split_inputs(X[:, 1:], f.descriptions[1:])
+
+
+def test_presto_finetune_learns_and_reloads(tile: Path, weights: Path, tmp_path: Path):
+    """presto_finetune trains the encoder and a linear head on the encoder inputs; joblib gives
+    the same probabilities back; encoder_learning_rate 0 leaves the published encoder as is."""
+    import joblib
+    import torch
+
+    from cropchain.models.presto import load_presto
+
+    with spec_of(tile, weights, inputs=True).open() as f:
+        X, names = f.read().reshape(f.count, -1).T.copy(), list(f.descriptions)
+    b04, b08 = names.index("presto_t06_m07_B04"), names.index("presto_t06_m07_B08")
+    ndvi = (X[:, b08] - X[:, b04]) / (X[:, b08] + X[:, b04])
+    y = np.where(ndvi > np.median(ndvi), 7, 3)  # July vegetation: a class the series shows
+    small = {"epochs": 4, "batch_size": 64, "learning_rate": 1e-2, "max_pixels_per_class": 150}
+    model = get_model("presto_finetune", seed=0, weights=weights, **small)
+    model.feature_names = names
+    model.fit(X, y)
+    assert model.classes_.tolist() == [3, 7] and len(model.curve) == 4 and model.curve[-1] < model.curve[0]
+    proba = model.predict_proba(X)
+    assert proba.shape == (480, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert (model.predict(X) == y).mean() > 0.9
+    published = load_presto(weights).state_dict()
+    assert not all(
+        torch.equal(v, model.encoder.state_dict()[k]) for k, v in published.items() if v.is_floating_point()
+    )
+    joblib.dump(model, tmp_path / "model.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "model.joblib").predict_proba(X), proba)
+    frozen = get_model("presto_finetune", seed=0, weights=weights, **{**small, "encoder_learning_rate": 0})
+    frozen.feature_names = names
+    frozen.fit(X, y)
+    assert all(torch.equal(v, frozen.encoder.state_dict()[k]) for k, v in published.items())
+    # the spectral features are not its inputs; no weights is a configuration error
+    with pytest.raises(InputError, match="not the Presto encoder inputs"):
+        model.feature_names = names[1:]
+        model.predict_proba(X[:, 1:])
+    with pytest.raises(ConfigError, match="presto_finetune needs the `presto` section"):
+        get_model("presto_finetune")
+    with pytest.raises(ConfigError, match=r"unknown hyper-parameter\(s\) \['trees'\]"):
+        get_model("presto_finetune", weights=weights, trees=3)

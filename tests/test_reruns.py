@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, snakemake
+from conftest import ROOT, safe_demo_config, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -59,13 +59,8 @@ def one_safe_tile(work: Path, dates: list) -> tuple[list[Path], dict, Path]:
         {"T31TXA": {"origin": demo_origin(0, 32), "width": 32, "height": 32}},
         seed=4,
     )
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    del cfg["demo"]
-    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
-    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products/T31TXA"}}
-    configfile = work / "config.yaml"
-    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return products, cfg, configfile
+    cfg = safe_demo_config({"T31TXA": "products/T31TXA"})
+    return products, cfg, write_config(work / "config.yaml", cfg)
 
 
 def test_new_date_reruns_one_tile(tmp_path: Path):
@@ -89,14 +84,10 @@ def test_new_date_reruns_one_tile(tmp_path: Path):
         {t: {"origin": demo_origin(i, 64), "width": 64, "height": 64} for t, i in tiles.items()},
         seed=42,
     )
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    del cfg["demo"]
-    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
-    cfg["tiles"] = {t: {"source": "safe", "products": f"products/{t}"} for t in tiles}
+    cfg = safe_demo_config({t: f"products/{t}" for t in tiles})
     cfg["split"]["runs"] = 1
     cfg["architectures"] = {"rf": {"n_estimators": 10}}
-    configfile = work / "config.yaml"
-    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    configfile = write_config(work / "config.yaml", cfg)
     snakemake(work, configfile)
     assert planned_jobs(work, configfile) == Counter()
 
@@ -168,13 +159,9 @@ def test_shapefile_dbf_edited_alone_reruns_the_fusion(tmp_path: Path):
     )
     parcels = pyogrio.read_dataframe(ref / "parcels.gpkg")
     pyogrio.write_dataframe(parcels, ref / "parcels.shp")
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    del cfg["demo"]
-    cfg["nomenclature"] = str(ROOT / cfg["nomenclature"])
-    cfg["tiles"] = {"T31TXA": {"source": "safe", "products": "products/T31TXA"}}
+    cfg = safe_demo_config({"T31TXA": "products/T31TXA"})
     cfg["reference"]["sources"][0]["path"] = "resources/demo/reference/parcels.shp"
-    configfile = work / "config.yaml"
-    configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    configfile = write_config(work / "config.yaml", cfg)
     targets = ["results/tiles/T31TXA/reference.gpkg"]
     snakemake(work, configfile, *targets)
     first = snakemake(work, configfile, "--dry-run", *targets)

@@ -1,5 +1,6 @@
-"""End-to-end: presto_rf (a forest on Presto embeddings) through Snakemake on small demo tiles,
-beside rf on the same split; the embeddings are computed per window and never stored."""
+"""End-to-end: presto_rf (a forest on Presto embeddings) and presto_finetune (the encoder
+fine-tuned with a linear head) through Snakemake on small demo tiles, beside rf on the same
+split; the embeddings are computed per window and never stored."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ def presto_run(tmp_path_factory) -> Path:
         demo__width=64,
         demo__height=48,
         split={"ratio": 0.66, "runs": 1, "seed": 0},
-        architectures={"rf": {"n_estimators": 50}, "presto_rf": {"n_estimators": 50}},
+        architectures={
+            "rf": {"n_estimators": 50},
+            "presto_rf": {"n_estimators": 50},
+            "presto_finetune": {"epochs": 3, "max_pixels_per_class": 300, "batch_size": 64},
+        },
         presto={"weights": str(WEIGHTS)},
         classify={"window": 32, "overlap": 0},
         resources={"threads": 1},
@@ -73,6 +78,31 @@ def test_presto_rf_trained_on_embeddings_mapped_and_reported(presto_run: Path):
     # embeddings are never stored: only the learning pixels' table has them
     stored = [p.name for p in res.rglob("*.tif")]
     assert not any("presto" in n or "embedding" in n or n == "features.tif" for n in stored)
+
+
+def test_presto_finetune_trained_on_encoder_inputs_mapped_and_reported(presto_run: Path):
+    res = presto_run / "results"
+    pixels = pq.read_table(res / "runs/0/pixels.parquet").to_pandas()
+    inputs = pq.read_table(res / "runs/0/pixels_presto_inputs.parquet").to_pandas()
+    names = [c for c in inputs.columns if c.startswith("presto_")]
+    assert len(names) == 12 * 11 + 2 and names[-2:] == ["presto_lat", "presto_lon"]
+    key = ["tile", "row", "col", "code"]
+    pd.testing.assert_frame_equal(
+        pixels[key].sort_values(key).reset_index(drop=True),
+        inputs[key].sort_values(key).reset_index(drop=True),
+    )
+    meta = json.loads((res / "runs/0/models/presto_finetune/model.json").read_text())
+    assert meta["feature_names"] == names and meta["hyperparameters"]["weights"] == str(WEIGHTS)
+    for tile in ("T31TXA", "T31TXB"):
+        with (
+            rasterio.open(res / f"runs/0/maps/presto_finetune/{tile}_classification.tif") as src,
+            rasterio.open(res / f"runs/0/maps/rf/{tile}_classification.tif") as ref,
+        ):
+            got, want = src.read(1), ref.read(1)
+        assert ((got == 0) == (want == 0)).all()
+        report = json.loads((res / f"runs/0/reports/presto_finetune/{tile}.json").read_text())
+        assert report["n_pixels"] > 200 and report["overall_accuracy"] > 0.6
+    assert "presto_finetune" in set(pd.read_csv(res / "reports/summary.csv")["architecture"])
 
 
 def test_rerun_does_nothing(presto_run: Path):

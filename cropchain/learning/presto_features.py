@@ -65,6 +65,8 @@ class PrestoSpec:
     months : number of monthly composites (1-24; 12 in Presto's pre-training).
     batch_size : pixels per forward pass of the encoder.
     device : ``auto`` (a CUDA GPU when present, else the CPU), ``cpu`` or ``cuda[:N]``.
+    inputs : the encoder's inputs instead of its embeddings (:func:`input_names`; for
+        ``presto_finetune``, whose model runs the encoder itself); the encoder is not loaded.
     """
 
     raw: str | os.PathLike
@@ -76,6 +78,7 @@ class PrestoSpec:
     months: int = 12
     batch_size: int = 256
     device: str = "auto"
+    inputs: bool = False
 
     @property
     def path(self) -> Path:
@@ -93,9 +96,12 @@ def presto_spec(
     weights: str | os.PathLike,
     presto: dict,
     start: str | dt.date,
+    *,
+    inputs: bool = False,
 ) -> PrestoSpec:
     """The :class:`PrestoSpec` of a tile from its ingest outputs, the weights file and the
-    configuration's ``presto`` section (``sha256``, ``months``, ``batch_size``, ``device``)."""
+    configuration's ``presto`` section (``sha256``, ``months``, ``batch_size``, ``device``);
+    ``inputs``: the encoder's inputs instead of its embeddings."""
     return PrestoSpec(
         str(raw),
         str(mask),
@@ -106,11 +112,63 @@ def presto_spec(
         int(presto.get("months", 12)),
         int(presto.get("batch_size", 256)),
         str(presto.get("device", "auto")),
+        bool(inputs),
     )
 
 
+def input_names(months: Sequence[dt.date]) -> tuple[str, ...]:
+    """Names of the encoder-input features of ``M`` monthly composites: for each month ``t``
+    (``mm`` its calendar month) the 10 bands of :data:`cropchain.models.presto.S2_BANDS`
+    ``presto_t{t:02d}_m{mm:02d}_{band}`` (reflectance x10000) then
+    ``presto_t{t:02d}_m{mm:02d}_clear`` (1 = a clear observation in the month, 0 = masked);
+    then ``presto_lat`` and ``presto_lon`` (degrees). ``M * 11 + 2`` names."""
+    from cropchain.models.presto import S2_BANDS
+
+    names = []
+    for t, m in enumerate(months):
+        head = f"presto_t{t:02d}_m{m.month:02d}"
+        names += [f"{head}_{b}" for b in S2_BANDS] + [f"{head}_clear"]
+    return (*names, "presto_lat", "presto_lon")
+
+
+def split_inputs(
+    X: np.ndarray, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Encoder inputs of pixels from their :func:`input_names` features.
+
+    Parameters
+    ----------
+    X : float32 ``[N, M * 11 + 2]`` features in the order of ``names``.
+    names : :func:`input_names` of the ``M`` months.
+
+    Returns
+    -------
+    series : int16 ``[N, M, 10]`` reflectance x10000; clear : bool ``[N, M]``; latlon : float32
+    ``[N, 2]``; months : int64 ``[M]`` month indices (0 = January).
+
+    Raises
+    ------
+    ValueError
+        names that are not :func:`input_names`.
+    """
+    from cropchain.models.presto import S2_BANDS
+
+    n_months = (len(names) - 2) // 11
+    months = [int(n[len("presto_t00_m") :][:2]) - 1 for n in names[: n_months * 11 : 11]]
+    expected = input_names([dt.date(2000, m + 1, 1) for m in months])
+    if tuple(names) != expected:
+        raise ValueError(
+            "features are not the Presto encoder inputs (presto_tTT_mMM_<band>, _clear, lat, lon)"
+        )
+    X = np.asarray(X, dtype=np.float32)
+    cube = X[:, : n_months * 11].reshape(len(X), n_months, 11)
+    series = np.rint(cube[:, :, : len(S2_BANDS)]).astype(np.int16)
+    return series, cube[:, :, -1] > 0.5, X[:, -2:], np.asarray(months, dtype=np.int64)
+
+
 class PrestoFeatures:
-    """The 128 Presto embeddings of a tile, computed window by window from its raw series.
+    """The 128 Presto embeddings of a tile, computed window by window from its raw series
+    (or, with ``spec.inputs``, the encoder's inputs: :func:`input_names`).
 
     A read-only, rasterio-like view with the interface of
     :class:`cropchain.series.features.FeatureRaster` (``descriptions`` = :data:`EMBEDDING_NAMES`,
@@ -174,24 +232,25 @@ class PrestoFeatures:
         self._sub_dates = [self.dates[i] for i in self._used]
         self._order = [self.bands.index(b) for b in S2_BANDS]
         self.device = resolve_device(spec.device)
-        self.encoder = load_presto(spec.weights, spec.sha256).to(self.device)
+        self.encoder = None if spec.inputs else load_presto(spec.weights, spec.sha256).to(self.device)
         self._src = open_raster(self.path, "raw time series")
         self._msk = open_raster(spec.mask, "raw mask")
         self._src_nodata = profile.get("nodata")
-        self.descriptions = EMBEDDING_NAMES
-        self.count = len(EMBEDDING_NAMES)
+        self.descriptions = input_names(self.months) if spec.inputs else EMBEDDING_NAMES
+        self.count = len(self.descriptions)
         self.height, self.width = self._src.height, self._src.width
         self.transform, self.crs = self._src.transform, self._src.crs
         self.profile = geotiff_profile(profile, count=self.count, dtype="float32", nodata=FEATURES_NODATA)
         self.nodatavals = (FEATURES_NODATA,) * self.count
         log.info(
-            "Presto features of %s: %d dates in %d months (%s .. %s), encoder on %s",
+            "Presto %s of %s: %d dates in %d months (%s .. %s)%s",
+            "encoder inputs" if spec.inputs else "features",
             self.path,
             self._used.size,
             len(self.months),
             f"{self.months[0]:%Y-%m}",
             f"{self.months[-1]:%Y-%m}",
-            self.device,
+            "" if spec.inputs else f", encoder on {self.device}",
         )
 
     def _composites(
@@ -216,8 +275,16 @@ class PrestoFeatures:
         return comp.transpose(2, 0, 1), clear.T
 
     def _embed(self, comp: np.ndarray, clear: np.ndarray, latlon: np.ndarray) -> np.ndarray:
-        """float32 ``[128, N]``, FEATURES_NODATA where no month is clear."""
+        """float32 ``[128, N]`` embeddings (``[M * 11 + 2, N]`` encoder inputs with
+        ``spec.inputs``), FEATURES_NODATA where no month is clear."""
         from cropchain.models.presto import embed_series
+
+        if self.spec.inputs:
+            ok = clear & ~(comp == GAPFILLED_NODATA).any(axis=2)  # [N, M], as embed_series masks
+            cube = np.concatenate([comp.astype(np.float32), ok[:, :, None].astype(np.float32)], axis=2)
+            out = np.concatenate([cube.reshape(len(cube), -1), np.asarray(latlon, np.float32)], axis=1)
+            out[~ok.any(axis=1)] = FEATURES_NODATA
+            return np.ascontiguousarray(out.T)
 
         emb = embed_series(
             comp,
@@ -255,7 +322,8 @@ class PrestoFeatures:
         Returns
         -------
         float32 ``[len(indexes), h, w]`` (``[h, w]`` for a single int index), -9999 where the
-        pixel has no clear month. Memory: the window's raw series plus its composites.
+        pixel has no clear month (``[M * 11 + 2, h, w]`` encoder inputs with ``spec.inputs``).
+        Memory: the window's raw series plus its composites.
         """
         h, w = (self.height, self.width) if window is None else (int(window.height), int(window.width))
         comp, clear = self._composites(window)
@@ -267,7 +335,7 @@ class PrestoFeatures:
         return out[[int(i) - 1 for i in indexes]]
 
     def read_pixels(self, window: Window, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Embeddings of some pixels of ``window``: float32 ``[128, N]`` (``rows``, ``cols``:
+        """Embeddings (or inputs) of some pixels of ``window``: float32 ``[F, N]`` (``rows``, ``cols``:
         int ``[N]`` window-relative positions); only those pixels go through the encoder."""
         comp, clear = self._composites(window, rows, cols)
         latlon = self._latlon(window)[:, rows, cols].T

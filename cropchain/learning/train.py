@@ -106,10 +106,10 @@ def train_model(
         dict(zip(codes.tolist(), counts.tolist())),
     )
     model = get_model(architecture, seed=seed, threads=threads, **hyperparameters)
+    model.feature_names = list(names)  # before fit: presto_finetune reads its inputs' layout from them
     start = time.perf_counter()
     model.fit(X, y)
     elapsed = time.perf_counter() - start
-    model.feature_names = list(names)
     train_oa = float(np.mean(model.classes_[np.argmax(model.predict_proba(X), axis=1)] == y))
     log.info("trained %s in %.1f s (resubstitution accuracy %.3f)", architecture, elapsed, train_oa)
 

@@ -52,9 +52,12 @@ BUILTIN: dict[str, tuple[str, str]] = {
     # are the 128 embeddings instead of the spectral features
     "presto_rf": ("presto_heads", "pixel"),
     "presto_xgboost": ("presto_heads", "pixel"),
+    # the Presto encoder fine-tuned with a linear head, on the encoder's inputs
+    "presto_finetune": ("presto_finetune", "pixel"),
 }
-#: architectures whose features are Presto embeddings (need the configuration's `presto` section)
-PRESTO_ARCHS = ("presto_rf", "presto_xgboost")
+#: architectures whose features are Presto embeddings or the encoder's inputs (need the
+#: configuration's `presto` section)
+PRESTO_ARCHS = ("presto_rf", "presto_xgboost", "presto_finetune")
 KINDS = ("pixel", "network")
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}

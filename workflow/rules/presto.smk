@@ -4,6 +4,9 @@
 # gapfill.temporal the other architectures use), for the learning pixels of a run (rule
 # samples_presto) and for the map (rule classify_presto). The heads are trained by the
 # ordinary pixel trainer (rule train_presto, cropchain.learning.train).
+# presto_finetune (the encoder fine-tuned with a linear head) goes through the same rules, its
+# features the encoder's inputs (monthly composites, clear months, latitude / longitude:
+# runs/{run}/pixels_presto_inputs.parquet) instead of the embeddings.
 from cropchain.models import PRESTO_ARCHS
 
 PRESTO = config.get("presto") or {}
@@ -28,6 +31,20 @@ def raw_series_of(tiles=None):
 
 
 PRESTO_PARAMS = {k: PRESTO.get(k) for k in ("sha256", "months", "batch_size", "device")}
+
+
+def presto_table(arch):
+    """The pixel table kind of a Presto architecture: the encoder's inputs for presto_finetune,
+    its embeddings for the heads."""
+    return "presto_inputs" if arch == "presto_finetune" else "presto"
+
+
+def presto_hyperparameters(wildcards):
+    """`architectures.<arch>`; presto_finetune also gets the weights it starts from."""
+    hp = dict(config["architectures"][wildcards.arch])
+    if wildcards.arch == "presto_finetune":
+        hp.update(weights=str(presto_weights(wildcards)), sha256=PRESTO.get("sha256"))
+    return hp
 PRESTO_CODE = ("cropchain.learning.presto_features", "cropchain.models.presto", "cropchain.series.composite",
                "cropchain.series.features")
 
@@ -39,18 +56,21 @@ rule samples_presto:
         validity=expand(results("tiles/{tile}/validity.tif"), tile=TILES),
         split=expand(results("runs/{{run}}/tiles/{tile}/split.gpkg"), tile=TILES),
     output:
-        pixels=results("runs/{run}/pixels_presto.parquet"),
+        pixels=results("runs/{run}/pixels_{presto_kind}.parquet"),
+    wildcard_constraints:
+        presto_kind="presto|presto_inputs",
     params:
         tiles=TILES,
         samples=config["samples"],
         presto=PRESTO_PARAMS,
+        inputs=lambda wc: wc.presto_kind == "presto_inputs",
         start=config["dates"]["start"],
         seed=run_seed,
         code=code_hash("cropchain.learning.samples", *PRESTO_CODE),
     log:
-        logs("samples_presto/{run}"),
+        logs("samples_{presto_kind}/{run}"),
     benchmark:
-        benchmarks("samples_presto/{run}")
+        benchmarks("samples_{presto_kind}/{run}")
     threads: THREADS
     resources:
         mem_mb=mem_mb("samples"),
@@ -61,7 +81,8 @@ rule samples_presto:
 
 rule train_presto:
     input:
-        pixels=rules.samples_presto.output.pixels,
+        pixels=lambda wc: results(f"runs/{wc.run}/pixels_{presto_table(wc.arch)}.parquet"),
+        weights=lambda wc: presto_weights(wc) if wc.arch == "presto_finetune" else [],  # it starts from them
     output:
         model=results("runs/{run}/models/{arch}/model.joblib"),
         meta=results("runs/{run}/models/{arch}/model.json"),
@@ -69,10 +90,11 @@ rule train_presto:
     wildcard_constraints:
         arch="|".join(PRESTO_ARCHS),
     params:
-        hyperparameters=lambda wc: config["architectures"][wc.arch],
+        hyperparameters=presto_hyperparameters,
         seed=run_seed,
         code=code_hash("cropchain.learning.train", "cropchain.models.presto_heads",
-                       "cropchain.models.random_forest", "cropchain.models.xgboost"),
+                       "cropchain.models.random_forest", "cropchain.models.xgboost",
+                       "cropchain.models.presto_finetune", "cropchain.models.presto"),
     log:
         logs("train/{run}_{arch}"),
     benchmark:
@@ -104,10 +126,11 @@ rule classify_presto:
         classify={k: v for k, v in config["classify"].items() if k != "smoothing"},
         smoothing=lambda wc: smoothing_of(config, wc.arch),
         presto=PRESTO_PARAMS,
+        inputs=lambda wc: presto_table(wc.arch) == "presto_inputs",
         start=config["dates"]["start"],
         code=code_hash("cropchain.mapping.classify", "cropchain.mapping.smoothing",
                        "cropchain.learning.train", "cropchain.io.products", "cropchain.workflow",
-                       *PRESTO_CODE),
+                       "cropchain.models.presto_finetune", *PRESTO_CODE),
     log:
         logs("classify/{run}_{arch}_{tile}"),
     benchmark:
