@@ -226,10 +226,20 @@ class PrestoFinetune:
     # --- prediction ---------------------------------------------------------------------
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities: float32 ``[N, F]`` encoder inputs -> float32 ``[N, K]``
-        (``classes_`` order); uniform for pixels without a clear month."""
+        (``classes_`` order); uniform for pixels without a clear month. Runs on the ``device``
+        hyper-parameter's device (``auto``: a CUDA GPU when present).
+
+        Raises
+        ------
+        InputError
+            features that are not the encoder inputs it was fitted on.
+        """
         if self.encoder is None or self.head is None:
             raise RuntimeError("presto_finetune: not fitted")
         series, clear, latlon, months = self._inputs(X)
+        device = self._device()  # a reloaded model comes back on the CPU
+        self.encoder.to(device)
+        self.head.to(device)
         out = np.full((len(series), len(self.classes_)), 1.0 / len(self.classes_), dtype=np.float32)
         todo = np.flatnonzero(clear.any(axis=1))
         batch = int(self.hyperparameters["batch_size"])
