@@ -212,8 +212,7 @@ def test_encoder_inputs_give_the_embeddings_back(tile: Path, weights: Path):
     """With inputs=True the features are what the encoder reads (composites, clear months,
     latitude / longitude): run through the published encoder they give the embeddings of
     the default features, pixel for pixel."""
-    from cropchain.learning.presto_features import input_names, split_inputs
-    from cropchain.models.presto import embed_series, load_presto
+    from cropchain.models.presto import embed_series, input_names, load_presto, split_inputs
 
     with spec_of(tile, weights, inputs=True).open() as f, spec_of(tile, weights).open() as g:
         assert f.encoder is None and f.count == 12 * 11 + 2 == len(f.descriptions)

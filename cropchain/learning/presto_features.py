@@ -65,8 +65,9 @@ class PrestoSpec:
     months : number of monthly composites (1-24; 12 in Presto's pre-training).
     batch_size : pixels per forward pass of the encoder.
     device : ``auto`` (a CUDA GPU when present, else the CPU), ``cpu`` or ``cuda[:N]``.
-    inputs : the encoder's inputs instead of its embeddings (:func:`input_names`; for
-        ``presto_finetune``, whose model runs the encoder itself); the encoder is not loaded.
+    inputs : the encoder's inputs instead of its embeddings (for
+        ``presto_finetune``, whose model runs the encoder itself;
+        :func:`cropchain.models.presto.input_names`); the encoder is not loaded.
     """
 
     raw: str | os.PathLike
@@ -116,59 +117,9 @@ def presto_spec(
     )
 
 
-def input_names(months: Sequence[dt.date]) -> tuple[str, ...]:
-    """Names of the encoder-input features of ``M`` monthly composites: for each month ``t``
-    (``mm`` its calendar month) the 10 bands of :data:`cropchain.models.presto.S2_BANDS`
-    ``presto_t{t:02d}_m{mm:02d}_{band}`` (reflectance x10000) then
-    ``presto_t{t:02d}_m{mm:02d}_clear`` (1 = a clear observation in the month, 0 = masked);
-    then ``presto_lat`` and ``presto_lon`` (degrees). ``M * 11 + 2`` names."""
-    from cropchain.models.presto import S2_BANDS
-
-    names = []
-    for t, m in enumerate(months):
-        head = f"presto_t{t:02d}_m{m.month:02d}"
-        names += [f"{head}_{b}" for b in S2_BANDS] + [f"{head}_clear"]
-    return (*names, "presto_lat", "presto_lon")
-
-
-def split_inputs(
-    X: np.ndarray, names: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Encoder inputs of pixels from their :func:`input_names` features.
-
-    Parameters
-    ----------
-    X : float32 ``[N, M * 11 + 2]`` features in the order of ``names``.
-    names : :func:`input_names` of the ``M`` months.
-
-    Returns
-    -------
-    series : int16 ``[N, M, 10]`` reflectance x10000; clear : bool ``[N, M]``; latlon : float32
-    ``[N, 2]``; months : int64 ``[M]`` month indices (0 = January).
-
-    Raises
-    ------
-    ValueError
-        names that are not :func:`input_names`.
-    """
-    from cropchain.models.presto import S2_BANDS
-
-    n_months = (len(names) - 2) // 11
-    months = [int(n[len("presto_t00_m") :][:2]) - 1 for n in names[: n_months * 11 : 11]]
-    expected = input_names([dt.date(2000, m + 1, 1) for m in months])
-    if tuple(names) != expected:
-        raise ValueError(
-            "features are not the Presto encoder inputs (presto_tTT_mMM_<band>, _clear, lat, lon)"
-        )
-    X = np.asarray(X, dtype=np.float32)
-    cube = X[:, : n_months * 11].reshape(len(X), n_months, 11)
-    series = np.rint(cube[:, :, : len(S2_BANDS)]).astype(np.int16)
-    return series, cube[:, :, -1] > 0.5, X[:, -2:], np.asarray(months, dtype=np.int64)
-
-
 class PrestoFeatures:
     """The 128 Presto embeddings of a tile, computed window by window from its raw series
-    (or, with ``spec.inputs``, the encoder's inputs: :func:`input_names`).
+    (or, with ``spec.inputs``, the encoder's inputs: :func:`cropchain.models.presto.input_names`).
 
     A read-only, rasterio-like view with the interface of
     :class:`cropchain.series.features.FeatureRaster` (``descriptions`` = :data:`EMBEDDING_NAMES`,
@@ -190,6 +141,7 @@ class PrestoFeatures:
         from cropchain.models.presto import (
             MAX_TIMESTEPS,
             S2_BANDS,
+            input_names,
             load_presto,
             resolve_device,
         )

@@ -150,6 +150,52 @@ def presto_inputs(
     return x, mask, np.full((n, t), DW_MISSING, dtype=np.int64)
 
 
+def input_names(months: Sequence[dt.date]) -> tuple[str, ...]:
+    """Names of the encoder-input features of ``M`` monthly composites: for each month ``t``
+    (``mm`` its calendar month) the 10 bands of :data:`S2_BANDS`
+    ``presto_t{t:02d}_m{mm:02d}_{band}`` (reflectance x10000) then
+    ``presto_t{t:02d}_m{mm:02d}_clear`` (1 = a clear observation in the month, 0 = masked);
+    then ``presto_lat`` and ``presto_lon`` (degrees). ``M * 11 + 2`` names."""
+    names = []
+    for t, m in enumerate(months):
+        head = f"presto_t{t:02d}_m{m.month:02d}"
+        names += [f"{head}_{b}" for b in S2_BANDS] + [f"{head}_clear"]
+    return (*names, "presto_lat", "presto_lon")
+
+
+def split_inputs(
+    X: np.ndarray, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Encoder inputs of pixels from their :func:`input_names` features.
+
+    Parameters
+    ----------
+    X : float32 ``[N, M * 11 + 2]`` features in the order of ``names``.
+    names : :func:`input_names` of the ``M`` months.
+
+    Returns
+    -------
+    series : int16 ``[N, M, 10]`` reflectance x10000; clear : bool ``[N, M]``; latlon : float32
+    ``[N, 2]``; months : int64 ``[M]`` month indices (0 = January).
+
+    Raises
+    ------
+    ValueError
+        names that are not :func:`input_names`.
+    """
+    n_months = (len(names) - 2) // 11
+    months = [int(n[len("presto_t00_m") :][:2]) - 1 for n in names[: n_months * 11 : 11]]
+    expected = input_names([dt.date(2000, m + 1, 1) for m in months])
+    if tuple(names) != expected:
+        raise ValueError(
+            "features are not the Presto encoder inputs (presto_tTT_mMM_<band>, _clear, lat, lon)"
+        )
+    X = np.asarray(X, dtype=np.float32)
+    cube = X[:, : n_months * 11].reshape(len(X), n_months, 11)
+    series = np.rint(cube[:, :, : len(S2_BANDS)]).astype(np.int16)
+    return series, cube[:, :, -1] > 0.5, X[:, -2:], np.asarray(months, dtype=np.int64)
+
+
 def month_table(n_months: int = 12, dim: int = 32) -> torch.Tensor:
     """Fixed month embedding ``[12, dim]``: row ``m`` is sin(2 pi m / 12) in its first half and
     cos(2 pi m / 12) in its second half (one frequency, repeated)."""

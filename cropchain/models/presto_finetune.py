@@ -5,7 +5,7 @@ The recipe of Presto's own evaluations (Tseng et al. 2023, arXiv 2304.14065, sec
 layer on its 128-d embedding, end to end, by cross-entropy. It is a pixel classifier of
 :mod:`cropchain.models`: its features are the encoder's *inputs*, the monthly composites of
 the tile's raw series, their clear-month flags and latitude / longitude
-(:func:`cropchain.learning.presto_features.input_names`), computed per window like the
+(:func:`cropchain.models.presto.input_names`), computed per window like the
 embeddings of ``presto_rf`` (``PrestoSpec(inputs=True)``), so that the samples, training and
 tiled inference rules are those of the other Presto architectures.
 
@@ -111,7 +111,7 @@ class PrestoFinetune:
         return resolve_device(self.hyperparameters["device"])
 
     def _inputs(self, X: np.ndarray) -> tuple[np.ndarray, ...]:
-        from cropchain.learning.presto_features import split_inputs
+        from cropchain.models.presto import split_inputs
 
         if not self.feature_names:
             raise InputError(
@@ -148,7 +148,7 @@ class PrestoFinetune:
         Parameters
         ----------
         X : float32 ``[N, M * 11 + 2]`` encoder inputs, columns ``feature_names``
-            (:func:`cropchain.learning.presto_features.input_names`: reflectance x10000, clear
+            (:func:`cropchain.models.presto.input_names`: reflectance x10000, clear
             flags, latitude / longitude in degrees); rows without a clear month are skipped.
         y : int ``[N]`` class codes.
 
