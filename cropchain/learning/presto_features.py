@@ -229,10 +229,10 @@ class PrestoFeatures:
     def _embed(self, comp: np.ndarray, clear: np.ndarray, latlon: np.ndarray) -> np.ndarray:
         """float32 ``[128, N]`` embeddings (``[M * 11 + 2, N]`` encoder inputs with
         ``spec.inputs``), FEATURES_NODATA where no month is clear."""
-        from cropchain.models.presto import embed_series
+        from cropchain.models.presto import clear_timesteps, embed_series
 
         if self.spec.inputs:
-            ok = clear & ~(comp == GAPFILLED_NODATA).any(axis=2)  # [N, M], as embed_series masks
+            ok = clear_timesteps(comp, clear, GAPFILLED_NODATA)  # [N, M], what the encoder sees
             cube = np.concatenate([comp.astype(np.float32), ok[:, :, None].astype(np.float32)], axis=2)
             out = np.concatenate([cube.reshape(len(cube), -1), np.asarray(latlon, np.float32)], axis=1)
             out[~ok.any(axis=1)] = FEATURES_NODATA

@@ -422,8 +422,8 @@ class SeedEnsemble(nn.Module):
     ``forward`` maps ``[B, F, H, W]`` to ``log(mean_i softmax(member_i(x)))`` ``[B, K, H, W]``,
     so that the softmax of the output is the members' mean probability and every caller of a
     single network (tiled inference, the receptive margin of member 0) is unchanged. The
-    members' attributes (``alignment``, ``pixelwise``, ``order``, ``n_dates``...) are those of
-    member 0; the members are trained one after the other
+    members' attributes (``alignment``, ``pixelwise``, ``n_dates``, ``n_channels``) are those
+    of member 0 (each member keeps its own ``order``); the members are trained one after the other
     (:func:`cropchain.learning.train_network.train_network`).
     """
 

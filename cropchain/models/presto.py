@@ -595,24 +595,47 @@ def embed_series(
     -------
     float32 ``[N, 128]``; NaN for pixels without any clear timestep.
     """
-    n, t = series.shape[:2]
-    ok = np.asarray(clear, dtype=bool) & ~(series == nodata).any(axis=2)  # [N, T]
+    n = series.shape[0]
+    ok = clear_timesteps(series, clear, nodata)  # [N, T]
     todo = np.flatnonzero(ok.any(axis=1))
     latlon = np.asarray(latlon, dtype=np.float32)
-    months = torch.from_numpy(month_indices(dates))
+    months = month_indices(dates)
     out = np.full((n, EMBEDDING_SIZE), np.nan, dtype=np.float32)
-    device = next(encoder.parameters()).device
     encoder.eval()
     with torch.inference_mode():
         for start in range(0, todo.size, int(batch_size)):
             idx = todo[start : start + int(batch_size)]
-            x, mask, dw = presto_inputs(series[idx], ok[idx])
-            emb = encoder(
-                torch.from_numpy(x).to(device),
-                torch.from_numpy(mask).to(device),
-                torch.from_numpy(latlon[idx]).to(device),
-                months.expand(idx.size, t).to(device),
-                torch.from_numpy(dw).to(device),
-            )
-            out[idx] = emb.float().cpu().numpy()
+            out[idx] = encode(encoder, series[idx], ok[idx], latlon[idx], months).float().cpu().numpy()
     return out
+
+
+def clear_timesteps(series: np.ndarray, clear: np.ndarray, nodata: int = GAPFILLED_NODATA) -> np.ndarray:
+    """bool ``[N, T]``: the timesteps the encoder sees, clear and without a ``nodata`` band
+    (``series`` int16 ``[N, T, 10]``, ``clear`` bool ``[N, T]``)."""
+    return np.asarray(clear, dtype=bool) & ~(np.asarray(series) == nodata).any(axis=2)
+
+
+def encode(
+    encoder: PrestoEncoder, series: np.ndarray, clear: np.ndarray, latlon: np.ndarray, months: np.ndarray
+) -> torch.Tensor:
+    """One forward pass of the encoder over pixels, on its device (with gradients unless the
+    caller disables them: :func:`embed_series` embeds, ``presto_finetune`` trains).
+
+    Parameters
+    ----------
+    series : int16 ``[n, T, 10]`` reflectance x10000 (:data:`S2_BANDS`); clear : bool ``[n, T]``
+    timesteps seen; latlon : float ``[n, 2]`` degrees; months : int64 ``[T]`` month indices.
+
+    Returns
+    -------
+    float32 ``[n, 128]`` embeddings (a tensor on the encoder's device).
+    """
+    device = next(encoder.parameters()).device
+    x, mask, dw = presto_inputs(series, clear)
+    return encoder(
+        torch.from_numpy(x).to(device),
+        torch.from_numpy(mask).to(device),
+        torch.from_numpy(np.ascontiguousarray(latlon, dtype=np.float32)).to(device),
+        torch.from_numpy(np.asarray(months, dtype=np.int64)).expand(len(series), -1).to(device),
+        torch.from_numpy(dw).to(device),
+    )

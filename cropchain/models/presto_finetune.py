@@ -128,18 +128,9 @@ class PrestoFinetune:
         self, series: np.ndarray, clear: np.ndarray, latlon: np.ndarray, months: np.ndarray
     ) -> torch.Tensor:
         """Head logits ``[n, K]`` of ``n`` pixels (each with at least one clear month)."""
-        from cropchain.models.presto import presto_inputs
+        from cropchain.models.presto import encode
 
-        device = next(self.encoder.parameters()).device
-        x, mask, dw = presto_inputs(series, clear)
-        emb = self.encoder(
-            torch.from_numpy(x).to(device),
-            torch.from_numpy(mask).to(device),
-            torch.from_numpy(np.ascontiguousarray(latlon, dtype=np.float32)).to(device),
-            torch.from_numpy(months).expand(len(series), -1).to(device),
-            torch.from_numpy(dw).to(device),
-        )
-        return self.head(emb)
+        return self.head(encode(self.encoder, series, clear, latlon, months))
 
     # --- training -----------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: np.ndarray) -> PrestoFinetune:
